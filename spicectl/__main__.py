@@ -1,0 +1,3 @@
+from spicectl.cli.main import main
+
+main()

@@ -1,0 +1,80 @@
+"""The application object that click passes down: settings, output mode, console."""
+
+from __future__ import annotations
+
+import json as _json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import click
+
+from spicectl.settings import Settings
+
+
+@dataclass
+class App:
+    connect: str | None = None
+    state_dir_option: str | None = None
+    json: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    debug: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        # Resolved on first use so `--help` reads no config file.
+        if self._settings is None:
+            self._settings = Settings.resolve(connect=self.connect, state_dir=self.state_dir_option)
+        return self._settings
+
+    # --- output -----------------------------------------------------------
+    def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
+        """`data` as JSON under --json; otherwise call `human` (or print data)."""
+        if self.json:
+            sys.stdout.write(_json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        elif human is not None:
+            human()
+        elif data is not None:
+            click.echo(data)
+
+    def info(self, message: str) -> None:
+        """Progress and notes: stderr, never in --json or --quiet mode."""
+        if not (self.quiet or self.json):
+            click.echo(message, err=True)
+
+    def table(self, columns: list[str], rows: list[list[Any]], *, title: str | None = None,
+              styles: list[str | None] | None = None) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, show_edge=False, header_style="bold")
+        for col in columns:
+            table.add_column(col)
+        for i, row in enumerate(rows):
+            style = styles[i] if styles else None
+            table.add_row(*[str(c) for c in row], style=style)
+        Console().print(table)
+
+    def fields(self, pairs: list[tuple[str, Any]]) -> None:
+        width = max(len(k) for k, _ in pairs)
+        for key, value in pairs:
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(str(v) for v in value) or "-"
+            click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def json_option(func):
+    """`--json` after the command as well as before it."""
+
+    def callback(ctx: click.Context, _param, value: bool):
+        if value:
+            ctx.ensure_object(App).json = True
+        return value
+
+    return click.option("--json", "json_", is_flag=True, expose_value=False, callback=callback,
+                        help="Print a JSON object for scripts.")(func)

@@ -1,0 +1,80 @@
+"""The root `spicectl` group, global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import traceback
+
+import click
+
+from spicectl import __version__
+from spicectl.cli.app import App
+from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help
+from spicectl.cli.lazy import LazyGroup
+from spicectl.errors import SpicectlError
+
+COMMANDS = {
+    "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
+    "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
+    "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
+}
+
+EPILOG = f"""\b
+Configuration: option > environment (SPICECTL_*) > config file
+(~/.config/spicectl/spicectl.toml, or $SPICECTL_CONFIG) > default.
+
+{exit_code_help()}
+"""
+
+
+class RootGroup(LazyGroup):
+    """Maps library errors to one line on stderr and an exit code, for every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except SpicectlError as exc:
+            app = ctx.find_object(App)
+            if app is not None and app.debug:
+                traceback.print_exc()
+            click.echo(f"spicectl: error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exit_code_for(exc))
+        except KeyboardInterrupt:
+            click.echo("spicectl: interrupted", err=True)
+            ctx.exit(INTERRUPTED)
+        except Exception as exc:  # a bug: one line unless asked for detail
+            app = ctx.find_object(App)
+            if app is not None and app.debug:
+                raise
+            click.echo(f"spicectl: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("hint: rerun with --debug for a traceback, and report it", err=True)
+            ctx.exit(INTERNAL)
+
+
+@click.group(cls=RootGroup, lazy=dict(COMMANDS), epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--connect", "-c", metavar="URI", envvar="SPICECTL_CONNECT",
+              help="libvirt URI (env SPICECTL_CONNECT, then LIBVIRT_DEFAULT_URI; default: spicectl's private libvirt).")
+@click.option("--json", "json_", is_flag=True, help="Print JSON objects for scripts instead of tables.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.option("--state-dir", metavar="DIR", envvar="SPICECTL_STATE_DIR",
+              help="Where spicectl keeps its CA, certificates and private libvirt "
+                   "(env SPICECTL_STATE_DIR; default /var/lib/spicectl as root, else ~/.local/share/spicectl).")
+@click.version_option(__version__, "--version", prog_name="spicectl")
+@click.pass_context
+def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir) -> None:
+    """Manage SPICE virtual machines end to end: CA and TLS certificates,
+    libvirt domain XML, guests, tickets and sessions."""
+    app = ctx.ensure_object(App)
+    app.connect, app.json, app.quiet, app.verbose, app.debug = connect, json_, quiet, verbose, debug
+    app.state_dir_option = state_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="spicectl")

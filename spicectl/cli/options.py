@@ -1,0 +1,33 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+PASSPHRASE_ENV = "SPICECTL_CA_PASSPHRASE"
+
+
+def passphrase_options(func):
+    """The CA key's passphrase: from a file, an fd or an environment variable — never argv."""
+    func = click.option("--passphrase-env", metavar="VAR",
+                        help=f"Read the CA key passphrase from environment variable VAR (default: {PASSPHRASE_ENV} if set).")(func)
+    func = click.option("--passphrase-fd", type=int, metavar="FD",
+                        help="Read the CA key passphrase from file descriptor FD.")(func)
+    func = click.option("--passphrase-file", metavar="PATH",
+                        help="Read the CA key passphrase from PATH ('-' for stdin).")(func)
+    return func
+
+
+def read_passphrase(passphrase_file: str | None, passphrase_fd: int | None,
+                    passphrase_env: str | None) -> bytes | None:
+    import os
+
+    from spicectl.secrets import read_secret
+
+    if passphrase_file is None and passphrase_fd is None and passphrase_env is None:
+        if os.environ.get(PASSPHRASE_ENV):
+            passphrase_env = PASSPHRASE_ENV
+    return read_secret(file=passphrase_file, fd=passphrase_fd, env=passphrase_env, what="CA passphrase")
+
+
+KEY_TYPE_CHOICE = click.Choice(["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"])

@@ -1,0 +1,1 @@
+"""Certificate authority and certificates for SPICE TLS (no network, no libvirt)."""

@@ -1,0 +1,101 @@
+"""Certificate profiles: key type, lifetime and usages, as TOML.
+
+Built-in profiles live in the top-level `pki/` folder; a file of the same
+name in the user's pki dir overrides individual keys.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from spicectl.errors import InvalidInput, NotFound
+from spicectl.resources import data_dir
+
+KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384")
+KEY_USAGES = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign",
+)
+EXTENDED_KEY_USAGES = ("server_auth", "client_auth")
+PROFILE_NAMES = ("ca", "server", "client")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    key_type: str = "ec-p256"
+    days: int = 365
+    organization: str = "spicectl"
+    is_ca: bool = False
+    path_length: int | None = None
+    key_usage: tuple[str, ...] = ("digital_signature",)
+    extended_key_usage: tuple[str, ...] = field(default_factory=tuple)
+
+    def with_overrides(self, *, key_type: str | None = None, days: int | None = None) -> "Profile":
+        changes = {}
+        if key_type is not None:
+            changes["key_type"] = check_key_type(key_type)
+        if days is not None:
+            changes["days"] = check_days(days)
+        return replace(self, **changes)
+
+
+def check_key_type(value: str) -> str:
+    if value not in KEY_TYPES:
+        raise InvalidInput(f"unknown key type {value!r}", hint="valid key types: " + ", ".join(KEY_TYPES))
+    return value
+
+
+def check_days(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInput(f"lifetime must be a positive number of days, not {value!r}")
+    if value > 36500:
+        raise InvalidInput(f"lifetime of {value} days is over 100 years")
+    return value
+
+
+def _apply(profile: Profile, data: dict, source: Path) -> Profile:
+    known = {f.name for f in fields(Profile)} - {"name"}
+    for key in data:
+        if key not in known:
+            raise InvalidInput(
+                f"{source}: unknown key {key!r}", hint="known keys: " + ", ".join(sorted(known))
+            )
+    values = dict(data)
+    try:
+        if "key_type" in values:
+            check_key_type(values["key_type"])
+        if "days" in values:
+            check_days(values["days"])
+        for key, allowed in (("key_usage", KEY_USAGES), ("extended_key_usage", EXTENDED_KEY_USAGES)):
+            if key in values:
+                bad = [u for u in values[key] if u not in allowed]
+                if bad:
+                    raise InvalidInput(f"unknown {key} {bad[0]!r}", hint="valid: " + ", ".join(allowed))
+                values[key] = tuple(values[key])
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {exc.message}", hint=exc.hint) from None
+    return replace(profile, **values)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def load_profile(name: str, user_dir: Path | None = None) -> Profile:
+    if name not in PROFILE_NAMES:
+        raise NotFound(f"no certificate profile {name!r}", hint="profiles: " + ", ".join(PROFILE_NAMES))
+    builtin = data_dir("pki") / f"{name}.toml"
+    profile = _apply(Profile(name=name), _read(builtin), builtin)
+    if user_dir is not None:
+        override = user_dir / f"{name}.toml"
+        if override.is_file():
+            profile = _apply(profile, _read(override), override)
+    return profile

@@ -1,0 +1,92 @@
+"""Files on disk: atomic writes with the right permissions, and the CA's layout.
+
+Every file is written to a temporary file in the same directory and renamed
+into place, so an interrupted run leaves either the old file or the new one,
+never half of either. Private keys are 0600 from the moment they exist (the
+temporary file is created with that mode), and their directories 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from spicectl.errors import Conflict, EnvironmentProblem
+
+KEY_MODE = 0o600
+CERT_MODE = 0o644
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_dir(path: Path, mode: int = PRIVATE_DIR_MODE) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create directory {path}: {exc.strerror}") from None
+    return path
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write `data` to `path` via a same-directory temp file and rename."""
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write in {directory}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@contextmanager
+def staged_files(targets: dict[Path, tuple[bytes, int]], *, force: bool) -> Iterator[None]:
+    """Write several files so that either all of them land or none.
+
+    Checks for clobbering first (unless `force`), writes every file to a
+    temporary name, and renames them all only after every write succeeded.
+    The body of the `with` runs after staging and before the renames; if it
+    raises, nothing is renamed.
+    """
+    if not force:
+        existing = [p for p in targets if p.exists()]
+        if existing:
+            raise Conflict(
+                f"{existing[0]} already exists",
+                hint="pass --force to replace it, or choose another --out directory",
+            )
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, (data, mode) in targets.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        yield
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        staged.clear()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write {exc.filename or 'file'}: {exc.strerror}") from None
+    finally:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,103 @@
+"""Resolved configuration: option > environment (SPICECTL_*) > config file > default.
+
+One `Settings` object is built by the CLI's root group and handed down; the
+library takes the pieces it needs as arguments, never reading globals.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spicectl.errors import InvalidInput
+
+_KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "hosts"}
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def default_state_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/spicectl")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "spicectl"
+
+
+def default_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "spicectl"
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("SPICECTL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    user = default_config_dir() / "spicectl.toml"
+    if not user.exists() and _is_root() and Path("/etc/spicectl/spicectl.toml").exists():
+        return Path("/etc/spicectl/spicectl.toml")
+    return user
+
+
+def load_config_file(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise InvalidInput(
+            f"config file {path}: unknown key {unknown[0]!r}",
+            hint="known keys: " + ", ".join(sorted(_KNOWN_KEYS)),
+        )
+    return data
+
+
+@dataclass
+class Settings:
+    state_dir: Path
+    connect: str | None = None
+    config_path: Path | None = None
+    templates_dir: Path | None = None
+    pki_dir: Path | None = None
+    hosts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, *, connect: str | None = None, state_dir: str | None = None) -> "Settings":
+        """Build settings from explicit values (options or their env vars) over the config file."""
+        path = config_file_path()
+        cfg = load_config_file(path)
+        cfg_dir = path.parent
+        connect = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or cfg.get("connect")
+        if state_dir:
+            sd = Path(state_dir)
+        elif cfg.get("state_dir"):
+            sd = Path(cfg["state_dir"]).expanduser()
+        else:
+            sd = default_state_dir()
+        hosts = cfg.get("hosts", {})
+        if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
+            raise InvalidInput(f"config file {path}: [hosts] must map names to libvirt URIs")
+        return cls(
+            state_dir=sd.expanduser().absolute(),
+            connect=connect or None,
+            config_path=path,
+            templates_dir=Path(cfg.get("templates_dir", cfg_dir / "templates")).expanduser(),
+            pki_dir=Path(cfg.get("pki_dir", cfg_dir / "pki")).expanduser(),
+            hosts=dict(hosts),
+        )
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / "ca"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.state_dir / "certs"
