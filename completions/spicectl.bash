@@ -10,17 +10,17 @@ _spicectl_subs() {
 _spicectl_opts() {
   case "$1" in
     '') echo '--connect --debug --help --json --quiet --state-dir --verbose --version -c -h -q -v' ;;
-    'ca') echo '--help' ;;
-    'ca init') echo '--days --force --help --json --key-type --passphrase-env --passphrase-fd --passphrase-file --subject' ;;
-    'ca show') echo '--help --json' ;;
-    'cert') echo '--help' ;;
-    'cert issue') echo '--help' ;;
-    'cert issue client') echo '--days --force --help --json --key-type --out --passphrase-env --passphrase-fd --passphrase-file' ;;
-    'cert issue server') echo '--days --dns --force --help --host --ip --json --key-type --out --passphrase-env --passphrase-fd --passphrase-file' ;;
-    'cert list') echo '--help --json --warn-days' ;;
-    'cert renew') echo '--days --help --json --keep-key --passphrase-env --passphrase-fd --passphrase-file' ;;
-    'cert show') echo '--help --json' ;;
-    'cert verify') echo '--help --host --json' ;;
+    'ca') echo '--help -h' ;;
+    'ca init') echo '--days --force --help --json --key-type --passphrase-env --passphrase-fd --passphrase-file --subject -h' ;;
+    'ca show') echo '--help --json -h' ;;
+    'cert') echo '--help -h' ;;
+    'cert issue') echo '--help -h' ;;
+    'cert issue client') echo '--days --force --help --json --key-type --out --passphrase-env --passphrase-fd --passphrase-file -h' ;;
+    'cert issue server') echo '--days --dns --force --help --host --ip --json --key-type --out --passphrase-env --passphrase-fd --passphrase-file -h' ;;
+    'cert list') echo '--help --json --warn-days -h' ;;
+    'cert renew') echo '--days --help --json --keep-key --passphrase-env --passphrase-fd --passphrase-file -h' ;;
+    'cert show') echo '--help --json -h' ;;
+    'cert verify') echo '--help --host --json -h' ;;
     'completion') echo '--help -h' ;;
   esac
 }

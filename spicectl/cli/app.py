@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import json as _json
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from spicectl.settings import Settings
+if TYPE_CHECKING:
+    from spicectl.settings import Settings
 
 
-@dataclass
 class App:
-    connect: str | None = None
-    state_dir_option: str | None = None
-    json: bool = False
-    quiet: bool = False
-    verbose: int = 0
-    debug: bool = False
-    _settings: Settings | None = field(default=None, repr=False)
+    # A plain class, not a dataclass: dataclasses imports inspect, and this
+    # module is on the path of `spicectl --help`, which must start fast.
+    def __init__(self) -> None:
+        self.connect: str | None = None
+        self.state_dir_option: str | None = None
+        self.json = False
+        self.quiet = False
+        self.verbose = 0
+        self.debug = False
+        self._settings: Settings | None = None
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
         # Resolved on first use so `--help` reads no config file.
         if self._settings is None:
+            from spicectl.settings import Settings
+
             self._settings = Settings.resolve(connect=self.connect, state_dir=self.state_dir_option)
         return self._settings
 
@@ -33,6 +36,8 @@ class App:
     def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
         """`data` as JSON under --json; otherwise call `human` (or print data)."""
         if self.json:
+            import json as _json
+
             sys.stdout.write(_json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
         elif human is not None:
             human()

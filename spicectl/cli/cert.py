@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
@@ -57,7 +55,7 @@ def _report(app: App, issued, verb: str) -> None:
 @click.option("--dns", "dns", multiple=True, metavar="NAME", help="Another DNS name clients may use (repeatable).")
 @click.option("--days", type=int, help="Lifetime in days (default from the server profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the server profile: ec-p256).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Directory to write ca-cert.pem, server-cert.pem, server-key.pem (default STATE_DIR/certs/server/HOST).")
 @click.option("--force", is_flag=True, help="Replace existing files in DIR.")
 @passphrase_options
@@ -69,12 +67,14 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
 
     Point QEMU's `-spice x509-dir=DIR` or libvirt's `spice_tls_x509_cert_dir` at DIR.
     """
+    from pathlib import Path
+
     from spicectl.pki.issue import issue_server
     from spicectl.pki.names import build_sans
 
     build_sans(host, list(dns), list(ips))  # reject bad names before touching the CA
     authority, profile = _load(app, "server", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
-    out = out or app.settings.certs_dir / "server" / host.strip("[]")
+    out = Path(out) if out else app.settings.certs_dir / "server" / host.strip("[]")
     issued = issue_server(authority, profile, out, host=host, dns=list(dns), ips=list(ips), force=force)
     _report(app, issued, "Issued")
 
@@ -83,7 +83,7 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
 @click.argument("name")
 @click.option("--days", type=int, help="Lifetime in days (default from the client profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the client profile: ec-p256).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Directory to write ca-cert.pem, client-cert.pem, client-key.pem (default STATE_DIR/certs/client/NAME).")
 @click.option("--force", is_flag=True, help="Replace existing files in DIR.")
 @passphrase_options
@@ -91,24 +91,28 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
 @pass_app
 def issue_client_cmd(app: App, name, days, key_type, out, force, passphrase_file, passphrase_fd, passphrase_env) -> None:
     """Issue a client certificate NAME (for mutual TLS to spicectl's session proxy)."""
+    from pathlib import Path
+
     from spicectl.pki.issue import issue_client
 
     authority, profile = _load(app, "client", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
-    out = out or app.settings.certs_dir / "client" / name
+    out = Path(out) if out else app.settings.certs_dir / "client" / name
     issued = issue_client(authority, profile, out, name=name, force=force)
     _report(app, issued, "Issued")
 
 
 @cert.command("show")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path())
 @json_option
 @pass_app
-def show_cmd(app: App, path: Path) -> None:
+def show_cmd(app: App, path: str) -> None:
     """Show a certificate (a file, or a directory holding one): names, validity,
     fingerprints and the host-subject string remote-viewer expects."""
+    from pathlib import Path
+
     from spicectl.pki.inspect import show
 
-    info = show(path)
+    info = show(Path(path))
     app.emit(info, lambda: show_cert_fields(app, info))
 
 
@@ -118,6 +122,8 @@ def show_cmd(app: App, path: Path) -> None:
 @pass_app
 def list_cmd(app: App, warn_days: int) -> None:
     """List every certificate spicectl's CA issued; expired and expiring ones are marked."""
+    from pathlib import Path
+
     from cryptography import x509
 
     from spicectl.pki.ca import issued_records
@@ -152,19 +158,22 @@ def list_cmd(app: App, warn_days: int) -> None:
 
 
 @cert.command("verify")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--host", metavar="NAME", help="Also check that the SANs cover NAME (a DNS name or IP).")
 @json_option
 @pass_app
-def verify_cmd(app: App, directory: Path, host: str | None) -> None:
+def verify_cmd(app: App, directory: str, host: str | None) -> None:
     """Check a certificate directory as QEMU and a client will use it: chain to the CA,
     key matches certificate, SANs cover --host, validity, key file permissions.
 
     Exits 8 when any check fails, explaining each failure.
     """
+    from pathlib import Path
+
     from spicectl.errors import NotFound, VerificationFailed
     from spicectl.pki.verify import verify_directory
 
+    directory = Path(directory)
     if not directory.is_dir():
         raise NotFound(f"no directory {directory}")
     checks = verify_directory(directory, host=host)
@@ -185,20 +194,23 @@ def verify_cmd(app: App, directory: Path, host: str | None) -> None:
 
 
 @cert.command("renew")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--days", type=int, help="Lifetime in days (default from the profile).")
 @click.option("--keep-key", is_flag=True, help="Keep the existing private key instead of generating a new one.")
 @passphrase_options
 @json_option
 @pass_app
-def renew_cmd(app: App, directory: Path, days, keep_key, passphrase_file, passphrase_fd, passphrase_env) -> None:
+def renew_cmd(app: App, directory: str, days, keep_key, passphrase_file, passphrase_fd, passphrase_env) -> None:
     """Re-issue the certificate in DIRECTORY with the same subject and SANs.
 
     The new pair replaces the old atomically; the old one is kept as *.pem.bak.
     """
+    from pathlib import Path
+
     from spicectl.errors import NotFound
     from spicectl.pki.issue import find_leaf, renew
 
+    directory = Path(directory)
     if not directory.is_dir():
         raise NotFound(f"no directory {directory}")
     kind, _ = find_leaf(directory)

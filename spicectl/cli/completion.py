@@ -35,7 +35,8 @@ def _kind(param_type: click.ParamType) -> str:
 
 
 def walk(command: click.Command, ctx: click.Context | None = None, path: str = "") -> list[Node]:
-    ctx = click.Context(command, info_name=path.split(" ")[-1] if path else "spicectl", parent=ctx)
+    settings = command.context_settings if ctx is None else {}
+    ctx = click.Context(command, info_name=path.split(" ")[-1] if path else "spicectl", parent=ctx, **settings)
     node = Node(path, command.get_short_help_str(80))
     nodes = [node]
     for param in command.get_params(ctx):
@@ -289,3 +290,10 @@ def completion(shell: str) -> None:
     fish: spicectl completion fish > ~/.config/fish/completions/spicectl.fish
     """
     click.echo(render(shell), nl=False)
+
+
+if __name__ == "__main__":  # python -m spicectl.cli.completion: regenerate completions/
+    from spicectl.resources import data_dir
+
+    for shell_name, file_name in FILES.items():
+        (data_dir("completions") / file_name).write_text(render(shell_name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import traceback
+import os
 
 import click
 
@@ -37,6 +37,8 @@ class RootGroup(LazyGroup):
         except SpicectlError as exc:
             app = ctx.find_object(App)
             if app is not None and app.debug:
+                import traceback
+
                 traceback.print_exc()
             click.echo(f"spicectl: error: {exc.message}", err=True)
             if exc.hint:
@@ -54,8 +56,18 @@ class RootGroup(LazyGroup):
             ctx.exit(INTERNAL)
 
 
+def _help_width(max_width: int = 100) -> int:
+    """Terminal width for help text, as click computes it but without importing
+    shutil, which alone costs a noticeable share of `spicectl --help`."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
+    except (OSError, ValueError):
+        columns = 80
+    return max(min(columns, max_width) - 2, 50)
+
+
 @click.group(cls=RootGroup, lazy=dict(COMMANDS), epilog=EPILOG,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+             context_settings={"help_option_names": ["-h", "--help"], "terminal_width": _help_width()})
 @click.option("--connect", "-c", metavar="URI", envvar="SPICECTL_CONNECT",
               help="libvirt URI (env SPICECTL_CONNECT, then LIBVIRT_DEFAULT_URI; default: spicectl's private libvirt).")
 @click.option("--json", "json_", is_flag=True, help="Print JSON objects for scripts instead of tables.")

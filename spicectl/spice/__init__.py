@@ -1,0 +1,1 @@
+"""Our own SPICE client: wire structures, link stage, channels, codecs."""

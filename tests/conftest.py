@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spicectl.cli.main import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def run(state_dir: Path, tmp_path: Path, monkeypatch):
+    """Run the CLI in-process with an isolated state dir and no user config."""
+    monkeypatch.setenv("SPICECTL_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("SPICECTL_CA_PASSPHRASE", raising=False)
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    monkeypatch.delenv("SPICECTL_CONNECT", raising=False)
+
+    def _run(*args: str, input: str | None = None, env: dict | None = None) -> Result:
+        runner = CliRunner()
+        full_env = {"SPICECTL_STATE_DIR": str(state_dir), **(env or {})}
+        r = runner.invoke(cli, list(args), input=input, env=full_env, prog_name="spicectl")
+        if r.exception is not None and not isinstance(r.exception, SystemExit):
+            raise r.exception
+        return Result(r.exit_code, r.stdout, r.stderr, r.exception)
+
+    return _run
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, but CI must run this test (scripts/test installs it)")
+        pytest.skip(f"{name} is not installed (scripts/test installs it)")
+    return path

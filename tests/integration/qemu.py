@@ -1,0 +1,56 @@
+"""A bare QEMU with a SPICE server, for tests that need the real server but not libvirt."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tests.conftest import require_binary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"QEMU exited early: {proc.stderr.read().decode(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"QEMU did not listen on {port} within {timeout}s")
+
+
+@contextmanager
+def qemu_spice(spice_opts: str, port: int) -> Iterator[subprocess.Popen]:
+    """Start a paused, diskless QEMU (TCG) whose SPICE server listens on 127.0.0.1:port."""
+    qemu = require_binary("qemu-system-x86_64")
+    proc = subprocess.Popen(
+        [qemu, "-machine", "pc,accel=tcg", "-S", "-nodefaults", "-display", "none", "-vga", "qxl",
+         "-m", "64", "-spice", spice_opts],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_listening(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def x509_opts(cert_dir: Path, tls_port: int) -> str:
+    return f"tls-port={tls_port},addr=127.0.0.1,x509-dir={cert_dir},disable-ticketing=on"
