@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --connect --days --dns --host --ip --key-type --out --passphrase-env --passphrase-fd --passphrase-file --state-dir --subject --warn-days -c
+    set -l valopts --arch --boot-menu-timeout --cdrom --connect --days --disk --dns --heads --host --image-compression --ip --jpeg --key-type --listen --machine --memory --mouse-mode --network --out --passphrase-env --passphrase-fd --passphrase-file --playback-compression --port --qemu-arg --ram --rendernode --sound --state-dir --streaming --subject --template --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,13 +16,17 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion template vm; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
                 contains -- $word issue list renew show verify; and set path (string trim -- "$path $word")
             case 'cert issue'
                 contains -- $word client server; and set path (string trim -- "$path $word")
+            case 'template'
+                contains -- $word list show; and set path (string trim -- "$path $word")
+            case 'vm'
+                contains -- $word create; and set path (string trim -- "$path $word")
         end
     end
     echo "$path"
@@ -31,6 +35,8 @@ complete -c spicectl -f
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l json -d 'Print JSON objects for scripts instead of tables.'
@@ -118,3 +124,65 @@ complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l host -r -d '
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -F
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'list' -d 'List the VM profiles.'
+complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'show' -d 'Show a profile'\''s values (the keys match `vm create`...'
+complete -c spicectl -n 'test (__spicectl_path) = "template"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "template list"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template show"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "template show"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "template show"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l agent -d 'SPICE agent channel com.redhat.spice.0 (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l boot-menu -d 'Show the firmware boot menu.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l clipboard -d 'Clipboard sharing through the agent (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l file-transfer -d 'File transfer through the agent (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l folder-sharing -d 'WebDAV folder sharing channel.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l gl -d 'OpenGL acceleration (needs --video virtio).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l insecure -d 'Allow plain channels (default: every channel TLS).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-agent -d 'SPICE agent channel com.redhat.spice.0 (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-boot-menu -d 'Show the firmware boot menu.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-clipboard -d 'Clipboard sharing through the agent (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-file-transfer -d 'File transfer through the agent (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-qemu -d 'Print an equivalent QEMU command line as a shell script and '
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-xml -d 'Print the libvirt domain XML and exit (no hypervisor needed)'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l smartcard -d 'Smartcard passthrough over SPICE.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l arch -r -d 'Guest architecture (x86_64).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l boot-menu-timeout -r -d 'How long the boot menu waits (ms).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l cdrom -r -d 'Attach an ISO image and boot from it first.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l disk -r -d 'PATH, or size=GB; add ,format=qcow2|raw ,bus=virtio|sata|scs'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l heads -r -d 'Number of displays.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l image-compression -r -a 'auto_glz auto_lz quic glz lz off' -d 'SPICE image compression (default off on loopback).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l jpeg -r -a 'auto never always' -d 'JPEG compression over WAN.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l listen -r -d 'SPICE listen address (default 127.0.0.1).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l machine -r -d 'Machine type: q35 (default) or pc.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l memory -r -d 'Guest memory, e.g. 2G or 512M (a bare number is MiB).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l mouse-mode -r -a 'client server' -d 'SPICE mouse mode.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l network -r -d 'user (default), bridge=NAME, network=NAME or none; add ,mode'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l playback-compression -r -a 'on off' -d 'Compress audio playback.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l port -r -d 'Fixed plain SPICE port (needs --insecure); default: libvirt '
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l qemu-arg -r -d 'Extra QEMU argument, via libvirt'\''s qemu:commandline (repeata'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l ram -r -d 'QXL ram, e.g. 64M.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l rendernode -r -d 'DRM render node for --gl.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l sound -r -d 'ich9 (default), ich6, ac97, es1370, sb16, usb or none; audio'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l streaming -r -a 'filter all off' -d 'Video streaming detection.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l template -r -d 'Start from a VM profile (spicectl template list).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l tls-port -r -d 'Fixed TLS SPICE port; default: libvirt picks.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb -r -d 'ehci (ich9 EHCI + 3 UHCI companions, default), xhci or none.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb-filter -r -d 'usbredir filter rule: class=,vendor=,product=,version=,allow'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb-redir -r -d 'Add N usbredir channels over SPICE.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vcpus -r -d 'Virtual CPUs.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vgamem -r -d 'QXL VGA memory, e.g. 16M.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l video -r -d 'qxl (default), virtio, vga or none.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l virt-type -r -d 'kvm, qemu (TCG), or auto (kvm when /dev/kvm exists).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram -r -d 'QXL vram, e.g. 64M.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram64 -r -d 'QXL 64-bit vram.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l zlib -r -a 'auto never always' -d 'zlib-GLZ compression over WAN.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s t -r -d 'Start from a VM profile (spicectl template list).'

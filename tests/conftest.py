@@ -56,3 +56,8 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed, but CI must run this test (scripts/test installs it)")
         pytest.skip(f"{name} is not installed (scripts/test installs it)")
     return path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true",
+                     help="rewrite tests/golden/ from the current output instead of comparing")

@@ -55,12 +55,14 @@ class App:
         from rich.table import Table
 
         table = Table(title=title, show_edge=False, header_style="bold")
+        # Off a terminal (a pipe, a log) never wrap or cut cells to 80 columns.
+        console = Console() if sys.stdout.isatty() else Console(width=10_000)
         for col in columns:
             table.add_column(col)
         for i, row in enumerate(rows):
             style = styles[i] if styles else None
             table.add_row(*[str(c) for c in row], style=style)
-        Console().print(table)
+        console.print(table)
 
     def fields(self, pairs: list[tuple[str, Any]]) -> None:
         width = max(len(k) for k, _ in pairs)

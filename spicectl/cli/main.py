@@ -16,6 +16,8 @@ COMMANDS = {
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
+    "template": ("spicectl.cli.template:template", "List and show VM profiles."),
+    "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }
 
 EPILOG = f"""\b

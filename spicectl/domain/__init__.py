@@ -1,0 +1,1 @@
+"""VM specs, templates and libvirt domain XML (no libvirt, no network)."""

@@ -1,0 +1,317 @@
+"""From user values (template merged with options) to a checked `VMSpec`.
+
+Values use the option names (`usb_redir`, `image_compression` ...), so one
+table of keys serves the command line and the TOML templates alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from spicectl.domain import spec as S
+from spicectl.domain.units import check_choice, check_domain_name, parse_size_kib
+from spicectl.errors import InvalidInput
+
+# key -> (kind, description); kind drives type checks of template values
+KEYS: dict[str, tuple[str, str]] = {
+    "description": ("str", "one line shown by `template list`"),
+    "memory": ("size", "guest memory, e.g. 2G"),
+    "vcpus": ("int", "virtual CPUs"),
+    "machine": ("str", "q35 or pc"),
+    "arch": ("str", "guest architecture"),
+    "virt_type": ("str", "kvm, qemu, or auto"),
+    "listen": ("str", "SPICE listen address"),
+    "port": ("int", "fixed plain SPICE port"),
+    "tls_port": ("int", "fixed TLS SPICE port"),
+    "insecure": ("bool", "allow plain (non-TLS) channels"),
+    "image_compression": ("str", "SPICE image compression"),
+    "jpeg": ("str", "JPEG WAN compression"),
+    "zlib": ("str", "zlib-glz WAN compression"),
+    "playback_compression": ("bool", "compress audio playback"),
+    "streaming": ("str", "video streaming detection"),
+    "clipboard": ("bool", "clipboard sharing through the agent"),
+    "file_transfer": ("bool", "file transfer through the agent"),
+    "mouse_mode": ("str", "client or server mouse"),
+    "gl": ("bool", "OpenGL acceleration"),
+    "rendernode": ("str", "DRM render node for --gl"),
+    "video": ("str", "video model"),
+    "vram": ("size", "QXL vram"),
+    "ram": ("size", "QXL ram"),
+    "vram64": ("size", "QXL 64-bit vram"),
+    "vgamem": ("size", "QXL VGA memory"),
+    "heads": ("int", "QXL heads"),
+    "sound": ("str", "sound card model"),
+    "usb": ("str", "USB controller"),
+    "usb_redir": ("int", "number of usbredir channels"),
+    "usb_filter": ("list", "usbredir filter rules"),
+    "agent": ("bool", "SPICE agent channel"),
+    "folder_sharing": ("bool", "WebDAV folder sharing channel"),
+    "smartcard": ("bool", "smartcard passthrough"),
+    "disk": ("list", "disks: PATH or size=GB[,format=,bus=]"),
+    "cdrom": ("str", "ISO image"),
+    "network": ("list", "user, bridge=NAME, network=NAME or none"),
+    "boot_menu": ("bool", "SeaBIOS boot menu"),
+    "boot_menu_timeout": ("int", "boot menu timeout in ms"),
+    "qemu_arg": ("list", "extra QEMU arguments"),
+}
+
+_PY_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "size": (str, int)}
+
+
+def check_value_types(values: dict[str, Any], source: str) -> None:
+    import difflib
+
+    for key, value in values.items():
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            raise InvalidInput(f"{source}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        kind = KEYS[key][0]
+        ok = isinstance(value, _PY_TYPES[kind]) and not (kind == "int" and isinstance(value, bool))
+        if kind == "list" and ok:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise InvalidInput(f"{source}: {key} must be {'a list of strings' if kind == 'list' else 'a ' + kind}, "
+                               f"not {value!r}")
+
+
+def _hexnum(text: str, what: str, limit: int) -> int:
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 16 if what != "class" else 0)
+    except ValueError:
+        raise InvalidInput(f"USB filter {what} {text!r} is not a number (write it like 0x1234)") from None
+    if not 0 <= value <= limit:
+        raise InvalidInput(f"USB filter {what} {text!r} is out of range")
+    return value
+
+
+def parse_usb_filter(rule: str) -> S.UsbFilterRule:
+    """'class=0x08,vendor=0x1234,product=0xbeef,version=2.00,allow=yes', or just 'allow' / 'deny'."""
+    text = rule.strip()
+    if text in ("allow", "deny"):
+        return S.UsbFilterRule(allow=text == "allow")
+    out = S.UsbFilterRule()
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise InvalidInput(f"USB filter rule {rule!r}: {part!r} is not KEY=VALUE",
+                               hint="keys: class, vendor, product, version, allow")
+        if key == "class":
+            out.usb_class = _hexnum(value, "class", 0xFF)
+        elif key == "vendor":
+            out.vendor = _hexnum(value, "vendor", 0xFFFF)
+        elif key == "product":
+            out.product = _hexnum(value, "product", 0xFFFF)
+        elif key == "version":
+            major, dot, minor = value.partition(".")
+            if not (major.isdigit() and (not dot or minor.isdigit())):
+                raise InvalidInput(f"USB filter version {value!r} must look like 2.00")
+            out.version = value
+        elif key == "allow":
+            if value not in ("yes", "no", "allow", "deny"):
+                raise InvalidInput(f"USB filter allow={value!r}: use yes or no")
+            out.allow = value in ("yes", "allow")
+        else:
+            raise InvalidInput(f"USB filter rule {rule!r}: unknown key {key!r}",
+                               hint="keys: class, vendor, product, version, allow")
+    return out
+
+
+def _kv(text: str, what: str, keys: tuple[str, ...], bare: str) -> dict[str, str]:
+    """'a=1,b=2' into a dict; a bare first word is taken as `bare`."""
+    out: dict[str, str] = {}
+    for i, part in enumerate(text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            if i == 0:
+                out[bare] = part
+                continue
+            raise InvalidInput(f"{what} {text!r}: {part!r} is not KEY=VALUE", hint="keys: " + ", ".join(keys))
+        if key not in keys:
+            raise InvalidInput(f"{what} {text!r}: unknown key {key!r}", hint="keys: " + ", ".join(keys))
+        out[key] = value
+    return out
+
+
+def _disk_format(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"QFI\xfb":
+                return "qcow2"
+            return "raw"
+    except OSError:
+        return "qcow2" if path.endswith(".qcow2") else "raw"
+
+
+def parse_disk(text: str, name: str, index: int, images_dir: Path, machine: str) -> S.DiskSpec:
+    kv = _kv(text, "--disk", ("path", "size", "format", "bus"), "path")
+    size = None
+    if "size" in kv:
+        try:
+            size = float(kv["size"].rstrip("GgBbIi"))
+        except ValueError:
+            raise InvalidInput(f"--disk size {kv['size']!r} is not a number of GiB") from None
+        if size <= 0:
+            raise InvalidInput(f"--disk size {kv['size']!r} must be more than zero")
+    path = kv.get("path")
+    if not path and size is None:
+        raise InvalidInput(f"--disk {text!r} needs a path or size=GB")
+    if not path:
+        path = str(images_dir / f"{name}-disk{index}.qcow2")
+    elif not Path(path).is_absolute():
+        path = str(Path(path).absolute())
+    fmt = kv.get("format") or ("qcow2" if size is not None else _disk_format(path))
+    check_choice(fmt, S.DISK_FORMATS, "disk format")
+    bus = check_choice(kv.get("bus", "virtio"), S.DISK_BUSES, "disk bus")
+    if bus == "ide" and machine == "q35":
+        raise InvalidInput("q35 machines have no IDE bus", hint="use bus=sata or --machine pc")
+    return S.DiskSpec(path=path, format=fmt, bus=bus, size_gib=size)
+
+
+def parse_network(text: str) -> S.NetworkSpec | None:
+    if text == "none":
+        return None
+    kv = _kv(text, "--network", ("bridge", "network", "model", "user"), "kind")
+    kind_word = kv.pop("kind", None)
+    model = check_choice(kv.pop("model", "virtio"), S.NIC_MODELS, "NIC model")
+    if kind_word == "user" and not kv:
+        return S.NetworkSpec("user", None, model)
+    if kind_word is None and len(kv) == 1:
+        (kind, source), = kv.items()
+        if kind in ("bridge", "network") and source:
+            return S.NetworkSpec(kind, source, model)
+    raise InvalidInput(f"--network {text!r} is not understood",
+                       hint="use user, bridge=NAME, network=NAME or none (add ,model=e1000e to change the NIC)")
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template: str | None = None,
+               host_has_kvm: bool | None = None) -> S.VMSpec:
+    """Check `values` (template merged with options) and make the spec."""
+    check_domain_name(name)
+    check_value_types(values, "options")
+    v = dict(values)
+    get = v.get
+    spec = S.VMSpec(name=name, template=template)
+    if get("memory") is not None:
+        spec.memory_kib = parse_size_kib(get("memory"), what="memory size")
+        if spec.memory_kib < 16 * 1024:
+            raise InvalidInput(f"memory {get('memory')!r} is too small (at least 16M)")
+    if get("vcpus") is not None:
+        if not 1 <= get("vcpus") <= 512:
+            raise InvalidInput(f"--vcpus {get('vcpus')} is out of range (1-512)")
+        spec.vcpus = get("vcpus")
+    spec.machine = check_choice(get("machine") or spec.machine, S.MACHINES, "machine type")
+    spec.arch = get("arch") or spec.arch
+    if spec.arch != "x86_64":
+        raise InvalidInput(f"architecture {spec.arch!r} is not supported yet", hint="use x86_64")
+    virt = get("virt_type") or "auto"
+    if virt == "auto":
+        virt = "kvm" if (host_has_kvm if host_has_kvm is not None else Path("/dev/kvm").exists()) else "qemu"
+    spec.virt_type = check_choice(virt, S.VIRT_TYPES, "virt type")
+
+    g = spec.graphics
+    g.listen = get("listen") or g.listen
+    if not (_is_loopback(g.listen) or g.listen in ("0.0.0.0", "::")):
+        try:
+            ipaddress.ip_address(g.listen)
+        except ValueError:
+            raise InvalidInput(f"--listen {g.listen!r} is not an IP address") from None
+    for key in ("port", "tls_port"):
+        port = get(key)
+        if port is not None and not 1024 <= port <= 65535:
+            raise InvalidInput(f"--{key.replace('_', '-')} {port} is out of range (1024-65535)")
+    g.port, g.tls_port = get("port"), get("tls_port")
+    if g.port is not None and g.port == g.tls_port:
+        raise InvalidInput("--port and --tls-port must differ")
+    g.tls = not get("insecure", False)
+    if g.tls and g.port is not None and g.tls_port is None:
+        raise InvalidInput("--port sets the plain port, but every channel is TLS-only",
+                           hint="give --tls-port instead, or add --insecure to allow plain channels")
+    if get("image_compression") is not None:
+        g.image_compression = check_choice(get("image_compression"), S.IMAGE_COMPRESSIONS, "image compression")
+    elif _is_loopback(g.listen):
+        # On loopback bandwidth is free and CPU is not (virt-manager's default too).
+        g.image_compression = "off"
+    for key in ("jpeg", "zlib"):
+        if get(key) is not None:
+            setattr(g, key, check_choice(get(key), S.WAN_MODES, f"{key} mode"))
+    g.playback_compression = _bool_or_none(get("playback_compression"))
+    if get("streaming") is not None:
+        g.streaming = check_choice(get("streaming"), S.STREAMING_MODES, "streaming mode")
+    g.clipboard = get("clipboard", True)
+    g.file_transfer = get("file_transfer", True)
+    if get("mouse_mode") is not None:
+        g.mouse_mode = check_choice(get("mouse_mode"), S.MOUSE_MODES, "mouse mode")
+    g.gl = bool(get("gl", False))
+    g.rendernode = get("rendernode")
+    if g.rendernode and not g.gl:
+        raise InvalidInput("--rendernode needs --gl")
+    g.password = S.random_password()
+
+    video = spec.video
+    video.model = check_choice(get("video") or video.model, S.VIDEO_MODELS, "video model")
+    for key in ("vram", "ram", "vram64", "vgamem"):
+        if get(key) is not None:
+            if video.model != "qxl":
+                raise InvalidInput(f"--{key} applies to --video qxl only, not {video.model}")
+            setattr(video, key, parse_size_kib(get(key), what=f"{key} size"))
+    if get("heads") is not None:
+        if video.model not in ("qxl", "virtio"):
+            raise InvalidInput(f"--heads applies to --video qxl or virtio, not {video.model}")
+        if not 1 <= get("heads") <= 4:
+            raise InvalidInput(f"--heads {get('heads')} is out of range (1-4)")
+        video.heads = get("heads")
+    if g.gl and video.model != "virtio":
+        raise InvalidInput(f"--gl needs --video virtio (not {video.model})")
+    if video.model == "none" and g.streaming:
+        raise InvalidInput("--streaming needs a video device")
+
+    spec.sound = check_choice(get("sound") or spec.sound, S.SOUND_MODELS, "sound model")
+    spec.usb = check_choice(get("usb") or spec.usb, S.USB_MODELS, "USB controller")
+    redir = get("usb_redir", 0) or 0
+    if not 0 <= redir <= 8:
+        raise InvalidInput(f"--usb-redir {redir} is out of range (0-8)")
+    spec.usb_redir = redir
+    spec.usb_filter = [parse_usb_filter(r) for r in get("usb_filter") or []]
+    spec.agent = get("agent", True)
+    spec.folder_sharing = bool(get("folder_sharing", False))
+    spec.smartcard = bool(get("smartcard", False))
+    if spec.usb == "none":
+        for flag, on in (("--usb-redir", spec.usb_redir), ("--smartcard", spec.smartcard),
+                         ("--sound usb", spec.sound == "usb"), ("--usb-filter", spec.usb_filter)):
+            if on:
+                raise InvalidInput(f"{flag} needs a USB controller, but --usb is none",
+                                   hint="use --usb ehci (or xhci), or drop " + flag)
+    if spec.usb_filter and not spec.usb_redir:
+        raise InvalidInput("--usb-filter applies to usbredir devices; add --usb-redir N")
+    spec.disks = [parse_disk(d, name, i, images_dir, spec.machine) for i, d in enumerate(get("disk") or [])]
+    if get("cdrom"):
+        iso = str(Path(get("cdrom")).absolute())
+        spec.disks.append(S.DiskSpec(path=iso, format="raw", bus="sata" if spec.machine == "q35" else "ide",
+                                     device="cdrom"))
+    nets = get("network") or ["user"]
+    if "none" in nets and len(nets) > 1:
+        raise InvalidInput("--network none cannot be combined with other networks")
+    spec.networks = [n for n in (parse_network(t) for t in nets) if n is not None]
+    spec.boot_menu = bool(get("boot_menu", False))
+    if get("boot_menu_timeout") is not None:
+        if not 0 <= get("boot_menu_timeout") <= 65535:
+            raise InvalidInput("--boot-menu-timeout is out of range (0-65535 ms)")
+        spec.boot_menu_timeout_ms = get("boot_menu_timeout")
+    spec.qemu_args = list(get("qemu_arg") or [])
+    return spec
