@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --cdrom --connect --days --disk --dns --heads --host --image-compression --ip --jpeg --key-type --listen --machine --memory --mouse-mode --network --out --passphrase-env --passphrase-fd --passphrase-file --playback-compression --port --qemu-arg --ram --rendernode --sound --state-dir --streaming --subject --template --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -t
+    set -l valopts --arch --boot-menu-timeout --cdrom --connect --days --disk --dns --heads --host --image-compression --ip --jpeg --key-type --listen --machine --memory --mouse-mode --network --out --output --passphrase-env --passphrase-fd --passphrase-file --playback-compression --port --qemu-arg --ram --rendernode --sound --state-dir --streaming --subject --template --timeout --tls-port --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,17 +16,19 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion template vm; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion host template ticket vm; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
                 contains -- $word issue list renew show verify; and set path (string trim -- "$path $word")
             case 'cert issue'
                 contains -- $word client server; and set path (string trim -- "$path $word")
+            case 'host'
+                contains -- $word check setup stop; and set path (string trim -- "$path $word")
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
             case 'vm'
-                contains -- $word create; and set path (string trim -- "$path $word")
+                contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
         end
     end
     echo "$path"
@@ -35,7 +37,9 @@ complete -c spicectl -f
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ticket' -d 'Set a fresh random SPICE ticket on guest NAME, valid for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l help -d 'Show this message and exit.'
@@ -124,6 +128,24 @@ complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l host -r -d '
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -F
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'check' -d 'Check QEMU (with SPICE), libvirt, KVM or TCG, SPICE TLS...'
+complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'setup' -d 'Set up spicectl'\''s private libvirt: CA, SPICE TLS server...'
+complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'stop' -d 'Shut down every guest of spicectl'\''s private libvirt...'
+complete -c spicectl -n 'test (__spicectl_path) = "host"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host check"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host check"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "host check"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l passphrase-env -r -d 'Read the CA key passphrase from environment variable VAR (de'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l passphrase-fd -r -d 'Read the CA key passphrase from file descriptor FD.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l passphrase-file -r -d 'Read the CA key passphrase from PATH ('\''-'\'' for stdin).'
+complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l timeout -r -d 'Seconds each guest gets to shut down before power-off.'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'list' -d 'List the VM profiles.'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'show' -d 'Show a profile'\''s values (the keys match `vm create`...'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -l help -d 'Show this message and exit.'
@@ -134,7 +156,21 @@ complete -c spicectl -n 'test (__spicectl_path) = "template list"' -s h -d 'Show
 complete -c spicectl -n 'test (__spicectl_path) = "template show"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "template show"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "template show"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l output -r -d 'Write the ticket to FILE (mode 0600) instead of stdout.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l ttl -r -d 'Seconds the ticket stays valid.'
+complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -s o -r -d 'Write the ticket to FILE (mode 0600) instead of stdout.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'list' -d 'List guests with their state and SPICE endpoint.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'restart' -d 'Stop then start a guest.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'show' -d 'Show one guest: state, resources, SPICE endpoint, template.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'start' -d 'Start a defined guest.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'stop' -d 'Shut a guest down (ACPI), waiting up to --timeout;...'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'xml' -d 'Print a guest'\''s libvirt XML (passwords are not included).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l agent -d 'SPICE agent channel com.redhat.spice.0 (default on).'
@@ -150,9 +186,12 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-agent -d 'S
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-boot-menu -d 'Show the firmware boot menu.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-clipboard -d 'Clipboard sharing through the agent (default on).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-file-transfer -d 'File transfer through the agent (default on).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-start -d 'Start the guest after defining it (default: start).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-qemu -d 'Print an equivalent QEMU command line as a shell script and '
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-xml -d 'Print the libvirt domain XML and exit (no hypervisor needed)'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l smartcard -d 'Smartcard passthrough over SPICE.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l start -d 'Start the guest after defining it (default: start).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l wait -d 'Return once the guest'\''s SPICE ports accept connections.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l arch -r -d 'Guest architecture (x86_64).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l boot-menu-timeout -r -d 'How long the boot menu waits (ms).'
@@ -174,6 +213,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l rendernode -r 
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l sound -r -d 'ich9 (default), ich6, ac97, es1370, sb16, usb or none; audio'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l streaming -r -a 'filter all off' -d 'Video streaming detection.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l template -r -d 'Start from a VM profile (spicectl template list).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l timeout -r -d 'Seconds --wait may take.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l tls-port -r -d 'Fixed TLS SPICE port; default: libvirt picks.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb -r -d 'ehci (ich9 EHCI + 3 UHCI companions, default), xhci or none.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb-filter -r -d 'usbredir filter rule: class=,vendor=,product=,version=,allow'
@@ -186,3 +226,37 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram -r -d 'QX
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram64 -r -d 'QXL 64-bit vram.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l zlib -r -a 'auto never always' -d 'zlib-GLZ compression over WAN.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s t -r -d 'Start from a VM profile (spicectl template list).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm delete"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm delete"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm delete"' -l keep-disks -d 'Keep the disk images spicectl created for it.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm delete"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm destroy"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm destroy"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm destroy"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l all-hosts -d 'List guests on every host named in spicectl.toml'\''s [hosts].'
+complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l force -d 'Power off if it has not shut down by then.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l wait -d 'Return once the SPICE ports accept connections again.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l timeout -r -d 'Seconds to wait for the shutdown.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l wait -d 'Return once the SPICE ports accept connections.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l timeout -r -d 'Seconds --wait may take.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l force -d 'Power off if it has not shut down by then.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l timeout -r -d 'Seconds to wait for the guest to shut down.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l inactive -d 'The persistent definition instead of the live one.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -s h -d 'Show this message and exit.'

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
@@ -31,6 +32,27 @@ class App:
 
             self._settings = Settings.resolve(connect=self.connect, state_dir=self.state_dir_option)
         return self._settings
+
+    def hypervisor(self, passphrase: bytes | None = None):
+        """Open libvirt: --connect's URI, or the private embedded default."""
+        from spicectl.virt.connection import open_hypervisor
+
+        s = self.settings
+        return open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, passphrase=passphrase)
+
+    @contextmanager
+    def progress(self) -> Iterator[Callable[[str], None]]:
+        """A spinner on a terminal; plain lines with -v elsewhere; nothing under --json/--quiet."""
+        if self.json or self.quiet:
+            yield lambda _m: None
+            return
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            with Console(stderr=True).status("working") as status:
+                yield lambda m: status.update(m)
+            return
+        yield (lambda m: click.echo(f"spicectl: {m}", err=True)) if self.verbose else (lambda _m: None)
 
     # --- output -----------------------------------------------------------
     def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:

@@ -16,7 +16,9 @@ COMMANDS = {
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
+    "host": ("spicectl.cli.host:host", "Check and set up this host (and spicectl's private libvirt)."),
     "template": ("spicectl.cli.template:template", "List and show VM profiles."),
+    "ticket": ("spicectl.cli.ticket:ticket", "Set a fresh one-time SPICE ticket on a running guest."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }
 

@@ -13,7 +13,7 @@ def vm() -> None:
     """Create, start, stop, list and inspect SPICE guests."""
 
 
-def make_spec(app: App, name: str, template: str | None, params: dict):
+def make_spec(app: App, name: str, template: str | None, params: dict, host_has_kvm: bool | None = None):
     """Template values, overridden by the options given, as a checked VMSpec."""
     from spicectl.domain.build import build_spec
     from spicectl.domain.templates import load_template
@@ -25,7 +25,8 @@ def make_spec(app: App, name: str, template: str | None, params: dict):
         values.update({k: v for k, v in t.values.items() if k != "description"})
         tname = t.name
     values.update(collect(params))
-    return build_spec(name, values, images_dir=app.settings.state_dir / "images", template=tname)
+    return build_spec(name, values, images_dir=app.settings.state_dir / "images", template=tname,
+                      host_has_kvm=host_has_kvm)
 
 
 @vm.command("create")
@@ -33,9 +34,13 @@ def make_spec(app: App, name: str, template: str | None, params: dict):
 @vm_options
 @click.option("--print-xml", is_flag=True, help="Print the libvirt domain XML and exit (no hypervisor needed).")
 @click.option("--print-qemu", is_flag=True, help="Print an equivalent QEMU command line as a shell script and exit.")
+@click.option("--start/--no-start", default=True, help="Start the guest after defining it (default: start).")
+@click.option("--wait", is_flag=True, help="Return once the guest's SPICE ports accept connections.")
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait may take.")
 @json_option
 @pass_app
-def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, **params) -> None:
+def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, start: bool, wait: bool,
+           timeout: float, **params) -> None:
     """Create a SPICE guest NAME from a template and options.
 
     Every guest gets TLS on all channels, a listener on 127.0.0.1 and a long
@@ -61,4 +66,181 @@ def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, **p
                   "readconfig_file": cmd.readconfig_name, "password_file": cmd.password_file},
                  lambda: click.echo(cmd.shell(), nl=False))
         return
-    raise click.UsageError("defining guests needs the hypervisor layer; use --print-xml or --print-qemu for now")
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv, app.progress() as progress:
+        if params.get("virt_type") in (None, "auto"):
+            spec = make_spec(app, name, template, params, host_has_kvm=lifecycle.host_has_kvm(hv, spec.arch))
+        dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress)
+        data = lifecycle.info(dom)
+    data["uri"] = hv.target.uri
+    _print_created(app, data)
+
+
+def _print_created(app: App, data: dict) -> None:
+    def human() -> None:
+        click.echo(f"{data['name']}: {data['state']} ({data['template'] or 'no template'}) on {data['uri']}")
+        spice = data["spice"]
+        if spice:
+            ports = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in (("tls_port", spice["tls_port"]),
+                                                                        ("port", spice["port"])) if v)
+            click.echo(f"  SPICE on {spice['listen']}: {ports}")
+            click.echo(f"  connect: spicectl ticket {data['name']}  (then remote-viewer, or spicectl connect)")
+
+    app.emit(data, human)
+
+
+def _name_arg(func):
+    return click.argument("name")(func)
+
+
+@vm.command("start")
+@_name_arg
+@click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections.")
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait may take.")
+@json_option
+@pass_app
+def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
+    """Start a defined guest."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv, app.progress() as progress:
+        data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
+        data["uri"] = hv.target.uri
+    _print_created(app, data)
+
+
+@vm.command("stop")
+@_name_arg
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait for the guest to shut down.")
+@click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
+@json_option
+@pass_app
+def stop_cmd(app: App, name: str, timeout: float, force: bool) -> None:
+    """Shut a guest down (ACPI), waiting up to --timeout; --force powers it off after that."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv, app.progress() as progress:
+        how = lifecycle.stop(hv, name, timeout=timeout, force=force, progress=progress)
+    app.emit({"name": name, "stopped": how}, lambda: click.echo(f"{name}: {'shut down' if how == 'shutdown' else 'powered off'}"))
+
+
+@vm.command("restart")
+@_name_arg
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait for the shutdown.")
+@click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
+@click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections again.")
+@json_option
+@pass_app
+def restart_cmd(app: App, name: str, timeout: float, force: bool, wait: bool) -> None:
+    """Stop then start a guest."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv, app.progress() as progress:
+        lifecycle.stop(hv, name, timeout=timeout, force=force, progress=progress)
+        data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
+        data["uri"] = hv.target.uri
+    _print_created(app, data)
+
+
+@vm.command("destroy")
+@_name_arg
+@json_option
+@pass_app
+def destroy_cmd(app: App, name: str) -> None:
+    """Power a guest off at once (it stays defined)."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv:
+        lifecycle.destroy(hv, name)
+    app.emit({"name": name, "state": "shut-off"}, lambda: click.echo(f"{name}: powered off"))
+
+
+@vm.command("delete")
+@_name_arg
+@click.option("--keep-disks", is_flag=True, help="Keep the disk images spicectl created for it.")
+@json_option
+@pass_app
+def delete_cmd(app: App, name: str, keep_disks: bool) -> None:
+    """Power off (if running) and remove a guest, with the disk images spicectl created for it."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv:
+        removed = lifecycle.delete(hv, name, images_dir=app.settings.state_dir / "images", keep_disks=keep_disks)
+    app.emit({"name": name, "deleted": True, "removed_disks": removed},
+             lambda: click.echo(f"{name}: deleted" + (f" (removed {', '.join(removed)})" if removed else "")))
+
+
+@vm.command("list")
+@click.option("--all-hosts", is_flag=True, help="List guests on every host named in spicectl.toml's [hosts].")
+@json_option
+@pass_app
+def list_cmd(app: App, all_hosts: bool) -> None:
+    """List guests with their state and SPICE endpoint."""
+    from spicectl.virt import lifecycle
+    from spicectl.virt.connection import open_hypervisor
+
+    rows: list[dict] = []
+    if all_hosts:
+        s = app.settings
+        if not s.hosts:
+            from spicectl.errors import InvalidInput
+
+            raise InvalidInput("no [hosts] in the config file", hint=f"add them to {s.config_path}")
+        for host, uri in sorted(s.hosts.items()):
+            with open_hypervisor(uri, s.state_dir) as hv:
+                rows += [{**d, "host": host, "uri": uri} for d in lifecycle.list_domains(hv)]
+    else:
+        with app.hypervisor() as hv:
+            rows = [{**d, "host": None, "uri": hv.target.uri} for d in lifecycle.list_domains(hv)]
+
+    def human() -> None:
+        if not rows:
+            click.echo("No guests. Create one: spicectl vm create NAME --template desktop")
+            return
+        cols = (["HOST"] if all_hosts else []) + ["NAME", "STATE", "SPICE", "TLS-PORT", "PORT", "TEMPLATE"]
+        app.table(cols, [([r["host"]] if all_hosts else []) + [
+            r["name"], r["state"], (r["spice"] or {}).get("listen", "-"),
+            (r["spice"] or {}).get("tls_port") or "-", (r["spice"] or {}).get("port") or "-", r["template"] or "-",
+        ] for r in rows])
+
+    app.emit(rows, human)
+
+
+@vm.command("show")
+@_name_arg
+@json_option
+@pass_app
+def show_cmd(app: App, name: str) -> None:
+    """Show one guest: state, resources, SPICE endpoint, template."""
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv:
+        data = lifecycle.info(lifecycle.lookup(hv, name))
+        data["uri"] = hv.target.uri
+
+    def human() -> None:
+        spice = data["spice"] or {}
+        app.fields([("Name", data["name"]), ("UUID", data["uuid"]), ("State", data["state"]),
+                     ("Template", data["template"] or "-"), ("vCPUs", data["vcpus"]),
+                     ("Memory", f"{data['memory_kib'] // 1024} MiB"), ("Libvirt", data["uri"]),
+                     ("SPICE listen", spice.get("listen", "-")), ("TLS port", spice.get("tls_port") or "-"),
+                     ("Plain port", spice.get("port") or "-")])
+
+    app.emit(data, human)
+
+
+@vm.command("xml")
+@_name_arg
+@click.option("--inactive", is_flag=True, help="The persistent definition instead of the live one.")
+@json_option
+@pass_app
+def xml_cmd(app: App, name: str, inactive: bool) -> None:
+    """Print a guest's libvirt XML (passwords are not included)."""
+    import libvirt
+
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv:
+        xml = lifecycle.lookup(hv, name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+    app.emit({"name": name, "xml": xml}, lambda: click.echo(xml, nl=False))

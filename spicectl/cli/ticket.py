@@ -1,0 +1,38 @@
+"""`spicectl ticket`: a fresh one-time SPICE password for a running guest."""
+
+from __future__ import annotations
+
+import click
+
+from spicectl.cli.app import App, json_option, pass_app
+
+
+@click.command()
+@click.argument("name")
+@click.option("--ttl", type=int, default=30, show_default=True, help="Seconds the ticket stays valid.")
+@click.option("--output", "-o", metavar="FILE", help="Write the ticket to FILE (mode 0600) instead of stdout.")
+@json_option
+@pass_app
+def ticket(app: App, name: str, ttl: int, output: str | None) -> None:
+    """Set a fresh random SPICE ticket on guest NAME, valid for --ttl seconds.
+
+    The ticket is printed to stdout (or written to --output), never logged,
+    and set only on the running guest, not in its stored definition.
+    """
+    from spicectl.virt import lifecycle
+    from spicectl.virt.tickets import set_ticket
+
+    with app.hypervisor() as hv:
+        t = set_ticket(lifecycle.lookup(hv, name), ttl)
+    data = {"name": name, **t.as_dict()}
+    if output:
+        from pathlib import Path
+
+        from spicectl.pki.store import atomic_write
+
+        atomic_write(Path(output), (t.password + "\n").encode(), 0o600)
+        data.pop("ticket")
+        data["output"] = output
+        app.emit(data, lambda: app.info(f"ticket for {name} written to {output}, valid until {data['valid_to']}"))
+        return
+    app.emit(data, lambda: click.echo(t.password))

@@ -1,0 +1,1 @@
+"""libvirt: connections (including spicectl's private embedded default), lifecycle, tickets, host."""

@@ -1,0 +1,140 @@
+"""The host: preparing spicectl's private embedded libvirt, and checking any host.
+
+The private default lives under STATE/libvirt (libvirt's embed root) with
+its own qemu.conf: QEMU runs as root (no system user juggling), writes its
+stdio to a log file (no virtlogd), and serves SPICE over TLS with the server
+certificate spicectl issued for 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from spicectl.errors import AuthError
+from spicectl.pki import store
+
+TLS_HOST = "127.0.0.1"
+
+
+def server_cert_dir(state_dir: Path) -> Path:
+    return state_dir / "certs" / "server" / TLS_HOST
+
+
+def qemu_conf_text(cert_dir: Path) -> str:
+    return (
+        "# written by spicectl for its private embedded libvirt; rewritten by `spicectl host setup`\n"
+        'user = "root"\n'
+        'group = "root"\n'
+        'stdio_handler = "file"\n'
+        "spice_tls = 1\n"
+        f'spice_tls_x509_cert_dir = "{cert_dir}"\n'
+        f'spice_listen = "{TLS_HOST}"\n'
+    )
+
+
+@dataclass
+class SetupReport:
+    created_ca: bool
+    issued_server_cert: bool
+    wrote_qemu_conf: bool
+    root: Path
+    cert_dir: Path
+
+
+def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None,
+                     passphrase: bytes | None = None) -> SetupReport:
+    """Idempotently make the CA, the 127.0.0.1 server certificate and qemu.conf."""
+    from spicectl.pki.ca import ca_exists, init_ca, load_ca
+    from spicectl.pki.issue import issue_server
+    from spicectl.pki.profiles import load_profile
+    from spicectl.pki.verify import verify_directory
+
+    ca_dir = state_dir / "ca"
+    created_ca = issued = False
+    if not ca_exists(ca_dir):
+        init_ca(ca_dir, load_profile("ca", pki_dir), passphrase=passphrase)
+        created_ca = True
+    cert_dir = server_cert_dir(state_dir)
+    checks = verify_directory(cert_dir, host=TLS_HOST) if cert_dir.exists() else []
+    if not checks or not all(c.ok for c in checks):
+        try:
+            authority = load_ca(ca_dir, passphrase)
+        except AuthError as exc:
+            raise AuthError(f"the private libvirt needs a server certificate, but {exc.message}",
+                            hint="run `spicectl host setup` with --passphrase-file once") from None
+        issue_server(authority, load_profile("server", pki_dir), cert_dir, host=TLS_HOST,
+                     dns=["localhost"], ips=["::1"], force=True)
+        issued = True
+    for sub in ("etc", "lib", "log", "run", "cache"):
+        store.ensure_dir(root / sub)
+    conf = root / "etc" / "qemu.conf"
+    text = qemu_conf_text(cert_dir)
+    wrote = not conf.exists() or conf.read_text() != text
+    if wrote:
+        store.atomic_write(conf, text.encode(), 0o600)
+    return SetupReport(created_ca, issued, wrote, root, cert_dir)
+
+
+@dataclass
+class HostCheck:
+    name: str
+    ok: bool
+    detail: str
+    severity: str = "error"   # error | warning
+
+    def as_dict(self) -> dict:
+        return {"check": self.name, "ok": self.ok, "severity": self.severity, "detail": self.detail}
+
+
+def find_qemu(arch: str = "x86_64") -> str | None:
+    return shutil.which(f"qemu-system-{arch}") or (
+        f"/usr/bin/qemu-system-{arch}" if os.path.exists(f"/usr/bin/qemu-system-{arch}") else None
+    )
+
+
+def qemu_has_spice(binary: str) -> bool:
+    try:
+        out = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "\n-spice " in out
+
+
+def domcaps_support_spice(domcaps_xml: str) -> bool:
+    from lxml import etree
+
+    caps = etree.fromstring(domcaps_xml.encode())
+    return "spice" in caps.xpath("devices/graphics[@supported='yes']/enum[@name='type']/value/text()")
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def read_qemu_conf(path: Path) -> dict[str, str]:
+    """The few keys spicectl cares about, from a qemu.conf (simple `key = value` lines)."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip('"')
+    return values

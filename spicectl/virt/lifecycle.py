@@ -1,0 +1,320 @@
+"""Guests on a libvirt connection: create (all or nothing), start, stop, delete, inspect."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lxml import etree
+
+from spicectl.domain.spec import VMSpec
+from spicectl.domain.xml import SPICECTL_NS
+from spicectl.errors import Conflict, EnvironmentProblem, HypervisorError, NotFound, TimeoutExpired
+from spicectl.virt.connection import Hypervisor, libvirt_error
+
+STATES = {0: "no-state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting-down", 5: "shut-off",
+          6: "crashed", 7: "suspended"}
+
+Progress = Callable[[str], None]
+
+
+def _noop(_message: str) -> None:
+    pass
+
+
+def _lv():
+    import libvirt
+
+    return libvirt
+
+
+@dataclass
+class SpiceEndpoint:
+    listen: str
+    port: int | None
+    tls_port: int | None
+
+    @property
+    def connect_host(self) -> str:
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.listen, self.listen)
+
+
+def lookup(hv: Hypervisor, name: str):
+    libvirt = _lv()
+    try:
+        return hv.conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"no guest named {name!r} on {hv.target.uri}", hint="see: spicectl vm list") from None
+        raise libvirt_error(exc, f"looking up {name}") from None
+
+
+def is_running(dom) -> bool:
+    return dom.isActive() == 1
+
+
+def spice_endpoint(dom) -> SpiceEndpoint | None:
+    tree = etree.fromstring(dom.XMLDesc(0).encode())
+    g = tree.find("devices/graphics[@type='spice']")
+    if g is None:
+        return None
+    listen = g.find("listen")
+    address = (listen.get("address") if listen is not None else None) or g.get("listen") or "127.0.0.1"
+
+    def port(attr: str) -> int | None:
+        value = g.get(attr)
+        return int(value) if value and int(value) > 0 else None
+
+    return SpiceEndpoint(address, port("port"), port("tlsPort"))
+
+
+def template_of(dom) -> str | None:
+    try:
+        meta = dom.metadata(_lv().VIR_DOMAIN_METADATA_ELEMENT, SPICECTL_NS)
+    except _lv().libvirtError:
+        return None
+    el = etree.fromstring(meta.encode())
+    return el.findtext(f"{{{SPICECTL_NS}}}template") or el.findtext("template")
+
+
+def info(dom) -> dict:
+    state, _reason = dom.state()
+    endpoint = spice_endpoint(dom) if state == 1 else None
+    _st, max_mem, _mem, vcpus, _cpu = dom.info()
+    return {
+        "name": dom.name(),
+        "uuid": dom.UUIDString(),
+        "state": STATES.get(state, str(state)),
+        "id": dom.ID() if state == 1 else None,
+        "vcpus": vcpus,
+        "memory_kib": max_mem,
+        "template": template_of(dom),
+        "spice": None if endpoint is None else {
+            "listen": endpoint.listen, "port": endpoint.port, "tls_port": endpoint.tls_port,
+        },
+    }
+
+
+def list_domains(hv: Hypervisor) -> list[dict]:
+    return sorted((info(d) for d in hv.conn.listAllDomains(0)), key=lambda i: i["name"])
+
+
+def check_spice_supported(hv: Hypervisor, spec: VMSpec) -> None:
+    from spicectl.virt.host import domcaps_support_spice
+
+    libvirt = _lv()
+    try:
+        caps = hv.conn.getDomainCapabilities(None, spec.arch, spec.machine, spec.virt_type, 0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(
+            f"{hv.target.uri} cannot run {spec.virt_type} guests of {spec.arch}/{spec.machine}: "
+            f"{exc.get_error_message()}",
+            hint="is qemu-system-x86 installed? (--virt-type qemu uses TCG where KVM is missing)",
+        ) from None
+    if not domcaps_support_spice(caps):
+        raise HypervisorError(f"the QEMU behind {hv.target.uri} is built without SPICE",
+                              hint="install a QEMU with SPICE (Debian: qemu-system-x86)")
+
+
+def host_has_kvm(hv: Hypervisor, arch: str = "x86_64") -> bool:
+    caps = etree.fromstring(hv.conn.getCapabilities().encode())
+    return bool(caps.xpath(f"guest/arch[@name='{arch}']/domain[@type='kvm']"))
+
+
+def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path]:
+    created: list[Path] = []
+    for disk in spec.disks:
+        if disk.size_gib is None:
+            continue
+        if not hv.target.local:
+            raise EnvironmentProblem(f"size= disks need a local hypervisor, not {hv.target.uri}",
+                                     hint="create the volume there (virsh vol-create-as) and pass its path")
+        path = Path(disk.path)
+        if path.exists():
+            raise Conflict(f"disk image {path} already exists", hint="pass it as --disk PATH to reuse it")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        progress(f"creating {disk.size_gib:g} GiB disk {path}")
+        try:
+            subprocess.run(["qemu-img", "create", "-q", "-f", disk.format, str(path), f"{int(disk.size_gib * 1024)}M"],
+                           check=True, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise EnvironmentProblem("qemu-img is not installed", hint="apt-get install qemu-utils") from None
+        except subprocess.CalledProcessError as exc:
+            raise HypervisorError(f"qemu-img could not create {path}: {exc.stderr.strip()}") from None
+        created.append(path)
+    return created
+
+
+def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = False, timeout: float = 60,
+           progress: Progress = _noop) -> object:
+    """Define (and start) the guest; on any failure nothing is left defined or created."""
+    from spicectl.domain.validate import validate
+    from spicectl.domain.xml import to_element, to_xml
+
+    libvirt = _lv()
+    validate(to_element(spec))
+    try:
+        hv.conn.lookupByName(spec.name)
+        raise Conflict(f"a guest named {spec.name!r} already exists on {hv.target.uri}",
+                       hint=f"choose another name, or remove it: spicectl vm delete {spec.name}")
+    except libvirt.libvirtError:
+        pass
+    check_spice_supported(hv, spec)
+    created = _create_disks(hv, spec, progress)
+    dom = None
+    try:
+        progress(f"defining {spec.name}")
+        try:
+            dom = hv.conn.defineXML(to_xml(spec))
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, f"libvirt refused to define {spec.name}") from None
+        if start:
+            progress(f"starting {spec.name}")
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise libvirt_error(exc, f"{spec.name} failed to start") from None
+            if wait:
+                wait_for_spice(dom, timeout, progress)
+        return dom
+    except BaseException:
+        if dom is not None:
+            try:
+                if is_running(dom):
+                    dom.destroy()
+            except libvirt.libvirtError:
+                pass
+            try:
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                pass
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> SpiceEndpoint:
+    """Return once the guest's SPICE ports accept TCP connections."""
+    progress(f"waiting for {dom.name()}'s SPICE ports")
+    deadline = time.monotonic() + timeout
+    while True:
+        endpoint = spice_endpoint(dom) if is_running(dom) else None
+        if endpoint is not None:
+            ports = [p for p in (endpoint.tls_port, endpoint.port) if p]
+            try:
+                for port in ports:
+                    with socket.create_connection((endpoint.connect_host, port), timeout=1):
+                        pass
+                if ports:
+                    return endpoint
+            except OSError:
+                pass
+        elif not is_running(dom):
+            raise HypervisorError(f"{dom.name()} is not running")
+        if time.monotonic() > deadline:
+            raise TimeoutExpired(f"{dom.name()}'s SPICE ports did not open within {timeout:g}s")
+        time.sleep(0.1)
+
+
+def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60, progress: Progress = _noop):
+    libvirt = _lv()
+    dom = lookup(hv, name)
+    if is_running(dom):
+        raise Conflict(f"{name} is already running")
+    progress(f"starting {name}")
+    try:
+        dom.create()
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"{name} failed to start") from None
+    if wait:
+        wait_for_spice(dom, timeout, progress)
+    return dom
+
+
+def stop(hv: Hypervisor, name: str, *, timeout: float = 60, force: bool = False, progress: Progress = _noop) -> str:
+    """ACPI shutdown; after `timeout`, power off if `force`. Returns how it ended."""
+    libvirt = _lv()
+    dom = lookup(hv, name)
+    if not is_running(dom):
+        raise Conflict(f"{name} is not running")
+    progress(f"asking {name} to shut down")
+    try:
+        dom.shutdown()
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"shutting down {name}") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(dom):
+            return "shutdown"
+        time.sleep(0.2)
+    if not force:
+        raise TimeoutExpired(f"{name} did not shut down within {timeout:g}s",
+                             hint=f"add --force to power it off, or: spicectl vm destroy {name}")
+    progress(f"powering {name} off")
+    destroy(hv, name)
+    return "destroyed"
+
+
+def destroy(hv: Hypervisor, name: str) -> None:
+    libvirt = _lv()
+    dom = lookup(hv, name)
+    if not is_running(dom):
+        raise Conflict(f"{name} is not running")
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"powering off {name}") from None
+
+
+def owned_disks(dom, images_dir: Path) -> list[Path]:
+    """Disk images spicectl created for this guest (those under its images dir)."""
+    tree = etree.fromstring(dom.XMLDesc(_lv().VIR_DOMAIN_XML_INACTIVE).encode())
+    paths = [Path(p) for p in tree.xpath("devices/disk[@device='disk']/source/@file")]
+    return [p for p in paths if images_dir in p.parents]
+
+
+def delete(hv: Hypervisor, name: str, *, images_dir: Path, keep_disks: bool = False) -> list[str]:
+    """Power off if needed, undefine, and remove the disks spicectl created (unless keep_disks)."""
+    libvirt = _lv()
+    dom = lookup(hv, name)
+    disks = [] if keep_disks else owned_disks(dom, images_dir)
+    try:
+        if is_running(dom):
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"deleting {name}") from None
+    for path in disks:
+        path.unlink(missing_ok=True)
+    return [str(p) for p in disks]
+
+
+def screenshot_png(hv: Hypervisor, dom, screen: int = 0) -> bytes:
+    """libvirt's own screenshot of the guest display (QEMU's screendump), as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    libvirt = _lv()
+    stream = hv.conn.newStream(0)
+    try:
+        mime = dom.screenshot(stream, screen, 0)
+        chunks = []
+        while True:
+            data = stream.recv(256 * 1024)
+            if not data:
+                break
+            chunks.append(data)
+        stream.finish()
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"screenshot of {dom.name()}") from None
+    raw = b"".join(chunks)
+    if mime == "image/png":
+        return raw
+    out = io.BytesIO()
+    Image.open(io.BytesIO(raw)).save(out, "PNG")
+    return out.getvalue()
