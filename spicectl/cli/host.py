@@ -35,7 +35,8 @@ def run_checks(app: App) -> list:
     checks.append(H.HostCheck("users", has_user, f"user {user_needed} present" if has_user else
                               f"user {user_needed} missing; libvirt's QEMU driver requires it (apt-get install libvirt-daemon-system)"))
     try:
-        with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir) as hv:
+        # prepare=False: a check reports what is there; it must not repair it on the way
+        with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
             ver = hv.conn.getLibVersion()
             checks.append(H.HostCheck("libvirt", True, f"{target.uri} reachable (libvirt {ver // 1000000}.{ver // 1000 % 1000}.{ver % 1000})"))
     except SpicectlError as exc:

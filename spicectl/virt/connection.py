@@ -159,8 +159,8 @@ def wait_for_reconnects(hv: Hypervisor) -> None:
 
 
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,
-                    passphrase: bytes | None = None) -> Hypervisor:
-    """Open the user's URI, or the private embedded default (set up on first use)."""
+                    passphrase: bytes | None = None, prepare: bool = True) -> Hypervisor:
+    """Open the user's URI, or the private embedded default (set up on first use unless not `prepare`)."""
     target = resolve(connect, state_dir)
     lock_fd = None
     if target.embedded and target.root is not None:
@@ -168,7 +168,8 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
 
         lock_fd = lock_root(target.root)
         try:
-            prepare_embedded(state_dir, target.root, pki_dir=pki_dir, passphrase=passphrase)
+            if prepare:
+                prepare_embedded(state_dir, target.root, pki_dir=pki_dir, passphrase=passphrase)
         except BaseException:
             os.close(lock_fd)
             raise
