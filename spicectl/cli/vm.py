@@ -84,7 +84,7 @@ def _print_created(app: App, data: dict) -> None:
         if spice:
             ports = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in (("tls_port", spice["tls_port"]),
                                                                         ("port", spice["port"])) if v)
-            click.echo(f"  SPICE on {spice['listen']}: {ports}")
+            click.echo(f"  SPICE on {spice['listen']}: {ports or 'no ports assigned'}")
             click.echo(f"  connect: spicectl ticket {data['name']}  (then remote-viewer, or spicectl connect)")
 
     app.emit(data, human)
