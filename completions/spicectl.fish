@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --cdrom --connect --days --disk --dns --heads --host --image-compression --ip --jpeg --key-type --listen --machine --memory --mouse-mode --network --out --output --passphrase-env --passphrase-fd --passphrase-file --playback-compression --port --qemu-arg --ram --rendernode --sound --state-dir --streaming --subject --template --timeout --tls-port --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --click --connect --days --disk --dns --heads --hold --host --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --qemu-arg --ram --region --rendernode --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion host template ticket vm; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion host mouse screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -38,9 +38,14 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and sho
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ticket' -d 'Set a fresh random SPICE ticket on guest NAME, valid for...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'type' -d 'Type TEXT on guest NAME (US keyboard layout); "\n"...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed) or...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l json -d 'Print JSON objects for scripts instead of tables.'
@@ -146,6 +151,33 @@ complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l help -d 'Show 
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l timeout -r -d 'Seconds each guest gets to shut down before power-off.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l click -r -a 'left middle right up down' -d 'Click a button (up/down: the wheel).'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l move -r -d 'Move the pointer to X,Y.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l output -r -d 'PNG file to write ('\''-'\'' for stdout).'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l settle -r -d 'Seconds without screen updates before the picture is taken.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -s o -r -d 'PNG file to write ('\''-'\'' for stdout).'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l hold -r -d 'Seconds each combination is held.'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'list' -d 'List the VM profiles.'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'show' -d 'Show a profile'\''s values (the keys match `vm create`...'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -l help -d 'Show this message and exit.'
@@ -162,6 +194,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -s h -d 'Show this m
 complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l output -r -d 'Write the ticket to FILE (mode 0600) instead of stdout.'
 complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -l ttl -r -d 'Seconds the ticket stays valid.'
 complete -c spicectl -n 'test (__spicectl_path) = "ticket"' -s o -r -d 'Write the ticket to FILE (mode 0600) instead of stdout.'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l no-escapes -d 'Type backslashes literally instead of reading \n and \t as E'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'
@@ -260,3 +300,16 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l help -d 'Show thi
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l inactive -d 'The persistent definition instead of the live one.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l changed -d 'Wait until the screen differs from when the command started.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l last-frame -r -d 'Where to save the last frame on timeout (default NAME-last-f'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l match -r -d 'Wait until the screen matches this reference image.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l region -r -d 'Compare only this rectangle.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l threshold -r -d 'Share of pixels that must be equal for --match (and differ f'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l timeout -r -d 'Seconds to wait.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'

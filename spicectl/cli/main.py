@@ -17,7 +17,12 @@ COMMANDS = {
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
     "host": ("spicectl.cli.host:host", "Check and set up this host (and spicectl's private libvirt)."),
+    "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),
+    "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
+    "send-keys": ("spicectl.cli.screen:send_keys", "Press keys or combinations (esc, ctrl-alt-delete) on a guest."),
     "template": ("spicectl.cli.template:template", "List and show VM profiles."),
+    "type": ("spicectl.cli.screen:type_cmd", "Type text on a guest (US layout)."),
+    "wait-screen": ("spicectl.cli.screen:wait_screen", "Wait until a guest's screen changes or matches a reference."),
     "ticket": ("spicectl.cli.ticket:ticket", "Set a fresh one-time SPICE ticket on a running guest."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }

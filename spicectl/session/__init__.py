@@ -1,0 +1,1 @@
+"""Sessions to one guest: where its SPICE server is, a ticket, and how to reach it."""

@@ -1,0 +1,351 @@
+"""A minimal headless SPICE client (asyncio): link, main, display and inputs channels.
+
+    async with Client("127.0.0.1", tls_port=5901, password=b"...", ca_file="ca-cert.pem") as c:
+        image = await c.screenshot()
+        await c.send_keys("esc")
+        await c.type_text("hello\\n")
+        await c.wait_for(lambda img: ..., timeout=30)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Callable
+
+from spicectl.errors import ProtocolError, TimeoutExpired
+from spicectl.spice import link
+from spicectl.spice import messages as M
+from spicectl.spice.channel import Channel
+from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
+from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
+from spicectl.spice.wire import caps_bits
+
+log = logging.getLogger("spicectl.spice")
+
+INPUTS_CAP_KEY_SCANCODE = 0
+DISPLAY_CAPS = (0, 1)  # SIZED_STREAM, MONITORS_CONFIG: nothing that asks for codecs we lack
+CONNECT_TIMEOUT = 15.0
+
+
+def tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Client:
+    def __init__(self, host: str, *, port: int | None = None, tls_port: int | None = None,
+                 password: bytes | None = None, ca_file: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 host_subject: str | None = None, opener: Callable | None = None) -> None:
+        if port is None and tls_port is None:
+            raise ValueError("give port or tls_port")
+        self.host = host
+        self.port = port
+        self.tls_port = tls_port
+        self.password = password
+        self.ssl_context = ssl_context or (tls_context(ca_file) if tls_port else None)
+        self.server_hostname = server_hostname or host
+        self.host_subject = host_subject
+        self.opener = opener  # for proxies: async (channel_type) -> (reader, writer)
+        self.display = Display(cache_pixels=PIXMAP_CACHE_PIXELS, glz_window_pixels=GLZ_WINDOW_PIXELS)
+        self.session_id = 0
+        self.channels_available: set[tuple[int, int]] = set()
+        self.mouse_modes = 0
+        self.mouse_mode = M.MOUSE_MODE_SERVER
+        self.main: Channel | None = None
+        self.inputs: Channel | None = None
+        self.display_channel: Channel | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._changed = asyncio.Event()
+        self._last_display_message = 0.0
+        self._error: BaseException | None = None
+        self._init = asyncio.Event()
+        self._channels_listed = asyncio.Event()
+        self._inputs_ready = asyncio.Event()
+        self._motion_unacked = 0
+        self._buttons = 0
+
+    # --- connection -----------------------------------------------------------------
+    async def _open_stream(self, channel_type: int):
+        if self.opener is not None:
+            return await self.opener(channel_type)
+        if self.tls_port:
+            return await asyncio.open_connection(self.host, self.tls_port, ssl=self.ssl_context,
+                                                 server_hostname=self.server_hostname)
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def _open(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Channel:
+        try:
+            reader, writer = await asyncio.wait_for(self._open_stream(channel_type), CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise TimeoutExpired(f"connecting to {self.host} timed out") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ProtocolError(f"the server's TLS certificate was refused: {exc.verify_message}") from None
+        except OSError as exc:
+            raise ProtocolError(f"cannot connect to {self.host}:{self.tls_port or self.port}: {exc.strerror or exc}") \
+                from None
+        if self.host_subject and self.tls_port:
+            self._check_subject(writer)
+        try:
+            reply = await asyncio.wait_for(
+                link.link(reader, writer, channel_type=channel_type, channel_id=channel_id,
+                          connection_id=self.session_id, password=self.password, channel_caps=caps),
+                CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            writer.close()
+            raise TimeoutExpired(f"{link.CHANNEL_NAMES.get(channel_type)} channel: link timed out") from None
+        except BaseException:
+            writer.close()
+            raise
+        return Channel(reader, writer, channel_type, reply)
+
+    def _check_subject(self, writer: asyncio.StreamWriter) -> None:
+        from cryptography import x509
+
+        from spicectl.pki.names import host_subject
+
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj else None
+        if der is None:
+            raise ProtocolError("no server certificate to check the host subject against")
+        subject = host_subject(x509.load_der_x509_certificate(der).subject)
+        if subject.replace(" ", "") != self.host_subject.replace(" ", ""):
+            raise ProtocolError(f"server certificate subject {subject!r} is not {self.host_subject!r}")
+
+    async def connect(self, *, display: bool = True, inputs: bool = True) -> "Client":
+        self.main = await self._open(link.MAIN)
+        self._spawn(self._main_loop())
+        await self._wait(self._init, "the main channel's init message")
+        self.main.send(M.MSGC_MAIN_ATTACH_CHANNELS)
+        await self.main.drain()
+        await self._wait(self._channels_listed, "the channel list")
+        if display:
+            if (link.DISPLAY, 0) not in self.channels_available:
+                raise ProtocolError("the guest has no display channel")
+            self.display_channel = await self._open(link.DISPLAY, 0, DISPLAY_CAPS)
+            self.display_channel.send(M.MSGC_DISPLAY_INIT, M.DISPLAY_INIT.pack(
+                pixmap_cache_id=1, pixmap_cache_size=PIXMAP_CACHE_PIXELS,
+                glz_dictionary_id=1, glz_dictionary_window_size=GLZ_WINDOW_PIXELS))
+            await self.display_channel.drain()
+            self._spawn(self._display_loop())
+        if inputs and (link.INPUTS, 0) in self.channels_available:
+            self.inputs = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
+            self._spawn(self._inputs_loop())
+            await self._wait(self._inputs_ready, "the inputs channel")
+        return self
+
+    async def __aenter__(self) -> "Client":
+        return await self.connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for ch in (self.inputs, self.display_channel, self.main):
+            if ch is not None:
+                ch.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _spawn(self, coro) -> None:
+        self._tasks.append(asyncio.ensure_future(self._guard(coro)))
+
+    async def _guard(self, coro) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surface it to whoever waits next
+            self._error = exc
+            self._changed.set()
+            for ev in (self._init, self._channels_listed, self._inputs_ready):
+                ev.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def _wait(self, event: asyncio.Event, what: str, timeout: float = CONNECT_TIMEOUT) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutExpired(f"timed out waiting for {what}") from None
+        self._raise_if_failed()
+
+    # --- channel loops ------------------------------------------------------------------
+    async def _main_loop(self) -> None:
+        assert self.main is not None
+        while True:
+            msg_type, body = await self.main.read()
+            if msg_type == M.MSG_MAIN_INIT:
+                init = M.MAIN_INIT.unpack(body)
+                self.session_id = init["session_id"]
+                self.mouse_modes = init["supported_mouse_modes"]
+                self.mouse_mode = init["current_mouse_mode"]
+                self._init.set()
+            elif msg_type == M.MSG_MAIN_CHANNELS_LIST:
+                count = int.from_bytes(body[:4], "little") if len(body) >= 4 else 0
+                if 4 + 2 * count > len(body):
+                    raise ProtocolError("main channel: truncated channel list")
+                self.channels_available = {(body[4 + 2 * i], body[5 + 2 * i]) for i in range(count)}
+                self._channels_listed.set()
+            elif msg_type == M.MSG_MAIN_MOUSE_MODE:
+                mode = M.MAIN_MOUSE_MODE.unpack(body)
+                self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
+            await self.main.drain()
+
+    async def _display_loop(self) -> None:
+        assert self.display_channel is not None
+        while True:
+            msg_type, body = await self.display_channel.read()
+            self.display.handle(msg_type, body)
+            self._last_display_message = time.monotonic()
+            self._changed.set()
+            await self.display_channel.drain()
+
+    async def _inputs_loop(self) -> None:
+        assert self.inputs is not None
+        while True:
+            msg_type, _body = await self.inputs.read()
+            if msg_type == M.MSG_INPUTS_INIT:
+                self._inputs_ready.set()
+            elif msg_type == M.MSG_INPUTS_MOUSE_MOTION_ACK:
+                self._motion_unacked = max(0, self._motion_unacked - 4)
+            await self.inputs.drain()
+
+    # --- display ------------------------------------------------------------------
+    async def frame(self, *, settle: float = 0.1, max_wait: float = 2.0, timeout: float = 20.0):
+        """The primary surface as an RGB numpy array.
+
+        On connecting, the server sends the whole surface and then MARK, so
+        from MARK on the surface is the guest's screen. Waits for that, then
+        until updates pause for `settle` seconds, but no longer than
+        `max_wait` (a blinking cursor or a busy screen never pauses).
+        """
+        deadline = time.monotonic() + timeout
+        first_seen = None
+        while True:
+            self._raise_if_failed()
+            now = time.monotonic()
+            if self.display.primary is not None and self.display.marked:
+                first_seen = first_seen or now
+                quiet = now - self._last_display_message >= settle
+                if quiet or now - first_seen >= max_wait:
+                    return self.display.primary_rgb()
+            elif now > deadline:
+                raise TimeoutExpired(f"no display surface from the guest within {timeout:g}s")
+            self._changed.clear()
+            wait = settle if self.display.primary is not None else deadline - now
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.01, wait))
+            except asyncio.TimeoutError:
+                pass
+
+    async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0):
+        """A PIL image of the guest's screen."""
+        from PIL import Image
+
+        return Image.fromarray(await self.frame(settle=settle, timeout=timeout), "RGB")
+
+    async def wait_for(self, predicate: Callable, *, timeout: float = 60.0, settle: float = 0.2):
+        """Wait until predicate(frame) is true for a settled frame; return that frame (numpy RGB)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutExpired(f"the screen did not match within {timeout:g}s", hint=None) \
+                    if last is None else _Timeout(last, timeout)
+            last = await self.frame(settle=settle, timeout=max(remaining, 0.1))
+            if predicate(last):
+                return last
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.05, min(1.0, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
+                pass
+
+    # --- inputs -------------------------------------------------------------------
+    def _need_inputs(self) -> Channel:
+        self._raise_if_failed()
+        if self.inputs is None:
+            raise ProtocolError("the guest has no inputs channel")
+        return self.inputs
+
+    async def key_down(self, scancode: int) -> None:
+        ch = self._need_inputs()
+        ch.send(M.MSGC_INPUTS_KEY_DOWN, M.KEY_CODE.pack(code=make_code(scancode)))
+        await ch.drain()
+
+    async def key_up(self, scancode: int) -> None:
+        ch = self._need_inputs()
+        ch.send(M.MSGC_INPUTS_KEY_UP, M.KEY_CODE.pack(code=break_code(scancode)))
+        await ch.drain()
+
+    async def send_keys(self, *combos: str, hold: float = 0.05, gap: float = 0.05) -> None:
+        """Press each combo ('esc', 'ctrl-alt-delete'): keys down in order, up in reverse."""
+        for combo in combos:
+            codes = parse_combo(combo)
+            for code in codes:
+                await self.key_down(code)
+            await asyncio.sleep(hold)
+            for code in reversed(codes):
+                await self.key_up(code)
+            await asyncio.sleep(gap)
+
+    async def type_text(self, text: str, *, delay: float = 0.02) -> None:
+        shift = 0x2A
+        for scancode, shifted in text_to_strokes(text):
+            if shifted:
+                await self.key_down(shift)
+            await self.key_down(scancode)
+            await asyncio.sleep(delay)
+            await self.key_up(scancode)
+            if shifted:
+                await self.key_up(shift)
+            await asyncio.sleep(delay)
+
+    async def mouse_move(self, x: int, y: int) -> None:
+        """Absolute in client mouse mode (a tablet or agent); relative steps from (0,0) otherwise."""
+        ch = self._need_inputs()
+        if self.mouse_modes & M.MOUSE_MODE_CLIENT and self.mouse_mode != M.MOUSE_MODE_CLIENT:
+            self.main.send(M.MSGC_MAIN_MOUSE_MODE_REQUEST, M.MOUSE_MODE_REQUEST.pack(mode=M.MOUSE_MODE_CLIENT))
+            await self.main.drain()
+            await asyncio.sleep(0.2)
+        if self.mouse_mode == M.MOUSE_MODE_CLIENT:
+            ch.send(M.MSGC_INPUTS_MOUSE_POSITION,
+                    M.MOUSE_POSITION.pack(x=x, y=y, buttons_state=self._buttons, display_id=0))
+        else:
+            # server mode: push to the top-left corner, then move by the offset
+            for dx, dy in ((-4096, -4096), (x, y)):
+                ch.send(M.MSGC_INPUTS_MOUSE_MOTION, M.MOUSE_MOTION.pack(dx=dx, dy=dy, buttons_state=self._buttons))
+        await ch.drain()
+
+    async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
+        ch = self._need_inputs()
+        code = {"left": M.BUTTON_LEFT, "middle": M.BUTTON_MIDDLE, "right": M.BUTTON_RIGHT,
+                "up": M.BUTTON_UP, "down": M.BUTTON_DOWN}[button]
+        self._buttons |= M.BUTTON_MASK.get(code, 0)
+        ch.send(M.MSGC_INPUTS_MOUSE_PRESS, M.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
+        await ch.drain()
+        await asyncio.sleep(hold)
+        self._buttons &= ~M.BUTTON_MASK.get(code, 0)
+        ch.send(M.MSGC_INPUTS_MOUSE_RELEASE, M.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
+        await ch.drain()
+
+
+class _Timeout(TimeoutExpired):
+    def __init__(self, last_frame, timeout: float) -> None:
+        super().__init__(f"the screen did not match within {timeout:g}s")
+        self.last_frame = last_frame
+
+
+__all__ = ["Client", "tls_context", "caps_bits"]

@@ -1,0 +1,1 @@
+"""Image codecs of the SPICE display channel (our own implementations)."""

@@ -1,0 +1,580 @@
+"""The display channel's state: surfaces, caches, and the drawing commands that change them.
+
+Surfaces are numpy arrays of shape (height, width, 4) holding BGRX (or BGRA)
+bytes, as SPICE's 32-bit surfaces are laid out in memory. Message bodies
+address embedded structures (images, palettes, masks) by u32 offsets from
+the start of the body; `BodyParser` follows them with bounds checks.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from spicectl.errors import ProtocolError
+from spicectl.spice import messages as M
+from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
+from spicectl.spice.wire import Layout
+
+log = logging.getLogger("spicectl.spice.display")
+
+MAX_SURFACE_SIDE = 16384
+MAX_SURFACES = 1024
+MAX_CLIP_RECTS = 65536
+PIXMAP_CACHE_PIXELS = 16 * 1024 * 1024
+GLZ_WINDOW_PIXELS = 8 * 1024 * 1024
+
+# rop descriptor bits
+ROP_INVERS_SRC, ROP_INVERS_BRUSH, ROP_INVERS_DEST = 1, 2, 4
+ROP_PUT, ROP_OR, ROP_AND, ROP_XOR, ROP_BLACKNESS, ROP_WHITENESS, ROP_INVERS = 8, 16, 32, 64, 128, 256, 512
+ROP_INVERS_RES = 1024
+
+IGNORED = {  # known messages that do not change what a screenshot shows, or are not drawn yet
+    M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG, M.MSG_DISPLAY_STREAM_CLIP,
+    M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT, M.MSG_DISPLAY_STREAM_DESTROY, M.MSG_DISPLAY_STREAM_DESTROY_ALL,
+    M.MSG_DISPLAY_STREAM_CREATE, M.MSG_DISPLAY_STREAM_DATA, M.MSG_DISPLAY_STREAM_DATA_SIZED,
+    M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT, M.MSG_DISPLAY_DRAW_COMPOSITE,
+}
+
+
+class UnsupportedImage(ProtocolError):
+    """An image in a format this client does not decode yet (QUIC, LZ4)."""
+
+
+@dataclass
+class Rect:
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    def intersect(self, other: "Rect") -> "Rect":
+        return Rect(max(self.top, other.top), max(self.left, other.left),
+                    min(self.bottom, other.bottom), min(self.right, other.right))
+
+    @property
+    def empty(self) -> bool:
+        return self.bottom <= self.top or self.right <= self.left
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+
+class BodyParser:
+    def __init__(self, body: bytes, what: str) -> None:
+        self.body = body
+        self.pos = 0
+        self.what = what
+
+    def take(self, layout: Layout) -> dict:
+        try:
+            values = layout.unpack(self.body, self.pos)
+        except ProtocolError as exc:
+            raise ProtocolError(f"{self.what}: {exc.message}") from None
+        self.pos += layout.size
+        return values
+
+    def fmt(self, code: str) -> int:
+        import struct
+
+        size = struct.calcsize("<" + code)
+        if self.pos + size > len(self.body):
+            raise ProtocolError(f"{self.what}: truncated at byte {self.pos}")
+        (value,) = struct.unpack_from("<" + code, self.body, self.pos)
+        self.pos += size
+        return value
+
+    def rect(self) -> Rect:
+        r = self.take(M.RECT)
+        return Rect(r["top"], r["left"], r["bottom"], r["right"])
+
+    def at(self, offset: int) -> "BodyParser":
+        if not 0 < offset < len(self.body):
+            raise ProtocolError(f"{self.what}: pointer {offset} outside the {len(self.body)}-byte message")
+        sub = BodyParser(self.body, self.what)
+        sub.pos = offset
+        return sub
+
+
+@dataclass
+class Image:
+    pixels: np.ndarray      # (h, w, 4) uint8, BGRX/BGRA
+    has_alpha: bool = False
+
+
+class Display:
+    def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS) -> None:
+        self.surfaces: dict[int, np.ndarray] = {}
+        self.primary: int | None = None
+        self.images: OrderedDict[int, Image] = OrderedDict()
+        self.palettes: dict[int, list[int]] = {}
+        self.cache_pixels = cache_pixels
+        self.glz = GlzWindow(glz_window_pixels)
+        self.generation = 0          # bumps on every change of a surface
+        self.marked = False          # the server has sent MARK: the primary surface is complete
+        self.warnings: set[str] = set()
+
+    # --- dispatch ------------------------------------------------------------
+    def handle(self, msg_type: int, body: bytes) -> None:
+        name = f"display message {msg_type}"
+        p = BodyParser(body, name)
+        if msg_type == M.MSG_DISPLAY_SURFACE_CREATE:
+            self._surface_create(p)
+        elif msg_type == M.MSG_DISPLAY_SURFACE_DESTROY:
+            sid = p.take(M.SURFACE_DESTROY)["surface_id"]
+            self.surfaces.pop(sid, None)
+            if sid == self.primary:
+                self.primary = None
+                self.marked = False
+        elif msg_type == M.MSG_DISPLAY_MARK:
+            self.marked = True
+        elif msg_type == M.MSG_DISPLAY_DRAW_COPY or msg_type == M.MSG_DISPLAY_DRAW_BLEND:
+            self._draw_copy(p, blend=msg_type == M.MSG_DISPLAY_DRAW_BLEND)
+        elif msg_type == M.MSG_DISPLAY_DRAW_OPAQUE:
+            self._draw_opaque(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_FILL:
+            self._draw_fill(p)
+        elif msg_type in (M.MSG_DISPLAY_DRAW_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS, M.MSG_DISPLAY_DRAW_INVERS):
+            self._draw_solid_op(p, msg_type)
+        elif msg_type == M.MSG_DISPLAY_DRAW_TRANSPARENT:
+            self._draw_transparent(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_ALPHA_BLEND:
+            self._draw_alpha_blend(p)
+        elif msg_type == M.MSG_DISPLAY_COPY_BITS:
+            self._copy_bits(p)
+        elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
+            count = p.fmt("H")
+            for _ in range(count):
+                p.fmt("B")
+                self.images.pop(p.fmt("Q"), None)
+        elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PIXMAPS:
+            self.images.clear()
+        elif msg_type == M.MSG_DISPLAY_INVAL_PALETTE:
+            self.palettes.pop(p.fmt("Q"), None)
+        elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PALETTES:
+            self.palettes.clear()
+        elif msg_type in IGNORED:
+            if msg_type not in (M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG,
+                                M.MSG_DISPLAY_STREAM_DESTROY, M.MSG_DISPLAY_STREAM_DESTROY_ALL,
+                                M.MSG_DISPLAY_STREAM_CLIP, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT):
+                self._warn(f"display message {msg_type} is not drawn by this client yet")
+        else:
+            raise ProtocolError(f"display channel: unknown message type {msg_type} ({len(body)} bytes)")
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.add(text)
+            log.warning(text)
+
+    # --- surfaces --------------------------------------------------------------
+    def _surface_create(self, p: BodyParser) -> None:
+        s = p.take(M.SURFACE_CREATE)
+        w, h = s["width"], s["height"]
+        if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
+            raise ProtocolError(f"display channel: surface of {w}x{h} is out of bounds")
+        if s["surface_id"] not in self.surfaces and len(self.surfaces) >= MAX_SURFACES:
+            raise ProtocolError(f"display channel: more than {MAX_SURFACES} surfaces")
+        self.surfaces[s["surface_id"]] = np.zeros((h, w, 4), dtype=np.uint8)
+        if s["flags"] & 1:  # PRIMARY
+            self.primary = s["surface_id"]
+            self.marked = False
+        self.generation += 1
+
+    def surface(self, sid: int) -> np.ndarray:
+        try:
+            return self.surfaces[sid]
+        except KeyError:
+            raise ProtocolError(f"display channel: drawing on unknown surface {sid}") from None
+
+    def primary_rgb(self) -> np.ndarray | None:
+        """The primary surface as (h, w, 3) RGB, or None before the server created it."""
+        if self.primary is None or self.primary not in self.surfaces:
+            return None
+        return self.surfaces[self.primary][:, :, 2::-1].copy()
+
+    # --- structures ---------------------------------------------------------------
+    def _base(self, p: BodyParser) -> tuple[np.ndarray, Rect, list[Rect]]:
+        sid = p.fmt("I")
+        box = p.rect()
+        clip_type = p.fmt("B")
+        rects: list[Rect] = []
+        if clip_type == 1:
+            count = p.fmt("I")
+            if count > MAX_CLIP_RECTS:
+                raise ProtocolError(f"display channel: {count} clip rectangles")
+            rects = [p.rect() for _ in range(count)]
+        elif clip_type != 0:
+            raise ProtocolError(f"display channel: unknown clip type {clip_type}")
+        surface = self.surface(sid)
+        return surface, box, rects
+
+    def _areas(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> list[Rect]:
+        h, w = surface.shape[:2]
+        bounded = box.intersect(Rect(0, 0, h, w))
+        if bounded.empty:
+            return []
+        if not clips:
+            return [bounded]
+        return [a for a in (bounded.intersect(c) for c in clips) if not a.empty]
+
+    def _qmask(self, p: BodyParser) -> tuple[int, tuple[int, int], np.ndarray | None]:
+        flags = p.fmt("B")
+        pos = p.take(M.POINT)
+        offset = p.fmt("I")
+        mask = None
+        if offset:
+            mask = self._mask_bits(p.at(offset))
+        return flags, (pos["x"], pos["y"]), mask
+
+    def _brush(self, p: BodyParser) -> tuple[str, object]:
+        kind = p.fmt("B")
+        if kind == 0:
+            return "none", None
+        if kind == 1:
+            color = p.fmt("I")
+            return "solid", np.array([color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF, 0xFF], np.uint8)
+        if kind == 2:
+            offset = p.fmt("I")
+            pos = p.take(M.POINT)
+            return "pattern", (self.image(p.at(offset)).pixels, (pos["x"], pos["y"]))
+        raise ProtocolError(f"display channel: unknown brush type {kind}")
+
+    # --- images -----------------------------------------------------------------
+    def _palette(self, p: BodyParser, flags: int) -> list[int] | None:
+        if flags & M.BITMAP_PAL_FROM_CACHE:
+            pid = p.fmt("Q")
+            if pid not in self.palettes:
+                raise ProtocolError(f"display channel: palette {pid} is not cached")
+            return self.palettes[pid]
+        offset = p.fmt("I")
+        if not offset:
+            return None
+        sub = p.at(offset)
+        head = sub.take(M.PALETTE_HEAD)
+        n = head["num_ents"]
+        if sub.pos + 4 * n > len(sub.body):
+            raise ProtocolError("display channel: palette runs past the message")
+        ents = list(np.frombuffer(sub.body, "<u4", n, sub.pos))
+        if flags & M.BITMAP_PAL_CACHE_ME:
+            if len(self.palettes) > 4096:
+                self.palettes.clear()
+            self.palettes[head["unique"]] = ents
+        return ents
+
+    def image(self, p: BodyParser) -> Image:
+        d = p.take(M.IMAGE_DESCRIPTOR)
+        kind, flags, w, h = d["type"], d["flags"], d["width"], d["height"]
+        if kind in (M.IMAGE_FROM_CACHE, M.IMAGE_FROM_CACHE_LOSSLESS):
+            try:
+                img = self.images[d["id"]]
+            except KeyError:
+                raise ProtocolError(f"display channel: image {d['id']} is not cached") from None
+            self.images.move_to_end(d["id"])
+            return img
+        if kind == M.IMAGE_SURFACE:
+            return Image(self.surface(p.fmt("I")).copy())
+        if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
+            raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
+        if kind == M.IMAGE_BITMAP:
+            img = self._bitmap(p)
+        elif kind in (M.IMAGE_LZ_RGB, M.IMAGE_GLZ_RGB, M.IMAGE_JPEG):
+            size = p.fmt("I")
+            data = self._slice(p, size)
+            if kind == M.IMAGE_LZ_RGB:
+                img = _from_decoded(decode_lz(data))
+            elif kind == M.IMAGE_GLZ_RGB:
+                img = _from_decoded(decode_glz(data, self.glz))
+            else:
+                img = _from_jpeg(data)
+        elif kind == M.IMAGE_LZ_PLT:
+            pflags = p.fmt("B")
+            size = p.fmt("I")
+            palette = self._palette(p, pflags)
+            img = _from_decoded(decode_lz(self._slice(p, size), palette))
+        elif kind == M.IMAGE_ZLIB_GLZ_RGB:
+            glz_size, size = p.fmt("I"), p.fmt("I")
+            if glz_size > MAX_PIXELS * 4 + 1024:
+                raise ProtocolError("display channel: zlib-GLZ image claims an oversize payload")
+            try:
+                inflater = zlib.decompressobj()
+                glz = inflater.decompress(self._slice(p, size), glz_size)
+            except zlib.error as exc:
+                raise ProtocolError(f"display channel: bad zlib data ({exc})") from None
+            img = _from_decoded(decode_glz(glz, self.glz))
+        elif kind == M.IMAGE_QUIC:
+            raise UnsupportedImage("QUIC images are not decoded yet (use --image-compression off, lz or glz)")
+        elif kind == M.IMAGE_LZ4:
+            raise UnsupportedImage("LZ4 images are not decoded yet")
+        else:
+            raise ProtocolError(f"display channel: unknown image type {kind}")
+        if img.pixels.shape[0] != h or img.pixels.shape[1] != w:
+            raise ProtocolError(f"display channel: image says {w}x{h} but decodes to "
+                                f"{img.pixels.shape[1]}x{img.pixels.shape[0]}")
+        if flags & (M.IMAGE_CACHE_ME | M.IMAGE_CACHE_REPLACE_ME):
+            self.images[d["id"]] = img
+            self._trim_cache()
+        return img
+
+    def _trim_cache(self) -> None:
+        total = sum(i.pixels.shape[0] * i.pixels.shape[1] for i in self.images.values())
+        while total > self.cache_pixels * 2 and len(self.images) > 1:
+            _, old = self.images.popitem(last=False)
+            total -= old.pixels.shape[0] * old.pixels.shape[1]
+
+    def _slice(self, p: BodyParser, size: int) -> bytes:
+        if p.pos + size > len(p.body):
+            raise ProtocolError(f"{p.what}: image data of {size} bytes runs past the message")
+        data = p.body[p.pos:p.pos + size]
+        p.pos += size
+        return data
+
+    def _bitmap(self, p: BodyParser) -> Image:
+        b = p.take(M.BITMAP)
+        fmt, flags, w, h, stride = b["format"], b["flags"], b["x"], b["y"], b["stride"]
+        if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE):
+            raise ProtocolError(f"display channel: bitmap of {w}x{h} is out of bounds")
+        palette = self._palette(p, flags) if fmt in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE,
+                                                     M.BITMAP_4BIT_BE, M.BITMAP_8BIT) else None
+        if fmt not in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE, M.BITMAP_4BIT_BE, M.BITMAP_8BIT):
+            p.fmt("I")  # palette pointer, unused for direct-colour formats
+        bits = {M.BITMAP_1BIT_LE: 1, M.BITMAP_1BIT_BE: 1, M.BITMAP_4BIT_LE: 4, M.BITMAP_4BIT_BE: 4,
+                M.BITMAP_8BIT: 8, M.BITMAP_16BIT: 16, M.BITMAP_24BIT: 24, M.BITMAP_32BIT: 32, M.BITMAP_RGBA: 32,
+                M.BITMAP_8BIT_A: 8}.get(fmt)
+        if bits is None:
+            raise ProtocolError(f"display channel: unknown bitmap format {fmt}")
+        if stride < (w * bits + 7) // 8:
+            raise ProtocolError(f"display channel: bitmap stride {stride} too small for {w} pixels")
+        raw = np.frombuffer(self._slice(p, stride * h), np.uint8).reshape(h, stride)
+        out = np.zeros((h, w, 4), np.uint8)
+        if fmt in (M.BITMAP_32BIT, M.BITMAP_RGBA):
+            out[:] = raw[:, :w * 4].reshape(h, w, 4)
+            if fmt == M.BITMAP_32BIT:
+                out[:, :, 3] = 0
+        elif fmt == M.BITMAP_24BIT:
+            out[:, :, :3] = raw[:, :w * 3].reshape(h, w, 3)
+        elif fmt == M.BITMAP_16BIT:
+            v = raw[:, :w * 2].copy().view("<u2").reshape(h, w).astype(np.uint16)
+            for channel, shift in ((2, 10), (1, 5), (0, 0)):
+                c5 = ((v >> shift) & 31).astype(np.uint8)
+                out[:, :, channel] = (c5 << 3) | (c5 >> 2)
+        elif fmt == M.BITMAP_8BIT_A:
+            out[:, :, 3] = raw[:, :w]
+        else:
+            if not palette and bits == 1:
+                palette = [0, 0xFFFFFF]  # a 1-bit mask carries no palette
+            if not palette:
+                raise ProtocolError("display channel: palette bitmap without a palette")
+            table = np.array([[e & 0xFF, (e >> 8) & 0xFF, (e >> 16) & 0xFF, 0] for e in palette], np.uint8)
+            if bits == 8:
+                idx = raw[:, :w]
+            elif bits == 4:
+                hi, lo = raw >> 4, raw & 15
+                pair = (lo, hi) if fmt == M.BITMAP_4BIT_LE else (hi, lo)
+                idx = np.stack(pair, axis=2).reshape(h, -1)[:, :w]
+            else:
+                idx = np.unpackbits(raw, axis=1, bitorder="little" if fmt == M.BITMAP_1BIT_LE else "big")[:, :w]
+            if idx.max(initial=0) >= len(table):
+                if bits == 8:
+                    raise ProtocolError("display channel: palette index out of range")
+                idx = idx % len(table)
+            out[:] = table[idx]
+        if not flags & M.BITMAP_TOP_DOWN:
+            out = out[::-1].copy()
+        return Image(out, has_alpha=fmt in (M.BITMAP_RGBA, M.BITMAP_8BIT_A))
+
+    def _mask_bits(self, p: BodyParser) -> np.ndarray:
+        img = self.image(p)
+        # 1-bit masks decode through a palette-less path: any non-black pixel is "set"
+        return img.pixels[:, :, :3].any(axis=2)
+
+    # --- drawing ----------------------------------------------------------------
+    def _src_region(self, img: Image, src: Rect, box: Rect) -> np.ndarray:
+        h, w = img.pixels.shape[:2]
+        if src.empty or src.left < 0 or src.top < 0 or src.right > w or src.bottom > h:
+            raise ProtocolError(f"display channel: source area {src} outside a {w}x{h} image")
+        region = img.pixels[src.top:src.bottom, src.left:src.right]
+        if (src.width, src.height) != (box.width, box.height):
+            if box.empty or box.width * box.height > MAX_PIXELS:
+                raise ProtocolError("display channel: bad scale target")
+            ys = (np.arange(box.height) * src.height // box.height)
+            xs = (np.arange(box.width) * src.width // box.width)
+            region = region[ys][:, xs]
+        return region
+
+    @staticmethod
+    def _apply(dst: np.ndarray, src: np.ndarray, rop: int, mask: np.ndarray | None) -> None:
+        s = ~src if rop & ROP_INVERS_SRC else src
+        d = ~dst if rop & ROP_INVERS_DEST else dst
+        if rop & ROP_OR:
+            res = s | d
+        elif rop & ROP_AND:
+            res = s & d
+        elif rop & ROP_XOR:
+            res = s ^ d
+        elif rop & ROP_BLACKNESS:
+            res = np.zeros_like(d)
+        elif rop & ROP_WHITENESS:
+            res = np.full_like(d, 0xFF)
+        elif rop & ROP_INVERS:
+            res = ~d
+        else:
+            res = s
+        if rop & ROP_INVERS_RES:
+            res = ~res
+        if mask is None:
+            dst[...] = res
+        else:
+            dst[mask] = res[mask]
+
+    def _draw_image(self, surface: np.ndarray, box: Rect, clips: list[Rect], region: np.ndarray, rop: int,
+                    mask: np.ndarray | None = None, mask_pos: tuple[int, int] = (0, 0)) -> None:
+        for a in self._areas(surface, box, clips):
+            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            m = None
+            if mask is not None:
+                m = _tile(mask, a.top - box.top + mask_pos[1], a.left - box.left + mask_pos[0], a.height, a.width)
+            self._apply(surface[a.top:a.bottom, a.left:a.right], src, rop, m)
+        self.generation += 1
+
+    def _draw_copy(self, p: BodyParser, blend: bool = False) -> None:
+        surface, box, clips = self._base(p)
+        offset = p.fmt("I")
+        src_area = p.rect()
+        rop = p.fmt("H")
+        p.fmt("B")  # scale mode
+        mflags, mpos, mask = self._qmask(p)
+        try:
+            img = self.image(p.at(offset))
+        except UnsupportedImage as exc:
+            self._warn(exc.message)
+            return
+        region = self._src_region(img, src_area, box)
+        if mask is not None and mflags & 1:
+            mask = ~mask
+        self._draw_image(surface, box, clips, region, rop or ROP_PUT, mask, mpos)
+
+    def _draw_opaque(self, p: BodyParser) -> None:
+        surface, box, clips = self._base(p)
+        offset = p.fmt("I")
+        src_area = p.rect()
+        self._brush(p)
+        rop = p.fmt("H")
+        p.fmt("B")
+        self._qmask(p)
+        try:
+            img = self.image(p.at(offset))
+        except UnsupportedImage as exc:
+            self._warn(exc.message)
+            return
+        self._draw_image(surface, box, clips, self._src_region(img, src_area, box), rop or ROP_PUT)
+
+    def _draw_fill(self, p: BodyParser) -> None:
+        surface, box, clips = self._base(p)
+        kind, brush = self._brush(p)
+        rop = p.fmt("H")
+        mflags, mpos, mask = self._qmask(p)
+        if box.empty:
+            return
+        if kind == "solid":
+            region = np.broadcast_to(brush, (box.height, box.width, 4))
+        elif kind == "pattern":
+            pattern, (px, py) = brush
+            region = _tile(pattern, -py, -px, box.height, box.width)
+        else:
+            region = np.zeros((box.height, box.width, 4), np.uint8)
+        if mask is not None and mflags & 1:
+            mask = ~mask
+        self._draw_image(surface, box, clips, region, rop or ROP_PUT, mask, mpos)
+
+    def _draw_solid_op(self, p: BodyParser, msg_type: int) -> None:
+        surface, box, clips = self._base(p)
+        mflags, mpos, mask = self._qmask(p)
+        if box.empty:
+            return
+        rop = {M.MSG_DISPLAY_DRAW_BLACKNESS: ROP_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS: ROP_WHITENESS,
+               M.MSG_DISPLAY_DRAW_INVERS: ROP_INVERS}[msg_type]
+        region = np.zeros((box.height, box.width, 4), np.uint8)
+        if mask is not None and mflags & 1:
+            mask = ~mask
+        self._draw_image(surface, box, clips, region, rop, mask, mpos)
+
+    def _draw_transparent(self, p: BodyParser) -> None:
+        surface, box, clips = self._base(p)
+        offset = p.fmt("I")
+        src_area = p.rect()
+        src_color = p.fmt("I")
+        p.fmt("I")  # true colour
+        img = self.image(p.at(offset))
+        region = self._src_region(img, src_area, box)
+        key = np.array([src_color & 0xFF, (src_color >> 8) & 0xFF, (src_color >> 16) & 0xFF], np.uint8)
+        for a in self._areas(surface, box, clips):
+            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            keep = (src[:, :, :3] != key).any(axis=2)
+            surface[a.top:a.bottom, a.left:a.right][keep] = src[keep]
+        self.generation += 1
+
+    def _draw_alpha_blend(self, p: BodyParser) -> None:
+        surface, box, clips = self._base(p)
+        alpha_flags = p.fmt("B")
+        alpha = p.fmt("B")
+        offset = p.fmt("I")
+        src_area = p.rect()
+        img = self.image(p.at(offset))
+        region = self._src_region(img, src_area, box).astype(np.uint16)
+        for a in self._areas(surface, box, clips):
+            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            dst = surface[a.top:a.bottom, a.left:a.right]
+            if alpha_flags & 2:  # SRC_SURFACE_HAS_ALPHA: premultiplied per pixel alpha
+                sa = (src[:, :, 3:4] * alpha) // 255
+                out = (src[:, :, :3] * alpha // 255) + dst[:, :, :3].astype(np.uint16) * (255 - sa) // 255
+            else:
+                out = (src[:, :, :3] * alpha + dst[:, :, :3].astype(np.uint16) * (255 - alpha)) // 255
+            dst[:, :, :3] = np.clip(out, 0, 255).astype(np.uint8)
+        self.generation += 1
+
+    def _copy_bits(self, p: BodyParser) -> None:
+        surface, box, clips = self._base(p)
+        src = p.take(M.POINT)
+        h, w = surface.shape[:2]
+        source = Rect(src["y"], src["x"], src["y"] + box.height, src["x"] + box.width)
+        if source.empty or source.left < 0 or source.top < 0 or source.right > w or source.bottom > h:
+            raise ProtocolError("display channel: copy-bits source outside the surface")
+        snapshot = surface[source.top:source.bottom, source.left:source.right].copy()
+        for a in self._areas(surface, box, clips):
+            surface[a.top:a.bottom, a.left:a.right] = snapshot[a.top - box.top:a.bottom - box.top,
+                                                               a.left - box.left:a.right - box.left]
+        self.generation += 1
+
+
+def _tile(pattern: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    ph, pw = pattern.shape[:2]
+    ys = (np.arange(h) + y0) % ph
+    xs = (np.arange(w) + x0) % pw
+    return pattern[ys][:, xs]
+
+
+def _from_decoded(decoded) -> Image:
+    arr = np.frombuffer(decoded.pixels, np.uint8).reshape(decoded.height, decoded.row_pixels, 4)
+    return Image(arr[:, :decoded.width].copy(), decoded.has_alpha)
+
+
+def _from_jpeg(data: bytes) -> Image:
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    try:
+        rgb = np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ProtocolError(f"display channel: bad JPEG image ({exc})") from None
+    out = np.zeros((rgb.shape[0], rgb.shape[1], 4), np.uint8)
+    out[:, :, :3] = rgb[:, :, ::-1]
+    return Image(out)
