@@ -65,7 +65,6 @@ def spicectl(tmp_path_factory) -> Spicectl:
     base = tmp_path_factory.mktemp("embedded")
     sc = Spicectl(base / "state", base / "no-config.toml")
     yield sc
-    sc("host", "stop", "--timeout", "1", check=False)
     listed = sc("vm", "list", "--json", check=False)
     if listed.exit_code == 0:
         for vm in listed.json():
@@ -83,3 +82,46 @@ async def _tls_link(port: int, cafile: str, password: bytes | None, channel: int
 
 def spice_link(port: int, cafile: str, password: bytes | None) -> link.LinkReply:
     return asyncio.run(_tls_link(port, cafile, password))
+
+
+LIBVIRT_SHOT = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from spicectl.virt import lifecycle\n"
+    "from spicectl.virt.connection import open_hypervisor\n"
+    "with open_hypervisor(None, Path(sys.argv[1])) as hv:\n"
+    "    sys.stdout.buffer.write(lifecycle.screenshot_png(hv, lifecycle.lookup(hv, sys.argv[2])))\n"
+)
+
+
+def libvirt_screenshot(spicectl: Spicectl, name: str):
+    """libvirt's own virDomainScreenshot of the guest, as an RGB numpy array (the oracle)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    png = subprocess.run([sys.executable, "-c", LIBVIRT_SHOT, str(spicectl.state_dir), name],
+                         capture_output=True, check=True, env=spicectl.env, timeout=60).stdout
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def our_screenshot(spicectl: Spicectl, name: str, tmp_path: Path, *extra: str):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / f"{name}-ours.png"
+    spicectl("screenshot", name, "-o", str(out), *extra)
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def differs_only_in_one_text_cell(a, b, cell=(16, 9)) -> bool:
+    """True if a equals b except inside one character cell (the blinking text cursor)."""
+    import numpy as np
+
+    if a.shape != b.shape:
+        return False
+    ys, xs = np.nonzero((a != b).any(axis=2))
+    if len(ys) == 0:
+        return True
+    return ys.max() - ys.min() < cell[0] and xs.max() - xs.min() < cell[1]

@@ -203,3 +203,15 @@ def test_host_check_catches_a_broken_spice_certificate_without_repairing_it(spic
     finally:
         shutil.rmtree(cert_dir)
         shutil.copytree(saved, cert_dir)
+
+
+def test_host_stop_shuts_down_every_guest_of_the_private_libvirt(spicectl):
+    for name in ("stop-a", "stop-b"):
+        boot(spicectl, name, "-t", "headless-ci")
+    r = spicectl("host", "stop", "--timeout", "1", "--json")
+    stopped = r.json()["stopped"]
+    assert {"stop-a", "stop-b"} <= set(stopped)
+    states = {x["name"]: x["state"] for x in spicectl("vm", "list", "--json").json()}
+    assert all(state != "running" for state in states.values())
+    for name in ("stop-a", "stop-b"):
+        spicectl("vm", "delete", name)

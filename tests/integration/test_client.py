@@ -1,0 +1,128 @@
+"""spicectl's own SPICE client against a real QEMU: screenshots equal libvirt's, keys reach the guest."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+from tests.integration.conftest import differs_only_in_one_text_cell, libvirt_screenshot, our_screenshot
+
+pytestmark = pytest.mark.integration
+COMPRESSIONS = ["off", "lz", "glz", "auto_glz"]
+BOOT_MENU = np.asarray(Image.open(REPO / "tests" / "data" / "bootmenu-region.png").convert("RGB"))
+MENU_BOX = (0, 80, 360, 50)  # x, y, w, h of "Select boot device: / 1. Legacy option rom"
+
+
+@pytest.fixture(scope="module")
+def guests(spicectl):
+    names = []
+    for comp in COMPRESSIONS:
+        name = f"shot-{comp.replace('_', '-')}"
+        spicectl("vm", "create", name, "-t", "headless-ci", "--image-compression", comp, "--virt-type", "qemu",
+                 "--wait")
+        names.append(name)
+    yield dict(zip(COMPRESSIONS, names))
+    for name in names:
+        spicectl("vm", "delete", name, check=False)
+
+
+@pytest.mark.parametrize("comp", COMPRESSIONS)
+def test_screenshot_equals_libvirts(spicectl, guests, comp, tmp_path):
+    name = guests[comp]
+    for _attempt in range(10):  # the guest may be mid-change; compare frames taken around libvirt's
+        before = our_screenshot(spicectl, name, tmp_path)
+        oracle = libvirt_screenshot(spicectl, name)
+        after = our_screenshot(spicectl, name, tmp_path)
+        if oracle.any() and (differs_only_in_one_text_cell(before, oracle) or
+                             differs_only_in_one_text_cell(after, oracle)):
+            return
+        time.sleep(1)
+    diff = (before != oracle).any(axis=2)
+    pytest.fail(f"{comp}: our screenshot differs from libvirt's in {int(diff.sum())} pixels")
+
+
+def menu_region(frame):
+    x, y, w, h = MENU_BOX
+    return frame[y:y + h, x:x + w]
+
+
+@pytest.fixture(scope="module")
+def menu_guest(spicectl):
+    spicectl("vm", "create", "menu", "-t", "headless-ci", "--boot-menu-timeout", "60000", "--virt-type", "qemu",
+             "--wait")
+    yield "menu"
+    spicectl("vm", "delete", "menu", check=False)
+
+
+def test_escape_opens_the_boot_menu_as_libvirt_sees_it(spicectl, menu_guest, tmp_path):
+    # wait for SeaBIOS to print "Press ESC for boot menu." (its third text line), then press ESC
+    deadline = time.monotonic() + 60
+    while not libvirt_screenshot(spicectl, menu_guest)[48:64].any():
+        assert time.monotonic() < deadline, "SeaBIOS never showed its prompt"
+        time.sleep(0.5)
+    assert not (menu_region(libvirt_screenshot(spicectl, menu_guest)) == BOOT_MENU).all()
+    spicectl("send-keys", menu_guest, "esc")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (menu_region(libvirt_screenshot(spicectl, menu_guest)) == BOOT_MENU).all():
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the boot menu did not appear after ESC")
+    assert (menu_region(our_screenshot(spicectl, menu_guest, tmp_path)) == BOOT_MENU).all()
+
+
+def test_wait_screen_match_succeeds_and_a_mismatch_times_out(spicectl, menu_guest, tmp_path):
+    # the previous test left the boot menu on screen; make sure of it for a lone run
+    if not (menu_region(libvirt_screenshot(spicectl, menu_guest)) == BOOT_MENU).all():
+        spicectl("send-keys", menu_guest, "esc")
+    ref = tmp_path / "menu.png"
+    full = np.zeros((400, 720, 3), np.uint8)
+    x, y, w, h = MENU_BOX
+    full[y:y + h, x:x + w] = BOOT_MENU
+    Image.fromarray(full).save(ref)
+    region = ",".join(map(str, MENU_BOX))
+    r = spicectl("wait-screen", menu_guest, "--match", str(ref), "--region", region, "--threshold", "1.0",
+                 "--timeout", "30", "--json")
+    assert r.json()["matched"] is True
+
+    white = tmp_path / "white.png"
+    Image.fromarray(np.full((400, 720, 3), 255, np.uint8)).save(white)
+    last = tmp_path / "last.png"
+    r = spicectl("wait-screen", menu_guest, "--match", str(white), "--timeout", "2", "--last-frame", str(last),
+                 check=False)
+    assert r.exit_code == 9
+    assert "did not match" in r.stderr
+    frame = np.asarray(Image.open(last).convert("RGB"))
+    assert (menu_region(frame) == BOOT_MENU).all()
+
+
+def test_screenshot_to_stdout_is_a_png(spicectl, menu_guest):
+    import subprocess
+    import sys
+
+    png = subprocess.run([sys.executable, "-m", "spicectl", "screenshot", menu_guest, "-o", "-"], env=spicectl.env,
+                         capture_output=True, check=True).stdout
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_client_via_spice_uri_with_password_file(spicectl, menu_guest, tmp_path):
+    info = spicectl("vm", "show", menu_guest, "--json").json()
+    pw = tmp_path / "pw"
+    r = spicectl("ticket", menu_guest, "--output", str(pw))
+    assert r.exit_code == 0
+    uri = f"spice://127.0.0.1?tls-port={info['spice']['tls_port']}"
+    out = tmp_path / "uri.png"
+    spicectl("screenshot", "label", "--uri", uri, "--password-file", str(pw), "--ca-file", spicectl.ca_file,
+             "-o", str(out))
+    assert Image.open(out).size == (720, 400)
+    bad = tmp_path / "bad"
+    bad.write_text("wrong-password")
+    r = spicectl("screenshot", "label", "--uri", uri, "--password-file", str(bad), "--ca-file", spicectl.ca_file,
+                 "-o", str(out), check=False)
+    assert r.exit_code == 5
+    assert "permission denied" in r.stderr
