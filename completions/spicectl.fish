@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --click --connect --days --disk --dns --heads --hold --host --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --qemu-arg --ram --region --rendernode --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --heads --hold --host --html5-dir --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --screenshot --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion host mouse screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion connect host mouse proxy screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -25,6 +25,8 @@ function __spicectl_path
                 contains -- $word client server; and set path (string trim -- "$path $word")
             case 'host'
                 contains -- $word check setup stop; and set path (string trim -- "$path $word")
+            case 'proxy'
+                contains -- $word serve; and set path (string trim -- "$path $word")
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
             case 'vm'
@@ -37,8 +39,10 @@ complete -c spicectl -f
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
@@ -133,6 +137,20 @@ complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l host -r -d '
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -F
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l builtin -d 'Use spicectl'\''s own client for this session.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l viewer -d 'Start remote-viewer on a 0600 .vv file (default when remote-'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l ca-file -r -d 'CA of the guest'\''s SPICE certificate (default: spicectl'\''s CA)'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l html5-dir -r -d 'spice-html5 files to serve (default: /usr/share/spice-html5)'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l listen -r -d 'Where the per-session proxy listens (port 0: any free port).'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l proxy -r -a 'ws http-connect' -d 'Run a per-session proxy: ws (browsers, spice-html5) or http-'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l proxy-url -r -d 'Mint a one-time token for a running `spicectl proxy serve` a'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l screenshot -r -d 'With --builtin: save a screenshot taken through the session.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l token-ttl -r -d 'Seconds the proxy token may start a session.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l ttl -r -d 'Seconds the SPICE ticket stays valid.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l vv -r -d 'Write the .vv file to FILE ('\''-'\'' for stdout) for use elsewher'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'check' -d 'Check QEMU (with SPICE), libvirt, KVM or TCG, SPICE TLS...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'setup' -d 'Set up spicectl'\''s private libvirt: CA, SPICE TLS server...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'stop' -d 'Shut down every guest of spicectl'\''s private libvirt...'
@@ -160,6 +178,16 @@ complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l click -r -a 'left 
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l move -r -d 'Move the pointer to X,Y.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -a 'serve' -d 'Serve sessions minted by `spicectl connect NAME --proxy...'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l require-client-cert -d 'With --tls: admit only clients presenting a certificate from'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l tls -d 'Serve TLS (https/wss) with a certificate from spicectl'\''s CA.'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l cert-dir -r -d 'With --tls: directory with server-cert.pem and server-key.pe'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l html5-dir -r -d 'spice-html5 files to serve (default: /usr/share/spice-html5)'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l listen -r -d 'Where to listen.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'

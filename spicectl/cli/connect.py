@@ -1,0 +1,81 @@
+"""`spicectl connect`: one safe session to one guest (remote-viewer, a .vv file, a proxy, or the builtin client)."""
+
+from __future__ import annotations
+
+import click
+
+from spicectl.cli.app import App, json_option, pass_app
+
+
+@click.command()
+@click.argument("name")
+@click.option("--viewer", "mode", flag_value="viewer", help="Start remote-viewer on a 0600 .vv file (default when "
+              "remote-viewer and a display are available).")
+@click.option("--vv", "vv_path", metavar="FILE", help="Write the .vv file to FILE ('-' for stdout) for use elsewhere.")
+@click.option("--builtin", "mode", flag_value="builtin", help="Use spicectl's own client for this session.")
+@click.option("--proxy", type=click.Choice(["ws", "http-connect"]),
+              help="Run a per-session proxy: ws (browsers, spice-html5) or http-connect (remote-viewer's proxy=).")
+@click.option("--proxy-url", metavar="URL", help="Mint a one-time token for a running `spicectl proxy serve` at URL "
+              "instead of starting a proxy here.")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="ADDR:PORT",
+              help="Where the per-session proxy listens (port 0: any free port).")
+@click.option("--ttl", type=int, default=30, show_default=True, help="Seconds the SPICE ticket stays valid.")
+@click.option("--token-ttl", type=int, default=60, show_default=True, help="Seconds the proxy token may start a session.")
+@click.option("--screenshot", metavar="PNG", help="With --builtin: save a screenshot taken through the session.")
+@click.option("--ca-file", metavar="PEM", help="CA of the guest's SPICE certificate (default: spicectl's CA).")
+@click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
+@json_option
+@pass_app
+def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: str | None, proxy_url: str | None,
+            listen: str, ttl: int, token_ttl: int, screenshot: str | None, ca_file: str | None,
+            html5_dir: str | None) -> None:
+    """Open a session to guest NAME with a fresh one-time ticket (default TTL 30 s).
+
+    \b
+    spicectl connect web                         # remote-viewer on a .vv file that deletes itself
+    spicectl connect web --vv web.vv             # a .vv file for another machine (mode 0600)
+    spicectl connect web --proxy ws              # prints a one-time URL for a browser (spice-html5)
+    spicectl connect web --proxy http-connect --vv web.vv   # remote-viewer through an HTTP CONNECT proxy
+    spicectl connect web --proxy-url http://gw:3128 --proxy http-connect --vv web.vv  # via `proxy serve`
+    spicectl connect web --builtin --screenshot web.png [--proxy ws]
+    """
+    import os
+    import shutil
+
+    from spicectl.errors import InvalidInput
+    from spicectl.session.connect import parse_listen
+    from spicectl.session.target import from_libvirt
+
+    if screenshot and mode != "builtin":
+        raise click.UsageError("--screenshot goes with --builtin")
+    if mode is None and not vv_path and not proxy:
+        has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        if shutil.which("remote-viewer") and has_display:
+            mode = "viewer"
+        else:
+            raise InvalidInput("no remote-viewer with a display here",
+                               hint="use --vv FILE, --proxy ws, or --builtin --screenshot FILE")
+    if mode is None and proxy == "http-connect" and not vv_path:
+        raise InvalidInput("--proxy http-connect needs --viewer or --vv FILE to hand remote-viewer its proxy")
+    if proxy_url and not proxy:
+        raise click.UsageError("--proxy-url needs --proxy ws or --proxy http-connect")
+    listen_addr = parse_listen(listen)
+
+    ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
+    with app.hypervisor() as hv:
+        target = from_libvirt(hv, name, ca_file=ca, ttl=ttl)
+        usbredir = _has_usbredir(hv, name)
+
+    from spicectl.session import runner
+
+    result = runner.run(app, target, mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
+                        listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot, html5_dir=html5_dir,
+                        usbredir=usbredir)
+    if result is not None:
+        app.emit(result, lambda: None)
+
+
+def _has_usbredir(hv, name: str) -> bool:
+    from spicectl.virt import lifecycle
+
+    return "<redirdev" in lifecycle.lookup(hv, name).XMLDesc(0)

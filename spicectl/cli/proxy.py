@@ -1,0 +1,72 @@
+"""`spicectl proxy serve`: one long-running proxy for many sessions, each admitted by a one-time token."""
+
+from __future__ import annotations
+
+import click
+
+from spicectl.cli.app import App, pass_app
+
+
+@click.group()
+def proxy() -> None:
+    """Run a long-lived session proxy (WebSocket for browsers, HTTP CONNECT for remote-viewer)."""
+
+
+@proxy.command("serve")
+@click.option("--listen", default="127.0.0.1:3128", show_default=True, metavar="ADDR:PORT", help="Where to listen.")
+@click.option("--tls", is_flag=True, help="Serve TLS (https/wss) with a certificate from spicectl's CA.")
+@click.option("--cert-dir", metavar="DIR", help="With --tls: directory with server-cert.pem and server-key.pem "
+              "(default STATE_DIR/certs/server/ADDR).")
+@click.option("--require-client-cert", is_flag=True, help="With --tls: admit only clients presenting a certificate "
+              "from spicectl's CA (spicectl cert issue client NAME).")
+@click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
+@pass_app
+def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client_cert: bool,
+          html5_dir: str | None) -> None:
+    """Serve sessions minted by `spicectl connect NAME --proxy ws|http-connect --proxy-url URL`.
+
+    Tokens are signed with STATE_DIR/proxy/secret, so the proxy and `connect` share a state dir.
+    Each token opens one session, for the guest endpoint it names, before it expires. One log
+    line per session on stderr. Stops on Ctrl-C or SIGTERM.
+    """
+    import asyncio
+    import signal
+    import ssl
+    from pathlib import Path
+
+    from spicectl.errors import InvalidInput, NotFound
+    from spicectl.proxy.server import ProxyServer, find_html5_dir
+    from spicectl.proxy.tokens import Signer, load_secret
+    from spicectl.session.connect import parse_listen
+    from spicectl.session.runner import _proxy_logging
+
+    host, port = parse_listen(listen, 3128)
+    if require_client_cert and not tls:
+        raise InvalidInput("--require-client-cert needs --tls")
+    ctx = None
+    if tls:
+        d = Path(cert_dir) if cert_dir else app.settings.certs_dir / "server" / host
+        cert, key = d / "server-cert.pem", d / "server-key.pem"
+        if not cert.exists() or not key.exists():
+            raise NotFound(f"no server certificate in {d}",
+                           hint=f"spicectl cert issue server --host {host} --out {d}")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        if require_client_cert:
+            ctx.load_verify_locations(app.settings.ca_dir / "ca-cert.pem")
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    _proxy_logging(app)
+    server = ProxyServer(Signer(load_secret(app.settings.state_dir)), ca_file=str(app.settings.ca_dir / "ca-cert.pem"),
+                         html5_dir=find_html5_dir([html5_dir] if html5_dir else None), tls=ctx)
+
+    async def main() -> None:
+        bound = await server.start(host, port)
+        app.info(f"spicectl proxy listening on {'https' if tls else 'http'}://{bound[0]}:{bound[1]}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Per-session and long-running proxies: WebSocket (spice-html5) and HTTP CONNECT (remote-viewer)."""

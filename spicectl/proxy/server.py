@@ -1,0 +1,287 @@
+"""The proxy listener: HTTP CONNECT (remote-viewer's proxy=) and WebSocket + spice-html5 (browsers).
+
+One port serves both: the request head is parsed with h11, then
+  CONNECT host:port      → a raw tunnel, only to the endpoint the token names
+                           (token in Proxy-Authorization: Basic, any user name);
+  GET with Upgrade       → a WebSocket (framed by `websockets`), relayed to the
+                           guest over TLS verified against spicectl's CA;
+                           Origin must be this proxy; token from ?token= or the
+                           `token` cookie spice-html5 sets;
+  GET /spice_auto.html … → the spice-html5 client files (only with a usable token
+                           for the page itself).
+Connections that have not sent a complete, valid request within
+HANDSHAKE_TIMEOUT seconds are closed. One log line per session, never a ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import mimetypes
+import ssl
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
+
+from spicectl.errors import AuthError
+from spicectl.proxy.relay import Counts, StreamEndpoint, WebSocketEndpoint, relay
+from spicectl.proxy.tokens import Grant, Session, Sessions, Signer
+
+log = logging.getLogger("spicectl.proxy")
+
+HANDSHAKE_TIMEOUT = 5.0
+MAX_HEAD = 16 * 1024
+HTML5_DIRS = ("/usr/share/spice-html5",)
+
+
+def find_html5_dir(extra: list[str] | None = None) -> Path | None:
+    for d in [*(extra or []), *HTML5_DIRS]:
+        if d and (Path(d) / "spice_auto.html").is_file():
+            return Path(d)
+    return None
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ProxyServer:
+    def __init__(self, signer: Signer, *, ca_file: str | None, html5_dir: Path | None = None,
+                 tls: ssl.SSLContext | None = None, single: bool = False) -> None:
+        self.signer = signer
+        self.ca_file = ca_file
+        self.html5_dir = html5_dir
+        self.tls = tls
+        self.single = single
+        self.sessions = Sessions()
+        self.finished = asyncio.Event()   # single mode: the one session has ended
+        self.server: asyncio.base_events.Server | None = None
+        self.refusals: list[str] = []
+        self._conns: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self._handle, host, port, ssl=self.tls,
+                                                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None)
+        sock = self.server.sockets[0].getsockname()
+        return sock[0], sock[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+
+    # --- one connection ---------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._conns.add(task)
+        peer = writer.get_extra_info("peername")
+        who = f"{peer[0]}:{peer[1]}" if peer else "?"
+        try:
+            try:
+                raw = await asyncio.wait_for(self._read_head(reader), HANDSHAKE_TIMEOUT)
+            except asyncio.TimeoutError:
+                self._refuse(who, "no complete request within the handshake timeout")
+                return
+            except Refused as exc:
+                self._refuse(who, exc.reason)
+                await self._respond(writer, exc.status, exc.reason)
+                return
+            await self._dispatch(raw, reader, writer, who)
+        except Refused as exc:
+            self._refuse(who, exc.reason)
+            await self._respond(writer, exc.status, exc.reason)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(task)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await reader.read(4096)
+            if not chunk:
+                raise Refused(400, "connection closed before a complete request")
+            data += chunk
+            if len(data) > MAX_HEAD:
+                raise Refused(431, "request head too large")
+        return data
+
+    def _refuse(self, who: str, reason: str) -> None:
+        self.refusals.append(reason)
+        log.warning("refused %s: %s", who, reason)
+
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, reason: str, body: bytes | None = None,
+                       headers: list[tuple[str, str]] | None = None) -> None:
+        text = body if body is not None else (reason + "\n").encode()
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+                f"Content-Length: {len(text)}", "Connection: close", "Cache-Control: no-store",
+                "Referrer-Policy: no-referrer", "X-Content-Type-Options: nosniff"]
+        head += [f"{k}: {v}" for k, v in headers or []]
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + text)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    async def _dispatch(self, raw: bytes, reader, writer, who: str) -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(raw)
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise Refused(400, f"malformed request ({exc})") from None
+        if not isinstance(event, h11.Request):
+            raise Refused(400, "malformed request")
+        method = event.method.decode("latin-1")
+        target = event.target.decode("latin-1")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        head_len = raw.index(b"\r\n\r\n") + 4
+        if method == "CONNECT":
+            await self._connect(target, headers, raw[head_len:], reader, writer, who)
+        elif method == "GET" and headers.get("upgrade", "").lower() == "websocket":
+            await self._websocket(raw, target, headers, reader, writer, who)
+        elif method in ("GET", "HEAD"):
+            await self._static(target, headers, writer)
+        else:
+            raise Refused(405, f"method {method} not allowed")
+
+    def _grant(self, token: str | None, kind: str) -> Grant:
+        try:
+            grant = self.signer.verify(token)
+            if grant.kind != kind:
+                raise AuthError(f"token is for a {grant.kind} session, not {kind}")
+            self.sessions.check(grant)
+        except AuthError as exc:
+            raise Refused(407 if kind == "connect" else 403, exc.message) from None
+        return grant
+
+    # --- HTTP CONNECT -----------------------------------------------------------------
+    async def _connect(self, target: str, headers: dict, leftover: bytes, reader, writer, who: str) -> None:
+        auth = headers.get("proxy-authorization", "")
+        token = None
+        if auth.lower().startswith("basic "):
+            try:
+                user_pass = base64.b64decode(auth[6:].strip()).decode()
+                token = user_pass.split(":", 1)[1] if ":" in user_pass else user_pass
+            except (ValueError, UnicodeDecodeError):
+                token = None
+        if token is None:
+            raise Refused(407, "CONNECT without a token")
+        grant = self._grant(token, "connect")
+        if _norm_target(target) != _norm_target(grant.target):
+            raise Refused(403, f"CONNECT to {target} but the token names {grant.target}")
+        try:
+            g_reader, g_writer = await asyncio.wait_for(asyncio.open_connection(grant.host, grant.port),
+                                                        HANDSHAKE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise Refused(502, f"cannot reach {grant.target}: {exc}") from None
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await self._run_session(grant, who, "http-connect", StreamEndpoint(reader, writer, leftover),
+                                StreamEndpoint(g_reader, g_writer))
+
+    # --- WebSocket --------------------------------------------------------------------
+    async def _websocket(self, raw: bytes, target: str, headers: dict, reader, writer, who: str) -> None:
+        from websockets.server import ServerProtocol
+
+        origin = headers.get("origin")
+        host = headers.get("host", "")
+        scheme = "https" if self.tls else "http"
+        if origin is not None and origin.rstrip("/") != f"{scheme}://{host}":
+            raise Refused(403, f"WebSocket from foreign origin {origin}")
+        token = _query(target).get("token") or _cookie(headers.get("cookie", ""), "token")
+        grant = self._grant(token, "ws")
+        try:
+            g_reader, g_writer = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
+        # spice-html5 asks for the "binary" subprotocol, as websockify offers it
+        protocol = ServerProtocol(subprotocols=["binary"], max_size=None)
+        protocol.receive_data(raw)
+        request = protocol.events_received()[0]
+        response = protocol.accept(request)
+        protocol.send_response(response)
+        writer.write(b"".join(protocol.data_to_send()))
+        await writer.drain()
+        if response.status_code != 101:
+            g_writer.close()
+            raise Refused(400, "bad WebSocket handshake")
+        await self._run_session(grant, who, "websocket", WebSocketEndpoint(protocol, reader, writer),
+                                StreamEndpoint(g_reader, g_writer))
+
+    async def _open_guest(self, grant: Grant):
+        if not grant.tls:
+            return await asyncio.open_connection(grant.host, grant.port)
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        return await asyncio.open_connection(grant.host, grant.port, ssl=ctx, server_hostname=grant.host)
+
+    # --- sessions ---------------------------------------------------------------------
+    async def _run_session(self, grant: Grant, who: str, via: str, client, guest) -> None:
+        session = self.sessions.join(grant, who, via)
+        counts = Counts()
+        try:
+            await relay(client, guest, counts)
+        finally:
+            session.up += counts.up
+            session.down += counts.down
+            if self.sessions.leave(session):
+                self._log_session(session)
+                if self.single:
+                    self.finished.set()
+
+    def _log_session(self, s: Session) -> None:
+        log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d duration=%.1fs",
+                 s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, time.monotonic() - s.started)
+
+    # --- static files -----------------------------------------------------------------
+    async def _static(self, target: str, headers: dict, writer) -> None:
+        if self.html5_dir is None:
+            raise Refused(404, "no spice-html5 client installed on this proxy")
+        parts = urlsplit(target)
+        if parts.path == "/favicon.ico":
+            await self._respond(writer, 204, "No Content", b"")
+            return
+        rel = unquote(parts.path).lstrip("/") or "spice_auto.html"
+        path = (self.html5_dir / rel).resolve()
+        if self.html5_dir.resolve() not in path.parents or not path.is_file():
+            raise Refused(404, "not found")
+        if path.suffix == ".html":
+            # the page itself is for token holders only
+            self._grant(_query(target).get("token"), "ws")
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix == ".js":
+            ctype = "text/javascript"
+        await self._respond(writer, 200, "OK", path.read_bytes(), [("Content-Type", ctype)])
+
+
+def _query(target: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return unquote(value)
+    return None
+
+
+def _norm_target(target: str) -> str:
+    host, _, port = target.rpartition(":")
+    return f"{host.strip('[]').lower()}:{port}"
+
+
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            407: "Proxy Authentication Required", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}

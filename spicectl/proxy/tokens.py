@@ -1,0 +1,141 @@
+"""Session tokens: signed, short-lived, one session each, naming exactly one guest endpoint.
+
+A token is `base64url(payload).base64url(HMAC-SHA256(secret, payload))`.
+`spicectl connect` mints it with the secret in STATE/proxy/secret; the proxy
+(same host, same state dir) verifies it. A token opens one session: the
+first connection that uses it starts the session, further connections (a
+SPICE client opens one per channel) join it while it lasts, and once the
+session has ended the token is spent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spicectl.errors import AuthError
+
+SECRET_BYTES = 32
+
+
+def load_secret(state_dir: Path) -> bytes:
+    from spicectl.pki import store
+
+    path = state_dir / "proxy" / "secret"
+    if not path.exists():
+        store.ensure_dir(path.parent)
+        store.atomic_write(path, secrets.token_bytes(SECRET_BYTES), 0o600)
+    return path.read_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Grant:
+    guest: str
+    host: str
+    port: int
+    tls: bool          # the proxy itself opens TLS to the guest (WebSocket front end)
+    kind: str          # "ws" or "connect"
+    expires: float
+    nonce: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Signer:
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def mint(self, *, guest: str, host: str, port: int, tls: bool, kind: str, ttl: float) -> tuple[str, Grant]:
+        grant = Grant(guest, host, port, tls, kind, time.time() + ttl, secrets.token_urlsafe(16))
+        payload = json.dumps({"g": guest, "h": host, "p": port, "t": tls, "k": kind, "e": grant.expires,
+                              "n": grant.nonce}, separators=(",", ":")).encode()
+        mac = hmac.new(self.secret, payload, hashlib.sha256).digest()
+        return f"{_b64(payload)}.{_b64(mac)}", grant
+
+    def verify(self, token: str | None) -> Grant:
+        if not token or token.count(".") != 1 or len(token) > 2048:
+            raise AuthError("no valid token")
+        body, mac = token.split(".")
+        try:
+            payload, given = _unb64(body), _unb64(mac)
+        except (ValueError, TypeError):
+            raise AuthError("malformed token") from None
+        if not hmac.compare_digest(hmac.new(self.secret, payload, hashlib.sha256).digest(), given):
+            raise AuthError("token signature does not verify")
+        try:
+            d = json.loads(payload)
+            return Grant(str(d["g"]), str(d["h"]), int(d["p"]), bool(d["t"]), str(d["k"]), float(d["e"]),
+                         str(d["n"]))
+        except (ValueError, KeyError, TypeError):
+            raise AuthError("malformed token") from None
+
+
+@dataclass
+class Session:
+    grant: Grant
+    peer: str
+    via: str
+    started: float = field(default_factory=time.monotonic)
+    connections: int = 0
+    channels: int = 0
+    up: int = 0
+    down: int = 0
+    ended: bool = False
+
+
+class Sessions:
+    """Which tokens have opened a session, which sessions are live, which tokens are spent."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Session] = {}
+        self.spent: dict[str, float] = {}  # nonce -> expiry, kept until the token would have expired anyway
+
+    def check(self, grant: Grant) -> None:
+        """Raise AuthError unless `grant` may open or join a session now."""
+        self._prune()
+        if grant.nonce in self.live:
+            return
+        if grant.nonce in self.spent:
+            raise AuthError("token already used")
+        if time.time() > grant.expires:
+            raise AuthError("token expired")
+
+    def join(self, grant: Grant, peer: str, via: str) -> Session:
+        self.check(grant)
+        session = self.live.get(grant.nonce)
+        if session is None:
+            session = self.live[grant.nonce] = Session(grant, peer, via)
+        session.connections += 1
+        session.channels += 1
+        return session
+
+    def leave(self, session: Session) -> bool:
+        """One connection closed; True if that ended the session."""
+        session.connections -= 1
+        if session.connections > 0:
+            return False
+        session.ended = True
+        self.live.pop(session.grant.nonce, None)
+        self.spent[session.grant.nonce] = session.grant.expires
+        return True
+
+    def _prune(self) -> None:
+        now = time.time()
+        for nonce in [n for n, exp in self.spent.items() if exp < now]:
+            del self.spent[nonce]

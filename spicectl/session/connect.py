@@ -1,0 +1,77 @@
+"""One session to one guest: the server's identity, .vv files, proxy URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from spicectl.errors import InvalidInput, ProtocolError
+from spicectl.session.target import SpiceTarget
+from spicectl.session.vv import VVFile
+
+
+def server_identity(target: SpiceTarget) -> str | None:
+    """The host-subject of the guest's TLS certificate, read from a verified handshake."""
+    if not target.tls_port:
+        return None
+    from cryptography import x509
+
+    from spicectl.pki.names import host_subject
+
+    async def peek() -> bytes:
+        ctx = ssl.create_default_context(cafile=target.ca_file)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.tls_port, ssl=ctx, server_hostname=target.server_hostname),
+            10)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return der
+
+    try:
+        der = asyncio.run(peek())
+    except ssl.SSLCertVerificationError as exc:
+        raise ProtocolError(f"{target.name}'s TLS certificate was refused: {exc.verify_message}") from None
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise ProtocolError(f"cannot reach {target.name} at {target.host}:{target.tls_port}: {exc}") from None
+    return host_subject(x509.load_der_x509_certificate(der).subject)
+
+
+def make_vv(target: SpiceTarget, *, host_subject: str | None, proxy: str | None = None,
+            usbredir: bool = False) -> VVFile:
+    ca_pem = Path(target.ca_file).read_text() if target.ca_file and target.tls_port else None
+    return VVFile(
+        host=target.host, port=None if target.tls_port else target.port, tls_port=target.tls_port,
+        password=target.password.decode() if target.password else "", ca_pem=ca_pem,
+        host_subject=host_subject, title=f"{target.name} (spicectl)", proxy=proxy,
+        enable_usbredir=usbredir,
+    )
+
+
+def parse_listen(value: str, default_port: int = 0) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(default_port)
+    try:
+        number = int(port)
+    except ValueError:
+        raise InvalidInput(f"--listen {value!r}: port must be a number") from None
+    if not 0 <= number <= 65535:
+        raise InvalidInput(f"--listen {value!r}: port out of range")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def html5_url(base: str, token: str, password: bytes | None) -> str:
+    """The one-time page URL: spice_auto.html puts the token in a cookie for its WebSocket."""
+    url = f"{base.rstrip('/')}/spice_auto.html?token={quote(token)}"
+    if password:
+        url += f"&password={quote(password.decode())}"
+    return url
+
+
+def proxy_url_parts(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"--proxy-url {url!r} must be http://HOST:PORT or https://HOST:PORT")
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
