@@ -35,11 +35,13 @@ class _WebSocketWriter:
 
 def websocket_opener(url: str, *, origin: str | None = None, ssl_context: ssl.SSLContext | None = None):
     async def open_channel(_channel_type: int):
-        import websockets
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         try:
-            ws = await websockets.connect(url, origin=origin, max_size=None, compression=None, ssl=ssl_context)
-        except (OSError, websockets.exceptions.InvalidHandshake) as exc:
+            ws = await connect(url, origin=origin, max_size=None, compression=None, ssl=ssl_context,
+                               subprotocols=["binary"])
+        except (OSError, InvalidHandshake) as exc:
             raise ProtocolError(f"the WebSocket proxy refused the connection: {exc}") from None
         reader = asyncio.StreamReader(limit=2 ** 26)
 
@@ -47,7 +49,7 @@ def websocket_opener(url: str, *, origin: str | None = None, ssl_context: ssl.SS
             try:
                 async for message in ws:
                     reader.feed_data(message if isinstance(message, bytes) else message.encode())
-            except websockets.exceptions.ConnectionClosed:
+            except ConnectionClosed:
                 pass
             finally:
                 reader.feed_eof()

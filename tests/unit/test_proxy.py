@@ -1,0 +1,260 @@
+"""The session proxy on loopback against a stand-in guest: relaying, and every refusal it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+
+import pytest
+import websockets
+import websockets.exceptions
+from websockets.asyncio.client import connect as ws_connect
+
+from spicectl.errors import AuthError
+from spicectl.proxy import server as proxy_server
+from spicectl.proxy.server import ProxyServer
+from spicectl.proxy.tokens import Sessions, Signer
+
+
+async def echo_guest():
+    """A stand-in for a guest's SPICE port: echoes bytes back, upper-cased (so direction is visible)."""
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+def signer():
+    return Signer(b"k" * 32)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def start_proxy(signer, tmp_path=None, **kw):
+    proxy = ProxyServer(signer, ca_file=None, **kw)
+    host, port = await proxy.start("127.0.0.1", 0)
+    return proxy, port
+
+
+async def connect_via(port, token, target, *, user="spicectl"):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = base64.b64encode(f"{user}:{token}".encode()).decode()
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    return head.split("\r\n", 1)[0], reader, writer
+
+
+def test_tokens_verify_and_refuse_tampering(signer):
+    token, grant = signer.mint(guest="g", host="127.0.0.1", port=5901, tls=True, kind="ws", ttl=60)
+    assert signer.verify(token) == grant
+    body, mac = token.split(".")
+    with pytest.raises(AuthError, match="signature"):
+        signer.verify(body[:-2] + "AA." + mac)
+    with pytest.raises(AuthError, match="signature"):
+        Signer(b"x" * 32).verify(token)
+    with pytest.raises(AuthError):
+        signer.verify("garbage")
+
+
+def test_a_token_opens_one_session_then_is_spent(signer):
+    sessions = Sessions()
+    _, grant = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=60)
+    s = sessions.join(grant, "peer", "x")
+    sessions.join(grant, "peer", "x")          # a second channel of the same session
+    assert not sessions.leave(s)
+    assert sessions.leave(s)                   # last channel gone: session over
+    with pytest.raises(AuthError, match="already used"):
+        sessions.join(grant, "peer", "x")
+
+
+def test_an_expired_token_opens_nothing(signer):
+    _, grant = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=-1)
+    with pytest.raises(AuthError, match="expired"):
+        Sessions().join(grant, "peer", "x")
+
+
+def test_connect_relays_both_ways_and_logs_one_line(signer, caplog):
+    async def go():
+        guest, gport = await echo_guest()
+        proxy, port = await start_proxy(signer)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        status, reader, writer = await connect_via(port, token, f"127.0.0.1:{gport}")
+        writer.write(b"hello spice")
+        await writer.drain()
+        echoed = await reader.readexactly(11)
+        writer.close()
+        await asyncio.sleep(0.1)
+        await proxy.close()
+        guest.close()
+        return status, echoed
+
+    with caplog.at_level(logging.INFO, logger="spicectl.proxy"):
+        status, echoed = run(go())
+    assert status.startswith("HTTP/1.1 200")
+    assert echoed == b"HELLO SPICE"
+    lines = [r.getMessage() for r in caplog.records if "session" in r.getMessage()]
+    assert len(lines) == 1
+    assert "guest=g" in lines[0] and "via=http-connect" in lines[0] and "up=11" in lines[0] and "down=11" in lines[0]
+
+
+def refused(signer, action):
+    """Run `action(port, gport)` against a fresh proxy; return (its result, the reasons the proxy logged)."""
+    async def go():
+        guest, gport = await echo_guest()
+        proxy, port = await start_proxy(signer)
+        try:
+            return await action(port, gport), proxy.refusals
+        finally:
+            await proxy.close()
+            guest.close()
+
+    return run(go())
+
+
+def test_connect_to_another_host_port_is_refused(signer):
+    async def action(port, gport):
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        status, _r, w = await connect_via(port, token, "127.0.0.1:22")
+        w.close()
+        return status
+
+    status, reasons = refused(signer, action)
+    assert status.startswith("HTTP/1.1 403")
+    assert any("the token names" in r for r in reasons)
+
+
+def test_connect_without_or_with_a_bad_token_is_refused(signer):
+    async def action(port, gport):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"CONNECT 127.0.0.1:{gport} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        first = (await reader.readuntil(b"\r\n")).decode()
+        writer.close()
+        second, _r, w = await connect_via(port, "forged.token", f"127.0.0.1:{gport}")
+        w.close()
+        return first, second
+
+    (first, second), reasons = refused(signer, action)
+    assert first.startswith("HTTP/1.1 407") and second.startswith("HTTP/1.1 407")
+    assert "CONNECT without a token" in reasons
+
+
+def test_a_reused_token_is_refused(signer):
+    async def action(port, gport):
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        status, r, w = await connect_via(port, token, f"127.0.0.1:{gport}")
+        w.close()
+        await asyncio.sleep(0.2)  # the session ends with its last connection
+        again, _r, w2 = await connect_via(port, token, f"127.0.0.1:{gport}")
+        w2.close()
+        return status, again
+
+    (status, again), reasons = refused(signer, action)
+    assert status.startswith("HTTP/1.1 200") and again.startswith("HTTP/1.1 407")
+    assert "token already used" in reasons
+
+
+def test_an_expired_token_is_refused_by_the_proxy(signer):
+    async def action(port, gport):
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=-5)
+        status, _r, w = await connect_via(port, token, f"127.0.0.1:{gport}")
+        w.close()
+        return status
+
+    status, reasons = refused(signer, action)
+    assert status.startswith("HTTP/1.1 407") and "token expired" in reasons
+
+
+def test_websocket_relays_and_refuses_a_foreign_origin(signer):
+    async def action(port, gport):
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+        url = f"ws://127.0.0.1:{port}/websockify?token={token}"
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            await ws_connect(url, origin="http://evil.example")
+        foreign = info.value.response.status_code
+        async with ws_connect(url, origin=f"http://127.0.0.1:{port}", subprotocols=["binary"]) as ws:
+            await ws.send(b"link me")
+            answer = await ws.recv()
+        return foreign, answer
+
+    (foreign, answer), reasons = refused(signer, action)
+    assert foreign == 403 and answer == b"LINK ME"
+    assert any("foreign origin http://evil.example" in r for r in reasons)
+
+
+def test_a_token_for_connect_does_not_open_a_websocket(signer):
+    async def action(port, gport):
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            await ws_connect(f"ws://127.0.0.1:{port}/websockify?token={token}")
+        return info.value.response.status_code
+
+    status, reasons = refused(signer, action)
+    assert status == 403 and any("not ws" in r for r in reasons)
+
+
+def test_idle_connections_are_closed_within_seconds(signer, monkeypatch):
+    monkeypatch.setattr(proxy_server, "HANDSHAKE_TIMEOUT", 0.3)
+
+    async def action(port, gport):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # and then nothing
+        start = time.monotonic()
+        data = await asyncio.wait_for(reader.read(), 5)
+        return data, time.monotonic() - start
+
+    (data, waited), reasons = refused(signer, action)
+    assert data == b"" and waited < 2
+    assert any("handshake timeout" in r for r in reasons)
+
+
+def test_static_files_stay_inside_the_html5_dir(signer, tmp_path):
+    (tmp_path / "spice_auto.html").write_text("<html>ok</html>")
+    (tmp_path / "main.js").write_text("export {}")
+
+    async def go():
+        proxy = ProxyServer(signer, ca_file=None, html5_dir=tmp_path)
+        _, port = await proxy.start("127.0.0.1", 0)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=1, tls=False, kind="ws", ttl=60)
+        out = {}
+        for name, path in (("page", f"/spice_auto.html?token={token}"), ("nopage", "/spice_auto.html"),
+                           ("js", "/main.js"), ("escape", "/../../etc/passwd")):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            out[name] = (await r.read()).decode(errors="replace")
+            w.close()
+        await proxy.close()
+        return out
+
+    out = run(go())
+    assert out["page"].startswith("HTTP/1.1 200") and "<html>ok</html>" in out["page"]
+    assert out["nopage"].startswith("HTTP/1.1 403")
+    assert out["js"].startswith("HTTP/1.1 200") and "text/javascript" in out["js"]
+    assert out["escape"].startswith("HTTP/1.1 404")
+
+
+def test_vv_file_keys_and_mode(tmp_path):
+    from spicectl.session.vv import VVFile, parse
+
+    vv = VVFile(host="127.0.0.1", password="t0ken", tls_port=5901, ca_pem="-----BEGIN CERTIFICATE-----\nAAA\n"
+                "-----END CERTIFICATE-----\n", host_subject="O=spicectl,CN=127.0.0.1", title="web (spicectl)",
+                proxy="http://spicectl:tok@127.0.0.1:3128")
+    path = tmp_path / "s.vv"
+    vv.write(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    keys = parse(path.read_text())
+    assert keys["type"] == "spice" and keys["tls-port"] == "5901" and keys["delete-this-file"] == "1"
+    assert keys["ca"] == "-----BEGIN CERTIFICATE-----\\nAAA\\n-----END CERTIFICATE-----"
+    assert keys["host-subject"] == "O=spicectl,CN=127.0.0.1"
+    assert keys["secure-channels"].startswith("main;display;inputs")
+    assert keys["proxy"] == "http://spicectl:tok@127.0.0.1:3128"
+    assert "port" not in keys
