@@ -19,6 +19,10 @@ class SpicectlError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):
+        # keep the hint when an error crosses a process boundary (see virt.isolated)
+        return (type(self), (self.message, self.hint))
+
 
 class InvalidInput(SpicectlError):
     """A value given by the user (option, file content, template) is wrong."""

@@ -44,7 +44,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
 
     from spicectl.errors import InvalidInput
     from spicectl.session.connect import parse_listen
-    from spicectl.session.target import from_libvirt
+    from spicectl.virt.isolated import session_target
 
     if screenshot and mode != "builtin":
         raise click.UsageError("--screenshot goes with --builtin")
@@ -62,9 +62,8 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     listen_addr = parse_listen(listen)
 
     ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
-    with app.hypervisor() as hv:
-        target = from_libvirt(hv, name, ca_file=ca, ttl=ttl)
-        usbredir = _has_usbredir(hv, name)
+    s = app.settings
+    target, usbredir = session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, ttl=ttl)
 
     from spicectl.session import runner
 
@@ -74,8 +73,3 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     if result is not None:
         app.emit(result, lambda: None)
 
-
-def _has_usbredir(hv, name: str) -> bool:
-    from spicectl.virt import lifecycle
-
-    return "<redirdev" in lifecycle.lookup(hv, name).XMLDesc(0)

@@ -17,7 +17,8 @@ def target_options(func):
 
 
 def _target(app: App, name: str, uri, password_file, ca_file, insecure):
-    from spicectl.session.target import from_libvirt, from_uri
+    from spicectl.session.target import from_uri
+    from spicectl.virt.isolated import session_target
 
     if uri:
         from spicectl.secrets import read_secret
@@ -25,8 +26,8 @@ def _target(app: App, name: str, uri, password_file, ca_file, insecure):
         password = read_secret(file=password_file, what="SPICE password") if password_file else None
         return from_uri(uri, password=password, ca_file=ca_file)
     ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
-    with app.hypervisor() as hv:
-        return from_libvirt(hv, name, ca_file=ca, insecure=insecure)
+    s = app.settings
+    return session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, insecure=insecure)[0]
 
 
 def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True):

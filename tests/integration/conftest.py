@@ -101,8 +101,10 @@ def libvirt_screenshot(spicectl: Spicectl, name: str):
     import numpy as np
     from PIL import Image
 
-    png = subprocess.run([sys.executable, "-c", LIBVIRT_SHOT, str(spicectl.state_dir), name],
-                         capture_output=True, check=True, env=spicectl.env, timeout=60).stdout
+    r = subprocess.run([sys.executable, "-c", LIBVIRT_SHOT, str(spicectl.state_dir), name],
+                       capture_output=True, env=spicectl.env, timeout=120)
+    assert r.returncode == 0, f"libvirt screenshot of {name} failed: {r.stderr.decode(errors='replace')[-2000:]}"
+    png = r.stdout
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 

@@ -1,0 +1,242 @@
+"""Sessions with real clients nobody here wrote: Chromium running spice-html5, and remote-viewer under Xvfb."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import require_binary
+from tests.integration.conftest import SPICECTL, differs_only_in_one_text_cell, libvirt_screenshot
+
+pytestmark = pytest.mark.integration
+GUEST = "sess"
+
+
+def locate(big: np.ndarray, small: np.ndarray) -> bool:
+    """Whether `small` appears in `big` pixel for pixel (but for a blinking cursor cell)."""
+    h, w = small.shape[:2]
+    H, W = big.shape[:2]
+    ys, xs = np.nonzero(small.any(axis=2))
+    if len(ys) == 0:
+        return False
+    idx = np.linspace(0, len(ys) - 1, 64).astype(int)
+    probe_y, probe_x = ys[idx], xs[idx]
+    for y in range(0, H - h + 1):
+        for x in range(0, W - w + 1):
+            hits = (big[probe_y + y, probe_x + x] == small[probe_y, probe_x]).all(axis=1).mean()
+            if hits > 0.9 and differs_only_in_one_text_cell(big[y:y + h, x:x + w], small):
+                return True
+    return False
+
+
+def wait_until_shown(grab, spicectl, timeout=40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shot = grab()
+        if shot is not None and locate(shot, libvirt_screenshot(spicectl, GUEST)):
+            return
+        time.sleep(1)
+    pytest.fail("the client never showed the guest's screen")
+
+
+@pytest.fixture(scope="module")
+def guest(spicectl):
+    spicectl("vm", "create", GUEST, "-t", "headless-ci", "--virt-type", "qemu", "--wait")
+    deadline = time.monotonic() + 60
+    while not libvirt_screenshot(spicectl, GUEST)[48:64].any():  # SeaBIOS has drawn its text
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    yield GUEST
+    spicectl("vm", "delete", GUEST, check=False)
+
+
+@pytest.fixture(scope="module")
+def xdisplay():
+    xvfb = require_binary("Xvfb")
+    number = next(n for n in range(90, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.1)
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def grab_x(display: str):
+    from PIL import ImageGrab
+
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+
+
+def popen(spicectl, *args, display=None):
+    env = dict(spicectl.env)
+    if display:
+        env["DISPLAY"] = display
+    return subprocess.Popen([*SPICECTL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def finish(proc, timeout=20) -> str:
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err
+
+
+def test_chromium_runs_spice_html5_through_the_websocket_proxy(spicectl, guest):
+    require_binary("chromium")
+    if not Path("/usr/share/spice-html5/spice_auto.html").exists():
+        pytest.fail("spice-html5 is not installed (scripts/test installs it)") if os.environ.get("CI") else \
+            pytest.skip("spice-html5 is not installed")
+    from playwright.sync_api import sync_playwright
+
+    proc = popen(spicectl, "connect", guest, "--proxy", "ws", "--json")
+    info = json.loads(proc.stdout.readline())
+    assert info["url"].startswith("http://127.0.0.1:")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.goto(info["url"])
+        page.wait_for_selector("canvas", timeout=20000)
+
+        def canvas():
+            # the canvas's own pixels (an element screenshot blends its border into the edges)
+            url = page.evaluate("() => { const c = document.querySelector('canvas');"
+                                " return c ? c.toDataURL('image/png') : null; }")
+            if not url:
+                return None
+            import base64
+
+            return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+        wait_until_shown(canvas, spicectl)
+        browser.close()
+    err = finish(proc)
+    assert proc.returncode == 0, err
+    assert f"session guest={guest}" in err and "via=websocket" in err
+    assert info["url"].split("password=")[1].split("&")[0] not in err  # the ticket is never logged
+
+
+def test_remote_viewer_opens_the_vv_file(spicectl, guest, xdisplay):
+    require_binary("remote-viewer")
+    proc = popen(spicectl, "connect", guest, "--json", display=xdisplay)  # default: --viewer
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    info = json.loads(out)
+    assert info["mode"] == "viewer"
+    try:
+        wait_until_shown(lambda: grab_x(xdisplay), spicectl)
+        assert not Path(info["vv"]).exists(), "delete-this-file=1: remote-viewer removes the .vv file"
+    finally:
+        kill(info["pid"])
+    time.sleep(1)
+
+
+def test_remote_viewer_through_the_http_connect_proxy(spicectl, guest, xdisplay):
+    require_binary("remote-viewer")
+    proc = popen(spicectl, "connect", guest, "--proxy", "http-connect", "--viewer", "--json", display=xdisplay)
+    info = json.loads(proc.stdout.readline())
+    try:
+        wait_until_shown(lambda: grab_x(xdisplay), spicectl)
+    finally:
+        kill(info["pid"])
+    err = finish(proc)
+    assert proc.returncode == 0, err
+    assert f"session guest={guest}" in err and "via=http-connect" in err
+
+
+@pytest.mark.parametrize("kind", ["ws", "http-connect"])
+def test_builtin_client_through_each_proxy(spicectl, guest, kind, tmp_path):
+    out = tmp_path / "shot.png"
+    r = spicectl("connect", guest, "--builtin", "--proxy", kind, "--screenshot", str(out), "--json")
+    assert r.json()["width"] == 720
+    ours = np.asarray(Image.open(out).convert("RGB"))
+    assert differs_only_in_one_text_cell(ours, libvirt_screenshot(spicectl, guest)) or \
+        differs_only_in_one_text_cell(np.asarray(Image.open(out).convert("RGB")),
+                                      libvirt_screenshot(spicectl, guest))
+    assert f"via={'websocket' if kind == 'ws' else 'http-connect'}" in r.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_proxy_serve_admits_minted_tokens_once(spicectl, guest, tmp_path):
+    import asyncio
+
+    from spicectl.session.openers import connect_opener
+    from spicectl.session.vv import parse
+    from spicectl.spice.client import Client, tls_context
+
+    port = free_port()
+    serve = popen(spicectl, "proxy", "serve", "--listen", f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read()
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        shot = tmp_path / "via-serve.png"
+        spicectl("connect", guest, "--proxy-url", url, "--proxy", "ws", "--builtin", "--screenshot", str(shot))
+        assert Image.open(shot).size == (720, 400)
+
+        vv = tmp_path / "serve.vv"
+        spicectl("connect", guest, "--proxy-url", url, "--proxy", "http-connect", "--vv", str(vv))
+        keys = parse(vv.read_text())
+        token = keys["proxy"].split("spicectl:", 1)[1].split("@", 1)[0]
+        ca = tmp_path / "ca.pem"
+        ca.write_text(keys["ca"].replace("\\n", "\n"))
+
+        async def session():
+            opener = connect_opener("127.0.0.1", port, token, keys["host"], int(keys["tls-port"]),
+                                    ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
+            client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
+                            opener=opener)
+            await client.connect(inputs=False)
+            try:
+                return await client.screenshot()
+            finally:
+                await client.close()
+
+        assert asyncio.run(session()).size == (720, 400)
+        time.sleep(0.5)
+        with pytest.raises(Exception, match="407"):
+            asyncio.run(session())  # the same token again: spent
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        err = finish(serve)
+    assert serve.returncode == 0
+    assert err.count(f"session guest={guest}") == 2
+    assert "refused" in err and "token already used" in err
