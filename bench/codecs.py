@@ -1,0 +1,69 @@
+"""LZ and GLZ decoder throughput on frames recorded from a real guest (tests/data), in MB of output pixels/s.
+
+    .venv/bin/python bench/codecs.py [--seconds 3]
+
+There is no peer decoder in Python to race; the figure is for watching
+regressions and for deciding where to optimise (profile first:
+`python -m cProfile -s cumtime bench/codecs.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import time
+from pathlib import Path
+
+from spicectl.spice import messages as M
+from spicectl.spice.codecs.lz import GlzWindow, decode_glz, decode_lz
+from spicectl.spice.display import BodyParser
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+
+
+def images(path: Path):
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        msg_type, size = struct.unpack_from("<HI", data, pos)
+        body = data[pos + 6:pos + 6 + size]
+        pos += 6 + size
+        if msg_type != M.MSG_DISPLAY_DRAW_COPY:
+            continue
+        p = BodyParser(body, "copy")
+        p.fmt("I"), p.rect()
+        if p.fmt("B") == 1:
+            [p.rect() for _ in range(p.fmt("I"))]
+        q = p.at(p.fmt("I"))
+        d = q.take(M.IMAGE_DESCRIPTOR)
+        size = q.fmt("I")
+        yield d["type"], body[q.pos:q.pos + size], d["width"] * d["height"]
+
+
+def measure(name: str, frames: list, seconds: float) -> None:
+    pixels = sum(n for _, _, n in frames)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        window = GlzWindow(1 << 24)
+        for kind, payload, _ in frames:
+            decode_glz(payload, window) if kind == M.IMAGE_GLZ_RGB else decode_lz(payload)
+        runs += 1
+    elapsed = time.perf_counter() - start
+    mb = pixels * 4 * runs / elapsed / 1e6
+    print(f"{name:<28} {len(frames):>4} images {pixels:>8} px  {mb:8.1f} MB/s of BGRX output")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3)
+    args = ap.parse_args()
+    lz = list(images(DATA / "display-lz.bin"))
+    glz = list(images(DATA / "display-glz.bin"))
+    measure("LZ (display-lz.bin)", lz, args.seconds)
+    measure("LZ full frame only", [f for f in lz if f[2] > 100000], args.seconds)
+    measure("GLZ + LZ (display-glz.bin)", glz, args.seconds)
+    measure("GLZ small updates only", [f for f in glz if f[0] == M.IMAGE_GLZ_RGB], args.seconds)
+
+
+if __name__ == "__main__":
+    main()
