@@ -66,7 +66,7 @@ def _save_png(image, output: str) -> None:
 @click.command()
 @click.argument("name")
 @click.option("-o", "--output", required=True, metavar="FILE", help="PNG file to write ('-' for stdout).")
-@click.option("--settle", type=float, default=0.1, show_default=True, help="Seconds without screen updates before the picture is taken.")
+@click.option("--settle", type=float, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
 @target_options
 @json_option
 @pass_app

@@ -53,7 +53,7 @@ class WebSocketEndpoint:
     def _flush(self) -> None:
         data = self.protocol.data_to_send()
         if data:
-            self.writer.write(b"".join(data))
+            self.writer.writelines(data)  # no join: the frames go to the transport as they are
 
     async def read(self) -> bytes | None:
         from websockets.frames import Opcode
@@ -61,7 +61,7 @@ class WebSocketEndpoint:
         while not self._pending:
             for event in self.protocol.events_received():
                 if getattr(event, "opcode", None) in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT) and event.data:
-                    self._pending.append(bytes(event.data))
+                    self._pending.append(event.data)
             self._flush()  # pongs and close replies
             if self._pending:
                 break
@@ -75,7 +75,9 @@ class WebSocketEndpoint:
                 self.protocol.receive_eof()
                 return None
             self.protocol.receive_data(data)
-        return b"".join(self._pending.pop(0) for _ in range(len(self._pending)))
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        return data
 
     async def write(self, data: bytes) -> None:
         self.protocol.send_binary(data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections import deque
 import logging
 import mimetypes
 import ssl
@@ -62,7 +63,7 @@ class ProxyServer:
         self.sessions = Sessions()
         self.finished = asyncio.Event()   # single mode: the one session has ended
         self.server: asyncio.base_events.Server | None = None
-        self.refusals: list[str] = []
+        self.refusals: deque[str] = deque(maxlen=1000)  # recent reasons, for tests and diagnostics
         self._conns: set[asyncio.Task] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

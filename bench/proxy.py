@@ -1,0 +1,329 @@
+"""The WebSocket session proxy against websockify (PyPI), side by side on loopback, plus raw TCP and socat.
+
+    .venv/bin/python bench/proxy.py throughput [--mib 256]
+    .venv/bin/python bench/proxy.py concurrency [--sessions 1000] [--rounds 20]
+    .venv/bin/python bench/proxy.py soak [--seconds 600]
+
+All traffic stays on 127.0.0.1. Both proxies run as separate processes relaying to the same
+stand-in guest (a sink/source/echo server in this process); clients are Python websockets.
+websockify is installed into the venv by this script if missing (pip), socat by apt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SPICECTL, ensure_apt  # noqa: E402
+
+CHUNK = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port}")
+            time.sleep(0.05)
+
+
+class Guest:
+    """Stand-in guest: mode 'source' sends `total` bytes, 'sink' counts bytes, 'echo' echoes."""
+
+    def __init__(self) -> None:
+        self.mode = "echo"
+        self.total = 0
+        self.received = 0
+        self.done = asyncio.Event()
+
+    async def handle(self, reader, writer) -> None:
+        try:
+            if self.mode == "source":
+                block = b"\x5a" * CHUNK
+                sent = 0
+                while sent < self.total:
+                    writer.write(block)
+                    sent += CHUNK
+                    await writer.drain()
+            elif self.mode == "sink":
+                while data := await reader.read(1 << 20):
+                    self.received += len(data)
+                    if self.received >= self.total:
+                        self.done.set()
+            else:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for kid in kids:
+        out += tree(int(kid))
+    return out
+
+
+class Peers:
+    """Our proxy and websockify, both relaying to the stand-in guest."""
+
+    def __init__(self, guest_port: int) -> None:
+        from spicectl.proxy.tokens import Signer, load_secret
+
+        self.state = Path(tempfile.mkdtemp(prefix="spicectl-bench-"))
+        self.signer = Signer(load_secret(self.state))
+        self.guest_port = guest_port
+        self.ours_port, self.wsf_port = free_port(), free_port()
+        env = {**os.environ, "SPICECTL_STATE_DIR": str(self.state)}
+        self.ours = subprocess.Popen([SPICECTL, "-q", "proxy", "serve", "--listen", f"127.0.0.1:{self.ours_port}"],
+                                     env=env, stderr=subprocess.DEVNULL)
+        self.wsf = subprocess.Popen([sys.executable, "-m", "websockify", f"127.0.0.1:{self.wsf_port}",
+                                     f"127.0.0.1:{guest_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.ours_port)
+        wait_listening(self.wsf_port)
+
+    def url(self, which: str, ttl: float = 60) -> str:
+        if which == "spicectl":
+            # spent tokens are remembered until they expire: a realistic TTL keeps that bounded
+            token, _ = self.signer.mint(guest="bench", host="127.0.0.1", port=self.guest_port, tls=False, kind="ws",
+                                        ttl=ttl)
+            return f"ws://127.0.0.1:{self.ours_port}/websockify?token={token}"
+        return f"ws://127.0.0.1:{self.wsf_port}/"
+
+    def pids(self, which: str) -> list[int]:
+        return tree(self.ours.pid if which == "spicectl" else self.wsf.pid)
+
+    def close(self) -> None:
+        for p in (self.ours, self.wsf):
+            p.terminate()
+            p.wait(10)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+async def ws_down(url: str, total: int) -> float:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, compression=None, subprotocols=["binary"]) as ws:
+        got, start = 0, time.perf_counter()
+        while got < total:
+            got += len(await ws.recv())
+        return total / (time.perf_counter() - start) / 1e6
+
+
+async def ws_up(url: str, total: int, guest: Guest) -> float:
+    from websockets.asyncio.client import connect
+
+    guest.received, guest.done = 0, asyncio.Event()
+    block = b"\xa5" * CHUNK
+    async with connect(url, max_size=None, compression=None, subprotocols=["binary"]) as ws:
+        start = time.perf_counter()
+        for _ in range(total // CHUNK):
+            await ws.send(block)
+        await guest.done.wait()
+        return total / (time.perf_counter() - start) / 1e6
+
+
+async def tcp_down(port: int, total: int) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got, start = 0, time.perf_counter()
+    while got < total:
+        data = await reader.read(1 << 20)
+        if not data:
+            break
+        got += len(data)
+    writer.close()
+    return got / (time.perf_counter() - start) / 1e6
+
+
+async def tcp_up(port: int, total: int, guest: Guest) -> float:
+    guest.received, guest.done = 0, asyncio.Event()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    block = b"\xa5" * CHUNK
+    start = time.perf_counter()
+    for _ in range(total // CHUNK):
+        writer.write(block)
+        await writer.drain()
+    await guest.done.wait()
+    writer.close()
+    return total / (time.perf_counter() - start) / 1e6
+
+
+async def throughput(args) -> None:
+    ensure_apt("socat")
+    guest = Guest()
+    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0)
+    gport = server.sockets[0].getsockname()[1]
+    peers = Peers(gport)
+    socat_port = free_port()
+    socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,fork,reuseaddr",
+                              f"TCP:127.0.0.1:{gport}"])
+    wait_listening(socat_port)
+    total = args.mib * 1024 * 1024
+    try:
+        rows = []
+        for direction in ("guest→browser", "browser→guest"):
+            guest.mode, guest.total = ("source", total) if direction == "guest→browser" else ("sink", total)
+            for name in ("raw loopback", "socat (TCP)", "websockify", "spicectl"):
+                runs = []
+                for _ in range(args.repeat):
+                    if name == "raw loopback":
+                        coro = tcp_down(gport, total) if guest.mode == "source" else tcp_up(gport, total, guest)
+                    elif name == "socat (TCP)":
+                        coro = tcp_down(socat_port, total) if guest.mode == "source" else \
+                            tcp_up(socat_port, total, guest)
+                    else:
+                        url = peers.url(name)
+                        coro = ws_down(url, total) if guest.mode == "source" else ws_up(url, total, guest)
+                    runs.append(await coro)
+                rows.append((direction, name, statistics.median(runs)))
+        print(f"{args.mib} MiB in 64 KiB frames/writes, median of {args.repeat}, MB/s")
+        for direction in ("guest→browser", "browser→guest"):
+            mine = {n: v for d, n, v in rows if d == direction}
+            print(f"  {direction}: " + ", ".join(f"{n} {v:.0f}" for n, v in mine.items()))
+            print(f"    spicectl / websockify = {mine['spicectl'] / mine['websockify']:.2f}; "
+                  f"spicectl / raw loopback = {mine['spicectl'] / mine['raw loopback']:.2f}")
+    finally:
+        socat.terminate()
+        peers.close()
+        server.close()
+
+
+async def concurrency(args) -> None:
+    from websockets.asyncio.client import connect
+
+    guest = Guest()
+    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0, backlog=4096)
+    peers = Peers(server.sockets[0].getsockname()[1])
+    try:
+        for name in ("websockify", "spicectl"):
+            conns, failed = [], 0
+            for i in range(0, args.sessions, 50):
+                got = await asyncio.gather(*(connect(peers.url(name), compression=None, subprotocols=["binary"],
+                                                     open_timeout=60) for _ in range(min(50, args.sessions - i))),
+                                           return_exceptions=True)
+                conns += [c for c in got if not isinstance(c, BaseException)]
+                failed += sum(isinstance(c, BaseException) for c in got)
+            rtts: list[float] = []
+
+            async def pingpong(ws):
+                nonlocal failed
+                try:
+                    for _ in range(args.rounds):
+                        start = time.perf_counter()
+                        await ws.send(b"x" * 64)
+                        await ws.recv()
+                        rtts.append(time.perf_counter() - start)
+                except Exception:
+                    failed += 1
+
+            await asyncio.gather(*(pingpong(ws) for ws in conns))
+            rss = rss_kib(peers.pids(name))
+            procs = len(peers.pids(name))
+            await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+            rtts.sort()
+            print(f"{name:<10} {args.sessions} sessions ({failed} failed) x {args.rounds} round trips: p50 "
+                  f"{rtts[len(rtts) // 2] * 1000:.2f} ms, p99 {rtts[int(len(rtts) * 0.99)] * 1000:.2f} ms; "
+                  f"RSS {rss / 1024:.0f} MiB in {procs} process(es)")
+            await asyncio.sleep(1)
+    finally:
+        peers.close()
+        server.close()
+
+
+async def soak(args) -> None:
+    from websockets.asyncio.client import connect
+
+    guest = Guest()
+    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0, backlog=1024)
+    peers = Peers(server.sockets[0].getsockname()[1])
+    pid = peers.ours.pid
+    try:
+        async def one():
+            async with connect(peers.url("spicectl"), compression=None, subprotocols=["binary"]) as ws:
+                await ws.send(b"hello")
+                await ws.recv()
+
+        for _ in range(50):
+            await one()  # warm up
+        start_rss, start_fds = rss_kib([pid]), fds(pid)
+        n, start = 0, time.monotonic()
+        samples = []
+        while time.monotonic() - start < args.seconds:
+            await asyncio.gather(*(one() for _ in range(20)))
+            n += 20
+            if n % 2000 == 0:
+                samples.append((round(time.monotonic() - start), rss_kib([pid]), fds(pid)))
+        await asyncio.sleep(1)
+        end_rss, end_fds = rss_kib([pid]), fds(pid)
+        print(f"soak {args.seconds:.0f}s: {n} sessions opened and closed; proxy RSS {start_rss} -> {end_rss} KiB, "
+              f"open fds {start_fds} -> {end_fds}")
+        for t, rss, f in samples[:: max(1, len(samples) // 6)]:
+            print(f"  t={t:>4}s rss={rss} KiB fds={f}")
+    finally:
+        peers.close()
+        server.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--mib", type=int, default=256)
+    t.add_argument("--repeat", type=int, default=3)
+    c = sub.add_parser("concurrency")
+    c.add_argument("--sessions", type=int, default=1000)
+    c.add_argument("--rounds", type=int, default=20)
+    s = sub.add_parser("soak")
+    s.add_argument("--seconds", type=float, default=600)
+    args = ap.parse_args()
+    asyncio.run({"throughput": throughput, "concurrency": concurrency, "soak": soak}[args.what](args))
+
+
+if __name__ == "__main__":
+    main()
