@@ -95,7 +95,7 @@ def _modules_after(args: list[str]) -> set[str]:
 
 
 def test_help_imports_no_heavy_module():
-    for args in (["--help"], ["cert", "--help"], ["ca", "--help"]):
+    for args in (["--help"], ["vm", "--help"], ["cert", "--help"], ["ca", "--help"], ["connect", "--help"]):
         loaded = _modules_after(args)
         heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
         assert heavy == [], f"{args} imported {heavy[:5]}"
