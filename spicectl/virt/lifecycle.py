@@ -175,13 +175,7 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = Fal
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, f"libvirt refused to define {spec.name}") from None
         if start:
-            progress(f"starting {spec.name}")
-            try:
-                dom.create()
-            except libvirt.libvirtError as exc:
-                raise libvirt_error(exc, f"{spec.name} failed to start") from None
-            if wait:
-                wait_for_spice(dom, timeout, progress)
+            _start(dom, spec.name, wait, timeout, progress)
         return dom
     except BaseException:
         if dom is not None:
@@ -223,10 +217,16 @@ def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> Spic
 
 
 def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60, progress: Progress = _noop):
-    libvirt = _lv()
+    _lv()
     dom = lookup(hv, name)
     if is_running(dom):
         raise Conflict(f"{name} is already running")
+    _start(dom, name, wait, timeout, progress)
+    return dom
+
+
+def _start(dom, name: str, wait: bool, timeout: float, progress: Progress) -> None:
+    libvirt = _lv()
     progress(f"starting {name}")
     try:
         dom.create()
@@ -234,7 +234,6 @@ def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60,
         raise libvirt_error(exc, f"{name} failed to start") from None
     if wait:
         wait_for_spice(dom, timeout, progress)
-    return dom
 
 
 def stop(hv: Hypervisor, name: str, *, timeout: float = 60, force: bool = False, progress: Progress = _noop) -> str:

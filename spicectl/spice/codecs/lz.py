@@ -157,6 +157,18 @@ def _copy_ref(out: bytearray, src_buf: bytearray, src: int, op: int, length: int
         out[d:d + n] = src_buf[s:s + n]
 
 
+def _literals(r: _Reader, units: _Units, out: bytearray, op: int, count: int, n_pixels: int,
+              alpha_only: bool) -> int:
+    """Copy `count` literal units (LZ and GLZ encode them alike); return the new output position."""
+    if op + count * units.scale > n_pixels:
+        raise ProtocolError(f"{units.what}: literal run past the end of the image")
+    if alpha_only:
+        d = op * 4
+        out[d + 3:d + 4 * count:4] = r.take(count)
+        return op + count
+    return op + units.literal(r, count, out, op)
+
+
 def _lz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, alpha_only: bool) -> None:
     bias = 3 if units.type in PLT_PIXELS_PER_BYTE or units.type in (XXXA, A8) or alpha_only else \
         2 if units.type == RGB16 else 1
@@ -185,15 +197,7 @@ def _lz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, alpha_onl
             _copy_ref(out, out, src, op, length, alpha_only)
             op += length
         else:
-            count = ctrl + 1
-            if op + count * scale > n_pixels:
-                raise ProtocolError(f"{units.what}: literal run past the end of the image")
-            if alpha_only:
-                d = op * 4
-                out[d + 3:d + 4 * count:4] = r.take(count)
-                op += count
-            else:
-                op += units.literal(r, count, out, op)
+            op = _literals(r, units, out, op, ctrl + 1, n_pixels, alpha_only)
         if op >= n_pixels:
             return
         ctrl = r.byte()
@@ -336,15 +340,7 @@ def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id
                 _copy_ref(out, ref.pixels, pixel_ofs, op, length, alpha_only)
             op += length
         else:
-            count = ctrl + 1
-            if op + count * scale > n_pixels:
-                raise ProtocolError("GLZ: literal run past the end of the image")
-            if alpha_only:
-                d = op * 4
-                out[d + 3:d + 4 * count:4] = r.take(count)
-                op += count
-            else:
-                op += units.literal(r, count, out, op)
+            op = _literals(r, units, out, op, ctrl + 1, n_pixels, alpha_only)
         if op >= n_pixels:
             return
         ctrl = r.byte()
