@@ -217,7 +217,6 @@ def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> Spic
 
 
 def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60, progress: Progress = _noop):
-    _lv()
     dom = lookup(hv, name)
     if is_running(dom):
         raise Conflict(f"{name} is already running")
