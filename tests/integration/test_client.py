@@ -126,3 +126,27 @@ def test_client_via_spice_uri_with_password_file(spicectl, menu_guest, tmp_path)
                  "-o", str(out), check=False)
     assert r.exit_code == 5
     assert "permission denied" in r.stderr
+
+
+def test_mouse_and_typing_reach_the_guest(spicectl, menu_guest, tmp_path):
+    if not (menu_region(libvirt_screenshot(spicectl, menu_guest)) == BOOT_MENU).all():
+        spicectl("send-keys", menu_guest, "esc")
+        time.sleep(2)
+    r = spicectl("mouse", menu_guest, "--move", "10,10", "--click", "left", "--json")
+    assert r.json()["clicked"] == "left" and r.json()["mouse_mode"] in ("client", "server")
+    # "1" picks the first entry of SeaBIOS's boot menu, which then tries to boot it and says so
+    before = libvirt_screenshot(spicectl, menu_guest)
+    time.sleep(2)
+    assert differs_only_in_one_text_cell(libvirt_screenshot(spicectl, menu_guest), before), "the menu is not idle"
+    spicectl("type", menu_guest, "1")
+    deadline = time.monotonic() + 30
+    while differs_only_in_one_text_cell(libvirt_screenshot(spicectl, menu_guest), before):
+        assert time.monotonic() < deadline, "typing 1 changed nothing on the guest's screen"
+        time.sleep(0.5)
+
+
+def test_library_client_is_importable_from_the_package():
+    from spicectl.spice import Client
+
+    assert callable(Client.screenshot) and callable(Client.send_keys) and callable(Client.type_text)
+    assert callable(Client.wait_for)
