@@ -208,8 +208,10 @@ class ProxyServer:
             g_reader, g_writer = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
-        # spice-html5 asks for the "binary" subprotocol, as websockify offers it
-        protocol = ServerProtocol(subprotocols=["binary"], max_size=None)
+        # spice-html5 asks for the "binary" subprotocol (as websockify offers it); clients that ask
+        # for none are served too
+        protocol = ServerProtocol(select_subprotocol=lambda _p, offered: "binary" if "binary" in offered else None,
+                                  max_size=None)
         protocol.receive_data(raw)
         request = protocol.events_received()[0]
         response = protocol.accept(request)

@@ -258,3 +258,41 @@ def test_vv_file_keys_and_mode(tmp_path):
     assert keys["secure-channels"].startswith("main;display;inputs")
     assert keys["proxy"] == "http://spicectl:tok@127.0.0.1:3128"
     assert "port" not in keys
+
+
+def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, run, state_dir, tmp_path):
+    import ssl
+
+    assert run("ca", "init").exit_code == 0
+    assert run("cert", "issue", "server", "--host", "127.0.0.1", "--out", str(tmp_path / "srv")).exit_code == 0
+    assert run("cert", "issue", "client", "alice", "--out", str(tmp_path / "alice")).exit_code == 0
+    ca = str(state_dir / "ca" / "ca-cert.pem")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "srv" / "server-cert.pem", tmp_path / "srv" / "server-key.pem")
+    server_ctx.load_verify_locations(ca)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+
+    async def go():
+        guest, gport = await echo_guest()
+        proxy = ProxyServer(signer, ca_file=None, tls=server_ctx)
+        _, port = await proxy.start("127.0.0.1", 0)
+        results = {}
+        for who, cert in (("anonymous", None), ("alice", tmp_path / "alice")):
+            ctx = ssl.create_default_context(cafile=ca)
+            if cert:
+                ctx.load_cert_chain(cert / "client-cert.pem", cert / "client-key.pem")
+            token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+            try:
+                async with ws_connect(f"wss://127.0.0.1:{port}/websockify?token={token}", ssl=ctx,
+                                      origin=f"https://127.0.0.1:{port}") as ws:
+                    await ws.send(b"tls")
+                    results[who] = await ws.recv()
+            except (ssl.SSLError, OSError, websockets.exceptions.WebSocketException) as exc:
+                results[who] = type(exc).__name__
+        await proxy.close()
+        guest.close()
+        return results
+
+    results = asyncio.run(go())
+    assert results["alice"] == b"TLS"
+    assert results["anonymous"] != b"TLS"
