@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-CHUNK = 256 * 1024
+CHUNK = 256 * 1024          # reads from plain streams (the guest side)
+WS_CHUNK = 1024 * 1024      # reads of WebSocket input: several frames parsed per wake-up (measured faster)
 
 
 class StreamEndpoint:
@@ -68,7 +69,7 @@ class WebSocketEndpoint:
             if self.protocol.close_expected() or self.protocol.state.name in ("CLOSING", "CLOSED"):
                 return None
             try:
-                data = await self.reader.read(CHUNK)
+                data = await self.reader.read(WS_CHUNK)
             except (ConnectionError, OSError):
                 return None
             if not data:
