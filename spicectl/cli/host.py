@@ -14,6 +14,8 @@ def host() -> None:
 
 
 def run_checks(app: App) -> list:
+    from pathlib import Path
+
     from spicectl.errors import SpicectlError
     from spicectl.pki.verify import verify_directory
     from spicectl.virt import host as H
@@ -45,7 +47,7 @@ def run_checks(app: App) -> list:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
         cert_dir = conf.get("spice_tls_x509_cert_dir")
     elif target.local:
-        conf = H.read_qemu_conf(__import__("pathlib").Path("/etc/libvirt/qemu.conf"))
+        conf = H.read_qemu_conf(Path("/etc/libvirt/qemu.conf"))
         cert_dir = conf.get("spice_tls_x509_cert_dir", "/etc/pki/libvirt-spice")
     else:
         conf, cert_dir = None, None
@@ -57,8 +59,6 @@ def run_checks(app: App) -> list:
         checks.append(H.HostCheck("spice_tls", tls_on, "spice_tls = 1 in qemu.conf" if tls_on else
                                   "spice_tls is off in qemu.conf: guests cannot serve TLS"))
         if tls_on and cert_dir:
-            from pathlib import Path
-
             listen = conf.get("spice_listen", "127.0.0.1")
             results = verify_directory(Path(cert_dir), host=listen if listen not in ("0.0.0.0", "::") else None)
             bad = [c for c in results if not c.ok]

@@ -206,6 +206,8 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
 
     Exits 0 when it happens and 9 on timeout, saving the last frame for the log.
     """
+    import time
+
     import numpy as np
 
     from spicectl.errors import TimeoutExpired
@@ -243,9 +245,9 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
             return False, getattr(exc, "last_frame", None) if getattr(exc, "last_frame", None) is not None \
                 else client.display.primary_rgb()
 
-    started = __import__("time").monotonic()
+    started = time.monotonic()
     ok, frame = run_client(app, name, opts, work)
-    elapsed = __import__("time").monotonic() - started
+    elapsed = time.monotonic() - started
     if ok:
         app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2)},
                  lambda: app.info(f"{name}: screen {'changed' if changed else 'matches'} after {elapsed:.1f}s"))

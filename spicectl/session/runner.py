@@ -75,7 +75,7 @@ def run(app, target: SpiceTarget, *, mode, vv_path, proxy, proxy_url, listen, to
         if mode == "builtin":
             return _builtin(target, None, screenshot)
         vvfile = make_vv(target, host_subject=identity, usbredir=usbredir)
-        path = _write_vv(vvfile, vv_path if vv_path else None if mode == "viewer" else vv_path)
+        path = _write_vv(vvfile, vv_path)  # viewer without --vv: a private temporary file
         if mode == "viewer":
             pid = _launch_viewer(path)
             app.info(f"remote-viewer started (pid {pid}); ticket valid until {valid_to}")

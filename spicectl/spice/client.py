@@ -262,8 +262,7 @@ class Client:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutExpired(f"the screen did not match within {timeout:g}s", hint=None) \
-                    if last is None else _Timeout(last, timeout)
+                raise _Timeout(last, timeout)
             last = await self.frame(settle=settle, timeout=max(remaining, 0.1))
             if predicate(last):
                 return last
@@ -343,6 +342,8 @@ class Client:
 
 
 class _Timeout(TimeoutExpired):
+    """A wait that ran out; carries the last frame seen (None if none arrived) for the log."""
+
     def __init__(self, last_frame, timeout: float) -> None:
         super().__init__(f"the screen did not match within {timeout:g}s")
         self.last_frame = last_frame
