@@ -177,6 +177,8 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
         # The in-process driver logs warnings (e.g. "tainted: high-privileges")
         # to stderr; keep them in the private instance's log instead. libvirt
         # reads this once, at its first use in the process.
+        # libvirt fails to initialise at all if that file's directory is missing
+        (target.root / "log").mkdir(parents=True, exist_ok=True, mode=0o700)
         os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", f"3:file:{target.root / 'log' / 'libvirt.log'}")
     hv = open_uri(target, lock_fd)
     if target.embedded:
