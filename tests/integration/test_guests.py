@@ -177,6 +177,7 @@ def test_unreachable_libvirt_names_the_uri_and_hints(spicectl):
 
 
 def test_host_check_passes_on_the_private_default(spicectl):
+    spicectl("host", "setup")
     r = spicectl("host", "check", "--json")
     checks = {c["check"]: c for c in r.json()["checks"]}
     for name in ("qemu", "qemu_spice", "libvirt", "spice_tls", "spice_cert", "users"):
