@@ -30,11 +30,23 @@ def _target(app: App, name: str, uri, password_file, ca_file, insecure):
     return session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, insecure=insecure)[0]
 
 
+def _import_client() -> None:
+    import PIL.Image  # noqa: F401
+
+    import spicectl.spice.client  # noqa: F401
+
+
 def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True):
     """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
     import asyncio
+    import threading
 
+    # The client's imports (numpy, Pillow, cryptography: ~100 ms) overlap with the libvirt work,
+    # which mostly waits on a child process or on libvirt's socket.
+    warm = threading.Thread(target=_import_client, daemon=True)
+    warm.start()
     target = _target(app, name, opts["uri"], opts["password_file"], opts["ca_file"], opts["insecure"])
+    warm.join()
 
     async def go():
         client = target.client()
