@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --heads --hold --host --html5-dir --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --screenshot --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --heads --hold --host --host-subject --html5-dir --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --screenshot --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -175,6 +175,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l json -d 'Print a J
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l click -r -a 'left middle right up down' -d 'Click a button (up/down: the wheel).'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l host-subject -r -d 'With --uri: the server certificate'\''s subject, as remote-view'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l move -r -d 'Move the pointer to X,Y.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
@@ -193,6 +194,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l insecure -d '
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l host-subject -r -d 'With --uri: the server certificate'\''s subject, as remote-view'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l output -r -d 'PNG file to write ('\''-'\'' for stdout).'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l settle -r -d 'Seconds without screen updates before the picture is taken.'
@@ -204,6 +206,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l json -d 'Print
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l hold -r -d 'Seconds each combination is held.'
+complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l host-subject -r -d 'With --uri: the server certificate'\''s subject, as remote-view'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'list' -d 'List the VM profiles.'
@@ -228,6 +231,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "type"' -l json -d 'Print a JS
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l no-escapes -d 'Type backslashes literally instead of reading \n and \t as E'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "type"' -l host-subject -r -d 'With --uri: the server certificate'\''s subject, as remote-view'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l uri -r -d 'spice://HOST[:PORT][?tls-port=N] for a guest spicectl does n'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
@@ -334,6 +338,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l insecure -d 
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l host-subject -r -d 'With --uri: the server certificate'\''s subject, as remote-view'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l last-frame -r -d 'Where to save the last frame on timeout (default NAME-last-f'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l match -r -d 'Wait until the screen matches this reference image.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l password-file -r -d 'With --uri: read the SPICE password from PATH ('\''-'\'' for stdin'

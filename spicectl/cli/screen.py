@@ -9,6 +9,8 @@ from spicectl.cli.app import App, json_option, pass_app
 
 def target_options(func):
     func = click.option("--insecure", is_flag=True, help="Use the plain SPICE port (the guest must allow it).")(func)
+    func = click.option("--host-subject", metavar="SUBJECT", help="With --uri: the server certificate's subject, "
+                        "as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
     func = click.option("--ca-file", metavar="PEM", help="CA that signed the SPICE server's certificate "
                         "(default: spicectl's CA).")(func)
     func = click.option("--password-file", metavar="PATH", help="With --uri: read the SPICE password from PATH ('-' for stdin).")(func)
@@ -16,7 +18,7 @@ def target_options(func):
     return func
 
 
-def _target(app: App, name: str, uri, password_file, ca_file, insecure):
+def _target(app: App, name: str, uri, password_file, ca_file, insecure, host_subject=None):
     from spicectl.session.target import from_uri
     from spicectl.virt.isolated import session_target
 
@@ -24,7 +26,7 @@ def _target(app: App, name: str, uri, password_file, ca_file, insecure):
         from spicectl.secrets import read_secret
 
         password = read_secret(file=password_file, what="SPICE password") if password_file else None
-        return from_uri(uri, password=password, ca_file=ca_file)
+        return from_uri(uri, password=password, ca_file=ca_file, host_subject=host_subject)
     ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
     s = app.settings
     return session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, insecure=insecure)[0]
@@ -45,7 +47,8 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     # which mostly waits on a child process or on libvirt's socket.
     warm = threading.Thread(target=_import_client, daemon=True)
     warm.start()
-    target = _target(app, name, opts["uri"], opts["password_file"], opts["ca_file"], opts["insecure"])
+    target = _target(app, name, opts["uri"], opts["password_file"], opts["ca_file"], opts["insecure"],
+                     opts.get("host_subject"))
     warm.join()
 
     async def go():

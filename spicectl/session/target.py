@@ -19,15 +19,18 @@ class SpiceTarget:
     server_hostname: str
     name: str | None = None
     valid_to: str | None = None
+    host_subject: str | None = None   # checked against the server certificate when known
 
     def client(self, **kwargs):
         from spicectl.spice.client import Client
 
         return Client(self.host, port=self.port, tls_port=self.tls_port, password=self.password,
-                      ca_file=self.ca_file, server_hostname=self.server_hostname, **kwargs)
+                      ca_file=self.ca_file, server_hostname=self.server_hostname, host_subject=self.host_subject,
+                      **kwargs)
 
 
-def from_uri(uri: str, *, password: bytes | None, ca_file: str | None) -> SpiceTarget:
+def from_uri(uri: str, *, password: bytes | None, ca_file: str | None,
+             host_subject: str | None = None) -> SpiceTarget:
     """spice://HOST[:PORT][?tls-port=N] for guests spicectl does not manage."""
     parts = urlsplit(uri)
     if parts.scheme != "spice" or not parts.hostname:
@@ -42,7 +45,8 @@ def from_uri(uri: str, *, password: bytes | None, ca_file: str | None) -> SpiceT
         raise InvalidInput(f"{uri!r} names no port", hint="add :PORT or ?tls-port=N")
     if tls_port and not ca_file:
         raise InvalidInput("a TLS connection to a guest spicectl does not manage needs --ca-file")
-    return SpiceTarget(parts.hostname, port, tls_port, password, ca_file, parts.hostname)
+    return SpiceTarget(parts.hostname, port, tls_port, password, ca_file, parts.hostname,
+                       host_subject=host_subject)
 
 
 def from_libvirt(hv, name: str, *, ca_file: str | None, ttl: int = 30, insecure: bool = False) -> SpiceTarget:

@@ -25,7 +25,19 @@ def _target_in_process(connect: str | None, state_dir: Path, pki_dir: Path | Non
     with open_hypervisor(connect, state_dir, pki_dir=pki_dir) as hv:
         target = from_libvirt(hv, name, ca_file=ca_file, ttl=ttl, insecure=insecure)
         usbredir = "<redirdev" in lifecycle.lookup(hv, name).XMLDesc(0)
+        if hv.target.embedded and target.tls_port:
+            target.host_subject = _embedded_subject(state_dir)
     return target, usbredir
+
+
+def _embedded_subject(state_dir: Path) -> str | None:
+    """The private libvirt serves spicectl's own certificate: its subject is known exactly."""
+    from spicectl.pki.ca import load_cert
+    from spicectl.pki.names import host_subject
+    from spicectl.virt.host import server_cert_dir
+
+    cert = server_cert_dir(state_dir) / "server-cert.pem"
+    return host_subject(load_cert(cert).subject) if cert.exists() else None
 
 
 def session_target(connect: str | None, state_dir: Path, pki_dir: Path | None, name: str, *,

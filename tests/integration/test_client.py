@@ -120,6 +120,16 @@ def test_client_via_spice_uri_with_password_file(spicectl, menu_guest, tmp_path)
     spicectl("screenshot", "label", "--uri", uri, "--password-file", str(pw), "--ca-file", spicectl.ca_file,
              "-o", str(out))
     assert Image.open(out).size == (720, 400)
+    subject = spicectl("cert", "show", str(spicectl.state_dir / "certs" / "server" / "127.0.0.1"),
+                       "--json").json()["host_subject"]
+    spicectl("ticket", menu_guest, "--output", str(pw))
+    spicectl("screenshot", "label", "--uri", uri, "--password-file", str(pw), "--ca-file", spicectl.ca_file,
+             "--host-subject", subject, "-o", str(out))
+    spicectl("ticket", menu_guest, "--output", str(pw))
+    r = spicectl("screenshot", "label", "--uri", uri, "--password-file", str(pw), "--ca-file", spicectl.ca_file,
+                 "--host-subject", "O=spicectl,CN=impostor", "-o", str(out), check=False)
+    assert r.exit_code == 7
+    assert "is not 'O=spicectl,CN=impostor'" in r.stderr
     bad = tmp_path / "bad"
     bad.write_text("wrong-password")
     r = spicectl("screenshot", "label", "--uri", uri, "--password-file", str(bad), "--ca-file", spicectl.ca_file,
