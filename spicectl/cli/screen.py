@@ -257,8 +257,8 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
             frame = await client.wait_for(predicate, timeout=timeout)
             return True, frame
         except TimeoutExpired as exc:
-            return False, getattr(exc, "last_frame", None) if getattr(exc, "last_frame", None) is not None \
-                else client.display.primary_rgb()
+            last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
+            return False, last if last is not None else client.display.primary_rgb()
 
     started = time.monotonic()
     ok, frame = run_client(app, name, opts, work)

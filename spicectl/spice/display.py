@@ -446,6 +446,14 @@ class Display:
             self._apply(surface[a.top:a.bottom, a.left:a.right], src, rop, m)
         self.generation += 1
 
+    def _source(self, p: BodyParser, offset: int) -> Image | None:
+        """The source image of a draw, or None (with one warning) if its format is not decoded yet."""
+        try:
+            return self.image(p.at(offset))
+        except UnsupportedImage as exc:
+            self._warn(exc.message)
+            return None
+
     def _draw_copy(self, p: BodyParser, blend: bool = False) -> None:
         surface, box, clips = self._base(p)
         offset = p.fmt("I")
@@ -453,10 +461,8 @@ class Display:
         rop = p.fmt("H")
         p.fmt("B")  # scale mode
         mflags, mpos, mask = self._qmask(p)
-        try:
-            img = self.image(p.at(offset))
-        except UnsupportedImage as exc:
-            self._warn(exc.message)
+        img = self._source(p, offset)
+        if img is None:
             return
         region = self._src_region(img, src_area, box)
         if mask is not None and mflags & 1:
@@ -471,10 +477,8 @@ class Display:
         rop = p.fmt("H")
         p.fmt("B")
         self._qmask(p)
-        try:
-            img = self.image(p.at(offset))
-        except UnsupportedImage as exc:
-            self._warn(exc.message)
+        img = self._source(p, offset)
+        if img is None:
             return
         self._draw_image(surface, box, clips, self._src_region(img, src_area, box), rop or ROP_PUT)
 

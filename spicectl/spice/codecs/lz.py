@@ -69,6 +69,14 @@ class _Reader:
         self.pos = end
         return chunk
 
+    def run_on(self, length: int) -> int:
+        """A long match length: add following bytes while each is 255 (LZ and GLZ alike)."""
+        while True:
+            code = self.byte()
+            length += code
+            if code != 255:
+                return length
+
     def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
 
@@ -180,11 +188,7 @@ def _lz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, alpha_onl
             length = (ctrl >> 5) - 1
             ofs = (ctrl & 31) << 8
             if length == 6:
-                while True:
-                    code = r.byte()
-                    length += code
-                    if code != 255:
-                        break
+                length = r.run_on(length)
             code = r.byte()
             ofs += code
             if code == 255 and ofs - code == 31 << 8:
@@ -301,11 +305,7 @@ def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id
             pixel_flag = (ctrl >> 4) & 1
             pixel_ofs = ctrl & 0x0F
             if length == 7:
-                while True:
-                    code = r.byte()
-                    length += code
-                    if code != 255:
-                        break
+                length = r.run_on(length)
             pixel_ofs += r.byte() << 4
             code = r.byte()
             image_flag = (code >> 6) & 3
