@@ -69,8 +69,9 @@ def _announce(app, data: dict, line: str) -> None:
 def run(app, target: SpiceTarget, *, mode, vv_path, proxy, proxy_url, listen, token_ttl, screenshot, html5_dir,
         usbredir) -> dict | None:
     valid_to = target.valid_to
-    # read before any event loop runs: the identity check is a TLS handshake of its own
-    identity = server_identity(target) if mode != "builtin" else None
+    # Known already for the private default; otherwise read before any event loop runs (the
+    # identity check is a TLS handshake of its own).
+    identity = None if mode == "builtin" else target.host_subject or server_identity(target)
     if proxy is None:
         if mode == "builtin":
             return _builtin(target, None, screenshot)
