@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 
 from spicectl.errors import AuthError
-from spicectl.proxy.relay import Counts, StreamEndpoint, WebSocketEndpoint, relay
+from spicectl.proxy.relay import Counts, SocketEndpoint, StreamEndpoint, WebSocketEndpoint, relay
 from spicectl.proxy.tokens import Grant, Session, Sessions, Signer
 
 log = logging.getLogger("spicectl.proxy")
@@ -205,7 +205,7 @@ class ProxyServer:
         token = _query(target).get("token") or _cookie(headers.get("cookie", ""), "token")
         grant = self._grant(token, "ws")
         try:
-            g_reader, g_writer = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
+            guest = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
         # spice-html5 asks for the "binary" subprotocol (as websockify offers it); clients that ask
@@ -219,16 +219,17 @@ class ProxyServer:
         writer.write(b"".join(protocol.data_to_send()))
         await writer.drain()
         if response.status_code != 101:
-            g_writer.close()
+            await guest.close()
             raise Refused(400, "bad WebSocket handshake")
-        await self._run_session(grant, who, "websocket", WebSocketEndpoint(protocol, reader, writer),
-                                StreamEndpoint(g_reader, g_writer))
+        client = await WebSocketEndpoint.take_over(protocol, reader, writer)
+        await self._run_session(grant, who, "websocket", client, guest)
 
-    async def _open_guest(self, grant: Grant):
+    async def _open_guest(self, grant: Grant) -> StreamEndpoint | SocketEndpoint:
         if not grant.tls:
-            return await asyncio.open_connection(grant.host, grant.port)
+            return await SocketEndpoint.open(grant.host, grant.port)  # plain: its bytes can be spliced
         ctx = ssl.create_default_context(cafile=self.ca_file)
-        return await asyncio.open_connection(grant.host, grant.port, ssl=ctx, server_hostname=grant.host)
+        return StreamEndpoint(*await asyncio.open_connection(grant.host, grant.port, ssl=ctx,
+                                                             server_hostname=grant.host))
 
     # --- sessions ---------------------------------------------------------------------
     async def _run_session(self, grant: Grant, who: str, via: str, client, guest) -> None:
@@ -239,14 +240,15 @@ class ProxyServer:
         finally:
             session.up += counts.up
             session.down += counts.down
+            session.spliced += counts.spliced
             if self.sessions.leave(session):
                 self._log_session(session)
                 if self.single:
                     self.finished.set()
 
     def _log_session(self, s: Session) -> None:
-        log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d duration=%.1fs",
-                 s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, time.monotonic() - s.started)
+        log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d spliced=%d duration=%.1fs",
+                 s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, s.spliced, time.monotonic() - s.started)
 
     # --- static files -----------------------------------------------------------------
     async def _static(self, target: str, headers: dict, writer) -> None:

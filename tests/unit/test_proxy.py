@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+import random
 import time
 
 import pytest
@@ -14,6 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from spicectl.errors import AuthError
 from spicectl.proxy import server as proxy_server
+from spicectl.proxy.relay import frame_head
 from spicectl.proxy.server import ProxyServer
 from spicectl.proxy.tokens import Sessions, Signer
 
@@ -260,7 +263,9 @@ def test_vv_file_keys_and_mode(tmp_path):
     assert "port" not in keys
 
 
-def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, run, state_dir, tmp_path):
+@pytest.fixture
+def tls_material(run, state_dir, tmp_path):
+    """spicectl's CA, a server certificate for the proxy's listener and a client certificate for alice."""
     import ssl
 
     assert run("ca", "init").exit_code == 0
@@ -271,16 +276,22 @@ def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, run, sta
     server_ctx.load_cert_chain(tmp_path / "srv" / "server-cert.pem", tmp_path / "srv" / "server-key.pem")
     server_ctx.load_verify_locations(ca)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
+    alice = ssl.create_default_context(cafile=ca)
+    alice.load_cert_chain(tmp_path / "alice" / "client-cert.pem", tmp_path / "alice" / "client-key.pem")
+    return {"ca": ca, "server": server_ctx, "alice": alice}
+
+
+def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, tls_material):
+    import ssl
+
+    ca, server_ctx = tls_material["ca"], tls_material["server"]
 
     async def go():
         guest, gport = await echo_guest()
         proxy = ProxyServer(signer, ca_file=None, tls=server_ctx)
         _, port = await proxy.start("127.0.0.1", 0)
         results = {}
-        for who, cert in (("anonymous", None), ("alice", tmp_path / "alice")):
-            ctx = ssl.create_default_context(cafile=ca)
-            if cert:
-                ctx.load_cert_chain(cert / "client-cert.pem", cert / "client-key.pem")
+        for who, ctx in (("anonymous", ssl.create_default_context(cafile=ca)), ("alice", tls_material["alice"])):
             token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
             try:
                 async with ws_connect(f"wss://127.0.0.1:{port}/websockify?token={token}", ssl=ctx,
@@ -296,3 +307,76 @@ def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, run, sta
     results = asyncio.run(go())
     assert results["alice"] == b"TLS"
     assert results["anonymous"] != b"TLS"
+
+
+def test_frame_head_matches_the_websockets_serializer():
+    from websockets.frames import Frame, Opcode
+
+    for n in (0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20):
+        whole = Frame(Opcode.BINARY, b"\0" * n).serialize(mask=False)
+        assert frame_head(n) == whole[: len(whole) - n], n
+
+
+@pytest.mark.parametrize("browser_tls", [False, True], ids=["plain-spliced", "tls-copied"])
+def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(signer, caplog, browser_tls,
+                                                                                request):
+    """Guest → browser goes through splice(2) on plain TCP and through Python under TLS; either way every
+    byte arrives in order, and pongs and fragmented messages from the browser do not disturb the frames."""
+    down, up = os.urandom(8 << 20), os.urandom(8 << 20)
+    tls = request.getfixturevalue("tls_material") if browser_tls else None
+
+    async def go():
+        got, all_up = bytearray(), asyncio.Event()
+
+        async def guest(reader, writer):
+            async def send():
+                for i in range(0, len(down), 65536):
+                    writer.write(down[i:i + 65536])
+                    await writer.drain()
+            sender = asyncio.ensure_future(send())
+            while data := await reader.read(1 << 20):
+                got.extend(data)
+                if len(got) >= len(up):
+                    all_up.set()
+            await sender
+            writer.close()
+
+        gserver = await asyncio.start_server(guest, "127.0.0.1", 0)
+        gport = gserver.sockets[0].getsockname()[1]
+        proxy = ProxyServer(signer, ca_file=None, tls=tls and tls["server"])
+        _, port = await proxy.start("127.0.0.1", 0)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+        scheme = "wss" if tls else "ws"
+        received, pongs = bytearray(), 0
+        async with ws_connect(f"{scheme}://127.0.0.1:{port}/websockify?token={token}", max_size=None,
+                              origin=f"{scheme.replace('ws', 'http')}://127.0.0.1:{port}", subprotocols=["binary"],
+                              ssl=tls and tls["alice"]) as ws:
+            async def download():
+                while len(received) < len(down):
+                    received.extend(await ws.recv())
+
+            downloading = asyncio.ensure_future(download())
+            rng, i = random.Random(7), 0
+            while i < len(up):
+                piece = up[i:i + rng.randint(2, 300_000)]
+                i += len(piece)
+                if rng.random() < 0.2:
+                    await ws.send([piece[: len(piece) // 2], piece[len(piece) // 2:]])  # a fragmented message
+                else:
+                    await ws.send(piece)
+                if rng.random() < 0.1:
+                    await asyncio.wait_for(await ws.ping(), 10)
+                    pongs += 1
+            await asyncio.wait_for(downloading, 30)
+            await asyncio.wait_for(all_up.wait(), 30)
+        await asyncio.sleep(0.1)
+        await proxy.close()
+        gserver.close()
+        return bytes(received), bytes(got), pongs
+
+    with caplog.at_level(logging.INFO, logger="spicectl.proxy"):
+        received, got, pongs = run(go())
+    assert received == down and got == up and pongs > 0
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("session "))
+    assert f"down={len(down)}" in line and f"up={len(up)}" in line
+    assert f"spliced={0 if browser_tls else len(down)}" in line
