@@ -5,8 +5,10 @@
     .venv/bin/python bench/proxy.py soak [--seconds 600]
 
 All traffic stays on 127.0.0.1. Both proxies run as separate processes relaying to the same
-stand-in guest (a sink/source/echo server in this process); clients are Python websockets.
-websockify is installed into the venv by this script if missing (pip), socat by apt.
+stand-in guest. For throughput the guest (source or sink) and the client (a raw socket that
+writes pre-masked frames and reads without parsing) are lean processes of their own, so the
+relays are what is measured; the many-session runs use an echo guest in this process and
+Python websockets clients. Missing peers are installed: socat by apt, websockify by pip.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SPICECTL, ensure_apt  # noqa: E402
+from _common import SPICECTL, ensure_apt, ensure_pip  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -47,40 +49,16 @@ def wait_listening(port: int, timeout: float = 15) -> None:
             time.sleep(0.05)
 
 
-class Guest:
-    """Stand-in guest: mode 'source' sends `total` bytes, 'sink' counts bytes, 'echo' echoes."""
-
-    def __init__(self) -> None:
-        self.mode = "echo"
-        self.total = 0
-        self.received = 0
-        self.done = asyncio.Event()
-        self.first_byte = 0.0
-
-    async def handle(self, reader, writer) -> None:
-        try:
-            if self.mode == "source":
-                block = b"\x5a" * CHUNK
-                sent = 0
-                while sent < self.total:
-                    writer.write(block)
-                    sent += CHUNK
-                    await writer.drain()
-            elif self.mode == "sink":
-                while data := await reader.read(1 << 20):
-                    if not self.received:
-                        self.first_byte = time.perf_counter()
-                    self.received += len(data)
-                    if self.received >= self.total:
-                        self.done.set()
-            else:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+async def echo_guest(reader, writer) -> None:
+    """The stand-in guest for the many-session runs: echoes what it gets."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -119,6 +97,7 @@ class Peers:
     def __init__(self, guest_port: int) -> None:
         from spicectl.proxy.tokens import Signer, load_secret
 
+        ensure_pip("websockify")
         self.state = Path(tempfile.mkdtemp(prefix="spicectl-bench-"))
         self.signer = Signer(load_secret(self.state))
         self.guest_port = guest_port
@@ -193,96 +172,95 @@ print(total / (time.perf_counter() - start) / 1e6)
 """
 
 
-async def fast_client(mode: str, url: str, total: int, guest: "Guest | None" = None) -> float:
+GUEST_PROCESS = r"""
+import socket, sys, time
+listener = socket.socket(fileno=int(sys.argv[1]))
+mode, total = sys.argv[2], int(sys.argv[3])
+block = b"\x5a" * 65536
+buf = bytearray(1 << 20)
+while True:
+    conn, _ = listener.accept()
+    try:
+        if mode == "source":
+            for _ in range(total // len(block)):
+                conn.sendall(block)
+        else:
+            got, first = 0, 0.0
+            while got < total:
+                n = conn.recv_into(buf)
+                if not n:
+                    break
+                first = first or time.perf_counter()
+                got += n
+            if got:  # probes that connect and leave (socat's start-up check) report nothing
+                print(got / (time.perf_counter() - first) / 1e6, flush=True)
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+class GuestProcess:
+    """The stand-in guest for throughput: a lean process of blocking socket calls (as QEMU's C server
+    would be), so that the proxies, not the stand-in, compete for the two cores. It serves one
+    direction: 'source' sends `total` bytes to each connection, 'sink' reads `total` bytes and
+    prints the MB/s it saw from first byte to last."""
+
+    def __init__(self, listener: socket.socket, mode: str, total: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", GUEST_PROCESS, str(listener.fileno()), mode, str(total)],
+                                     pass_fds=[listener.fileno()], stdout=subprocess.PIPE, text=True)
+
+    def sink_rate(self) -> float:
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def fast_client(mode: str, url: str, total: int, guest: GuestProcess) -> float:
     """A client that costs next to nothing (raw socket, no frame parsing), in its own process,
     so that the proxies rather than the client limit the figures."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FAST_CLIENT, mode, url, str(total),
-                                                stdout=asyncio.subprocess.PIPE)
-    if mode == "up":
-        await guest.done.wait()
-        start_wait = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", FAST_CLIENT, mode, url, str(total)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        if mode == "up":
+            return guest.sink_rate()
+        return float(proc.stdout.read().strip())
+    finally:
         proc.kill()
-        await proc.wait()
-        del start_wait
-        return total / (time.perf_counter() - guest.first_byte) / 1e6
-    out, _ = await proc.communicate()
-    return float(out.decode().strip())
+        proc.wait()
 
 
-async def ws_down(url: str, total: int) -> float:
-    from websockets.asyncio.client import connect
-
-    async with connect(url, max_size=None, compression=None, subprotocols=["binary"]) as ws:
-        got, start = 0, time.perf_counter()
-        while got < total:
-            got += len(await ws.recv())
-        return total / (time.perf_counter() - start) / 1e6
-
-
-async def ws_up(url: str, total: int, guest: Guest) -> float:
-    from websockets.asyncio.client import connect
-
-    guest.received, guest.done = 0, asyncio.Event()
-    block = b"\xa5" * CHUNK
-    async with connect(url, max_size=None, compression=None, subprotocols=["binary"]) as ws:
-        start = time.perf_counter()
-        for _ in range(total // CHUNK):
-            await ws.send(block)
-        await guest.done.wait()
-        return total / (time.perf_counter() - start) / 1e6
-
-
-async def tcp_down(port: int, total: int) -> float:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    got, start = 0, time.perf_counter()
-    while got < total:
-        data = await reader.read(1 << 20)
-        if not data:
-            break
-        got += len(data)
-    writer.close()
-    return got / (time.perf_counter() - start) / 1e6
-
-
-async def tcp_up(port: int, total: int, guest: Guest) -> float:
-    guest.received, guest.done = 0, asyncio.Event()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    block = b"\xa5" * CHUNK
-    start = time.perf_counter()
-    for _ in range(total // CHUNK):
-        writer.write(block)
-        await writer.drain()
-    await guest.done.wait()
-    writer.close()
-    return total / (time.perf_counter() - start) / 1e6
-
-
-async def throughput(args) -> None:
+def throughput(args) -> None:
     ensure_apt("socat")
-    guest = Guest()
-    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0)
-    gport = server.sockets[0].getsockname()[1]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    gport = listener.getsockname()[1]
     peers = Peers(gport)
     socat_port = free_port()
     socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,fork,reuseaddr",
-                              f"TCP:127.0.0.1:{gport}"])
+                              f"TCP:127.0.0.1:{gport}"], stderr=subprocess.DEVNULL)
     wait_listening(socat_port)
     total = args.mib * 1024 * 1024
+    names = ("raw loopback", "socat (TCP)", "websockify", "spicectl")
     try:
         rows = []
-        for direction in ("guest→browser", "browser→guest"):
-            guest.mode, guest.total = ("source", total) if direction == "guest→browser" else ("sink", total)
-            for name in ("raw loopback", "socat (TCP)", "websockify", "spicectl"):
-                runs = []
-                for _ in range(args.repeat):
-                    url = {"raw loopback": f"tcp://127.0.0.1:{gport}",
-                           "socat (TCP)": f"tcp://127.0.0.1:{socat_port}"}.get(name) or peers.url(name)
-                    guest.received, guest.done = 0, asyncio.Event()
-                    mode = "down" if guest.mode == "source" else "up"
-                    runs.append(await fast_client(mode, url, total, guest))
-                rows.append((direction, name, statistics.median(runs)))
+        for direction, mode, guest_mode in (("guest→browser", "down", "source"), ("browser→guest", "up", "sink")):
+            guest = GuestProcess(listener, guest_mode, total)
+            try:
+                runs: dict[str, list[float]] = {n: [] for n in names}
+                for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every peer
+                    for name in names:
+                        url = {"raw loopback": f"tcp://127.0.0.1:{gport}",
+                               "socat (TCP)": f"tcp://127.0.0.1:{socat_port}"}.get(name) or peers.url(name)
+                        runs[name].append(fast_client(mode, url, total, guest))
+            finally:
+                guest.close()
+            rows += [(direction, name, statistics.median(v)) for name, v in runs.items()]
         print(f"{args.mib} MiB, 64 KiB frames/writes, median of {args.repeat}, MB/s "
-              "(raw-socket client in its own process)")
+              "(raw-socket client and stand-in guest each in their own process)")
         for direction in ("guest→browser", "browser→guest"):
             mine = {n: v for d, n, v in rows if d == direction}
             print(f"  {direction}: " + ", ".join(f"{n} {v:.0f}" for n, v in mine.items()))
@@ -291,14 +269,13 @@ async def throughput(args) -> None:
     finally:
         socat.terminate()
         peers.close()
-        server.close()
+        listener.close()
 
 
 async def concurrency(args) -> None:
     from websockets.asyncio.client import connect
 
-    guest = Guest()
-    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0, backlog=4096)
+    server = await asyncio.start_server(echo_guest, "127.0.0.1", 0, backlog=4096)
     peers = Peers(server.sockets[0].getsockname()[1])
     try:
         for name in ("websockify", "spicectl"):
@@ -339,8 +316,7 @@ async def concurrency(args) -> None:
 async def soak(args) -> None:
     from websockets.asyncio.client import connect
 
-    guest = Guest()
-    server = await asyncio.start_server(guest.handle, "127.0.0.1", 0, backlog=1024)
+    server = await asyncio.start_server(echo_guest, "127.0.0.1", 0, backlog=1024)
     peers = Peers(server.sockets[0].getsockname()[1])
     pid = peers.ours.pid
     try:
@@ -382,7 +358,10 @@ def main() -> None:
     s = sub.add_parser("soak")
     s.add_argument("--seconds", type=float, default=600)
     args = ap.parse_args()
-    asyncio.run({"throughput": throughput, "concurrency": concurrency, "soak": soak}[args.what](args))
+    if args.what == "throughput":
+        throughput(args)
+    else:
+        asyncio.run({"concurrency": concurrency, "soak": soak}[args.what](args))
 
 
 if __name__ == "__main__":
