@@ -224,12 +224,9 @@ class ProxyServer:
         client = await WebSocketEndpoint.take_over(protocol, reader, writer)
         await self._run_session(grant, who, "websocket", client, guest)
 
-    async def _open_guest(self, grant: Grant) -> StreamEndpoint | SocketEndpoint:
-        if not grant.tls:
-            return await SocketEndpoint.open(grant.host, grant.port)  # plain: its bytes can be spliced
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        return StreamEndpoint(*await asyncio.open_connection(grant.host, grant.port, ssl=ctx,
-                                                             server_hostname=grant.host))
+    async def _open_guest(self, grant: Grant) -> SocketEndpoint:
+        ctx = ssl.create_default_context(cafile=self.ca_file) if grant.tls else None
+        return await SocketEndpoint.open(grant.host, grant.port, tls=ctx)
 
     # --- sessions ---------------------------------------------------------------------
     async def _run_session(self, grant: Grant, who: str, via: str, client, guest) -> None:
@@ -240,15 +237,14 @@ class ProxyServer:
         finally:
             session.up += counts.up
             session.down += counts.down
-            session.spliced += counts.spliced
             if self.sessions.leave(session):
                 self._log_session(session)
                 if self.single:
                     self.finished.set()
 
     def _log_session(self, s: Session) -> None:
-        log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d spliced=%d duration=%.1fs",
-                 s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, s.spliced, time.monotonic() - s.started)
+        log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d duration=%.1fs",
+                 s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, time.monotonic() - s.started)
 
     # --- static files -----------------------------------------------------------------
     async def _static(self, target: str, headers: dict, writer) -> None:

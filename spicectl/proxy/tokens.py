@@ -96,7 +96,6 @@ class Session:
     channels: int = 0
     up: int = 0
     down: int = 0
-    spliced: int = 0   # of `down`, the bytes that went guest → browser without entering Python
     ended: bool = False
 
 
