@@ -27,10 +27,13 @@ CHUNK = 256 * 1024          # reads from plain streams (the CONNECT tunnel)
 WS_CHUNK = 1024 * 1024      # reads of WebSocket input: several frames parsed per wake-up (measured faster)
 GUEST_CHUNK = 4 << 20       # one read from the guest, one frame to the browser: 4 MiB measured best, 1 MiB ~20% slower
 
-# Guest → browser reads land here. One buffer serves every session because it is emptied
-# (websockets copies it into a frame) before anything else can run: no await lies between
-# a recv_into() and the send_binary() that consumes it.
+# Reads land in these, one of each for the whole process, however many sessions there are:
+# each is emptied before anything else can run. Guest → browser: websockets copies the bytes
+# into a frame, and no await lies between a recv_into() and the send_binary() that consumes it.
+# Browser → guest: the transport calls buffer_updated() right after its recv_into(), and the
+# bytes go into websockets' parser there and then.
 _SHARED = memoryview(bytearray(GUEST_CHUNK))
+_SHARED_WS = memoryview(bytearray(WS_CHUNK))
 
 
 class StreamEndpoint:
@@ -164,15 +167,14 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
     """Binary WebSocket frames, framed by the `websockets` sans-I/O protocol.
 
     After the handshake it takes the connection's transport over from the StreamReader
-    (see `take_over`) and receives straight into one buffer of its own: the browser's
-    bytes are copied once into `websockets`' parser instead of three times through
-    a StreamReader on the way. Data frames to a plain-TCP browser are sent on a socket
+    (see `take_over`) and receives straight into a shared buffer: the browser's bytes
+    are copied once into `websockets`' parser instead of three times through a
+    StreamReader on the way. Data frames to a plain-TCP browser are sent on a socket
     of our own; control frames (pongs, close) still go through the transport."""
 
     def __init__(self, protocol, transport: asyncio.Transport) -> None:
         self.protocol = protocol
         self.transport = transport
-        self._buffer = memoryview(bytearray(WS_CHUNK))
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._ended = False                                   # no more frames will come
@@ -216,10 +218,10 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
 
     # --- asyncio.BufferedProtocol ---------------------------------------------------------
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
+        return _SHARED_WS
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._receive(self._buffer[:nbytes])
+        self._receive(_SHARED_WS[:nbytes])
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()

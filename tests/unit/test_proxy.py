@@ -307,14 +307,19 @@ def test_tls_listener_requires_a_client_certificate_from_our_ca(signer, tls_mate
 
 @pytest.mark.parametrize("tls_on", ["none", "browser", "guest"])
 def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(signer, caplog, tls_on, request):
-    """Frames to a plain browser go out on the proxy's own socket, to a TLS browser through the transport;
-    either way every byte arrives in order, and pongs and fragmented messages do not disturb the frames."""
-    down, up = os.urandom(8 << 20), os.urandom(8 << 20)
+    """Two sessions at once, each with its own guest, 8 MiB each way. Frames to a plain browser go out on the
+    proxy's own socket, to a TLS browser through the transport; the read buffers are shared by all sessions.
+    Every byte arrives in order at the right end, and pongs, fragmented messages and slow readers at both
+    ends do not disturb the frames."""
     material = request.getfixturevalue("tls_material") if tls_on != "none" else None
     tls = material if tls_on == "browser" else None
     guest_tls = material["server"] if tls_on == "guest" else None
+    if guest_tls:  # like QEMU's TLS port: our server certificate; the proxy checks it against our CA
+        guest_tls.verify_mode = ssl.CERT_NONE
+    scheme = "wss" if tls else "ws"
 
-    async def go():
+    async def session(port: int, seed: int):
+        down, up = os.urandom(8 << 20), os.urandom(8 << 20)
         got, all_up = bytearray(), asyncio.Event()
 
         async def guest(reader, writer):
@@ -331,14 +336,10 @@ def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(
             await sender
             writer.close()
 
-        if guest_tls:  # like QEMU's TLS port: our server certificate; the proxy checks it against our CA
-            guest_tls.verify_mode = ssl.CERT_NONE
         gserver = await asyncio.start_server(guest, "127.0.0.1", 0, ssl=guest_tls)
         gport = gserver.sockets[0].getsockname()[1]
-        proxy = ProxyServer(signer, ca_file=material and material["ca"], tls=tls and tls["server"])
-        _, port = await proxy.start("127.0.0.1", 0)
-        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=bool(guest_tls), kind="ws", ttl=60)
-        scheme = "wss" if tls else "ws"
+        token, _ = signer.mint(guest=f"g{seed}", host="127.0.0.1", port=gport, tls=bool(guest_tls), kind="ws",
+                               ttl=60)
         received, pongs = bytearray(), 0
         async with ws_connect(f"{scheme}://127.0.0.1:{port}/websockify?token={token}", max_size=None,
                               origin=f"{scheme.replace('ws', 'http')}://127.0.0.1:{port}", subprotocols=["binary"],
@@ -349,7 +350,7 @@ def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(
                     received.extend(await ws.recv())
 
             downloading = asyncio.ensure_future(download())
-            rng, i = random.Random(7), 0
+            rng, i = random.Random(seed), 0
             while i < len(up):
                 piece = up[i:i + rng.randint(2, 300_000)]
                 i += len(piece)
@@ -362,13 +363,19 @@ def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(
                     pongs += 1
             await asyncio.wait_for(downloading, 30)
             await asyncio.wait_for(all_up.wait(), 30)
+        gserver.close()
+        return received == down, got == up, pongs
+
+    async def go():
+        proxy = ProxyServer(signer, ca_file=material and material["ca"], tls=tls and tls["server"])
+        _, port = await proxy.start("127.0.0.1", 0)
+        results = await asyncio.gather(session(port, 1), session(port, 2))
         await asyncio.sleep(0.1)
         await proxy.close()
-        gserver.close()
-        return bytes(received), bytes(got), pongs
+        return results
 
     with caplog.at_level(logging.INFO, logger="spicectl.proxy"):
-        received, got, pongs = run(go())
-    assert received == down and got == up and pongs > 0
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("session "))
-    assert f"down={len(down)}" in line and f"up={len(up)}" in line
+        results = run(go())
+    assert all(down_ok and up_ok and pongs > 0 for down_ok, up_ok, pongs in results), results
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("session ")]
+    assert len(lines) == 2 and all(f"down={8 << 20}" in line and f"up={8 << 20}" in line for line in lines)
