@@ -1,6 +1,6 @@
 """The WebSocket session proxy against websockify (PyPI), side by side on loopback, plus raw TCP and socat.
 
-    .venv/bin/python bench/proxy.py throughput [--mib 256]
+    .venv/bin/python bench/proxy.py throughput [--mib 256] [--repeat 3]
     .venv/bin/python bench/proxy.py concurrency [--sessions 1000] [--rounds 20]
     .venv/bin/python bench/proxy.py soak [--seconds 600]
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -92,37 +93,54 @@ def tree(pid: int) -> list[int]:
 
 
 class Peers:
-    """Our proxy and websockify, both relaying to the stand-in guest."""
+    """Our proxy and websockify, both relaying to the stand-in guest; with `tls_guest_port`, a second
+    websockify (--ssl-target) for a guest that speaks TLS, as QEMU's TLS port does."""
 
-    def __init__(self, guest_port: int) -> None:
+    def __init__(self, guest_port: int, tls_guest_port: int | None = None) -> None:
         from spicectl.proxy.tokens import Signer, load_secret
 
         ensure_pip("websockify")
         self.state = Path(tempfile.mkdtemp(prefix="spicectl-bench-"))
         self.signer = Signer(load_secret(self.state))
-        self.guest_port = guest_port
-        self.ours_port, self.wsf_port = free_port(), free_port()
-        env = {**os.environ, "SPICECTL_STATE_DIR": str(self.state)}
+        self.guest_port, self.tls_guest_port = guest_port, tls_guest_port
+        self.ours_port, self.wsf_port, self.wsf_tls_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, "SPICECTL_STATE_DIR": str(self.state)}
         self.ours = subprocess.Popen([SPICECTL, "-q", "proxy", "serve", "--listen", f"127.0.0.1:{self.ours_port}"],
-                                     env=env, stderr=subprocess.DEVNULL)
+                                     env=self.env, stderr=subprocess.DEVNULL)
         self.wsf = subprocess.Popen([sys.executable, "-m", "websockify", f"127.0.0.1:{self.wsf_port}",
                                      f"127.0.0.1:{guest_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs = [self.ours, self.wsf]
         wait_listening(self.ours_port)
         wait_listening(self.wsf_port)
+        if tls_guest_port:
+            # websockify verifies the guest with the default CA store: point that at spicectl's CA
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "websockify", "--ssl-target", f"127.0.0.1:{self.wsf_tls_port}",
+                 f"127.0.0.1:{tls_guest_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "SSL_CERT_FILE": str(self.state / "ca" / "ca-cert.pem")}))
+            wait_listening(self.wsf_tls_port)
+
+    def guest_certificate(self) -> tuple[str, str]:
+        """spicectl's CA in the state dir, and a server certificate for 127.0.0.1 from it."""
+        out = self.state / "guest-cert"
+        for args in (["ca", "init"], ["cert", "issue", "server", "--host", "127.0.0.1", "--out", str(out)]):
+            subprocess.run([SPICECTL, "-q", *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        return str(out / "server-cert.pem"), str(out / "server-key.pem")
 
     def url(self, which: str, ttl: float = 60) -> str:
-        if which == "spicectl":
+        tls = which.endswith("TLS to the guest")
+        if which.startswith("spicectl"):
             # spent tokens are remembered until they expire: a realistic TTL keeps that bounded
-            token, _ = self.signer.mint(guest="bench", host="127.0.0.1", port=self.guest_port, tls=False, kind="ws",
-                                        ttl=ttl)
+            token, _ = self.signer.mint(guest="bench", host="127.0.0.1", kind="ws", ttl=ttl, tls=tls,
+                                        port=self.tls_guest_port if tls else self.guest_port)
             return f"ws://127.0.0.1:{self.ours_port}/websockify?token={token}"
-        return f"ws://127.0.0.1:{self.wsf_port}/"
+        return f"ws://127.0.0.1:{self.wsf_tls_port if tls else self.wsf_port}/"
 
     def pids(self, which: str) -> list[int]:
         return tree(self.ours.pid if which == "spicectl" else self.wsf.pid)
 
     def close(self) -> None:
-        for p in (self.ours, self.wsf):
+        for p in self.procs:
             p.terminate()
             p.wait(10)
         shutil.rmtree(self.state, ignore_errors=True)
@@ -173,14 +191,20 @@ print(total / (time.perf_counter() - start) / 1e6)
 
 
 GUEST_PROCESS = r"""
-import socket, sys, time
+import socket, ssl, sys, time
 listener = socket.socket(fileno=int(sys.argv[1]))
 mode, total = sys.argv[2], int(sys.argv[3])
+tls = None
+if len(sys.argv) > 5:  # certificate and key: speak TLS, as QEMU's TLS port does
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
 block = b"\x5a" * 65536
 buf = bytearray(1 << 20)
 while True:
     conn, _ = listener.accept()
     try:
+        if tls:
+            conn = tls.wrap_socket(conn, server_side=True)
         if mode == "source":
             for _ in range(total // len(block)):
                 conn.sendall(block)
@@ -206,9 +230,9 @@ class GuestProcess:
     direction: 'source' sends `total` bytes to each connection, 'sink' reads `total` bytes and
     prints the MB/s it saw from first byte to last."""
 
-    def __init__(self, listener: socket.socket, mode: str, total: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", GUEST_PROCESS, str(listener.fileno()), mode, str(total)],
-                                     pass_fds=[listener.fileno()], stdout=subprocess.PIPE, text=True)
+    def __init__(self, listener: socket.socket, mode: str, total: int, cert: tuple[str, str] = ()) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", GUEST_PROCESS, str(listener.fileno()), mode, str(total),
+                                      *cert], pass_fds=[listener.fileno()], stdout=subprocess.PIPE, text=True)
 
     def sink_rate(self) -> float:
         return float(self.proc.stdout.readline())
@@ -218,15 +242,17 @@ class GuestProcess:
         self.proc.wait()
 
 
-def fast_client(mode: str, url: str, total: int, guest: GuestProcess) -> float:
+def fast_client(mode: str, url: str, total: int, guest: GuestProcess, stall_after: float) -> float | None:
     """A client that costs next to nothing (raw socket, no frame parsing), in its own process,
-    so that the proxies rather than the client limit the figures."""
+    so that the proxies rather than the client limit the figures. None if the relay stalled."""
     proc = subprocess.Popen([sys.executable, "-c", FAST_CLIENT, mode, url, str(total)], stdout=subprocess.PIPE,
                             text=True)
+    out = guest.proc.stdout if mode == "up" else proc.stdout
     try:
-        if mode == "up":
-            return guest.sink_rate()
-        return float(proc.stdout.read().strip())
+        if not select.select([out], [], [], stall_after)[0]:
+            return None
+        line = out.readline().strip()
+        return float(line) if line else None
     finally:
         proc.kill()
         proc.wait()
@@ -234,42 +260,61 @@ def fast_client(mode: str, url: str, total: int, guest: GuestProcess) -> float:
 
 def throughput(args) -> None:
     ensure_apt("socat")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    gport = listener.getsockname()[1]
-    peers = Peers(gport)
+    listeners = {}
+    for kind in ("plain", "tls"):
+        listeners[kind] = socket.socket()
+        listeners[kind].bind(("127.0.0.1", 0))
+        listeners[kind].listen(16)
+    gport, tls_gport = (listeners[k].getsockname()[1] for k in ("plain", "tls"))
+    peers = Peers(gport, tls_gport)
+    cert = peers.guest_certificate()
     socat_port = free_port()
     socat = subprocess.Popen(["socat", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,fork,reuseaddr",
                               f"TCP:127.0.0.1:{gport}"], stderr=subprocess.DEVNULL)
     wait_listening(socat_port)
     total = args.mib * 1024 * 1024
-    names = ("raw loopback", "socat (TCP)", "websockify", "spicectl")
+    plain = ("raw loopback", "socat (TCP)", "websockify", "spicectl")
+    tls = ("websockify, TLS to the guest", "spicectl, TLS to the guest")
     try:
-        rows = []
+        rates: dict[tuple[str, str], float] = {}
+        stalled: dict[tuple[str, str], int] = {}
         for direction, mode, guest_mode in (("guest→browser", "down", "source"), ("browser→guest", "up", "sink")):
-            guest = GuestProcess(listener, guest_mode, total)
-            try:
-                runs: dict[str, list[float]] = {n: [] for n in names}
-                for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every peer
-                    for name in names:
-                        url = {"raw loopback": f"tcp://127.0.0.1:{gport}",
-                               "socat (TCP)": f"tcp://127.0.0.1:{socat_port}"}.get(name) or peers.url(name)
-                        runs[name].append(fast_client(mode, url, total, guest))
-            finally:
-                guest.close()
-            rows += [(direction, name, statistics.median(v)) for name, v in runs.items()]
+            for names, listener, guest_cert in ((plain, listeners["plain"], ()), (tls, listeners["tls"], cert)):
+                guest = GuestProcess(listener, guest_mode, total, guest_cert)
+                try:
+                    runs: dict[str, list[float]] = {n: [] for n in names}
+                    for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every peer
+                        for name in names:
+                            url = {"raw loopback": f"tcp://127.0.0.1:{gport}",
+                                   "socat (TCP)": f"tcp://127.0.0.1:{socat_port}"}.get(name) or peers.url(name)
+                            rate = fast_client(mode, url, total, guest, args.stall_after)
+                            if rate is None:
+                                stalled[direction, name] = stalled.get((direction, name), 0) + 1
+                                guest.close()  # it may still report the stalled run: start afresh
+                                guest = GuestProcess(listener, guest_mode, total, guest_cert)
+                            else:
+                                runs[name].append(rate)
+                finally:
+                    guest.close()
+                rates.update({(direction, n): statistics.median(v) if v else 0.0 for n, v in runs.items()})
         print(f"{args.mib} MiB, 64 KiB frames/writes, median of {args.repeat}, MB/s "
               "(raw-socket client and stand-in guest each in their own process)")
         for direction in ("guest→browser", "browser→guest"):
-            mine = {n: v for d, n, v in rows if d == direction}
-            print(f"  {direction}: " + ", ".join(f"{n} {v:.0f}" for n, v in mine.items()))
-            print(f"    spicectl / websockify = {mine['spicectl'] / mine['websockify']:.2f}; "
-                  f"spicectl / raw loopback = {mine['spicectl'] / mine['raw loopback']:.2f}")
+            r = {n: rates[direction, n] for n in plain + tls}
+            print(f"  {direction}: " + ", ".join(f"{n} {r[n]:.0f}" for n in plain))
+            print(f"    spicectl / websockify = {r['spicectl'] / r['websockify']:.2f}; "
+                  f"spicectl / raw loopback = {r['spicectl'] / r['raw loopback']:.2f}")
+            ratio = f"{r[tls[1]] / r[tls[0]]:.2f}" if r[tls[0]] else "n/a"
+            print(f"    TLS to the guest: websockify {r[tls[0]]:.0f}, spicectl {r[tls[1]]:.0f}; "
+                  f"spicectl / websockify = {ratio}")
+        for (direction, name), n in sorted(stalled.items()):
+            print(f"  stalled: {name}, {direction}: {n} of {args.repeat} runs gave nothing for {args.stall_after:.0f} s "
+                  "(not counted)")
     finally:
         socat.terminate()
         peers.close()
-        listener.close()
+        for listener in listeners.values():
+            listener.close()
 
 
 async def concurrency(args) -> None:
@@ -352,6 +397,9 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--mib", type=int, default=256)
     t.add_argument("--repeat", type=int, default=3)
+    t.add_argument("--stall-after", type=float, default=30, metavar="SECONDS",
+                   help="a run with no result after this long counts as stalled (websockify --ssl-target stalls "
+                   "browser→guest here)")
     c = sub.add_parser("concurrency")
     c.add_argument("--sessions", type=int, default=1000)
     c.add_argument("--rounds", type=int, default=20)

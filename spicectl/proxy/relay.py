@@ -146,9 +146,21 @@ class SocketEndpoint:
     async def recv_into(self, buffer: memoryview) -> int:
         """Bytes received into buffer; 0 at the end (or on a connection error)."""
         try:
-            return await self._retry(self.sock.recv_into, buffer)
+            n = await self._retry(self.sock.recv_into, buffer)
         except (ConnectionError, OSError):  # ssl.SSLError included
             return 0
+        if isinstance(self.sock, ssl.SSLSocket):
+            # TLS hands over one record (16 KiB at most) per call: gather what has already
+            # arrived, so that one frame carries it rather than one frame per record
+            while 0 < n < len(buffer):
+                try:
+                    more = self.sock.recv_into(buffer[n:])
+                except OSError:  # would block (SSLWantRead/Write), or an error the next call reports
+                    break
+                if not more:
+                    break
+                n += more
+        return n
 
     async def read(self) -> bytes | None:
         n = await self.recv_into(_SHARED[:CHUNK])
