@@ -379,3 +379,59 @@ def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(
     assert all(down_ok and up_ok and pongs > 0 for down_ok, up_ok, pongs in results), results
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("session ")]
     assert len(lines) == 2 and all(f"down={8 << 20}" in line and f"up={8 << 20}" in line for line in lines)
+
+
+@pytest.mark.parametrize("stopped", ["guest", "browser"])
+def test_a_reader_that_stops_holds_the_writer_back_instead_of_filling_the_proxy(signer, stopped):
+    """With one end not reading, the other end can push only what socket buffers hold (well under the
+    256 MiB it tries); once the reader resumes, everything arrives."""
+    chunk, total = 1 << 20, 256 << 20
+
+    async def go():
+        reading = asyncio.Event()
+        pushed = received = 0
+
+        async def guest(reader, writer):
+            nonlocal pushed, received
+            if stopped == "browser":          # the guest streams; the browser does not read
+                while pushed < total:
+                    writer.write(b"\x11" * chunk)
+                    await writer.drain()
+                    pushed += chunk
+            else:                               # the browser streams; the guest does not read
+                await reading.wait()
+                while received < total and (data := await reader.read(1 << 20)):
+                    received += len(data)
+            writer.close()
+
+        gserver = await asyncio.start_server(guest, "127.0.0.1", 0)
+        gport = gserver.sockets[0].getsockname()[1]
+        proxy, port = await start_proxy(signer)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+        async with ws_connect(f"ws://127.0.0.1:{port}/websockify?token={token}", max_size=None, max_queue=1,
+                              subprotocols=["binary"]) as ws:  # the browser buffers one message at most
+            if stopped == "browser":
+                await asyncio.sleep(1.5)
+                held = pushed
+                while received < total:
+                    received += len(await asyncio.wait_for(ws.recv(), 30))
+            else:
+                async def push():
+                    nonlocal pushed
+                    while pushed < total:
+                        await ws.send(b"\x22" * chunk)
+                        pushed += chunk
+                pusher = asyncio.ensure_future(push())
+                await asyncio.sleep(1.5)
+                held = pushed
+                reading.set()
+                await asyncio.wait_for(pusher, 60)
+                while received < total:
+                    await asyncio.sleep(0.05)
+        await proxy.close()
+        gserver.close()
+        return held, received
+
+    held, received = run(go())
+    assert held < 32 << 20, f"{held >> 20} MiB went in while nobody read"
+    assert received == total
