@@ -184,14 +184,12 @@ class ProxyServer:
         if _norm_target(target) != _norm_target(grant.target):
             raise Refused(403, f"CONNECT to {target} but the token names {grant.target}")
         try:
-            g_reader, g_writer = await asyncio.wait_for(asyncio.open_connection(grant.host, grant.port),
-                                                        HANDSHAKE_TIMEOUT)
+            guest = await asyncio.wait_for(SocketEndpoint.open(grant.host, grant.port), HANDSHAKE_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             raise Refused(502, f"cannot reach {grant.target}: {exc}") from None
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-        await self._run_session(grant, who, "http-connect", StreamEndpoint(reader, writer, leftover),
-                                StreamEndpoint(g_reader, g_writer))
+        await self._run_session(grant, who, "http-connect", StreamEndpoint(reader, writer, leftover), guest)
 
     # --- WebSocket --------------------------------------------------------------------
     async def _websocket(self, raw: bytes, target: str, headers: dict, reader, writer, who: str) -> None:
