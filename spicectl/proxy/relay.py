@@ -5,9 +5,10 @@ write() returns once the chunk is handed to the kernel (or to the transport's
 buffer, drained), so a slow reader slows the writer instead of growing memory.
 
 The WebSocket path is built for throughput (measured in bench/proxy.py):
-- the guest connection is a bare non-blocking socket, TLS-wrapped by the ssl
-  module when the guest speaks TLS, read with recv_into() into one buffer the
-  whole process shares (`_SHARED`) and framed by `websockets` straight from it;
+- the guest connection (for the CONNECT tunnel too) is a bare non-blocking
+  socket, TLS-wrapped by the ssl module when the guest speaks TLS, read with
+  recv_into() into one buffer the whole process shares (`_SHARED`) and framed
+  by `websockets` straight from it;
 - frames to a plain-TCP browser go out with send() on a socket of our own, not
   through the asyncio transport, whose writelines() joins and whose buffer
   copies again;
@@ -23,7 +24,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-CHUNK = 256 * 1024          # reads from plain streams (the CONNECT tunnel)
+CHUNK = 256 * 1024          # reads for the CONNECT tunnel
 WS_CHUNK = 1024 * 1024      # reads of WebSocket input: several frames parsed per wake-up (measured faster)
 GUEST_CHUNK = 4 << 20       # one read from the guest, one frame to the browser: 4 MiB measured best, 1 MiB ~20% slower
 
