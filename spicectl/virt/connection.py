@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spicectl.errors import EnvironmentProblem, HypervisorError, TimeoutExpired
+from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput, TimeoutExpired
 
 _loop_lock = threading.Lock()
 _loop_started = False
@@ -158,6 +158,20 @@ def wait_for_reconnects(hv: Hypervisor) -> None:
             pass  # the guest may have gone in between; nothing to wait for
 
 
+# QEMU's monitor sockets live under the embedded root, and a UNIX socket path holds 107
+# bytes. libvirt's capability probe uses ROOT/lib/qemu/qmp-XXXXXX/qmp.monitor (32 more):
+# beyond that every define fails with libvirt's "the cause is unknown".
+MAX_EMBEDDED_ROOT = 107 - len("/lib/qemu/qmp-XXXXXX/qmp.monitor")
+
+
+def check_root_length(root: Path) -> None:
+    path = str(root.absolute())
+    if len(path.encode()) > MAX_EMBEDDED_ROOT:
+        raise InvalidInput(f"the private libvirt's root {path} is {len(path.encode())} bytes long; QEMU's "
+                           f"monitor sockets under it allow at most {MAX_EMBEDDED_ROOT}",
+                           hint="choose a shorter state dir (--state-dir, SPICECTL_STATE_DIR or state_dir in the config)")
+
+
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,
                     passphrase: bytes | None = None, prepare: bool = True) -> Hypervisor:
     """Open the user's URI, or the private embedded default (set up on first use unless not `prepare`)."""
@@ -165,6 +179,8 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
     lock_fd = None
     if target.embedded and target.root is not None:
         from spicectl.virt.host import prepare_embedded
+
+        check_root_length(target.root)
 
         lock_fd = lock_root(target.root)
         try:

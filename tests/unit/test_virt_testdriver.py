@@ -101,3 +101,11 @@ DOMCAPS = """<domainCapabilities><devices>
 def test_domain_capabilities_tell_whether_qemu_has_spice():
     assert domcaps_support_spice(DOMCAPS.format(values="<value>sdl</value><value>vnc</value><value>spice</value>"))
     assert not domcaps_support_spice(DOMCAPS.format(values="<value>sdl</value><value>vnc</value>"))
+
+
+def test_a_state_dir_too_long_for_qemus_sockets_is_refused_before_libvirt_starts(run, tmp_path):
+    deep = tmp_path / ("d" * 80)
+    r = run("vm", "list", env={"SPICECTL_STATE_DIR": str(deep)})
+    assert r.exit_code == 2
+    assert "monitor sockets" in r.stderr and "shorter state dir" in r.stderr
+    assert not (deep / "libvirt").exists()
