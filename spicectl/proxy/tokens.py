@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
@@ -105,6 +106,7 @@ class Sessions:
     def __init__(self) -> None:
         self.live: dict[str, Session] = {}
         self.spent: dict[str, float] = {}  # nonce -> expiry, kept until the token would have expired anyway
+        self._expiring: list[tuple[float, str]] = []  # a heap of the same, soonest first
 
     def check(self, grant: Grant) -> None:
         """Raise AuthError unless `grant` may open or join a session now."""
@@ -133,9 +135,13 @@ class Sessions:
         session.ended = True
         self.live.pop(session.grant.nonce, None)
         self.spent[session.grant.nonce] = session.grant.expires
+        heapq.heappush(self._expiring, (session.grant.expires, session.grant.nonce))
         return True
 
     def _prune(self) -> None:
+        # a heap, not a scan of `spent`: at hundreds of sessions a second a scan per
+        # admission walked tens of thousands of entries each time
         now = time.time()
-        for nonce in [n for n, exp in self.spent.items() if exp < now]:
-            del self.spent[nonce]
+        while self._expiring and self._expiring[0][0] < now:
+            _, nonce = heapq.heappop(self._expiring)
+            self.spent.pop(nonce, None)

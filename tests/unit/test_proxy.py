@@ -80,6 +80,24 @@ def test_a_token_opens_one_session_then_is_spent(signer):
         sessions.join(grant, "peer", "x")
 
 
+def test_spent_tokens_are_forgotten_once_they_expire_and_not_before(signer, monkeypatch):
+    sessions, now = Sessions(), [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    for ttl in (30, 10, 20):  # spent out of expiry order
+        _, grant = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=ttl)
+        sessions.leave(sessions.join(grant, "peer", "x"))
+    _, fresh = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=100)
+    now[0] += 15
+    sessions.check(fresh)  # any admission prunes
+    assert sorted(round(e - 1000) for e in sessions.spent.values()) == [20, 30]
+    with pytest.raises(AuthError, match="already used"):
+        sessions.check(grant)  # the ttl=20 one: spent, not yet expired
+    now[0] += 20
+    with pytest.raises(AuthError, match="expired"):
+        sessions.check(grant)
+    assert sessions.spent == {}
+
+
 def test_an_expired_token_opens_nothing(signer):
     _, grant = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=-1)
     with pytest.raises(AuthError, match="expired"):
