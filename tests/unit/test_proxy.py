@@ -453,3 +453,33 @@ def test_a_reader_that_stops_holds_the_writer_back_instead_of_filling_the_proxy(
     held, received = run(go())
     assert held < 32 << 20, f"{held >> 20} MiB went in while nobody read"
     assert received == total
+
+
+def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer):
+    """Hundreds of sessions open and close: afterwards no descriptor, connection task, live
+    session or spent token outlives its token."""
+    async def go():
+        guest, gport = await echo_guest()
+        proxy, port = await start_proxy(signer)
+
+        async def one(ttl: float):
+            token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=ttl)
+            async with ws_connect(f"ws://127.0.0.1:{port}/websockify?token={token}", subprotocols=["binary"]) as ws:
+                await ws.send(b"x")
+                await ws.recv()
+
+        await one(0.5)
+        await asyncio.sleep(0.2)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        for _ in range(15):
+            await asyncio.gather(*(one(0.5) for _ in range(20)))
+        await asyncio.sleep(0.6)
+        await one(60)  # an admission prunes what has expired
+        await asyncio.sleep(0.2)
+        state = (len(os.listdir("/proc/self/fd")) - fds_before, len(proxy._conns), len(proxy.sessions.live),
+                 len(proxy.sessions.spent), len(proxy.sessions._expiring))
+        await proxy.close()
+        guest.close()
+        return state
+
+    assert run(go()) == (0, 0, 0, 1, 1)
