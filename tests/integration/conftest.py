@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +62,18 @@ class Spicectl:
 
 
 @pytest.fixture(scope="session")
-def spicectl(tmp_path_factory) -> Spicectl:
+def spicectl() -> Spicectl:
     require_binary("qemu-system-x86_64")
-    base = tmp_path_factory.mktemp("embedded")
+    # not pytest's tmp dirs: their paths grow with its numbering, and QEMU's monitor sockets
+    # under the state dir must stay within a UNIX socket path (see MAX_EMBEDDED_ROOT)
+    base = Path(tempfile.mkdtemp(prefix="spicectl-it-"))
     sc = Spicectl(base / "state", base / "no-config.toml")
     yield sc
     listed = sc("vm", "list", "--json", check=False)
     if listed.exit_code == 0:
         for vm in listed.json():
             sc("vm", "delete", vm["name"], check=False)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 async def _tls_link(port: int, cafile: str, password: bytes | None, channel: int = link.MAIN) -> link.LinkReply:
