@@ -53,9 +53,11 @@ def wait_until_shown(grab, spicectl, timeout=40.0) -> None:
 @pytest.fixture(scope="module")
 def guest(spicectl):
     spicectl("vm", "create", GUEST, "-t", "headless-ci", "--virt-type", "qemu", "--wait")
-    deadline = time.monotonic() + 60
-    while not libvirt_screenshot(spicectl, GUEST)[48:64].any():  # SeaBIOS has drawn its text
-        assert time.monotonic() < deadline
+    # SeaBIOS's last line, "No bootable device." (text row 11): until then the screen keeps changing,
+    # and a client's picture could be of an earlier stage than libvirt's screenshot it is compared with
+    deadline = time.monotonic() + 90
+    while not libvirt_screenshot(spicectl, GUEST)[176:192].any():
+        assert time.monotonic() < deadline, "SeaBIOS did not reach its last line"
         time.sleep(0.5)
     yield GUEST
     spicectl("vm", "delete", GUEST, check=False)
@@ -66,12 +68,19 @@ def xdisplay():
     xvfb = require_binary("Xvfb")
     number = next(n for n in range(90, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
                   and not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+    # -noreset: by default the server resets when its last client leaves, and refuses
+    # connections meanwhile (remote-viewer then fails with "cannot open display")
+    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.1)
+    # its socket file appears before it accepts clients: wait until an X client gets through
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            grab_x(f":{number}")
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.1)
     yield f":{number}"
     proc.terminate()
     proc.wait(10)
