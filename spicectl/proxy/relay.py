@@ -61,7 +61,7 @@ class StreamEndpoint:
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (ConnectionError, OSError, asyncio.TimeoutError, Exception):
+        except Exception:
             pass
 
 
@@ -196,22 +196,21 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future] = []
         self._mid_frame = False   # a frame is half sent on the raw socket: nothing else may go out now
-        self._raw: socket.socket | None = None
-        self._raw_ready: _Readiness | None = None
+        self._raw: SocketEndpoint | None = None
 
-    def _own_socket(self) -> tuple[socket.socket | None, _Readiness | None]:
+    def _own_socket(self) -> SocketEndpoint | None:
         """A socket of our own for the browser's connection when it is plain TCP (with TLS the
         transport must encrypt). It is a dup: if the transport closes its descriptor first, the
         number cannot be reused by another connection while we still send on ours."""
         sock = self.transport.get_extra_info("socket")
         if sock is None or self.transport.get_extra_info("sslcontext") is not None:
-            return None, None
+            return None
         raw = socket.socket(fileno=os.dup(sock.fileno()))
         raw.setblocking(False)
         # _drain() now waits until the transport's buffer is empty, so a frame sent on the raw
         # socket never overtakes a control frame still queued there
         self.transport.set_write_buffer_limits(high=0, low=0)
-        return raw, _Readiness(raw.fileno())
+        return SocketEndpoint(raw)
 
     @classmethod
     async def take_over(cls, protocol, reader: asyncio.StreamReader,
@@ -223,7 +222,7 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
         leftover = await reader.read()
         self = cls(protocol, transport)
         transport.set_protocol(self)
-        self._raw, self._raw_ready = self._own_socket()  # after the switch: flow control now reports to us
+        self._raw = self._own_socket()  # after the switch: flow control now reports to us
         if leftover:
             self._receive(leftover)
         transport.resume_reading()
@@ -328,12 +327,7 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
         self._mid_frame = True
         await self._drain()
         for frame in self.protocol.data_to_send():
-            view = memoryview(frame)
-            while view:
-                try:
-                    view = view[self._raw.send(view):]
-                except BlockingIOError:
-                    await self._raw_ready.wait(write=True)
+            await self._raw.write(frame)
         self._mid_frame = False
         self._flush()
 
@@ -347,7 +341,7 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
             pass
         finally:
             if self._raw is not None:
-                self._raw.close()
+                await self._raw.close()
 
 
 @dataclass
