@@ -43,13 +43,19 @@ def test_bad_input_is_one_line_usage_error_and_no_stdout(run, case):
     assert r.stderr.splitlines()[0].startswith(("spicectl: error:", "Usage:", "Error:"))
 
 
-def test_template_with_a_typo_names_the_key_and_suggests(run, tmp_path):
+def user_template(tmp_path, name: str, text: str) -> dict[str, str]:
+    """A config whose templates_dir holds one template; the env that selects that config."""
     tdir = tmp_path / "cfg" / "templates"
     tdir.mkdir(parents=True)
-    (tdir / "mine.toml").write_text('usb_redirs = 2\n')
+    (tdir / f"{name}.toml").write_text(text)
     cfg = tmp_path / "cfg" / "spicectl.toml"
     cfg.write_text(f'templates_dir = "{tdir}"\n')
-    r = run("vm", "create", "ok", "-t", "mine", "--print-xml", env={"SPICECTL_CONFIG": str(cfg)})
+    return {"SPICECTL_CONFIG": str(cfg)}
+
+
+def test_template_with_a_typo_names_the_key_and_suggests(run, tmp_path):
+    env = user_template(tmp_path, "mine", 'usb_redirs = 2\n')
+    r = run("vm", "create", "ok", "-t", "mine", "--print-xml", env=env)
     assert r.exit_code == 2
     assert "unknown key 'usb_redirs'" in r.stderr and "did you mean 'usb_redir'" in r.stderr
     assert r.stdout == ""
@@ -71,12 +77,7 @@ def test_options_override_the_template(run):
 
 
 def test_user_template_shadows_builtin_and_is_listed(run, tmp_path):
-    tdir = tmp_path / "cfg" / "templates"
-    tdir.mkdir(parents=True)
-    (tdir / "desktop.toml").write_text('description = "mine"\nusb_redir = 1\n')
-    cfg = tmp_path / "cfg" / "spicectl.toml"
-    cfg.write_text(f'templates_dir = "{tdir}"\n')
-    env = {"SPICECTL_CONFIG": str(cfg)}
+    env = user_template(tmp_path, "desktop", 'description = "mine"\nusb_redir = 1\n')
     items = {t["name"]: t for t in run("template", "list", "--json", env=env).json()}
     assert items["desktop"]["description"] == "mine" and not items["desktop"]["builtin"]
     assert items["media"]["builtin"]
