@@ -29,9 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SPICECTL, ensure_apt, ensure_pip  # noqa: E402
 
-CHUNK = 64 * 1024
-
-
 TOKEN_TTL = 60  # the tokens the bench mints: a realistic lifetime
 
 

@@ -166,8 +166,9 @@ MAX_EMBEDDED_ROOT = 107 - len("/lib/qemu/qmp-XXXXXX/qmp.monitor")
 
 def check_root_length(root: Path) -> None:
     path = str(root.absolute())
-    if len(path.encode()) > MAX_EMBEDDED_ROOT:
-        raise InvalidInput(f"the private libvirt's root {path} is {len(path.encode())} bytes long; QEMU's "
+    size = len(path.encode())
+    if size > MAX_EMBEDDED_ROOT:
+        raise InvalidInput(f"the private libvirt's root {path} is {size} bytes long; QEMU's "
                            f"monitor sockets under it allow at most {MAX_EMBEDDED_ROOT}",
                            hint="choose a shorter state dir (--state-dir, SPICECTL_STATE_DIR or state_dir in the config)")
 
