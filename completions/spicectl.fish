@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --heads --hold --host --host-subject --html5-dir --image-compression --ip --jpeg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --screenshot --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion connect host mouse proxy screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion connect console host image mouse proxy screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -25,6 +25,8 @@ function __spicectl_path
                 contains -- $word client server; and set path (string trim -- "$path $word")
             case 'host'
                 contains -- $word check setup stop; and set path (string trim -- "$path $word")
+            case 'image'
+                contains -- $word build delete list show; and set path (string trim -- "$path $word")
             case 'proxy'
                 contains -- $word serve; and set path (string trim -- "$path $word")
             case 'template'
@@ -40,7 +42,9 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and sho
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'console' -d 'Open guest NAME'\''s serial console through libvirt (as...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS images built from recipes (images/*.toml, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
@@ -151,6 +155,13 @@ complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l screenshot -r -d
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l token-ttl -r -d 'Seconds the proxy token may start a session.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l ttl -r -d 'Seconds the SPICE ticket stays valid.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l vv -r -d 'Write the .vv file to FILE ('\''-'\'' for stdout) for use elsewher'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l expect -r -d 'Read until REGEX matches what the console printed (exit 9 if'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l retry-every -r -d 'Send TEXT again every SECONDS until REGEX matches (a console'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l send -r -d 'Type TEXT on the console (\n is Enter), then read.'
+complete -c spicectl -n 'test (__spicectl_path) = "console"' -l timeout -r -d 'Seconds --expect may wait.'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'check' -d 'Check QEMU (with SPICE), libvirt, KVM or TCG, SPICE TLS...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'setup' -d 'Set up spicectl'\''s private libvirt: CA, SPICE TLS server...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'stop' -d 'Shut down every guest of spicectl'\''s private libvirt...'
@@ -169,6 +180,26 @@ complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l help -d 'Show 
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "host stop"' -l timeout -r -d 'Seconds each guest gets to shut down before power-off.'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -a 'build' -d 'Build image NAME from its recipe (a cache hit when the...'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -a 'delete' -d 'Delete every cached build of image NAME (the recipe stays).'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -a 'list' -d 'List the recipes and whether each is built (stale: built...'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -a 'show' -d 'Show a recipe, its build (if any) and the guests whose...'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image build"' -l force -d 'Rebuild even if a build of the same recipe is cached.'
+complete -c spicectl -n 'test (__spicectl_path) = "image build"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image build"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "image build"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image delete"' -l force -d 'Delete even if guests'\'' disks are based on it (they stop work'
+complete -c spicectl -n 'test (__spicectl_path) = "image delete"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image delete"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "image delete"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "image list"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image show"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "image show"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "image show"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l json -d 'Print a JSON object for scripts.'
@@ -189,6 +220,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -s h -d 'Show t
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l cert-dir -r -d 'With --tls: directory with server-cert.pem and server-key.pe'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l html5-dir -r -d 'spice-html5 files to serve (default: /usr/share/spice-html5)'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l listen -r -d 'Where to listen.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial -d 'Save the picture even if the server sent drawing this client'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
@@ -270,8 +302,10 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l boot-menu-time
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l cdrom -r -d 'Attach an ISO image and boot from it first.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l disk -r -d 'PATH, or size=GB; add ,format=qcow2|raw ,bus=virtio|sata|scs'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l heads -r -d 'Number of displays.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l image -r -d 'Boot a built OS image (spicectl image list): the root disk i'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l image-compression -r -a 'auto_glz auto_lz quic glz lz off' -d 'SPICE image compression (default off on loopback).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l jpeg -r -a 'auto never always' -d 'JPEG compression over WAN.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l kernel-arg -r -d 'With --image: append ARG to the kernel command line (repeata'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l listen -r -d 'SPICE listen address (default 127.0.0.1).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l machine -r -d 'Machine type: q35 (default) or pc.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l memory -r -d 'Guest memory, e.g. 2G or 512M (a bare number is MiB).'
@@ -293,7 +327,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb-redir -r -
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vcpus -r -d 'Virtual CPUs.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vgamem -r -d 'QXL VGA memory, e.g. 16M.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l video -r -d 'qxl (default), virtio, vga or none.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l virt-type -r -d 'kvm, qemu (TCG), or auto (kvm when /dev/kvm exists).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l virt-type -r -d 'kvm, qemu (TCG), or auto (default: kvm where a probe showed '
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram -r -d 'QXL vram, e.g. 64M.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram64 -r -d 'QXL 64-bit vram.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l zlib -r -a 'auto never always' -d 'zlib-GLZ compression over WAN.'
@@ -332,6 +366,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l help -d 'Show thi
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l inactive -d 'The persistent definition instead of the live one.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm xml"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l allow-partial -d 'Compare frames even if the server sent drawing this client c'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l changed -d 'Wait until the screen differs from when the command started.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l insecure -d 'Use the plain SPICE port (the guest must allow it).'

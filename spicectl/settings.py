@@ -13,7 +13,7 @@ from pathlib import Path
 
 from spicectl.errors import InvalidInput
 
-_KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "hosts"}
+_KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts"}
 
 
 def _is_root() -> bool:
@@ -60,6 +60,11 @@ def load_config_file(path: Path) -> dict:
     return data
 
 
+def _image_cache(cfg: dict) -> Path | None:
+    value = os.environ.get("SPICECTL_IMAGE_CACHE") or cfg.get("image_cache")
+    return Path(value).expanduser().absolute() if value else None
+
+
 @dataclass
 class Settings:
     state_dir: Path
@@ -67,6 +72,8 @@ class Settings:
     config_path: Path | None = None
     templates_dir: Path | None = None
     pki_dir: Path | None = None
+    recipes_dir: Path | None = None
+    image_cache_option: Path | None = None
     hosts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -91,8 +98,20 @@ class Settings:
             config_path=path,
             templates_dir=Path(cfg.get("templates_dir", cfg_dir / "templates")).expanduser(),
             pki_dir=Path(cfg.get("pki_dir", cfg_dir / "pki")).expanduser(),
+            recipes_dir=Path(cfg.get("recipes_dir", cfg_dir / "images")).expanduser(),
+            image_cache_option=_image_cache(cfg),
             hosts=dict(hosts),
         )
+
+    @property
+    def image_cache(self) -> Path:
+        """Built guest images (the bases guests' disks are overlays on)."""
+        return self.image_cache_option or self.state_dir / "os-images"
+
+    @property
+    def images_dir(self) -> Path:
+        """Disk images spicectl creates for guests (removed with the guest)."""
+        return self.state_dir / "images"
 
     @property
     def ca_dir(self) -> Path:

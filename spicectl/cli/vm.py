@@ -13,25 +13,60 @@ def vm() -> None:
     """Create, start, stop, list and inspect SPICE guests."""
 
 
-def make_spec(app: App, name: str, template: str | None, params: dict, host_has_kvm: bool | None = None):
-    """Template values, overridden by the options given, as a checked VMSpec."""
+def make_spec(app: App, name: str, template: str | None, params: dict, host_has_kvm: bool | None = None,
+              image: str | None = None, kernel_args: tuple[str, ...] = ()):
+    """Template values, overridden by the options given, as a checked VMSpec (booting `image` if named)."""
     from spicectl.domain.build import build_spec
     from spicectl.domain.templates import load_template
 
+    s = app.settings
+    recipe = None
+    if image:
+        from spicectl.image.recipe import load_recipe
+
+        recipe = load_recipe(image, s.recipes_dir)
+        template = template or recipe.template
+    elif kernel_args:
+        raise click.UsageError("--kernel-arg needs --image")
     values = {}
     tname = None
     if template:
-        t = load_template(template, app.settings.templates_dir)
+        t = load_template(template, s.templates_dir)
         values.update({k: v for k, v in t.values.items() if k != "description"})
         tname = t.name
     values.update(collect(params))
-    return build_spec(name, values, images_dir=app.settings.state_dir / "images", template=tname,
-                      host_has_kvm=host_has_kvm)
+    if host_has_kvm is None:
+        from spicectl.virt.kvm import cached
+
+        host_has_kvm = cached(s.state_dir)
+    spec = build_spec(name, values, images_dir=s.images_dir, template=tname, host_has_kvm=host_has_kvm)
+    if recipe is not None:
+        from spicectl.image.guest import apply_image
+
+        apply_image(spec, recipe, s.image_cache, s.images_dir, kernel_args)
+    return spec, recipe
+
+
+def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
+    """KVM that really runs a guest: probed on this host (cached), or the remote host's capabilities."""
+    from spicectl.virt import lifecycle
+
+    from spicectl.virt.kvm import probe
+
+    offered = lifecycle.host_has_kvm(hv, arch)
+    if not offered or not hv.target.local:
+        return offered
+
+    return probe(app.settings.state_dir, app.settings.image_cache, progress=progress).usable
 
 
 @vm.command("create")
 @click.argument("name")
 @vm_options
+@click.option("--image", metavar="IMAGE", help="Boot a built OS image (spicectl image list): the root disk is a "
+              "copy-on-write overlay on it, its kernel boots directly, a serial console is added.")
+@click.option("--kernel-arg", multiple=True, metavar="ARG", help="With --image: append ARG to the kernel command "
+              "line (repeatable), e.g. spicectl.scene=static.")
 @click.option("--print-xml", is_flag=True, help="Print the libvirt domain XML and exit (no hypervisor needed).")
 @click.option("--print-qemu", is_flag=True, help="Print an equivalent QEMU command line as a shell script and exit.")
 @click.option("--start/--no-start", default=True, help="Start the guest after defining it (default: start).")
@@ -39,8 +74,8 @@ def make_spec(app: App, name: str, template: str | None, params: dict, host_has_
 @click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait may take.")
 @json_option
 @pass_app
-def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, start: bool, wait: bool,
-           timeout: float, **params) -> None:
+def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[str, ...], print_xml: bool,
+           print_qemu: bool, start: bool, wait: bool, timeout: float, **params) -> None:
     """Create a SPICE guest NAME from a template and options.
 
     Every guest gets TLS on all channels, a listener on 127.0.0.1 and a long
@@ -52,7 +87,7 @@ def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, sta
 
     if print_xml and print_qemu:
         raise click.UsageError("--print-xml and --print-qemu exclude each other")
-    spec = make_spec(app, name, template, params)
+    spec, recipe = make_spec(app, name, template, params, image=image, kernel_args=kernel_arg)
     validate(to_element(spec))
     if print_xml:
         xml = to_xml(spec)
@@ -68,9 +103,14 @@ def create(app: App, name: str, template, print_xml: bool, print_qemu: bool, sta
         return
     from spicectl.virt import lifecycle
 
+    if recipe is not None:
+        from spicectl.image.guest import require_built
+
+        require_built(recipe, app.settings.image_cache)
     with app.hypervisor() as hv, app.progress() as progress:
         if params.get("virt_type") in (None, "auto"):
-            spec = make_spec(app, name, template, params, host_has_kvm=lifecycle.host_has_kvm(hv, spec.arch))
+            kvm = _host_has_kvm(app, hv, spec.arch, progress)
+            spec, _ = make_spec(app, name, template, params, host_has_kvm=kvm, image=image, kernel_args=kernel_arg)
         dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress)
         data = lifecycle.info(dom)
     data["uri"] = hv.target.uri
@@ -166,7 +206,7 @@ def delete_cmd(app: App, name: str, keep_disks: bool) -> None:
     from spicectl.virt import lifecycle
 
     with app.hypervisor() as hv:
-        removed = lifecycle.delete(hv, name, images_dir=app.settings.state_dir / "images", keep_disks=keep_disks)
+        removed = lifecycle.delete(hv, name, images_dir=app.settings.images_dir, keep_disks=keep_disks)
     app.emit({"name": name, "deleted": True, "removed_disks": removed},
              lambda: click.echo(f"{name}: deleted" + (f" (removed {', '.join(removed)})" if removed else "")))
 

@@ -221,7 +221,8 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
         raise InvalidInput(f"architecture {spec.arch!r} is not supported yet", hint="use x86_64")
     virt = get("virt_type") or "auto"
     if virt == "auto":
-        virt = "kvm" if (host_has_kvm if host_has_kvm is not None else Path("/dev/kvm").exists()) else "qemu"
+        # never from /dev/kvm alone: it may exist and not run a guest (see virt.kvm)
+        virt = "kvm" if host_has_kvm else "qemu"
     spec.virt_type = check_choice(virt, S.VIRT_TYPES, "virt type")
 
     g = spec.graphics

@@ -8,7 +8,7 @@ on EHCI ports 0, 2 and 4.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spicectl.domain.spec import VMSpec
 
@@ -29,6 +29,7 @@ class QemuCommand:
     readconfig: str | None      # contents of the -readconfig file, if any
     readconfig_name: str | None
     password_file: str
+    overlays: list[tuple[str, str]] = field(default_factory=list)  # (qcow2 overlay, raw base) to create first
 
     def shell(self) -> str:
         """A shell script that writes the config file and the password file, then runs QEMU."""
@@ -39,6 +40,9 @@ class QemuCommand:
             "# a random SPICE password; set a ticket later through the monitor (set_password spice ...)",
             f"(umask 077; head -c 24 /dev/urandom | base64 > {shlex.quote(self.password_file)})",
         ]
+        for overlay, base in self.overlays:
+            lines.append(f"[ -e {shlex.quote(overlay)} ] || qemu-img create -q -f qcow2 -b {shlex.quote(base)} "
+                         f"-F raw {shlex.quote(overlay)}")
         args = [shlex.quote(a) for a in self.argv]
         body, current = [], args[0]
         for arg in args[1:]:
@@ -60,6 +64,11 @@ def usb2_readconfig() -> str:
     return "\n".join(parts)
 
 
+def escape(value: str) -> str:
+    """A user's value inside a QEMU option string: a comma is written twice, or it would start a new key."""
+    return value.replace(",", ",,")
+
+
 def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
     g = spec.graphics
     pw_file = f"{spec.name}.spice-password"
@@ -73,12 +82,12 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
     spice = [f"addr={g.listen}", "password-secret=spice-password"]
     if g.tls:
         spice.append(f"tls-port={g.tls_port or 5901}")
-        spice.append(f"x509-dir={x509_dir or '/etc/pki/qemu-spice'}")
+        spice.append(f"x509-dir={escape(x509_dir or '/etc/pki/qemu-spice')}")
         spice.append("tls-channel=default")
     else:
         spice.append(f"port={g.port or 5900}")
         if g.tls_port:
-            spice += [f"tls-port={g.tls_port}", f"x509-dir={x509_dir or '/etc/pki/qemu-spice'}"]
+            spice += [f"tls-port={g.tls_port}", f"x509-dir={escape(x509_dir or '/etc/pki/qemu-spice')}"]
     for key, value in (("image-compression", g.image_compression), ("jpeg-wan-compression", g.jpeg),
                        ("zlib-glz-wan-compression", g.zlib), ("streaming-video", g.streaming)):
         if value:
@@ -146,7 +155,7 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
     for i, disk in enumerate(spec.disks):
         media = ",media=cdrom,readonly=on" if disk.device == "cdrom" else ""
         iface = {"virtio": "virtio", "sata": "none", "scsi": "scsi", "ide": "ide"}[disk.bus]
-        argv += ["-drive", f"file={disk.path},format={disk.format},if={iface},id=drive{i}{media}"]
+        argv += ["-drive", f"file={escape(disk.path)},format={disk.format},if={iface},id=drive{i}{media}"]
         if disk.bus == "sata":
             argv += ["-device", f"{'ide-cd' if disk.device == 'cdrom' else 'ide-hd'},drive=drive{i},bus=ide.{i}"]
     for i, net in enumerate(spec.networks):
@@ -156,7 +165,16 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
             argv += ["-netdev", f"bridge,id=net{i},br={net.source}" if net.kind == "bridge"
                      else f"tap,id=net{i}"]
         argv += ["-device", f"{NIC_DEVICES[net.model]},netdev=net{i}"]
+    if spec.kernel:
+        argv += ["-kernel", spec.kernel]
+        if spec.initrd:
+            argv += ["-initrd", spec.initrd]
+        if spec.cmdline:
+            argv += ["-append", spec.cmdline]
+    if spec.serial_console:
+        argv += ["-serial", "pty"]
     if spec.boot_menu:
         argv += ["-boot", f"menu=on,splash-time={spec.boot_menu_timeout_ms}"]
     argv += spec.qemu_args
-    return QemuCommand(argv, readconfig, f"{spec.name}-usb.cfg" if readconfig else None, pw_file)
+    overlays = [(d.path, d.backing) for d in spec.disks if d.backing]
+    return QemuCommand(argv, readconfig, f"{spec.name}-usb.cfg" if readconfig else None, pw_file, overlays)

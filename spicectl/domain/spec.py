@@ -83,6 +83,7 @@ class DiskSpec:
     bus: str = "virtio"
     size_gib: float | None = None     # set when spicectl creates the image
     device: str = "disk"             # disk | cdrom
+    backing: str | None = None       # a raw base image this qcow2 is a copy-on-write overlay on
 
 
 @dataclass
@@ -116,3 +117,8 @@ class VMSpec:
     qemu_args: list[str] = field(default_factory=list)
     template: str | None = None
     uuid: str | None = None
+    image: str | None = None          # the built image the root disk is an overlay on
+    kernel: str | None = None         # direct kernel boot (images carry their kernel and initrd)
+    initrd: str | None = None
+    cmdline: str | None = None
+    serial_console: bool = False

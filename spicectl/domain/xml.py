@@ -56,14 +56,19 @@ def to_element(spec: VMSpec) -> etree._Element:
     _sub(dom, "name", spec.name)
     if spec.uuid:
         _sub(dom, "uuid", spec.uuid)
-    if spec.template:
+    if spec.template or spec.image:
         meta = _sub(dom, "metadata")
         vm = etree.SubElement(meta, f"{{{SPICECTL_NS}}}vm", nsmap={"spicectl": SPICECTL_NS})
-        etree.SubElement(vm, f"{{{SPICECTL_NS}}}template").text = spec.template
+        for tag, value in (("template", spec.template), ("image", spec.image)):
+            if value:
+                etree.SubElement(vm, f"{{{SPICECTL_NS}}}{tag}").text = value
     _sub(dom, "memory", str(spec.memory_kib), unit="KiB")
     _sub(dom, "vcpu", str(spec.vcpus))
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    for tag in ("kernel", "initrd", "cmdline"):
+        if getattr(spec, tag):
+            _sub(os_el, tag, getattr(spec, tag))
     if any(d.device == "cdrom" for d in spec.disks):
         _sub(os_el, "boot", dev="cdrom")
     _sub(os_el, "boot", dev="hd")
@@ -93,6 +98,11 @@ def to_element(spec: VMSpec) -> etree._Element:
         ch = _sub(devices, "channel", type="spiceport")
         _sub(ch, "source", channel=WEBDAV_CHANNEL)
         _sub(ch, "target", type="virtio", name=WEBDAV_CHANNEL)
+    if spec.serial_console:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "target", port=0)
+        console = _sub(devices, "console", type="pty")
+        _sub(console, "target", type="serial", port=0)
     if spec.usb != "none":
         _sub(devices, "input", type="tablet", bus="usb")
     _write_graphics(devices, spec.graphics)
@@ -128,6 +138,10 @@ def _write_disks(devices: etree._Element, spec: VMSpec) -> None:
         el = _sub(devices, "disk", type="file", device=disk.device)
         _sub(el, "driver", name="qemu", type=disk.format)
         _sub(el, "source", file=disk.path)
+        if disk.backing:
+            backing = _sub(el, "backingStore", type="file")
+            _sub(backing, "format", type="raw")
+            _sub(backing, "source", file=disk.backing)
         shared = "sata" if disk.bus == "scsi" else disk.bus  # sd* names are shared by sata and scsi
         try:
             letter = next(letters[shared])
@@ -205,6 +219,8 @@ def from_xml(text: str | bytes) -> VMSpec:
     spec = VMSpec(name=dom.findtext("name") or "", virt_type=dom.get("type", "kvm"), networks=[])
     spec.uuid = dom.findtext("uuid")
     spec.template = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}template")
+    spec.image = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}image")
+    spec.kernel, spec.initrd, spec.cmdline = (dom.findtext(f"os/{tag}") for tag in ("kernel", "initrd", "cmdline"))
     mem = dom.find("memory")
     if mem is not None:
         factor = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024 ** 2, "G": 1024 ** 2, "b": 1 / 1024,
@@ -227,11 +243,13 @@ def from_xml(text: str | bytes) -> VMSpec:
         source = disk.find("source")
         driver = disk.find("driver")
         target = disk.find("target")
+        backing = disk.find("backingStore/source")
         spec.disks.append(DiskSpec(
             path=(source.get("file") if source is not None else "") or "",
             format=driver.get("type", "raw") if driver is not None else "raw",
             bus=target.get("bus", "virtio") if target is not None else "virtio",
             device=disk.get("device", "disk"),
+            backing=None if backing is None else backing.get("file"),
         ))
     models = [c.get("model") for c in devices.findall("controller[@type='usb']")]
     spec.usb = "ehci" if "ich9-ehci1" in models else "xhci" if any(m and "xhci" in m for m in models) else \
@@ -246,6 +264,7 @@ def from_xml(text: str | bytes) -> VMSpec:
         ))
     names = [t.get("name") for t in devices.findall("channel/target")]
     spec.agent = AGENT_CHANNEL in names
+    spec.serial_console = devices.find("console[@type='pty']") is not None
     spec.folder_sharing = WEBDAV_CHANNEL in names
     graphics = devices.find("graphics[@type='spice']")
     spec.graphics = _read_graphics(graphics) if graphics is not None else GraphicsSpec()

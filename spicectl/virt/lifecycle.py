@@ -72,13 +72,14 @@ def spice_endpoint(dom) -> SpiceEndpoint | None:
     return SpiceEndpoint(address, port("port"), port("tlsPort"))
 
 
-def template_of(dom) -> str | None:
+def spicectl_metadata(dom) -> dict[str, str | None]:
+    """The template and image spicectl recorded in the guest's metadata."""
     try:
         meta = dom.metadata(_lv().VIR_DOMAIN_METADATA_ELEMENT, SPICECTL_NS)
     except _lv().libvirtError:
-        return None
+        return {"template": None, "image": None}
     el = etree.fromstring(meta.encode())
-    return el.findtext(f"{{{SPICECTL_NS}}}template") or el.findtext("template")
+    return {key: el.findtext(f"{{{SPICECTL_NS}}}{key}") or el.findtext(key) for key in ("template", "image")}
 
 
 def info(dom) -> dict:
@@ -92,7 +93,7 @@ def info(dom) -> dict:
         "id": dom.ID() if state == 1 else None,
         "vcpus": vcpus,
         "memory_kib": max_mem,
-        "template": template_of(dom),
+        **spicectl_metadata(dom),
         "spice": None if endpoint is None else {
             "listen": endpoint.listen, "port": endpoint.port, "tls_port": endpoint.tls_port,
         },
@@ -129,25 +130,35 @@ def host_has_kvm(hv: Hypervisor, arch: str = "x86_64") -> bool:
 
 def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path]:
     created: list[Path] = []
-    for disk in spec.disks:
-        if disk.size_gib is None:
-            continue
-        if not hv.target.local:
-            raise EnvironmentProblem(f"size= disks need a local hypervisor, not {hv.target.uri}",
-                                     hint="create the volume there (virsh vol-create-as) and pass its path")
-        path = Path(disk.path)
-        if path.exists():
-            raise Conflict(f"disk image {path} already exists", hint="pass it as --disk PATH to reuse it")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        progress(f"creating {disk.size_gib:g} GiB disk {path}")
-        try:
-            subprocess.run(["qemu-img", "create", "-q", "-f", disk.format, str(path), f"{int(disk.size_gib * 1024)}M"],
-                           check=True, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise EnvironmentProblem("qemu-img is not installed", hint="apt-get install qemu-utils") from None
-        except subprocess.CalledProcessError as exc:
-            raise HypervisorError(f"qemu-img could not create {path}: {exc.stderr.strip()}") from None
-        created.append(path)
+    try:
+        for disk in spec.disks:
+            if disk.size_gib is None and disk.backing is None:
+                continue
+            if not hv.target.local:
+                raise EnvironmentProblem(f"new disks need a local hypervisor, not {hv.target.uri}",
+                                         hint="create the volume there (virsh vol-create-as) and pass its path")
+            path = Path(disk.path)
+            if path.exists():
+                raise Conflict(f"disk image {path} already exists", hint="pass it as --disk PATH to reuse it")
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if disk.backing:
+                progress(f"creating overlay {path} on {disk.backing}")
+                argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.backing, "-F", "raw", str(path)]
+            else:
+                assert disk.size_gib is not None
+                progress(f"creating {disk.size_gib:g} GiB disk {path}")
+                argv = ["qemu-img", "create", "-q", "-f", disk.format, str(path), f"{int(disk.size_gib * 1024)}M"]
+            try:
+                subprocess.run(argv, check=True, capture_output=True, text=True)
+            except FileNotFoundError:
+                raise EnvironmentProblem("qemu-img is not installed", hint="apt-get install qemu-utils") from None
+            except subprocess.CalledProcessError as exc:
+                raise HypervisorError(f"qemu-img could not create {path}: {exc.stderr.strip()}") from None
+            created.append(path)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     return created
 
 

@@ -42,6 +42,7 @@ CASES = {
     "usb-xhci": ["--usb", "xhci", "--usb-redir", "1"],
     "usb-none": ["--usb", "none"],
     "channels": ["--folder-sharing", "--smartcard", "--no-agent"],
+    "image": ["--image", str(REPO / "tests" / "data" / "images" / "tiny.toml"), "--kernel-arg", "spicectl.scene=static"],
     "guest": ["--memory", "4G", "--vcpus", "4", "--machine", "pc", "--disk", "/var/lib/images/a.qcow2",
               "--disk", "size=10", "--cdrom", "/isos/install.iso", "--network", "bridge=br0",
               "--network", "network=default,model=e1000e", "--boot-menu", "--boot-menu-timeout", "5000",

@@ -1,0 +1,1 @@
+"""Guest OS images: recipes (data in images/), building them with mmdebstrap, the cache of built images."""
