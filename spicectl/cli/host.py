@@ -28,9 +28,20 @@ def run_checks(app: App) -> list:
     if qemu:
         spice = H.qemu_has_spice(qemu)
         checks.append(H.HostCheck("qemu_spice", spice, "QEMU is built with SPICE" if spice else f"{qemu} has no -spice option"))
-    kvm = H.kvm_usable()
-    checks.append(H.HostCheck("accel", True, "KVM" if kvm else "no usable /dev/kvm: guests run under TCG (slower)",
-                              severity="warning" if not kvm else "error"))
+    from spicectl.virt.kvm import probe
+
+    kvm = probe(s.state_dir, s.image_cache)
+    checks.append(H.HostCheck("accel", True, f"KVM: {kvm.detail}" if kvm.usable else
+                              f"TCG: {kvm.detail}; guests run under TCG (slower; --virt-type kvm forces KVM)",
+                              severity="error" if kvm.usable else "warning"))
+    from spicectl.errors import EnvironmentProblem
+    from spicectl.image.build import check_host
+
+    try:
+        check_host()
+        checks.append(H.HostCheck("images", True, "mmdebstrap and mkfs.ext4 present: spicectl image build works"))
+    except EnvironmentProblem as exc:
+        checks.append(H.HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
     target = resolve(s.connect, s.state_dir)
     user_needed = "libvirt-qemu"
     has_user = H.user_exists(user_needed)

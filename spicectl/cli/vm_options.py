@@ -24,7 +24,7 @@ OPTIONS = [
     click.option("--vcpus", type=int, help="Virtual CPUs."),
     click.option("--machine", metavar="TYPE", help="Machine type: q35 (default) or pc."),
     click.option("--arch", metavar="ARCH", help="Guest architecture (x86_64)."),
-    click.option("--virt-type", metavar="TYPE", help="kvm, qemu (TCG), or auto (kvm when /dev/kvm exists)."),
+    click.option("--virt-type", metavar="TYPE", help="kvm, qemu (TCG), or auto (default: kvm where a probe showed it boots a kernel here; spicectl host check)."),
     click.option("--disk", multiple=True, metavar="SPEC", help="PATH, or size=GB; add ,format=qcow2|raw ,bus=virtio|sata|scsi|ide (repeatable)."),
     click.option("--cdrom", metavar="ISO", help="Attach an ISO image and boot from it first."),
     click.option("--network", multiple=True, metavar="SPEC", help="user (default), bridge=NAME, network=NAME or none; add ,model=e1000e (repeatable)."),

@@ -111,10 +111,6 @@ def domcaps_support_spice(domcaps_xml: str) -> bool:
     return "spice" in caps.xpath("devices/graphics[@supported='yes']/enum[@name='type']/value/text()")
 
 
-def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
-
-
 def user_exists(name: str) -> bool:
     import pwd
 
