@@ -38,7 +38,8 @@ def _import_client() -> None:
     import spicectl.spice.client  # noqa: F401
 
 
-def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True):
+def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True,
+               allow_partial: bool = False):
     """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
     import asyncio
     import threading
@@ -52,7 +53,7 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     warm.join()
 
     async def go():
-        client = target.client()
+        client = target.client(allow_partial=allow_partial)
         try:
             await client.connect(display=display, inputs=inputs)
             return await work(client)
@@ -82,16 +83,21 @@ def _save_png(image, output: str) -> None:
 @click.argument("name")
 @click.option("-o", "--output", required=True, metavar="FILE", help="PNG file to write ('-' for stdout).")
 @click.option("--settle", type=float, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
+@click.option("--allow-partial", is_flag=True, help="Save the picture even if the server sent drawing this client "
+              "cannot do yet (otherwise exit 7, naming what was missing).")
 @target_options
 @json_option
 @pass_app
-def screenshot(app: App, name: str, output: str, settle: float, **opts) -> None:
-    """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client."""
+def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, **opts) -> None:
+    """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client.
+
+    A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
+    """
 
     async def work(client):
         return await client.screenshot(settle=settle)
 
-    image = run_client(app, name, opts, work, inputs=False)
+    image = run_client(app, name, opts, work, inputs=False, allow_partial=allow_partial)
     _save_png(image, output)
     if output != "-":
         app.emit({"name": name, "output": output, "width": image.width, "height": image.height},
@@ -212,11 +218,13 @@ def _region(value: str | None):
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
 @click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait.")
 @click.option("--last-frame", metavar="PNG", help="Where to save the last frame on timeout (default NAME-last-frame.png).")
+@click.option("--allow-partial", is_flag=True, help="Compare frames even if the server sent drawing this client "
+              "cannot do yet (otherwise exit 7).")
 @target_options
 @json_option
 @pass_app
 def wait_screen(app: App, name: str, changed: bool, reference: str | None, threshold: float, region, timeout: float,
-                last_frame: str | None, **opts) -> None:
+                last_frame: str | None, allow_partial: bool, **opts) -> None:
     """Wait until guest NAME's screen changes (--changed) or matches a reference (--match).
 
     Exits 0 when it happens and 9 on timeout, saving the last frame for the log.
@@ -261,7 +269,7 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
             return False, last if last is not None else client.display.primary_rgb()
 
     started = time.monotonic()
-    ok, frame = run_client(app, name, opts, work)
+    ok, frame = run_client(app, name, opts, work, allow_partial=allow_partial)
     elapsed = time.monotonic() - started
     if ok:
         app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2)},

@@ -38,11 +38,16 @@ def tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.SSLCo
     return ctx
 
 
+class IncompleteScreen(ProtocolError):
+    """The server sent drawing this client cannot do yet: a picture of the screen would be wrong."""
+
+
 class Client:
     def __init__(self, host: str, *, port: int | None = None, tls_port: int | None = None,
                  password: bytes | None = None, ca_file: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                 host_subject: str | None = None, opener: Callable | None = None) -> None:
+                 host_subject: str | None = None, opener: Callable | None = None,
+                 allow_partial: bool = False) -> None:
         if port is None and tls_port is None:
             raise ValueError("give port or tls_port")
         self.host = host
@@ -53,6 +58,8 @@ class Client:
         self.server_hostname = server_hostname or host
         self.host_subject = host_subject
         self.opener = opener  # for proxies: async (channel_type) -> (reader, writer)
+        # a frame with parts this client could not draw is an error unless the caller accepts it
+        self.allow_partial = allow_partial
         self.display = Display(cache_pixels=PIXMAP_CACHE_PIXELS, glz_window_pixels=GLZ_WINDOW_PIXELS)
         self.session_id = 0
         self.channels_available: set[tuple[int, int]] = set()
@@ -240,6 +247,7 @@ class Client:
                 first_seen = first_seen or now
                 quiet = now - self._last_display_message >= settle
                 if quiet or now - first_seen >= max_wait:
+                    self._check_complete()
                     return self.display.primary_rgb()
             elif now > deadline:
                 raise TimeoutExpired(f"no display surface from the guest within {timeout:g}s")
@@ -249,6 +257,12 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), max(0.01, wait))
             except asyncio.TimeoutError:
                 pass
+
+    def _check_complete(self) -> None:
+        if self.display.warnings and not self.allow_partial:
+            raise IncompleteScreen("the screen could not be drawn completely: " +
+                                   "; ".join(sorted(self.display.warnings)),
+                                   hint="--allow-partial saves what could be drawn")
 
     async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0):
         """A PIL image of the guest's screen."""

@@ -160,3 +160,25 @@ def test_library_client_is_importable_from_the_package():
 
     assert callable(Client.screenshot) and callable(Client.send_keys) and callable(Client.type_text)
     assert callable(Client.wait_for)
+
+
+def test_a_screen_the_client_cannot_draw_is_an_error_not_a_picture(spicectl, tmp_path):
+    # QUIC is not decoded yet: the screenshot must say so (exit 7), not save a plausible picture
+    spicectl("vm", "create", "shot-quic", "-t", "headless-ci", "--image-compression", "quic", "--virt-type", "qemu",
+             "--wait")
+    try:
+        out = tmp_path / "quic.png"
+        deadline = time.monotonic() + 60
+        while True:  # until SeaBIOS has drawn something (a black screen needs no image at all)
+            r = spicectl("screenshot", "shot-quic", "-o", str(out), check=False)
+            if r.exit_code != 0 or time.monotonic() > deadline:
+                break
+            out.unlink()
+            time.sleep(1)
+        assert r.exit_code == 7, r.stderr
+        assert "could not be drawn completely" in r.stderr and "QUIC" in r.stderr
+        assert not out.exists()
+        r = spicectl("screenshot", "shot-quic", "-o", str(out), "--allow-partial")
+        assert Image.open(out).size == (720, 400)
+    finally:
+        spicectl("vm", "delete", "shot-quic", check=False)
