@@ -147,6 +147,7 @@ def _run_logged(argv: list[str], log, progress: Progress, what: str) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            log.flush()  # the log is how a user (or a test) follows a long build
             text = line.decode(errors="replace").strip()
             if text.startswith("I: "):
                 progress(f"{what}: {text[3:]}")

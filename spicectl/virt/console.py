@@ -58,6 +58,20 @@ class Console:
             raise Conflict(f"{self.name}'s console closed (the guest stopped?)")
         return data
 
+    def drain(self, quiet: float = 0.3, limit: float = 2.0) -> bytes:
+        """Read and return what is waiting, until `quiet` seconds pass with nothing new (at most `limit`)."""
+        out = bytearray()
+        end = time.monotonic() + limit
+        last = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - last < quiet:
+            data = self.read()
+            if data:
+                out += data
+                last = time.monotonic()
+            else:
+                time.sleep(POLL_SECONDS)
+        return bytes(out)
+
     def send(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -72,12 +86,17 @@ class Console:
 
     def expect(self, pattern: str | None, *, send: bytes = b"", timeout: float = 30.0,
                retry_every: float | None = None, quiet_after: float = 1.0, on_output=lambda _b: None) -> ExpectResult:
-        """Send `send`, then read until `pattern` matches (or, without one, until `quiet_after` s of silence)."""
+        """Send `send`, then read until `pattern` matches (or, without one, until `quiet_after` s of silence).
+
+        Output that was waiting before `send` (an earlier command's, queued in the console) is dropped
+        first, so `pattern` matches only what came after.
+        """
         regex = re.compile(pattern) if pattern else None
         started = time.monotonic()
         deadline = started + timeout
         buffer = bytearray()
         if send:
+            self.drain()
             self.send(send)
         last_send = last_data = time.monotonic()
         while True:

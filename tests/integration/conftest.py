@@ -10,13 +10,16 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spicectl.spice import link
@@ -38,7 +41,10 @@ class Proc:
 class Spicectl:
     def __init__(self, state_dir: Path, config: Path) -> None:
         self.state_dir = state_dir
-        self.env = {**os.environ, "SPICECTL_STATE_DIR": str(state_dir), "SPICECTL_CONFIG": str(config)}
+        self.env = {**os.environ, "SPICECTL_STATE_DIR": str(state_dir), "SPICECTL_CONFIG": str(config),
+                    # built guest images outlive the run (scripts/test sets where; building takes minutes)
+                    "SPICECTL_IMAGE_CACHE": os.environ.get("SPICECTL_TEST_IMAGE_CACHE",
+                                                           "/var/cache/spicectl-test/images")}
         for key in ("SPICECTL_CONNECT", "LIBVIRT_DEFAULT_URI", "SPICECTL_CA_PASSPHRASE"):
             self.env.pop(key, None)
 
@@ -132,3 +138,57 @@ def differs_only_in_one_text_cell(a, b, cell=(16, 9)) -> bool:
     if len(ys) == 0:
         return True
     return ys.max() - ys.min() < cell[0] and xs.max() - xs.min() < cell[1]
+
+
+@pytest.fixture(scope="module")
+def xdisplay():
+    xvfb = require_binary("Xvfb")
+    number = next(n for n in range(90, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    # -noreset: by default the server resets when its last client leaves, and refuses
+    # connections meanwhile (remote-viewer then fails with "cannot open display")
+    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its socket file appears before it accepts clients: wait until an X client gets through
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            grab_x(f":{number}")
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.1)
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def grab_x(display: str) -> np.ndarray:
+    from PIL import ImageGrab
+
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+
+
+def popen(spicectl, *args, display=None):
+    env = dict(spicectl.env)
+    if display:
+        env["DISPLAY"] = display
+    return subprocess.Popen([*SPICECTL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def finish(proc, timeout=20) -> str:
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err
+
+

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import require_binary
-from tests.integration.conftest import SPICECTL, differs_only_in_one_text_cell, libvirt_screenshot
+from tests.integration.conftest import (
+    differs_only_in_one_text_cell, finish, grab_x, kill, libvirt_screenshot, popen,
+)
 
 pytestmark = pytest.mark.integration
 GUEST = "sess"
@@ -61,58 +62,6 @@ def guest(spicectl):
         time.sleep(0.5)
     yield GUEST
     spicectl("vm", "delete", GUEST, check=False)
-
-
-@pytest.fixture(scope="module")
-def xdisplay():
-    xvfb = require_binary("Xvfb")
-    number = next(n for n in range(90, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                  and not Path(f"/tmp/.X{n}-lock").exists())
-    # -noreset: by default the server resets when its last client leaves, and refuses
-    # connections meanwhile (remote-viewer then fails with "cannot open display")
-    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # its socket file appears before it accepts clients: wait until an X client gets through
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            grab_x(f":{number}")
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-            time.sleep(0.1)
-    yield f":{number}"
-    proc.terminate()
-    proc.wait(10)
-
-
-def grab_x(display: str):
-    from PIL import ImageGrab
-
-    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
-
-
-def popen(spicectl, *args, display=None):
-    env = dict(spicectl.env)
-    if display:
-        env["DISPLAY"] = display
-    return subprocess.Popen([*SPICECTL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-
-
-def finish(proc, timeout=20) -> str:
-    try:
-        _out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _out, err = proc.communicate()
-    return err
 
 
 def test_chromium_runs_spice_html5_through_the_websocket_proxy(spicectl, guest):

@@ -1,0 +1,277 @@
+"""Built guest images on a real libvirt and QEMU: spicectl image build, a booted Debian desktop, its console.
+
+The desktop image is built once per machine (SPICECTL_TEST_IMAGE_CACHE, outside
+the checkout) and one guest booted from it serves the module: what an OS
+changes (the QXL Xorg driver, the agent, audio, USB) is read from the guest
+itself over its serial console, and what it shows is checked with libvirt's
+screenshot and with remote-viewer, neither of them our code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, require_binary
+from tests.integration.conftest import SPICECTL, grab_x, kill, libvirt_screenshot, popen
+
+pytestmark = pytest.mark.integration
+GUEST = "scene"
+REFERENCE = REPO / "tests" / "data" / "desktop-scene.png"
+# the test scene's fixed layout (images/files/desktop/usr/local/bin/spicectl-scene): (x, y, w, h)
+PHOTO = (40, 40, 320, 240)
+TEXT = (40, 320, 460, 80)
+EYES = (800, 40, 200, 150)
+
+
+def crop(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    x, y, w, h = box
+    return frame[y:y + h, x:x + w]
+
+
+def report(spicectl, name: str = GUEST) -> dict[str, str]:
+    """The guest's own account of itself: `spicectl-report` run on its serial console."""
+    nonce = f"report-{time.monotonic_ns()}"
+    # the nonce on a line of its own is the command's output, not the echo of what was typed
+    r = spicectl("console", name, "--send", f"echo {nonce}; spicectl-report\\n", "--expect",
+                 rf"{nonce}\r?\n(?s:.*)SPICECTL done=1", "--json", "--timeout", "60")
+    output = r.json()["output"]
+    after = output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
+    return dict(re.findall(r"^SPICECTL (\w+)=(.*?)\r?$", after, re.M))
+
+
+# Enter until the root shell answers (queued Enters are harmless, queued commands would pile up),
+# then one command that returns once the guest says its X session is drawn: not a fixed sleep
+SHELL_PROMPT = r"root@spicectl-guest:\S*# "
+WAIT_DESKTOP = "until [ -e /run/spicectl-desktop-ready ]; do sleep 1; done; spicectl-report\\n"
+
+
+def wait_for_desktop(spicectl, name: str) -> None:
+    spicectl("console", name, "--send", "\\n", "--expect", SHELL_PROMPT, "--retry-every", "3", "--timeout", "300",
+             timeout=330)
+    spicectl("console", name, "--send", WAIT_DESKTOP, "--expect", "SPICECTL done=1", "--timeout", "300", timeout=330)
+
+
+@pytest.fixture(scope="module")
+def desktop_image(spicectl) -> dict:
+    require_binary("mmdebstrap")
+    r = spicectl("image", "build", "debian-desktop", "--json", timeout=1200)
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def scene(spicectl, desktop_image):
+    spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=static",
+             "--virt-type", "qemu", "--wait")
+    wait_for_desktop(spicectl, GUEST)
+    yield GUEST
+    spicectl("vm", "delete", GUEST, check=False)
+
+
+def test_rebuilding_an_unchanged_recipe_is_a_cache_hit(spicectl, desktop_image):
+    log = Path(desktop_image["dir"]).parent / "last-build.log"
+    before = log.stat().st_mtime_ns if log.exists() else None
+    again = spicectl("image", "build", "debian-desktop", "--json").json()
+    assert again["cached"] is True and again["version"] == desktop_image["version"]
+    assert (log.stat().st_mtime_ns if log.exists() else None) == before  # mmdebstrap did not run
+    listed = {r["name"]: r for r in spicectl("image", "list", "--json").json()}
+    assert listed["debian-desktop"]["status"] == "built"
+
+
+def test_the_desktop_guest_reports_qxl_agent_audio_and_usb(spicectl, scene):
+    seen = report(spicectl)
+    assert seen["desktop"] == "ready"
+    assert seen["xorg_driver"] == "qxl"
+    assert seen["screen"] == "1024x768"
+    assert seen["vdagentd"] == "active" and seen["vdagent"] == "running"
+    assert "com.redhat.spice.0" in seen["virtio_port"].split(",")
+    assert seen["sound"]  # the HDA card, as ALSA names it
+    controllers = seen["usb_controllers"].split(",")
+    assert "ehci-pci" in controllers and "uhci_hcd" in controllers
+    # the desktop template's usbredir ports are empty, so only root hubs: one EHCI, three UHCI
+    assert seen["usb_devices"].count("1d6b:0002") == 1 and seen["usb_devices"].count("1d6b:0001") == 3
+
+
+def test_libvirts_screenshot_shows_the_scene(spicectl, scene, request):
+    shot = libvirt_screenshot(spicectl, GUEST)
+    assert shot.shape == (768, 1024, 3)
+    if request.config.getoption("--regen-golden") or not REFERENCE.exists():
+        Image.fromarray(shot).save(REFERENCE)
+    reference = np.asarray(Image.open(REFERENCE).convert("RGB"))
+    # the photo, the stopped animation and the text are exact; only xeyes' pupils may move
+    for box in (PHOTO, TEXT, (400, 40, 240, 180)):
+        assert (crop(shot, box) == crop(reference, box)).all(), f"region {box} differs from the reference"
+    same = (shot == reference).all(axis=2)
+    x, y, w, h = EYES
+    same[y:y + h, x:x + w] = True
+    assert same.all(), f"{(~same).sum()} pixels outside xeyes differ from the reference"
+
+
+def find(big: np.ndarray, patch: np.ndarray) -> tuple[int, int] | None:
+    """Where `patch` stands in `big` pixel for pixel (top-left), if it does."""
+    h, w = patch.shape[:2]
+    ys, xs = np.nonzero((big == patch[0, 0]).all(axis=2))
+    for y, x in zip(ys, xs):
+        if y + h <= big.shape[0] and x + w <= big.shape[1] and (big[y:y + h, x:x + w] == patch).all():
+            return int(x), int(y)
+    return None
+
+
+def test_remote_viewer_shows_the_desktop(spicectl, scene, xdisplay):
+    require_binary("remote-viewer")
+    photo = crop(libvirt_screenshot(spicectl, GUEST), PHOTO)
+    proc = popen(spicectl, "connect", GUEST, "--json", display=xdisplay)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    info = json.loads(out)
+    try:
+        deadline = time.monotonic() + 60
+        while (where := find(grab_x(xdisplay), photo)) is None:
+            assert time.monotonic() < deadline, "remote-viewer never showed the scene's photo"
+            time.sleep(1)
+    finally:
+        kill(info["pid"])
+    assert where is not None
+
+
+def test_our_screenshot_equals_libvirts_with_compression_off(spicectl, scene, tmp_path):
+    ours = tmp_path / "ours.png"
+    spicectl("screenshot", GUEST, "-o", str(ours))
+    mine = np.asarray(Image.open(ours).convert("RGB"))
+    theirs = libvirt_screenshot(spicectl, GUEST)
+    same = (mine == theirs).all(axis=2)
+    x, y, w, h = EYES
+    same[y:y + h, x:x + w] = True
+    assert same.all(), f"{(~same).sum()} pixels differ from libvirt's screenshot"
+
+
+def test_deleting_the_guest_keeps_the_base_image(spicectl, desktop_image):
+    name = "scratch"
+    spicectl("vm", "create", name, "--image", "debian-desktop", "--virt-type", "qemu", "--no-start")
+    shown = spicectl("image", "show", "debian-desktop", "--json").json()
+    assert any(p.endswith(f"/{name}-root.qcow2") for p in shown["used_by"])
+    assert spicectl("image", "delete", "debian-desktop", check=False).exit_code == 4
+    spicectl("vm", "delete", name)
+    assert Path(desktop_image["disk"]).exists()
+    assert not any(p.endswith(f"/{name}-root.qcow2")
+                   for p in spicectl("image", "show", "debian-desktop", "--json").json()["used_by"])
+
+
+def minimal_copy(tmp: Path, marker: str) -> Path:
+    """debian-minimal as a user's recipe, with one more overlay file holding `marker`."""
+    folder = tmp / "recipes"
+    (folder / "files" / "marker" / "etc").mkdir(parents=True)
+    (folder / "files" / "marker" / "etc" / "spicectl-marker").write_text(marker + "\n")
+    text = (REPO / "images" / "debian-minimal.toml").read_text()
+    path = folder / "test-minimal.toml"
+    path.write_text(text.replace('overlays = ["common"]', 'overlays = ["common", "marker"]'))
+    return path
+
+
+@pytest.fixture
+def private_cache(spicectl, tmp_path):
+    cache = Path(tempfile.mkdtemp(prefix="spicectl-cache-"))
+    env = {**spicectl.env, "SPICECTL_IMAGE_CACHE": str(cache)}
+    yield cache, env
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def build(env: dict, recipe: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*SPICECTL, "image", "build", str(recipe), "--json", *extra], env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_a_changed_recipe_rebuilds_and_drops_the_old_build(spicectl, private_cache, tmp_path):
+    cache, env = private_cache
+    recipe = minimal_copy(tmp_path, "first")
+    # the first build comes from the shared cache's debian-minimal build, linked in: the digest of a
+    # recipe does not depend on its name, so only the marker file makes this one differ
+    shared = spicectl("image", "build", "debian-minimal", "--json", timeout=1200).json()
+    first = json.loads(subprocess.run([*SPICECTL, "image", "show", str(recipe), "--json"], env=env,
+                                      capture_output=True, text=True, check=True).stdout)["digest"][:16]
+    linked = cache / "test-minimal" / first
+    linked.mkdir(parents=True)
+    for f in Path(shared["dir"]).iterdir():
+        os.link(f, linked / f.name)
+    r = build(env, recipe)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cached"] is True
+    (recipe.parent / "files" / "marker" / "etc" / "spicectl-marker").write_text(f"second {time.time()}\n")
+    r = build(env, recipe)
+    assert r.returncode == 0, r.stderr
+    rebuilt = json.loads(r.stdout)
+    assert rebuilt["cached"] is False and rebuilt["version"] != first and rebuilt["pruned"] == [first]
+    assert sorted(p.name for p in (cache / "test-minimal").iterdir() if not p.name.startswith(".")) == \
+        sorted([rebuilt["version"], "last-build.log"])
+    # the overlay file is in the new image (read from the ext4 file system with debugfs, no mount)
+    dump = subprocess.run(["debugfs", "-R", "cat /etc/spicectl-marker", rebuilt["disk"]], capture_output=True,
+                          text=True)
+    assert dump.stdout.startswith("second ")
+
+
+def test_an_interrupted_build_leaves_nothing_behind(private_cache, tmp_path):
+    cache, env = private_cache
+    recipe = minimal_copy(tmp_path, f"interrupted {time.time()}")
+    proc = subprocess.Popen([*SPICECTL, "image", "build", str(recipe)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    log = cache / "test-minimal" / "last-build.log"
+    deadline = time.monotonic() + 300
+    try:
+        # interrupt it in the middle: packages are being unpacked into a root with /proc and /sys mounted
+        while not (log.exists() and "I: extracting archives" in log.read_text(errors="replace")):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "mmdebstrap never started extracting"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    left = sorted(p.name for p in (cache / "test-minimal").iterdir())
+    assert left == [".lock", "last-build.log"]
+    assert str(cache) not in Path("/proc/self/mounts").read_text()
+    assert not subprocess.run(["pgrep", "-f", str(cache)], capture_output=True).stdout
+
+
+def test_a_failed_build_says_why_and_leaves_nothing(private_cache, tmp_path):
+    cache, env = private_cache
+    recipe = minimal_copy(tmp_path, "failing")
+    recipe.write_text(recipe.read_text().replace('"alsa-utils",', '"alsa-utils", "spicectl-no-such-package",'))
+    r = build(env, recipe)
+    assert r.returncode == 1
+    assert "mmdebstrap failed" in r.stderr and "last-build.log" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+    assert sorted(p.name for p in (cache / "test-minimal").iterdir()) == [".lock", "last-build.log"]
+
+
+def test_kvm_is_probed_with_a_real_kernel_and_the_answer_is_kept(spicectl, desktop_image):
+    """/dev/kvm may exist and not run a guest (kvm_pvm here): the probe boots a kernel under KVM."""
+    # (exit 8 would only mean another check failed, e.g. the private libvirt is not set up yet)
+    checks = {c["check"]: c for c in spicectl("host", "check", "--json", check=False).json()["checks"]}
+    accel = checks["accel"]
+    probe_file = spicectl.state_dir / "kvm-probe.json"
+    if os.path.exists("/dev/kvm"):
+        kept = json.loads(probe_file.read_text())
+        assert kept["probed"] is True
+        assert accel["detail"].startswith("KVM: a Linux kernel booted under KVM" if kept["usable"] else "TCG: ")
+        mtime = probe_file.stat().st_mtime_ns
+        spicectl("host", "check", "--json", check=False)
+        assert probe_file.stat().st_mtime_ns == mtime  # asked once per host, then kept
+        usable = kept["usable"]
+    else:
+        assert accel["detail"].startswith("TCG: /dev/kvm is missing")
+        usable = False
+    xml = spicectl("vm", "create", "auto", "--image", "debian-desktop", "--print-xml").stdout
+    assert f'<domain type="{"kvm" if usable else "qemu"}">' in xml
