@@ -20,19 +20,41 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spicectl.errors import AuthError
+from spicectl.errors import AuthError, InvalidInput
 
 SECRET_BYTES = 32
 
 
+MAX_SECRET_BYTES = 4096
+
+
 def load_secret(state_dir: Path) -> bytes:
+    """STATE/proxy/secret, made on first use; refused if it could not keep tokens unforgeable."""
+    import os
+    import stat
+
     from spicectl.pki import store
 
     path = state_dir / "proxy" / "secret"
-    if not path.exists():
+    if not os.path.lexists(path):
         store.ensure_dir(path.parent)
         store.atomic_write(path, secrets.token_bytes(SECRET_BYTES), 0o600)
-    return path.read_bytes()
+    hint = f"remove {path} and spicectl makes a new one (tokens already minted stop working)"
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the proxy secret {path}: {exc.strerror}", hint=hint) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInput(f"the proxy secret {path} is not a regular file", hint=hint)
+    if info.st_mode & 0o077:
+        raise InvalidInput(f"the proxy secret {path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o})",
+                           hint=f"chmod 600 {path}, or {hint}")
+    with open(path, "rb") as fh:
+        secret = fh.read(MAX_SECRET_BYTES + 1)
+    if not SECRET_BYTES <= len(secret) <= MAX_SECRET_BYTES:
+        raise InvalidInput(f"the proxy secret {path} holds {len(secret)} bytes; tokens need "
+                           f"{SECRET_BYTES} to {MAX_SECRET_BYTES}", hint=hint)
+    return secret
 
 
 def _b64(data: bytes) -> str:
