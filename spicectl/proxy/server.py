@@ -35,6 +35,9 @@ log = logging.getLogger("spicectl.proxy")
 
 HANDSHAKE_TIMEOUT = 5.0
 MAX_HEAD = 16 * 1024
+# A browser's WebSocket message (SPICE messages from a client are small): beyond this the session is
+# closed with 1009, before the parser buffers the frame, so one session cannot fill the proxy's memory.
+MAX_BROWSER_MESSAGE = 16 * 1024 * 1024
 HTML5_DIRS = ("/usr/share/spice-html5",)
 
 
@@ -209,7 +212,7 @@ class ProxyServer:
         # spice-html5 asks for the "binary" subprotocol (as websockify offers it); clients that ask
         # for none are served too
         protocol = ServerProtocol(select_subprotocol=lambda _p, offered: "binary" if "binary" in offered else None,
-                                  max_size=None)
+                                  max_size=MAX_BROWSER_MESSAGE)
         protocol.receive_data(raw)
         request = protocol.events_received()[0]
         response = protocol.accept(request)

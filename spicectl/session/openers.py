@@ -8,6 +8,9 @@ import ssl
 
 from spicectl.errors import ProtocolError
 
+# what our client takes in one WebSocket message from a proxy (ours sends at most 4 MiB a frame)
+MAX_PROXY_MESSAGE = 64 * 1024 * 1024
+
 
 class _WebSocketWriter:
     """The StreamWriter calls the SPICE channel code makes, over a WebSocket."""
@@ -39,7 +42,7 @@ def websocket_opener(url: str, *, origin: str | None = None, ssl_context: ssl.SS
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         try:
-            ws = await connect(url, origin=origin, max_size=None, compression=None, ssl=ssl_context,
+            ws = await connect(url, origin=origin, max_size=MAX_PROXY_MESSAGE, compression=None, ssl=ssl_context,
                                subprotocols=["binary"])
         except (OSError, InvalidHandshake) as exc:
             raise ProtocolError(f"the WebSocket proxy refused the connection: {exc}") from None

@@ -483,3 +483,33 @@ def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer):
         return state
 
     assert run(go()) == (0, 0, 0, 1, 1)
+
+
+def test_an_oversized_websocket_message_closes_that_session_only(signer):
+    """A frame that declares 4 GiB is refused (1009) before the proxy buffers it; other sessions go on."""
+    import struct
+
+    async def action(port, gport):
+        def url():
+            token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+            return f"ws://127.0.0.1:{port}/websockify?token={token}"
+
+        origin = f"http://127.0.0.1:{port}"
+        async with ws_connect(url(), origin=origin) as other, ws_connect(url(), origin=origin) as hostile:
+            mask = os.urandom(4)
+            hostile.transport.write(b"\x82\xff" + struct.pack(">Q", 4 << 30) + mask)
+            sent = 0
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                while sent < 64 << 20:  # the proxy must close long before this much arrived
+                    hostile.transport.write(bytes(1 << 20))
+                    sent += 1 << 20
+                    await asyncio.sleep(0.01)
+                    if hostile.protocol.state.name != "OPEN":
+                        break
+                await asyncio.wait_for(hostile.recv(), 5)
+            await other.send(b"still here")
+            return closed.value.rcvd.code if closed.value.rcvd else None, sent, await other.recv()
+
+    (code, sent, answer), _reasons = refused(signer, action)
+    assert code == 1009 and sent <= 32 << 20
+    assert answer == b"STILL HERE"
