@@ -93,35 +93,40 @@ def ca_exists(ca_dir: Path) -> bool:
     return (ca_dir / CA_CERT).exists() or (ca_dir / CA_KEY).exists()
 
 
+def _ca_exists(ca_dir: Path) -> Conflict:
+    return Conflict(f"a CA already exists in {ca_dir}",
+                    hint="use it as it is, or pass --force to replace it (the old pair is kept as .bak)")
+
+
 def init_ca(ca_dir: Path, profile: Profile, *, subject: str | None = None,
             passphrase: bytes | None = None, force: bool = False) -> CA:
     """Create a CA. Refuses to replace one unless `force`, which keeps a .bak of the old pair."""
     name = parse_subject(subject) if subject else default_ca_subject(profile)
     if ca_exists(ca_dir) and not force:
-        raise Conflict(
-            f"a CA already exists in {ca_dir}",
-            hint="use it as it is, or pass --force to replace it (the old pair is kept as .bak)",
-        )
+        raise _ca_exists(ca_dir)
     key = generate_key(profile.key_type)
     builder = base_builder(profile, name, name, key.public_key()).add_extension(
         key_usage_extension(profile, key), critical=True
     )
     cert = builder.sign(key, _hash_for(key))
     store.ensure_dir(ca_dir)
-    store.ensure_dir(ca_dir / "issued")
-    if force:
-        for fname, mode in ((CA_CERT, store.CERT_MODE), (CA_KEY, store.KEY_MODE)):
-            old = ca_dir / fname
-            if old.exists():
-                store.atomic_write(ca_dir / (fname + ".bak"), old.read_bytes(), mode)
-    with store.staged_files(
-        {
-            ca_dir / CA_KEY: (key_to_pem(key, passphrase), store.KEY_MODE),
-            ca_dir / CA_CERT: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
-        },
-        force=True,
-    ):
-        pass
+    with store.locked_dir(ca_dir):  # parallel runs: exactly one makes the CA, the others see it
+        if ca_exists(ca_dir) and not force:
+            raise _ca_exists(ca_dir)
+        store.ensure_dir(ca_dir / "issued")
+        if force:
+            for fname, mode in ((CA_CERT, store.CERT_MODE), (CA_KEY, store.KEY_MODE)):
+                old = ca_dir / fname
+                if old.exists():
+                    store.atomic_write(ca_dir / (fname + ".bak"), old.read_bytes(), mode)
+        with store.staged_files(
+            {
+                ca_dir / CA_KEY: (key_to_pem(key, passphrase), store.KEY_MODE),
+                ca_dir / CA_CERT: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
+            },
+            force=True,
+        ):
+            pass
     return CA(ca_dir, cert, key)
 
 

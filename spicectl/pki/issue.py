@@ -65,19 +65,20 @@ def _build(ca: CA, profile: Profile, subject: x509.Name, sans: list[x509.General
 def _write(ca: CA, kind: str, out: Path, cert: x509.Certificate, key, *, force: bool, backup: bool = False) -> Issued:
     store.ensure_dir(out)
     issued = Issued(kind, out, cert)
-    if backup:
-        for path, mode in ((issued.cert_path, store.CERT_MODE), (issued.key_path, store.KEY_MODE)):
-            if path.exists():
-                store.atomic_write(path.with_name(path.name + ".bak"), path.read_bytes(), mode)
-    with store.staged_files(
-        {
-            issued.key_path: (key_to_pem(key), store.KEY_MODE),
-            issued.cert_path: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
-            out / "ca-cert.pem": (ca.cert_pem, store.CERT_MODE),
-        },
-        force=force,
-    ):
-        record_issued(ca, cert, kind=kind, path=issued.cert_path)
+    with store.locked_dir(out):  # parallel runs into one folder: exactly one writes, the others see its files
+        if backup:
+            for path, mode in ((issued.cert_path, store.CERT_MODE), (issued.key_path, store.KEY_MODE)):
+                if path.exists():
+                    store.atomic_write(path.with_name(path.name + ".bak"), path.read_bytes(), mode)
+        with store.staged_files(
+            {
+                issued.key_path: (key_to_pem(key), store.KEY_MODE),
+                issued.cert_path: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
+                out / "ca-cert.pem": (ca.cert_pem, store.CERT_MODE),
+            },
+            force=force,
+        ):
+            record_issued(ca, cert, kind=kind, path=issued.cert_path)
     return issued
 
 
@@ -91,7 +92,7 @@ def issue_server(ca: CA, profile: Profile, out: Path, *, host: str, dns: list[st
 
 
 def issue_client(ca: CA, profile: Profile, out: Path, *, name: str, force: bool = False) -> Issued:
-    if not name or len(name) > 64 or any(c in name for c in "/\\\0\n"):
+    if not name or len(name) > 64 or name in (".", "..") or any(c in "/\\" or ord(c) < 32 for c in name):
         raise InvalidInput(f"invalid client name {name!r}", hint="use up to 64 characters, no slashes")
     key = generate_key(profile.key_type)
     cert = _build(ca, profile, _subject(profile, name), [], key)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from spicectl.errors import Conflict, EnvironmentProblem
+from spicectl.errors import Conflict, EnvironmentProblem, InvalidInput
 
 KEY_MODE = 0o600
 CERT_MODE = 0o644
@@ -22,12 +22,40 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def ensure_dir(path: Path, mode: int = PRIVATE_DIR_MODE) -> Path:
+    """Make `path` (mode `mode`) unless it is there: a folder the user made keeps the mode they chose."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=mode)
-        os.chmod(path, mode)
+        if path.is_dir():
+            return path
+        path.mkdir(parents=True, mode=mode)
+        os.chmod(path, mode)  # mkdir's mode is filtered through the umask
+    except FileExistsError:
+        if path.is_dir():
+            return path  # another process made it just now
+        raise InvalidInput(f"{path} exists and is not a directory") from None
     except OSError as exc:
         raise EnvironmentProblem(f"cannot create directory {path}: {exc.strerror}") from None
     return path
+
+
+@contextmanager
+def locked_dir(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a directory while its files are checked and written.
+
+    Two writers that both saw no file and both wrote would each report success;
+    under the lock the second sees the first one's files. The lock is on the
+    directory itself (flock works on a directory's descriptor): no lock file is
+    left in a folder the user chose."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot open directory {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:

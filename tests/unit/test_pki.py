@@ -245,6 +245,27 @@ def test_client_certificate_is_for_client_auth(run, ca, state_dir):
     assert r.json()["subject"] == "CN=alice,O=spicectl"
 
 
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "tab\there"])
+def test_client_names_that_would_write_outside_their_folder_are_refused(run, ca, state_dir, name):
+    before = sorted(p for p in state_dir.rglob("*"))
+    r = run("cert", "issue", "client", name)
+    assert r.exit_code == 2 and "invalid client name" in r.stderr
+    assert sorted(p for p in state_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o1777])
+def test_issuing_into_an_existing_folder_keeps_its_mode(run, ca, tmp_path, mode):
+    out = tmp_path / "shared"
+    out.mkdir()
+    out.chmod(mode)
+    assert run("cert", "issue", "server", "--host", "spice.example.org", "--out", str(out)).exit_code == 0
+    assert out.stat().st_mode & 0o7777 == mode
+    assert (out / "server-key.pem").stat().st_mode & 0o777 == 0o600
+    new = tmp_path / "made" / "here"
+    assert run("cert", "issue", "server", "--host", "spice.example.org", "--out", str(new)).exit_code == 0
+    assert new.stat().st_mode & 0o777 == 0o700  # a folder spicectl makes is private
+
+
 # --- show, list --------------------------------------------------------------
 
 def test_show_gives_names_validity_fingerprints_and_host_subject(run, server_dir):
@@ -429,3 +450,28 @@ def test_profile_with_a_typo_is_a_clear_error(run, ca, tmp_path):
             env={"SPICECTL_CONFIG": str(cfg_dir / "spicectl.toml")})
     assert r.exit_code == 2
     assert "unknown key 'dayz'" in r.stderr
+
+
+def parallel(state_dir, tmp_path, argv: list[str], count: int) -> list[int]:
+    """Run `count` spicectl processes at once; their exit codes."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPICECTL_STATE_DIR": str(state_dir), "SPICECTL_CONFIG": str(tmp_path / "none.toml")}
+    env.pop("SPICECTL_CA_PASSPHRASE", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "spicectl", *argv], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(count)]
+    return sorted(p.wait(120) for p in procs)
+
+
+def test_parallel_ca_inits_make_exactly_one_ca(state_dir, tmp_path):
+    assert parallel(state_dir, tmp_path, ["ca", "init"], 10) == [0] + [4] * 9
+    assert sorted(p.name for p in (state_dir / "ca").iterdir() if p.is_file()) == ["ca-cert.pem", "ca-key.pem"]
+
+
+def test_parallel_issues_into_one_folder_let_exactly_one_write(run, ca, state_dir, tmp_path):
+    out = tmp_path / "out"
+    codes = parallel(state_dir, tmp_path, ["cert", "issue", "server", "--host", "spice.example.org", "--out", str(out)],
+                     12)
+    assert codes == [0] + [4] * 11
+    assert run("cert", "verify", str(out), "--host", "spice.example.org").exit_code == 0
