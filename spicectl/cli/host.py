@@ -71,7 +71,12 @@ def run_checks(app: App) -> list:
                                   "spice_tls is off in qemu.conf: guests cannot serve TLS"))
         if tls_on and cert_dir:
             listen = conf.get("spice_listen", "127.0.0.1")
-            results = verify_directory(Path(cert_dir), host=listen if listen not in ("0.0.0.0", "::") else None)
+            # the private default serves spicectl's own certificate: it must chain to spicectl's current CA
+            from spicectl.pki.ca import CA_CERT
+
+            ours = s.ca_dir / CA_CERT if target.embedded else None
+            results = verify_directory(Path(cert_dir), host=listen if listen not in ("0.0.0.0", "::") else None,
+                                       trusted_ca=ours)
             bad = [c for c in results if not c.ok]
             checks.append(H.HostCheck("spice_cert", not bad, f"{cert_dir} valid for {listen}" if not bad else
                                       f"{cert_dir}: " + "; ".join(c.detail for c in bad)))

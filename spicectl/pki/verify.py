@@ -42,7 +42,8 @@ def _validity(cert: x509.Certificate, what: str) -> Check:
     return Check(f"{what}_validity", True, f"{what} valid until {cert.not_valid_after_utc:%Y-%m-%d} ({days} days left)")
 
 
-def verify_directory(directory: Path, *, host: str | None = None) -> list[Check]:
+def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Path | None = None) -> list[Check]:
+    """Every check of a certificate directory; with `trusted_ca`, also that its certificate chains to that CA."""
     checks: list[Check] = []
     try:
         kind, cert_path = find_leaf(directory)
@@ -104,4 +105,19 @@ def verify_directory(directory: Path, *, host: str | None = None) -> list[Check]
         private = mode & 0o007 == 0
         checks.append(Check("key_permissions", private, f"{key_path.name} mode {mode:04o}" if private else
                             f"{key_path.name} mode {mode:04o} lets any user read it; chmod 600 {key_path}"))
+    if trusted_ca is not None and cert is not None:
+        checks.append(_chains_to(cert, cert_path, trusted_ca))
     return checks
+
+
+def _chains_to(cert: x509.Certificate, cert_path: Path, trusted_ca: Path) -> Check:
+    try:
+        authority = load_cert(trusted_ca)
+    except SpicectlError as exc:
+        return Check("trusted_ca", False, f"cannot read spicectl's CA: {exc.message}")
+    try:
+        cert.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature):
+        return Check("trusted_ca", False, f"{cert_path.name} was not issued by spicectl's current CA ({trusted_ca}); "
+                                          "clients that trust that CA refuse it")
+    return Check("trusted_ca", True, f"{cert_path.name} chains to spicectl's CA")

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from spicectl.errors import AuthError
+from spicectl.errors import AuthError, VerificationFailed
 from spicectl.pki import store
 
 TLS_HOST = "127.0.0.1"
@@ -48,18 +48,30 @@ class SetupReport:
 def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None,
                      passphrase: bytes | None = None) -> SetupReport:
     """Idempotently make the CA, the 127.0.0.1 server certificate and qemu.conf."""
-    from spicectl.pki.ca import ca_exists, init_ca, load_ca
+    from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
     from spicectl.pki.issue import issue_server
     from spicectl.pki.profiles import load_profile
     from spicectl.pki.verify import verify_directory
 
     ca_dir = state_dir / "ca"
     created_ca = issued = False
+    cert_dir = server_cert_dir(state_dir)
     if not ca_exists(ca_dir):
+        if (cert_dir / "server-cert.pem").exists():
+            # a new CA now would leave the guests serving a certificate no client trusts
+            raise VerificationFailed(
+                f"spicectl's CA ({ca_dir}) is missing, but {cert_dir} holds a server certificate it issued; "
+                "not making a new CA behind your back",
+                hint=f"restore {ca_dir} from a backup, or start over: spicectl ca init, then "
+                     f"spicectl cert renew {cert_dir} (and restart running guests)")
         init_ca(ca_dir, load_profile("ca", pki_dir), passphrase=passphrase)
         created_ca = True
-    cert_dir = server_cert_dir(state_dir)
-    checks = verify_directory(cert_dir, host=TLS_HOST) if cert_dir.exists() else []
+    checks = verify_directory(cert_dir, host=TLS_HOST, trusted_ca=ca_dir / CA_CERT) if cert_dir.exists() else []
+    foreign = [c for c in checks if c.name == "trusted_ca" and not c.ok]
+    if foreign and not created_ca:
+        raise VerificationFailed(f"{cert_dir}: {foreign[0].detail}",
+                                 hint=f"re-issue it from the current CA: spicectl cert renew {cert_dir} "
+                                      "(and restart running guests)")
     if not checks or not all(c.ok for c in checks):
         try:
             authority = load_ca(ca_dir, passphrase)
