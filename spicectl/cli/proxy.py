@@ -36,7 +36,7 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
 
     from spicectl.errors import InvalidInput, NotFound
     from spicectl.proxy.server import ProxyServer, find_html5_dir
-    from spicectl.proxy.tokens import Signer, load_secret
+    from spicectl.proxy.tokens import Signer, load_secret, spent_store
     from spicectl.session.connect import parse_listen
     from spicectl.session.runner import _proxy_logging
 
@@ -57,7 +57,8 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
             ctx.verify_mode = ssl.CERT_REQUIRED
     _proxy_logging(app)
     server = ProxyServer(Signer(load_secret(app.settings.state_dir)), ca_file=str(app.settings.ca_dir / "ca-cert.pem"),
-                         html5_dir=find_html5_dir([html5_dir] if html5_dir else None), tls=ctx)
+                         html5_dir=find_html5_dir([html5_dir] if html5_dir else None), tls=ctx,
+                         spent=spent_store(app.settings.state_dir))
 
     async def main() -> None:
         bound = await server.start(host, port)

@@ -29,7 +29,7 @@ import h11
 
 from spicectl.errors import AuthError
 from spicectl.proxy.relay import Counts, SocketEndpoint, StreamEndpoint, WebSocketEndpoint, relay
-from spicectl.proxy.tokens import Grant, Session, Sessions, Signer
+from spicectl.proxy.tokens import Grant, MemorySpent, Session, Sessions, Signer, SqliteSpent
 
 log = logging.getLogger("spicectl.proxy")
 
@@ -57,13 +57,14 @@ class Refused(Exception):
 
 class ProxyServer:
     def __init__(self, signer: Signer, *, ca_file: str | None, html5_dir: Path | None = None,
-                 tls: ssl.SSLContext | None = None, single: bool = False) -> None:
+                 tls: ssl.SSLContext | None = None, single: bool = False,
+                 spent: MemorySpent | SqliteSpent | None = None) -> None:
         self.signer = signer
         self.ca_file = ca_file
         self.html5_dir = html5_dir
         self.tls = tls
         self.single = single
-        self.sessions = Sessions()
+        self.sessions = Sessions(spent)
         self.finished = asyncio.Event()   # single mode: the one session has ended
         self.server: asyncio.base_events.Server | None = None
         self.refusals: deque[str] = deque(maxlen=1000)  # recent reasons, for tests and diagnostics

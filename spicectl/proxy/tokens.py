@@ -122,28 +122,120 @@ class Session:
     ended: bool = False
 
 
-class Sessions:
-    """Which tokens have opened a session, which sessions are live, which tokens are spent."""
+class MemorySpent:
+    """Spent tokens of one process, forgotten once they would have expired anyway."""
 
     def __init__(self) -> None:
-        self.live: dict[str, Session] = {}
-        self.spent: dict[str, float] = {}  # nonce -> expiry, kept until the token would have expired anyway
+        self.spent: dict[str, float] = {}  # nonce -> expiry
         self._expiring: list[tuple[float, str]] = []  # a heap of the same, soonest first
+
+    def claim(self, nonce: str, expires: float) -> bool:
+        """True for the first claim of `nonce`; False once it is spent."""
+        self._prune()
+        if nonce in self.spent:
+            return False
+        self.spent[nonce] = expires
+        heapq.heappush(self._expiring, (expires, nonce))
+        return True
+
+    def is_spent(self, nonce: str) -> bool:
+        self._prune()
+        return nonce in self.spent
+
+    def __len__(self) -> int:
+        return len(self.spent)
+
+    def _prune(self) -> None:
+        # a heap, not a scan of `spent`: at hundreds of sessions a second a scan per
+        # admission walked tens of thousands of entries each time
+        now = time.time()
+        while self._expiring and self._expiring[0][0] < now:
+            _, nonce = heapq.heappop(self._expiring)
+            self.spent.pop(nonce, None)
+
+
+class SqliteSpent:
+    """Spent tokens in STATE/proxy/spent.db: they stay spent across restarts, and every proxy
+    process on the host (and `connect`'s per-session proxies) shares them. SQLite's own locking
+    makes the first INSERT of a nonce win; WAL keeps readers and that writer apart."""
+
+    PRUNE_EVERY = 1.0  # seconds between deletes of expired rows
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        from spicectl.pki import store
+
+        store.ensure_dir(path.parent)
+        self._sqlite = sqlite3
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash may lose the last claims, never corrupt
+            self.db.execute("CREATE TABLE IF NOT EXISTS spent (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        except sqlite3.Error as exc:
+            raise InvalidInput(f"cannot open the spent-token store {path}: {exc}",
+                               hint=f"remove {path} if it is damaged (tokens still valid become usable again)") \
+                from None
+        path.chmod(0o600)
+        self._pruned = 0.0
+
+    def claim(self, nonce: str, expires: float) -> bool:
+        self._prune()
+        try:
+            self.db.execute("INSERT INTO spent (nonce, expires) VALUES (?, ?)", (nonce, expires))
+            return True
+        except self._sqlite.IntegrityError:
+            return False
+
+    def is_spent(self, nonce: str) -> bool:
+        return self.db.execute("SELECT 1 FROM spent WHERE nonce = ? AND expires >= ?",
+                               (nonce, time.time())).fetchone() is not None
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM spent WHERE expires >= ?", (time.time(),)).fetchone()[0]
+
+    def _prune(self) -> None:
+        now = time.time()
+        if now - self._pruned >= self.PRUNE_EVERY:
+            self._pruned = now
+            self.db.execute("DELETE FROM spent WHERE expires < ?", (now,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def spent_store(state_dir: Path) -> SqliteSpent:
+    return SqliteSpent(state_dir / "proxy" / "spent.db")
+
+
+class Sessions:
+    """Which sessions are live here, and which tokens are spent (claimed by a first connection).
+
+    A token is claimed when its first connection arrives: later connections join that session
+    while it lasts (a SPICE client opens one per channel); anywhere else, or afterwards, the
+    token is spent."""
+
+    def __init__(self, spent: MemorySpent | SqliteSpent | None = None) -> None:
+        self.live: dict[str, Session] = {}
+        self.spent = spent if spent is not None else MemorySpent()
 
     def check(self, grant: Grant) -> None:
         """Raise AuthError unless `grant` may open or join a session now."""
-        self._prune()
         if grant.nonce in self.live:
             return
-        if grant.nonce in self.spent:
-            raise AuthError("token already used")
+        spent = self.spent.is_spent(grant.nonce)  # (and forgets the spent tokens that have expired)
         if time.time() > grant.expires:
             raise AuthError("token expired")
+        if spent:
+            raise AuthError("token already used")
 
     def join(self, grant: Grant, peer: str, via: str) -> Session:
-        self.check(grant)
         session = self.live.get(grant.nonce)
         if session is None:
+            self.check(grant)
+            if not self.spent.claim(grant.nonce, grant.expires):
+                raise AuthError("token already used")
             session = self.live[grant.nonce] = Session(grant, peer, via)
         session.connections += 1
         session.channels += 1
@@ -156,14 +248,4 @@ class Sessions:
             return False
         session.ended = True
         self.live.pop(session.grant.nonce, None)
-        self.spent[session.grant.nonce] = session.grant.expires
-        heapq.heappush(self._expiring, (session.grant.expires, session.grant.nonce))
         return True
-
-    def _prune(self) -> None:
-        # a heap, not a scan of `spent`: at hundreds of sessions a second a scan per
-        # admission walked tens of thousands of entries each time
-        now = time.time()
-        while self._expiring and self._expiring[0][0] < now:
-            _, nonce = heapq.heappop(self._expiring)
-            self.spent.pop(nonce, None)

@@ -178,11 +178,14 @@ def _builtin_result(target, image, screenshot) -> dict:
 async def _local(app, signer, target, *, mode, vv_path, proxy, listen, token_ttl, screenshot, html5_dir, usbredir,
                  identity):
     from spicectl.proxy.server import ProxyServer, find_html5_dir
+    from spicectl.proxy.tokens import spent_store
 
     html5 = find_html5_dir([html5_dir] if html5_dir else None) if proxy == "ws" else None
     if proxy == "ws" and html5 is None and mode != "builtin":
         raise EnvironmentProblem("spice-html5 is not installed", hint="apt-get install spice-html5, or --html5-dir")
-    server = ProxyServer(signer, ca_file=target.ca_file, html5_dir=html5, single=True)
+    # the shared store: the same secret signs tokens for `proxy serve`, where this one must be spent too
+    server = ProxyServer(signer, ca_file=target.ca_file, html5_dir=html5, single=True,
+                         spent=spent_store(app.settings.state_dir))
     host, port = await server.start(*listen)
     token, grant = _mint(signer, target, proxy, token_ttl)
     result: dict | None = None

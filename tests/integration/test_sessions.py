@@ -146,24 +146,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_proxy_serve_admits_minted_tokens_once(spicectl, guest, tmp_path):
+def start_serve(spicectl):
+    port = free_port()
+    serve = popen(spicectl, "proxy", "serve", "--listen", f"127.0.0.1:{port}")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return serve, port
+        except OSError:
+            assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read()
+            time.sleep(0.1)
+
+
+def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, guest, tmp_path):
     import asyncio
 
     from spicectl.session.openers import connect_opener
     from spicectl.session.vv import parse
     from spicectl.spice.client import Client, tls_context
 
-    port = free_port()
-    serve = popen(spicectl, "proxy", "serve", "--listen", f"127.0.0.1:{port}")
+    serve, port = start_serve(spicectl)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read()
-                time.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
         shot = tmp_path / "via-serve.png"
         spicectl("connect", guest, "--proxy-url", url, "--proxy", "ws", "--builtin", "--screenshot", str(shot))
@@ -176,8 +180,8 @@ def test_proxy_serve_admits_minted_tokens_once(spicectl, guest, tmp_path):
         ca = tmp_path / "ca.pem"
         ca.write_text(keys["ca"].replace("\\n", "\n"))
 
-        async def session():
-            opener = connect_opener("127.0.0.1", port, token, keys["host"], int(keys["tls-port"]),
+        async def session(proxy_port):
+            opener = connect_opener("127.0.0.1", proxy_port, token, keys["host"], int(keys["tls-port"]),
                                     ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
             client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
                             opener=opener)
@@ -187,13 +191,23 @@ def test_proxy_serve_admits_minted_tokens_once(spicectl, guest, tmp_path):
             finally:
                 await client.close()
 
-        assert asyncio.run(session()).size == (720, 400)
+        assert asyncio.run(session(port)).size == (720, 400)
         time.sleep(0.5)
         with pytest.raises(Exception, match="407"):
-            asyncio.run(session())  # the same token again: spent
+            asyncio.run(session(port))  # the same token again: spent
     finally:
         serve.send_signal(signal.SIGTERM)
         err = finish(serve)
     assert serve.returncode == 0
     assert err.count(f"session guest={guest}") == 2
     assert "refused" in err and "token already used" in err
+
+    # a restarted proxy (spent tokens live in STATE/proxy/spent.db) refuses it too
+    serve, port = start_serve(spicectl)
+    try:
+        with pytest.raises(Exception, match="407"):
+            asyncio.run(session(port))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        err = finish(serve)
+    assert "token already used" in err

@@ -89,13 +89,13 @@ def test_spent_tokens_are_forgotten_once_they_expire_and_not_before(signer, monk
     _, fresh = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=100)
     now[0] += 15
     sessions.check(fresh)  # any admission prunes
-    assert sorted(round(e - 1000) for e in sessions.spent.values()) == [20, 30]
+    assert sorted(round(e - 1000) for e in sessions.spent.spent.values()) == [20, 30]
     with pytest.raises(AuthError, match="already used"):
         sessions.check(grant)  # the ttl=20 one: spent, not yet expired
     now[0] += 20
     with pytest.raises(AuthError, match="expired"):
         sessions.check(grant)
-    assert sessions.spent == {}
+    assert sessions.spent.spent == {}
 
 
 def test_an_expired_token_opens_nothing(signer):
@@ -477,7 +477,7 @@ def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer):
         await one(60)  # an admission prunes what has expired
         await asyncio.sleep(0.2)
         state = (len(os.listdir("/proc/self/fd")) - fds_before, len(proxy._conns), len(proxy.sessions.live),
-                 len(proxy.sessions.spent), len(proxy.sessions._expiring))
+                 len(proxy.sessions.spent), len(proxy.sessions.spent._expiring))
         await proxy.close()
         guest.close()
         return state
@@ -513,3 +513,51 @@ def test_an_oversized_websocket_message_closes_that_session_only(signer):
     (code, sent, answer), _reasons = refused(signer, action)
     assert code == 1009 and sent <= 32 << 20
     assert answer == b"STILL HERE"
+
+
+def test_a_spent_token_stays_spent_after_the_proxy_restarts(signer, tmp_path):
+    from spicectl.proxy.tokens import SqliteSpent
+
+    db = tmp_path / "proxy" / "spent.db"
+
+    async def go():
+        guest, gport = await echo_guest()
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        statuses = []
+        for _restart in range(2):
+            proxy, port = await start_proxy(signer, spent=SqliteSpent(db))
+            status, _reader, writer = await connect_via(port, token, f"127.0.0.1:{gport}")
+            statuses.append(status)
+            writer.close()
+            await asyncio.sleep(0.1)
+            await proxy.close()
+            proxy.sessions.spent.close()
+        guest.close()
+        return statuses
+
+    first, second = run(go())
+    assert first.endswith("200 Connection established") and "407" in second
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_two_stores_on_one_database_let_a_token_be_claimed_once(tmp_path):
+    from spicectl.proxy.tokens import SqliteSpent
+
+    a, b = SqliteSpent(tmp_path / "spent.db"), SqliteSpent(tmp_path / "spent.db")
+    later = time.time() + 60
+    results = [store.claim(f"nonce-{i}", later) for i in range(50) for store in (a, b)]
+    assert results == [True, False] * 50
+    assert len(a) == len(b) == 50
+
+
+def test_expired_rows_are_pruned_from_the_store(tmp_path, monkeypatch):
+    from spicectl.proxy.tokens import SqliteSpent
+
+    store = SqliteSpent(tmp_path / "spent.db")
+    store.claim("old", time.time() + 1)
+    store.claim("new", time.time() + 600)
+    now = time.time() + 5
+    monkeypatch.setattr(time, "time", lambda: now)
+    store.claim("another", now + 600)
+    rows = [r[0] for r in store.db.execute("SELECT nonce FROM spent ORDER BY nonce")]
+    assert rows == ["another", "new"]
