@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import TIMEOUT
 
 ESCAPE = b"\x1d"  # Ctrl-], as virsh console
 
@@ -14,9 +15,9 @@ ESCAPE = b"\x1d"  # Ctrl-], as virsh console
 @click.option("--send", "send", metavar="TEXT", help="Type TEXT on the console (\\n is Enter), then read.")
 @click.option("--expect", metavar="REGEX", help="Read until REGEX matches what the console printed (exit 9 if it "
               "does not within --timeout).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=30, show_default=True,
               help="Seconds --expect may wait.")
-@click.option("--retry-every", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--retry-every", type=TIMEOUT, metavar="SECONDS",
               help="Send TEXT again every SECONDS until REGEX matches (a console opened during boot has no shell yet).")
 @json_option
 @pass_app

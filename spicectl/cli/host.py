@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import passphrase_options, read_passphrase
+from spicectl.cli.options import TIMEOUT, passphrase_options, read_passphrase
 
 
 @click.group()
@@ -153,7 +153,7 @@ def setup_cmd(app: App, passphrase_file, passphrase_fd, passphrase_env) -> None:
 
 
 @host.command("stop")
-@click.option("--timeout", type=float, default=10, show_default=True, help="Seconds each guest gets to shut down before power-off.")
+@click.option("--timeout", type=TIMEOUT, default=10, show_default=True, help="Seconds each guest gets to shut down before power-off.")
 @json_option
 @pass_app
 def stop_cmd(app: App, timeout: float) -> None:

@@ -7,6 +7,31 @@ import click
 PASSPHRASE_ENV = "SPICECTL_CA_PASSPHRASE"
 
 
+class Seconds(click.ParamType):
+    """A finite number of seconds: positive (a timeout), or also zero where `zero` allows it."""
+
+    name = "seconds"
+
+    def __init__(self, zero: bool = False) -> None:
+        self.zero = zero
+
+    def convert(self, value, param, ctx) -> float:
+        import math
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not self.zero):
+            self.fail(f"{value!r} must be a finite number of seconds, more than zero" +
+                      (" (or zero)" if self.zero else ""), param, ctx)
+        return seconds
+
+
+TIMEOUT = Seconds()
+DELAY = Seconds(zero=True)
+
+
 def passphrase_options(func):
     """The CA key's passphrase: from a file, an fd or an environment variable — never argv."""
     func = click.option("--passphrase-env", metavar="VAR",

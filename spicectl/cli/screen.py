@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import DELAY, TIMEOUT
 
 
 def target_options(func):
@@ -82,7 +83,7 @@ def _save_png(image, output: str) -> None:
 @click.command()
 @click.argument("name")
 @click.option("-o", "--output", required=True, metavar="FILE", help="PNG file to write ('-' for stdout).")
-@click.option("--settle", type=float, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
+@click.option("--settle", type=DELAY, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
 @click.option("--allow-partial", is_flag=True, help="Save the picture even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7, naming what was missing).")
 @target_options
@@ -107,7 +108,7 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
 @click.command("send-keys")
 @click.argument("name")
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--hold", type=float, default=0.05, show_default=True, help="Seconds each combination is held.")
+@click.option("--hold", type=DELAY, default=0.05, show_default=True, help="Seconds each combination is held.")
 @target_options
 @json_option
 @pass_app
@@ -216,7 +217,7 @@ def _region(value: str | None):
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.99, show_default=True,
               help="Share of pixels that must be equal for --match (and differ for nothing else).")
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
-@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait.")
 @click.option("--last-frame", metavar="PNG", help="Where to save the last frame on timeout (default NAME-last-frame.png).")
 @click.option("--allow-partial", is_flag=True, help="Compare frames even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import TIMEOUT
 from spicectl.cli.vm_options import collect, vm_options
 
 
@@ -50,7 +51,6 @@ def make_spec(app: App, name: str, template: str | None, params: dict, host_has_
 def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
     """KVM that really runs a guest: probed on this host (cached), or the remote host's capabilities."""
     from spicectl.virt import lifecycle
-
     from spicectl.virt.kvm import probe
 
     offered = lifecycle.host_has_kvm(hv, arch)
@@ -71,7 +71,7 @@ def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
 @click.option("--print-qemu", is_flag=True, help="Print an equivalent QEMU command line as a shell script and exit.")
 @click.option("--start/--no-start", default=True, help="Start the guest after defining it (default: start).")
 @click.option("--wait", is_flag=True, help="Return once the guest's SPICE ports accept connections.")
-@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait may take.")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds --wait may take.")
 @json_option
 @pass_app
 def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[str, ...], print_xml: bool,
@@ -137,7 +137,7 @@ def _name_arg(func):
 @vm.command("start")
 @_name_arg
 @click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections.")
-@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait may take.")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds --wait may take.")
 @json_option
 @pass_app
 def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
@@ -152,7 +152,7 @@ def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
 
 @vm.command("stop")
 @_name_arg
-@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait for the guest to shut down.")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait for the guest to shut down.")
 @click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
 @json_option
 @pass_app
@@ -167,7 +167,7 @@ def stop_cmd(app: App, name: str, timeout: float, force: bool) -> None:
 
 @vm.command("restart")
 @_name_arg
-@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait for the shutdown.")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait for the shutdown.")
 @click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
 @click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections again.")
 @json_option

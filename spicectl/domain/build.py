@@ -57,6 +57,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "qemu_arg": ("list", "extra QEMU arguments"),
 }
 
+MAX_MEMORY_KIB = 16 * 1024 ** 3
+MAX_VIDEO_KIB = {"vram": 4 * 1024 ** 2, "ram": 4 * 1024 ** 2, "vgamem": 4 * 1024 ** 2, "vram64": 64 * 1024 ** 2}
+MAX_DISK_GIB = 64 * 1024
+
 _PY_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "size": (str, int)}
 
 
@@ -74,6 +78,19 @@ def check_value_types(values: dict[str, Any], source: str) -> None:
         if not ok:
             raise InvalidInput(f"{source}: {key} must be {'a list of strings' if kind == 'list' else 'a ' + kind}, "
                                f"not {value!r}")
+        for text in (value if kind == "list" else [value]):
+            if isinstance(text, str):
+                _check_text(text, key, source)
+
+
+def _check_text(text: str, key: str, source: str) -> None:
+    """Every string lands in XML or on a command line: no empty values, no control characters."""
+    option = "--" + key.replace("_", "-")
+    if not text:
+        raise InvalidInput(f"{source}: {option} is empty", hint=f"leave {option} out for the default")
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise InvalidInput(f"{source}: {option} {text!r} holds a control character ({ord(bad):#04x})")
 
 
 def _hexnum(text: str, what: str, limit: int) -> int:
@@ -153,8 +170,8 @@ def parse_disk(text: str, name: str, index: int, images_dir: Path, machine: str)
             size = float(kv["size"].rstrip("GgBbIi"))
         except ValueError:
             raise InvalidInput(f"--disk size {kv['size']!r} is not a number of GiB") from None
-        if size <= 0:
-            raise InvalidInput(f"--disk size {kv['size']!r} must be more than zero")
+        if not 0 < size <= MAX_DISK_GIB:  # also refuses nan and inf
+            raise InvalidInput(f"--disk size {kv['size']!r} must be more than zero and at most {MAX_DISK_GIB} GiB")
     path = kv.get("path")
     if not path and size is None:
         raise InvalidInput(f"--disk {text!r} needs a path or size=GB")
@@ -211,6 +228,8 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
         spec.memory_kib = parse_size_kib(get("memory"), what="memory size")
         if spec.memory_kib < 16 * 1024:
             raise InvalidInput(f"memory {get('memory')!r} is too small (at least 16M)")
+        if spec.memory_kib > MAX_MEMORY_KIB:
+            raise InvalidInput(f"memory {get('memory')!r} is too large (at most 16T)")
     if get("vcpus") is not None:
         if not 1 <= get("vcpus") <= 512:
             raise InvalidInput(f"--vcpus {get('vcpus')} is out of range (1-512)")
@@ -227,6 +246,9 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
 
     g = spec.graphics
     g.listen = get("listen") or g.listen
+    if "%" in g.listen:
+        raise InvalidInput(f"--listen {g.listen!r}: libvirt takes no scoped (%zone) addresses",
+                           hint="listen on a global or loopback address, or on ::")
     if not (_is_loopback(g.listen) or g.listen in ("0.0.0.0", "::")):
         try:
             ipaddress.ip_address(g.listen)
@@ -270,7 +292,11 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
         if get(key) is not None:
             if video.model != "qxl":
                 raise InvalidInput(f"--{key} applies to --video qxl only, not {video.model}")
-            setattr(video, key, parse_size_kib(get(key), what=f"{key} size"))
+            size = parse_size_kib(get(key), what=f"{key} size")
+            if size > MAX_VIDEO_KIB[key]:
+                raise InvalidInput(f"--{key} {get(key)!r} is too large (QXL takes at most "
+                                   f"{MAX_VIDEO_KIB[key] // 1024 ** 2}G)")
+            setattr(video, key, size)
     if get("heads") is not None:
         if video.model not in ("qxl", "virtio"):
             raise InvalidInput(f"--heads applies to --video qxl or virtio, not {video.model}")

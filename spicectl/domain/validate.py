@@ -50,7 +50,8 @@ def validate(doc: etree._Element | str) -> None:
     first = errors[0]
     line = text.decode().splitlines()[first.line - 1].strip() if first.line and first.line > 0 else ""
     element = line.split()[0].lstrip("<").rstrip(">/") if line.startswith("<") else "?"
+    where = f" at <{element}> (line {first.line})" if line else ""  # some errors carry no position
     raise InvalidInput(
-        f"domain XML fails libvirt's schema at <{element}> (line {first.line}): {first.message}",
+        f"domain XML fails libvirt's schema{where}: {first.message}",
         hint=f"offending line: {line}" if line else None,
     )

@@ -29,6 +29,21 @@ BAD = {
     "bad network": (["ok", "--network", "vde=x"], "unknown key 'vde'"),
     "missing template": (["ok", "-t", "nope"], "no template 'nope'"),
     "both print modes": (["ok", "--print-qemu"], "exclude each other"),
+    "huge memory": (["ok", "--memory", "99999999999999999999T"], "too large"),
+    "huge vram": (["ok", "--vram", "8G"], "too large"),
+    "control character in qemu-arg": (["ok", "--qemu-arg", "a\x01b"], "holds a control character (0x01)"),
+    "control character in cdrom": (["ok", "--cdrom", "/x\x02.iso"], "holds a control character"),
+    "control character in disk": (["ok", "--disk", "/x\x1b.img"], "holds a control character"),
+    "control character in network": (["ok", "--network", "bridge=br\x7f"], "holds a control character"),
+    "control character in rendernode": (["ok", "--video", "virtio", "--gl", "--rendernode", "/dev/\x03"],
+                                        "holds a control character"),
+    "disk size nan": (["ok", "--disk", "size=nan"], "must be more than zero"),
+    "disk size inf": (["ok", "--disk", "size=inf"], "must be more than zero"),
+    "disk size 1e400": (["ok", "--disk", "size=1e400"], "must be more than zero"),
+    "empty machine": (["ok", "--machine", ""], "--machine is empty"),
+    "empty video": (["ok", "--video", ""], "--video is empty"),
+    "empty listen": (["ok", "--listen", ""], "--listen is empty"),
+    "scoped listen address": (["ok", "--listen", "fe80::1%eth0"], "no scoped (%zone) addresses"),
 }
 
 
@@ -99,3 +114,25 @@ def test_print_qemu_json_has_argv_and_readconfig(run):
     assert 'masterbus = "ehci.0"' in data["readconfig"]
     assert data["argv"].count("usb-redir,chardev=charredir0,id=redir0,bus=ehci.0") == 1
     assert not any("password" in a and "=" in a and "secret" not in a and "file" not in a for a in data["argv"])
+
+
+def test_a_template_with_a_control_character_is_refused(run, tmp_path):
+    env = user_template(tmp_path, "ctl", 'qemu_arg = ["-msg", "x\\u0007"]\n')
+    r = run("vm", "create", "ok", "-t", "ctl", "--print-xml", env=env)
+    assert r.exit_code == 2 and "holds a control character (0x07)" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["vm", "create", "ok"], ["vm", "start", "ok"], ["vm", "stop", "ok"],
+                                     ["vm", "restart", "ok"], ["host", "stop"], ["wait-screen", "ok", "--changed"],
+                                     ["console", "ok", "--expect", "x"]])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_timeouts_are_finite_positive_seconds(run, command, value):
+    r = run(*command, "--timeout", value)
+    assert r.exit_code == 2 and "--timeout" in r.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--settle", "-0.5"), ("--settle", "nan"), ("--hold", "inf")])
+def test_delays_are_finite_and_not_negative(run, option, value):
+    command = ["screenshot", "ok", "-o", "x.png"] if option == "--settle" else ["send-keys", "ok", "esc"]
+    r = run(*command, option, value)
+    assert r.exit_code == 2 and option in r.stderr
