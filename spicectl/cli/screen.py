@@ -95,6 +95,13 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
     A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
     """
 
+    if output != "-":
+        from pathlib import Path
+
+        from spicectl.pki.store import check_target
+
+        check_target(Path(output))  # before connecting, not after the picture was taken
+
     async def work(client):
         return await client.screenshot(settle=settle)
 

@@ -19,15 +19,18 @@ def ticket(app: App, name: str, ttl: int, output: str | None) -> None:
     The ticket is printed to stdout (or written to --output), never logged,
     and set only on the running guest, not in its stored definition.
     """
+    from pathlib import Path
+
+    from spicectl.pki.store import check_target
     from spicectl.virt import lifecycle
     from spicectl.virt.tickets import set_ticket
 
+    if output:
+        check_target(Path(output))  # before the guest's ticket changes, not after
     with app.hypervisor() as hv:
         t = set_ticket(lifecycle.lookup(hv, name), ttl)
     data = {"name": name, **t.as_dict()}
     if output:
-        from pathlib import Path
-
         from spicectl.pki.store import atomic_write
 
         atomic_write(Path(output), (t.password + "\n").encode(), 0o600)
