@@ -29,7 +29,8 @@ def read_secret(*, file: str | None = None, fd: int | None = None, env: str | No
             if file == "-":
                 data = os.read(0, MAX_SECRET + 1)
             else:
-                data = Path(file).read_bytes()[: MAX_SECRET + 1]
+                with open(file, "rb") as fh:
+                    data = fh.read(MAX_SECRET + 1)  # bounded: /dev/zero is refused, not read forever
         except OSError as exc:
             raise InvalidInput(f"cannot read {what} file {file}: {exc.strerror}") from None
     elif fd is not None:

@@ -45,12 +45,16 @@ def config_file_path() -> Path:
 def load_config_file(path: Path) -> dict:
     if not path.exists():
         return {}
+    from spicectl.files import read_text
+
+    text = read_text(path, "config file")
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read config file {path}: {exc}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from None
+    for key in _KNOWN_KEYS - {"hosts"}:
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise InvalidInput(f"config file {path}: {key} must be a non-empty string, not {data[key]!r}")
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise InvalidInput(

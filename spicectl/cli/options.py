@@ -36,7 +36,7 @@ def passphrase_options(func):
     """The CA key's passphrase: from a file, an fd or an environment variable — never argv."""
     func = click.option("--passphrase-env", metavar="VAR",
                         help=f"Read the CA key passphrase from environment variable VAR (default: {PASSPHRASE_ENV} if set).")(func)
-    func = click.option("--passphrase-fd", type=int, metavar="FD",
+    func = click.option("--passphrase-fd", type=click.IntRange(0, 2 ** 31 - 1), metavar="FD",
                         help="Read the CA key passphrase from file descriptor FD.")(func)
     func = click.option("--passphrase-file", metavar="PATH",
                         help="Read the CA key passphrase from PATH ('-' for stdin).")(func)

@@ -40,12 +40,13 @@ def list_templates(user_dir: Path | None = None) -> list[Template]:
 
 
 def load_file(path: Path, builtin: bool = False) -> Template:
+    from spicectl.files import read_text
+
+    text = read_text(path, "template")
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"template {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read template {path}: {exc.strerror}") from None
     check_value_types(values, f"template {path}")
     return Template(path.stem, path, values, builtin)
 

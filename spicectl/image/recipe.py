@@ -106,14 +106,13 @@ def _overlay(name: str, directories: list[tuple[Path, bool]], source: str) -> Pa
 
 def load_file(path: Path, builtin: bool = False, user_dir: Path | None = None) -> Recipe:
     source = f"image recipe {path}"
+    from spicectl.files import read_text
+
+    text = read_text(path, "image recipe")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{source} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{source} is not UTF-8 text") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
     for key, value in values.items():
         if key not in KEYS:
             raise InvalidInput(f"{source}: unknown key {key!r}", hint="keys: " + ", ".join(KEYS))

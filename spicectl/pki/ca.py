@@ -146,12 +146,9 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> CA:
 
 
 def load_cert(path: Path) -> x509.Certificate:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no certificate at {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    from spicectl.files import read_bytes
+
+    data = read_bytes(path, "certificate")
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError:

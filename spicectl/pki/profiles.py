@@ -81,12 +81,13 @@ def _apply(profile: Profile, data: dict, source: Path) -> Profile:
 
 
 def _read(path: Path) -> dict:
+    from spicectl.files import read_text
+
+    text = read_text(path, "certificate profile")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
 def load_profile(name: str, user_dir: Path | None = None) -> Profile:

@@ -1,0 +1,35 @@
+"""Reading the small files users hand spicectl (templates, profiles, recipes, certificates, secrets).
+
+Bounded: `/dev/zero` or a huge file is refused after `limit` bytes instead of filling memory;
+a directory, a missing file or bytes that are not UTF-8 text are one clear error each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spicectl.errors import InvalidInput, NotFound
+
+LIMIT = 1 << 20
+
+
+def read_bytes(path: Path, what: str, limit: int = LIMIT) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFound(f"no {what} at {path}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+def read_text(path: Path, what: str, limit: int = LIMIT) -> str:
+    try:
+        return read_bytes(path, what, limit).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {path} is not UTF-8 text") from None
