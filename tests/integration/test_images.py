@@ -40,6 +40,17 @@ def crop(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return frame[y:y + h, x:x + w]
 
 
+class Report(dict):
+    """The report's keys; a missing one fails with the console's text in the message."""
+
+    def __init__(self, pairs, output: str) -> None:
+        super().__init__(pairs)
+        self.output = output
+
+    def __missing__(self, key: str) -> str:
+        raise AssertionError(f"the guest's report has no {key!r}; the console showed:\n{self.output}")
+
+
 def report(spicectl, name: str = GUEST) -> dict[str, str]:
     """The guest's own account of itself: `spicectl-report` run on its serial console."""
     nonce = f"report-{time.monotonic_ns()}"
@@ -48,7 +59,7 @@ def report(spicectl, name: str = GUEST) -> dict[str, str]:
                  rf"{nonce}\r?\n(?s:.*)SPICECTL done=1", "--json", "--timeout", "60")
     output = r.json()["output"]
     after = output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
-    return dict(re.findall(r"^SPICECTL (\w+)=(.*?)\r?$", after, re.M))
+    return Report(re.findall(r"^SPICECTL (\w+)=(.*?)\r?$", after, re.M), output)
 
 
 # Enter until the root shell answers (queued Enters are harmless, queued commands would pile up),
@@ -275,3 +286,35 @@ def test_kvm_is_probed_with_a_real_kernel_and_the_answer_is_kept(spicectl, deskt
         usable = False
     xml = spicectl("vm", "create", "auto", "--image", "debian-desktop", "--print-xml").stdout
     assert f'<domain type="{"kvm" if usable else "qemu"}">' in xml
+
+
+def test_the_console_is_interactive_on_a_terminal(spicectl, scene):
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*SPICECTL, "console", GUEST], stdin=slave, stdout=slave, stderr=slave, env=spicectl.env)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(needle: bytes, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in seen:
+            assert time.monotonic() < deadline, f"no {needle!r} in {bytes(seen[-300:])!r}"
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen.extend(os.read(master, 4096))
+                except OSError:
+                    break
+
+    try:
+        read_until(b"Ctrl-] leaves")
+        nonce = f"typed-{time.monotonic_ns()}"
+        os.write(master, f"echo {nonce} | tr a-z A-Z\r".encode())
+        read_until(nonce.upper().encode())  # the guest's shell ran what was typed
+        os.write(master, b"\x1d")  # Ctrl-] leaves
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

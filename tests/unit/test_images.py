@@ -83,7 +83,7 @@ def test_unknown_image_names_the_recipes(run):
     r = run("image", "show", "nope")
     assert r.exit_code == 2 and "debian-desktop" in r.stderr
     r = run("vm", "create", "x", "--image", "../etc", "--print-xml")
-    assert r.exit_code == 2
+    assert r.exit_code == 3 and "no image recipe at ../etc" in r.stderr
 
 
 def test_mmdebstrap_gets_each_setting_as_its_own_argument():
