@@ -57,6 +57,16 @@ class StreamEndpoint:
         self.writer.write(data)
         await self.writer.drain()
 
+    def shutdown_write(self) -> bool:
+        """Half-close: tell the peer no more bytes come, keep reading. False where it cannot be done."""
+        if self.writer.can_write_eof():
+            try:
+                self.writer.write_eof()
+                return True
+            except (ConnectionError, OSError, RuntimeError):
+                pass
+        return False
+
     async def close(self) -> None:
         try:
             self.writer.close()
@@ -171,6 +181,15 @@ class SocketEndpoint:
         view = memoryview(data)
         while view:
             view = view[await self._retry(self.sock.send, view, sending=True):]
+
+    def shutdown_write(self) -> bool:
+        if isinstance(self.sock, ssl.SSLSocket):
+            return False  # TLS has no half-close we could pass on
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            return True
+        except OSError:
+            return False
 
     async def close(self) -> None:
         self.sock.close()
@@ -331,6 +350,9 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
         self._mid_frame = False
         self._flush()
 
+    def shutdown_write(self) -> bool:
+        return False  # a WebSocket has no half-close: the session ends
+
     async def close(self) -> None:
         try:
             if self.protocol.state.name == "OPEN" and not self._mid_frame:
@@ -350,40 +372,50 @@ class Counts:
     down: int = 0     # guest → client
 
 
-async def _pump(src, dst, counts: Counts, attr: str) -> None:
+END, BROKEN = "end", "broken"  # how a direction stopped: its source ended, or a write failed
+
+
+async def _pump(src, dst, counts: Counts, attr: str) -> str:
     while True:
         data = await src.read()
         if data is None:
-            return
+            return END
         try:
             await dst.write(data)
         except (ConnectionError, OSError):
-            return
+            return BROKEN
         setattr(counts, attr, getattr(counts, attr) + len(data))
 
 
-async def _guest_to_browser(guest: SocketEndpoint, client: WebSocketEndpoint, counts: Counts) -> None:
+async def _guest_to_browser(guest: SocketEndpoint, client: WebSocketEndpoint, counts: Counts) -> str:
     while True:
         n = await guest.recv_into(_SHARED)
         if not n:
-            return
+            return END
         try:
             await client.write(_SHARED[:n])  # framed (copied out of _SHARED) before its first await
         except (ConnectionError, OSError):
-            return
+            return BROKEN
         counts.down += n
 
 
 async def relay(client, guest, counts: Counts | None = None) -> Counts:
-    """Copy both ways until either side ends; then close both."""
+    """Copy both ways; when one side has said all it will (a half-close), pass that on and keep
+    the other direction open until it ends too (where both ends can half-close); then close both."""
     counts = counts or Counts()
     if isinstance(guest, SocketEndpoint) and isinstance(client, WebSocketEndpoint):
         down = _guest_to_browser(guest, client, counts)
     else:
         down = _pump(guest, client, counts, "down")
-    tasks = [asyncio.ensure_future(_pump(client, guest, counts, "up")), asyncio.ensure_future(down)]
+    up_task = asyncio.ensure_future(_pump(client, guest, counts, "up"))
+    down_task = asyncio.ensure_future(down)
+    tasks = {up_task: guest, down_task: client}  # each direction, and the end it writes to
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = done.pop()
+        outcome = BROKEN if first.exception() is not None else first.result()
+        if pending and outcome == END and tasks[first].shutdown_write():
+            await asyncio.wait(pending)
     finally:
         for task in tasks:
             task.cancel()

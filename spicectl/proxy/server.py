@@ -128,14 +128,15 @@ class ProxyServer:
         log.warning("refused %s: %s", who, reason)
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, reason: str, body: bytes | None = None,
-                       headers: list[tuple[str, str]] | None = None) -> None:
+                       headers: list[tuple[str, str]] | None = None, head_only: bool = False) -> None:
         text = body if body is not None else (reason + "\n").encode()
         head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
                 f"Content-Length: {len(text)}", "Connection: close", "Cache-Control: no-store",
                 "Referrer-Policy: no-referrer", "X-Content-Type-Options: nosniff"]
         head += [f"{k}: {v}" for k, v in headers or []]
         try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + text)
+            # a reply to HEAD says how long the body would be, and sends none
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if head_only else text))
             await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -158,7 +159,11 @@ class ProxyServer:
         elif method == "GET" and headers.get("upgrade", "").lower() == "websocket":
             await self._websocket(raw, target, headers, reader, writer, who)
         elif method in ("GET", "HEAD"):
-            await self._static(target, headers, writer)
+            try:
+                await self._static(target, headers, writer, head_only=method == "HEAD")
+            except Refused as exc:
+                self._refuse(who, exc.reason)
+                await self._respond(writer, exc.status, exc.reason, head_only=method == "HEAD")
         else:
             raise Refused(405, f"method {method} not allowed")
 
@@ -206,23 +211,24 @@ class ProxyServer:
             raise Refused(403, f"WebSocket from foreign origin {origin}")
         token = _query(target).get("token") or _cookie(headers.get("cookie", ""), "token")
         grant = self._grant(token, "ws")
-        try:
-            guest = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
-            raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
         # spice-html5 asks for the "binary" subprotocol (as websockify offers it); clients that ask
         # for none are served too
         protocol = ServerProtocol(select_subprotocol=lambda _p, offered: "binary" if "binary" in offered else None,
                                   max_size=MAX_BROWSER_MESSAGE)
         protocol.receive_data(raw)
-        request = protocol.events_received()[0]
-        response = protocol.accept(request)
+        requests = protocol.events_received()
+        if not requests or protocol.handshake_exc is not None:  # e.g. more headers than websockets takes
+            raise Refused(400, f"bad WebSocket handshake: {protocol.handshake_exc or 'incomplete request'}")
+        response = protocol.accept(requests[0])
+        if response.status_code != 101:
+            raise Refused(400, f"bad WebSocket handshake: {protocol.handshake_exc or response.reason_phrase}")
+        try:
+            guest = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
         protocol.send_response(response)
         writer.write(b"".join(protocol.data_to_send()))
         await writer.drain()
-        if response.status_code != 101:
-            await guest.close()
-            raise Refused(400, "bad WebSocket handshake")
         client = await WebSocketEndpoint.take_over(protocol, reader, writer)
         await self._run_session(grant, who, "websocket", client, guest)
 
@@ -249,14 +255,16 @@ class ProxyServer:
                  s.grant.guest, s.peer, s.via, s.channels, s.up, s.down, time.monotonic() - s.started)
 
     # --- static files -----------------------------------------------------------------
-    async def _static(self, target: str, headers: dict, writer) -> None:
+    async def _static(self, target: str, headers: dict, writer, head_only: bool = False) -> None:
         if self.html5_dir is None:
             raise Refused(404, "no spice-html5 client installed on this proxy")
         parts = urlsplit(target)
         if parts.path == "/favicon.ico":
-            await self._respond(writer, 204, "No Content", b"")
+            await self._respond(writer, 204, "No Content", b"", head_only=head_only)
             return
         rel = unquote(parts.path).lstrip("/") or "spice_auto.html"
+        if any(ord(c) < 32 for c in rel):  # a NUL (or any control byte) names no file of ours
+            raise Refused(404, "not found")
         path = (self.html5_dir / rel).resolve()
         if self.html5_dir.resolve() not in path.parents or not path.is_file():
             raise Refused(404, "not found")
@@ -266,7 +274,7 @@ class ProxyServer:
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix == ".js":
             ctype = "text/javascript"
-        await self._respond(writer, 200, "OK", path.read_bytes(), [("Content-Type", ctype)])
+        await self._respond(writer, 200, "OK", path.read_bytes(), [("Content-Type", ctype)], head_only=head_only)
 
 
 def _query(target: str) -> dict[str, str]:

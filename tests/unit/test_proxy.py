@@ -561,3 +561,70 @@ def test_expired_rows_are_pruned_from_the_store(tmp_path, monkeypatch):
     store.claim("another", now + 600)
     rows = [r[0] for r in store.db.execute("SELECT nonce FROM spent ORDER BY nonce")]
     assert rows == ["another", "new"]
+
+
+def test_a_connect_client_that_half_closes_still_gets_the_guests_reply(signer):
+    """A client may send its request, then shut its sending side: the guest's answer, sent after
+    it saw that end, must still arrive before the tunnel closes."""
+    async def go():
+        async def guest(reader, writer):
+            request = await reader.read()  # until the client's half-close reaches the guest
+            await asyncio.sleep(0.2)
+            writer.write(b"reply to " + request)
+            await writer.drain()
+            writer.close()
+
+        gserver = await asyncio.start_server(guest, "127.0.0.1", 0)
+        gport = gserver.sockets[0].getsockname()[1]
+        proxy, port = await start_proxy(signer)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        status, reader, writer = await connect_via(port, token, f"127.0.0.1:{gport}")
+        writer.write(b"question")
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await proxy.close()
+        gserver.close()
+        return status, answer
+
+    status, answer = run(go())
+    assert status.endswith("200 Connection established")
+    assert answer == b"reply to question"
+
+
+def test_odd_requests_get_an_answer_not_a_traceback(signer, tmp_path, caplog):
+    (tmp_path / "spice_auto.html").write_text("<html>ok</html>")
+
+    async def go():
+        guest, gport = await echo_guest()
+        proxy = ProxyServer(signer, ca_file=None, html5_dir=tmp_path)
+        _, port = await proxy.start("127.0.0.1", 0)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
+        many = "".join(f"X-Padding-{i}: y\r\n" for i in range(200))
+        requests = {
+            "nul": "GET /%00 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "head": f"HEAD /spice_auto.html?token={token} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "head refused": "HEAD /spice_auto.html HTTP/1.1\r\nHost: x\r\n\r\n",
+            "many headers": (f"GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             f"Sec-WebSocket-Version: 13\r\n{many}\r\n"),
+        }
+        out = {}
+        for name, text in requests.items():
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(text.encode())
+            out[name] = (await asyncio.wait_for(r.read(), 5)).decode(errors="replace")
+            w.close()
+        await proxy.close()
+        guest.close()
+        return out
+
+    with caplog.at_level(logging.DEBUG):
+        out = run(go())
+    assert out["nul"].startswith("HTTP/1.1 404")
+    head, _, body = out["head"].partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200") and "Content-Length: 15" in head and body == ""
+    assert out["head refused"].startswith("HTTP/1.1 403") and out["head refused"].endswith("\r\n\r\n")
+    assert out["many headers"].startswith("HTTP/1.1 400")
+    # nothing escaped our handler (asyncio would log "Task exception was never retrieved")
+    assert not [r for r in caplog.records if r.exc_info and (r.name == "asyncio" or r.name.startswith("spicectl"))]
