@@ -71,6 +71,11 @@ class App:
         if not (self.quiet or self.json):
             click.echo(message, err=True)
 
+    def warn(self, message: str) -> None:
+        """Something the user should know even in --json mode (stderr is not the JSON)."""
+        if not self.quiet:
+            click.echo(f"spicectl: warning: {message}", err=True)
+
     def table(self, columns: list[str], rows: list[list[Any]], *, title: str | None = None,
               styles: list[str | None] | None = None) -> None:
         from rich.console import Console

@@ -124,15 +124,16 @@ def list_cmd(app: App, warn_days: int) -> None:
     """List every certificate spicectl's CA issued; expired and expiring ones are marked."""
     from pathlib import Path
 
-    from cryptography import x509
 
     from spicectl.pki.ca import issued_records
     from spicectl.pki.inspect import status_of
 
     rows = []
-    for rec in issued_records(app.settings.ca_dir):
-        cert_obj = x509.load_pem_x509_certificate(rec["pem"].encode())
-        status, days_left = status_of(cert_obj, warn_days)
+    records, skipped = issued_records(app.settings.ca_dir)
+    for name in skipped:
+        app.warn(f"skipped the damaged record {app.settings.ca_dir / 'issued' / name}")
+    for rec in records:
+        status, days_left = status_of(rec["certificate"], warn_days)
         on_disk = Path(rec["path"])
         current = on_disk.exists() and on_disk.read_bytes().strip() == rec["pem"].encode().strip()
         rows.append({

@@ -31,10 +31,9 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
     """
     import asyncio
     import signal
-    import ssl
     from pathlib import Path
 
-    from spicectl.errors import InvalidInput, NotFound
+    from spicectl.errors import InvalidInput
     from spicectl.proxy.server import ProxyServer, find_html5_dir
     from spicectl.proxy.tokens import Signer, load_secret, spent_store
     from spicectl.session.connect import parse_listen
@@ -45,16 +44,11 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
         raise InvalidInput("--require-client-cert needs --tls")
     ctx = None
     if tls:
+        from spicectl.pki.ca import CA_CERT
+        from spicectl.proxy.server import listener_tls
+
         d = Path(cert_dir) if cert_dir else app.settings.certs_dir / "server" / host
-        cert, key = d / "server-cert.pem", d / "server-key.pem"
-        if not cert.exists() or not key.exists():
-            raise NotFound(f"no server certificate in {d}",
-                           hint=f"spicectl cert issue server --host {host} --out {d}")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cert, key)
-        if require_client_cert:
-            ctx.load_verify_locations(app.settings.ca_dir / "ca-cert.pem")
-            ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx = listener_tls(d, app.settings.ca_dir / CA_CERT if require_client_cert else None)
     _proxy_logging(app)
     server = ProxyServer(Signer(load_secret(app.settings.state_dir)), ca_file=str(app.settings.ca_dir / "ca-cert.pem"),
                          html5_dir=find_html5_dir([html5_dir] if html5_dir else None), tls=ctx,

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from spicectl.errors import Conflict, InvalidInput, NotFound
+from spicectl.errors import Conflict, InvalidInput, NotFound, SpicectlError
+from spicectl.files import read_bytes
 from spicectl.pki import store
 from spicectl.pki.keys import PrivateKey, generate_key, key_to_pem, load_key
 from spicectl.pki.names import parse_subject
@@ -146,8 +147,6 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> CA:
 
 
 def load_cert(path: Path) -> x509.Certificate:
-    from spicectl.files import read_bytes
-
     data = read_bytes(path, "certificate")
     try:
         return x509.load_pem_x509_certificate(data)
@@ -177,15 +176,26 @@ def record_issued(ca: CA, cert: x509.Certificate, *, kind: str, path: Path) -> N
     store.atomic_write(issued / f"{record['serial']}.json", json.dumps(record, indent=2).encode(), 0o644)
 
 
-def issued_records(ca_dir: Path) -> list[dict]:
+RECORD_KEYS = ("serial", "kind", "subject", "path", "not_after", "pem")
+
+
+def issued_records(ca_dir: Path) -> tuple[list[dict], list[str]]:
+    """The registry of issued certificates, and the names of records too damaged to read (skipped:
+    a damaged record must not hide the others)."""
     directory = ca_dir / "issued"
     if not directory.is_dir():
-        return []
-    records = []
+        return [], []
+    records, skipped = [], []
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            try:
-                records.append(json.loads(Path(entry.path).read_text()))
-            except (OSError, ValueError):
-                continue  # a damaged record must not hide the others
-    return records
+        if not entry.name.endswith(".json"):
+            continue
+        try:
+            record = json.loads(read_bytes(Path(entry.path), "issued-certificate record", 256 * 1024))
+            if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_KEYS):
+                raise ValueError("missing fields")
+            record["certificate"] = x509.load_pem_x509_certificate(record["pem"].encode())
+        except (SpicectlError, ValueError, UnicodeDecodeError):
+            skipped.append(entry.name)
+            continue
+        records.append(record)
+    return records, skipped

@@ -40,6 +40,9 @@ class Issued:
         return self.directory / f"{self.kind}-key.pem"
 
 
+MAX_CN = 64
+
+
 def _subject(profile: Profile, cn: str) -> x509.Name:
     return x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, profile.organization),
@@ -86,6 +89,9 @@ def issue_server(ca: CA, profile: Profile, out: Path, *, host: str, dns: list[st
                  ips: list[str] = (), force: bool = False) -> Issued:
     sans = build_sans(host, list(dns), list(ips))
     cn = host if is_ip(host) else check_dns(host)
+    if len(cn) > MAX_CN:
+        # X.509 caps a CN at 64 characters; the full name is in the SANs, which clients check
+        cn = cn.split(".", 1)[0]
     key = generate_key(profile.key_type)
     cert = _build(ca, profile, _subject(profile, cn), sans, key)
     return _write(ca, "server", out, cert, key, force=force)

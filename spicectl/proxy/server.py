@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
-from spicectl.errors import AuthError
+from spicectl.errors import AuthError, Conflict, EnvironmentProblem, InvalidInput, NotFound
 from spicectl.proxy.relay import Counts, SocketEndpoint, StreamEndpoint, WebSocketEndpoint, relay
 from spicectl.proxy.tokens import Grant, MemorySpent, Session, Sessions, Signer, SqliteSpent
 
@@ -55,6 +55,28 @@ class Refused(Exception):
         self.reason = reason
 
 
+def listener_tls(cert_dir: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """The TLS context of a proxy's listener: the server pair in `cert_dir`; with `client_ca`, clients
+    must present a certificate that CA issued."""
+    cert, key = cert_dir / "server-cert.pem", cert_dir / "server-key.pem"
+    if not cert.exists() or not key.exists():
+        raise NotFound(f"no server certificate in {cert_dir}",
+                       hint=f"spicectl cert issue server --host HOST --out {cert_dir}")
+
+    def no_passphrase() -> bytes:
+        raise InvalidInput(f"{key} is encrypted; the proxy needs an unencrypted key (mode 0600)")
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key, password=no_passphrase)
+        if client_ca is not None:
+            ctx.load_verify_locations(client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidInput(f"cannot use the certificate and key in {cert_dir}: {exc}") from None
+    return ctx
+
+
 class ProxyServer:
     def __init__(self, signer: Signer, *, ca_file: str | None, html5_dir: Path | None = None,
                  tls: ssl.SSLContext | None = None, single: bool = False,
@@ -71,8 +93,21 @@ class ProxyServer:
         self._conns: set[asyncio.Task] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self.server = await asyncio.start_server(self._handle, host, port, ssl=self.tls,
-                                                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None)
+        import errno
+
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port, ssl=self.tls,
+                                                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None)
+        except OSError as exc:
+            where = f"{host}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(f"{where} is already in use", hint="choose another port with --listen") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InvalidInput(f"cannot listen on {where}: no interface of this host has that address") from None
+            if exc.errno == errno.EACCES:
+                raise EnvironmentProblem(f"not allowed to listen on {where}",
+                                         hint="ports below 1024 need root (or CAP_NET_BIND_SERVICE)") from None
+            raise EnvironmentProblem(f"cannot listen on {where}: {exc.strerror or exc}") from None
         sock = self.server.sockets[0].getsockname()
         return sock[0], sock[1]
 

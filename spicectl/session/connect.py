@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -59,7 +60,17 @@ def parse_listen(value: str, default_port: int = 0) -> tuple[str, int]:
         raise InvalidInput(f"--listen {value!r}: port must be a number") from None
     if not 0 <= number <= 65535:
         raise InvalidInput(f"--listen {value!r}: port out of range")
-    return host.strip("[]") or "127.0.0.1", number
+    address = host.strip("[]") if sep else host
+    if not sep and not value:
+        raise InvalidInput("--listen is empty", hint="leave it out for 127.0.0.1")
+    if address in ("", "localhost"):
+        return "127.0.0.1", number
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidInput(f"--listen {value!r}: {address!r} is not an IP address",
+                           hint="listen on an address of this host, e.g. 127.0.0.1:3128 or 0.0.0.0:3128") from None
+    return address, number
 
 
 def html5_url(base: str, token: str, password: bytes | None) -> str:

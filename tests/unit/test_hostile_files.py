@@ -55,3 +55,62 @@ def test_a_directory_where_a_file_is_expected(run, tmp_path):
     one_error(run("ca", "init", "--passphrase-file", str(tmp_path)), 2, "cannot read CA passphrase file")
     (tmp_path / "t.toml").mkdir()
     one_error(run("vm", "create", "x", "-t", str(tmp_path / "t.toml"), "--print-xml"), 2, "is a directory")
+
+
+def test_damaged_records_of_issued_certificates_are_skipped_with_a_warning(run, state_dir):
+    assert run("ca", "init").exit_code == 0
+    assert run("cert", "issue", "client", "alice").exit_code == 0
+    issued = state_dir / "ca" / "issued"
+    (issued / "garbage.json").write_text("not json")
+    (issued / "binary.json").write_bytes(b"\xff\xfe")
+    (issued / "shape.json").write_text('{"serial": 1}')
+    (issued / "pem.json").write_text('{"serial": "1", "kind": "server", "subject": "CN=x", "path": "/x", '
+                                     '"not_after": "2030", "pem": "garbage"}')
+    (issued / "dir.json").mkdir()
+    r = run("cert", "list", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [row["subject"] for row in r.json()] == ["CN=alice,O=spicectl"]
+    for name in ("garbage", "binary", "shape", "pem", "dir"):
+        assert f"skipped the damaged record {issued / name}.json" in r.stderr
+
+
+def test_a_dns_name_longer_than_a_common_name_may_be_goes_into_the_sans(run, tmp_path):
+    assert run("ca", "init").exit_code == 0
+    host = "a" * 60 + ".example.org"
+    r = run("cert", "issue", "server", "--host", host, "--out", str(tmp_path / "long"), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["subject"] == "CN=" + "a" * 60 + ",O=spicectl"
+    assert run("cert", "verify", str(tmp_path / "long"), "--host", host).exit_code == 0
+
+
+@pytest.mark.parametrize("listen, code, needle", [
+    ("nonsense", 2, "is not an IP address"), ("", 2, "--listen is empty"), ("127.0.0.1:99999", 2, "out of range"),
+    ("192.0.2.77:3128", 2, "no interface of this host has that address"),
+])
+def test_proxy_serve_listen_errors(run, listen, code, needle):
+    one_error(run("proxy", "serve", "--listen", listen), code, needle)
+
+
+def test_proxy_serve_on_a_port_in_use(run):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        one_error(run("proxy", "serve", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"), 4, "already in use")
+
+
+def test_proxy_serve_tls_with_an_encrypted_key_or_a_bad_certificate(run, tmp_path):
+    import subprocess
+
+    assert run("ca", "init").exit_code == 0
+    out = tmp_path / "srv"
+    assert run("cert", "issue", "server", "--host", "127.0.0.1", "--out", str(out)).exit_code == 0
+    key = out / "server-key.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:x", "-out", str(tmp_path / "k")],
+                   check=True)
+    key.write_bytes((tmp_path / "k").read_bytes())
+    args = ("proxy", "serve", "--tls", "--cert-dir", str(out), "--listen", "127.0.0.1:0")
+    one_error(run(*args), 2, "is encrypted")
+    (out / "server-cert.pem").write_text("garbage")
+    one_error(run(*args), 2, "cannot use the certificate and key")
