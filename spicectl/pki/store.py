@@ -81,11 +81,13 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # a full disk, a quota: the old file is untouched
+            raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 

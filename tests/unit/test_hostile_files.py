@@ -114,3 +114,44 @@ def test_proxy_serve_tls_with_an_encrypted_key_or_a_bad_certificate(run, tmp_pat
     one_error(run(*args), 2, "is encrypted")
     (out / "server-cert.pem").write_text("garbage")
     one_error(run(*args), 2, "cannot use the certificate and key")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A tiny tmpfs to fill up (mounting needs root, which CI has)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory) -> None:
+    try:
+        with open(directory / "filler", "wb", buffering=0) as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+    except OSError:
+        pass  # full
+
+
+@pytest.mark.parametrize("command", [["ca", "init", "--force"], ["cert", "renew", "SRV"]])
+def test_a_full_disk_is_exit_10_and_loses_nothing(run, full_disk, tmp_path, command):
+    env = {"SPICECTL_STATE_DIR": str(full_disk / "state")}
+    assert run("ca", "init", env=env).exit_code == 0
+    srv = full_disk / "srv"
+    assert run("cert", "issue", "server", "--host", "127.0.0.1", "--out", str(srv), env=env).exit_code == 0
+    before = {p: p.read_bytes() for p in full_disk.rglob("*.pem")}
+    fill(full_disk)
+    r = run(*[str(srv) if a == "SRV" else a for a in command], env=env)
+    assert r.exit_code == 10, r.stderr
+    assert "cannot write" in r.stderr and "No space left" in r.stderr
+    assert {p: p.read_bytes() for p in full_disk.rglob("*.pem")} == before
+    assert not list(full_disk.rglob("*.tmp"))
