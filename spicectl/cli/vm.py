@@ -111,7 +111,8 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
         if params.get("virt_type") in (None, "auto"):
             kvm = _host_has_kvm(app, hv, spec.arch, progress)
             spec, _ = make_spec(app, name, template, params, host_has_kvm=kvm, image=image, kernel_args=kernel_arg)
-        dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress)
+        dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress,
+                               images_dir=app.settings.images_dir, notice=app.warn)
         data = lifecycle.info(dom)
     data["uri"] = hv.target.uri
     _print_created(app, data)

@@ -122,3 +122,4 @@ class VMSpec:
     initrd: str | None = None
     cmdline: str | None = None
     serial_console: bool = False
+    creating: str | None = None       # "PID BOOT_ID" of the `vm create` still setting the guest up

@@ -56,10 +56,10 @@ def to_element(spec: VMSpec) -> etree._Element:
     _sub(dom, "name", spec.name)
     if spec.uuid:
         _sub(dom, "uuid", spec.uuid)
-    if spec.template or spec.image:
+    if spec.template or spec.image or spec.creating:
         meta = _sub(dom, "metadata")
         vm = etree.SubElement(meta, f"{{{SPICECTL_NS}}}vm", nsmap={"spicectl": SPICECTL_NS})
-        for tag, value in (("template", spec.template), ("image", spec.image)):
+        for tag, value in (("template", spec.template), ("image", spec.image), ("creating", spec.creating)):
             if value:
                 etree.SubElement(vm, f"{{{SPICECTL_NS}}}{tag}").text = value
     _sub(dom, "memory", str(spec.memory_kib), unit="KiB")
@@ -220,6 +220,7 @@ def from_xml(text: str | bytes) -> VMSpec:
     spec.uuid = dom.findtext("uuid")
     spec.template = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}template")
     spec.image = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}image")
+    spec.creating = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}creating")
     spec.kernel, spec.initrd, spec.cmdline = (dom.findtext(f"os/{tag}") for tag in ("kernel", "initrd", "cmdline"))
     mem = dom.find("memory")
     if mem is not None:

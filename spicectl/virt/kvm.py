@@ -55,13 +55,23 @@ def probe_kernels(image_cache: Path | None) -> list[Path]:
     return found + sorted(Path(p) for p in glob.glob("/boot/vmlinuz-*"))
 
 
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run_probe(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str, float]:
     argv = [qemu, "-accel", "kvm", "-machine", "q35", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none",
             "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
     started = time.monotonic()
     try:
-        r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        # a QEMU hung under a broken KVM must not outlive a killed spicectl
+        r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                           preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace").strip().splitlines()
         last = out[-1].strip() if out else "no output"

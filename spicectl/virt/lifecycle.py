@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -72,14 +73,55 @@ def spice_endpoint(dom) -> SpiceEndpoint | None:
     return SpiceEndpoint(address, port("port"), port("tlsPort"))
 
 
+META_KEYS = ("template", "image", "creating")
+
+
 def spicectl_metadata(dom) -> dict[str, str | None]:
-    """The template and image spicectl recorded in the guest's metadata."""
+    """The template and image spicectl recorded in the guest's metadata (and `creating`, while a
+    `vm create` is still setting it up)."""
     try:
         meta = dom.metadata(_lv().VIR_DOMAIN_METADATA_ELEMENT, SPICECTL_NS)
     except _lv().libvirtError:
-        return {"template": None, "image": None}
+        return dict.fromkeys(META_KEYS)
     el = etree.fromstring(meta.encode())
-    return {key: el.findtext(f"{{{SPICECTL_NS}}}{key}") or el.findtext(key) for key in ("template", "image")}
+    return {key: el.findtext(f"{{{SPICECTL_NS}}}{key}") or el.findtext(key) for key in META_KEYS}
+
+
+def _this_process() -> str:
+    return f"{os.getpid()} {_boot_id()}"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def abandoned(marker: str | None) -> bool:
+    """Whether the `vm create` that left `marker` ("PID BOOT_ID") is gone (killed, or the host rebooted)."""
+    if not marker:
+        return False
+    pid, _, boot = marker.partition(" ")
+    if boot != _boot_id() or not pid.isdigit():
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"spicectl" not in cmdline
+
+
+def _finish_marker(dom, meta: dict[str, str | None]) -> None:
+    """Drop the `creating` marker: the guest is complete."""
+    libvirt = _lv()
+    vm = etree.Element("vm")  # libvirt puts it (and its children) into SPICECTL_NS itself
+    for key in ("template", "image"):
+        if meta.get(key):
+            etree.SubElement(vm, key).text = meta[key]
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if is_running(dom) else 0)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, etree.tostring(vm, encoding="unicode"), "spicectl",
+                    SPICECTL_NS, flags)
 
 
 def info(dom) -> dict:
@@ -163,30 +205,45 @@ def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path
 
 
 def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = False, timeout: float = 60,
-           progress: Progress = _noop) -> object:
-    """Define (and start) the guest; on any failure nothing is left defined or created."""
+           progress: Progress = _noop, images_dir: Path | None = None, notice: Progress = _noop) -> object:
+    """Define (and start) the guest; on any failure nothing is left defined or created.
+
+    Until it is complete the guest's metadata names this process; a guest a killed `vm create`
+    left behind is removed here (with the disks spicectl made for it) and made anew.
+    """
     from spicectl.domain.validate import validate
     from spicectl.domain.xml import to_element, to_xml
 
     libvirt = _lv()
     validate(to_element(spec))
     try:
-        hv.conn.lookupByName(spec.name)
-        raise Conflict(f"a guest named {spec.name!r} already exists on {hv.target.uri}",
-                       hint=f"choose another name, or remove it: spicectl vm delete {spec.name}")
+        existing = hv.conn.lookupByName(spec.name)
     except libvirt.libvirtError:
-        pass
+        existing = None
+    if existing is not None:
+        marker = spicectl_metadata(existing)["creating"]
+        if not abandoned(marker):
+            raise Conflict(f"a guest named {spec.name!r} already exists on {hv.target.uri}",
+                           hint=f"choose another name, or remove it: spicectl vm delete {spec.name}")
+        # said even under --json: the user should know a guest of this name was replaced
+        notice(f"removing {spec.name}, left half-made by an interrupted vm create (process {marker.split()[0]}); "
+               "making it anew")
+        delete(hv, spec.name, images_dir=images_dir or Path("/nonexistent"))
     check_spice_supported(hv, spec)
-    created = _create_disks(hv, spec, progress)
+    spec = replace(spec, creating=_this_process())
     dom = None
+    created: list[Path] = []
     try:
         progress(f"defining {spec.name}")
         try:
             dom = hv.conn.defineXML(to_xml(spec))
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, f"libvirt refused to define {spec.name}") from None
+        # disks after the definition: a guest killed half-way is found by its marker, with its disks
+        created = _create_disks(hv, spec, progress)
         if start:
             _start(dom, spec.name, wait, timeout, progress)
+        _finish_marker(dom, {"template": spec.template, "image": spec.image})
         return dom
     except BaseException:
         if dom is not None:

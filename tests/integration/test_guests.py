@@ -216,3 +216,39 @@ def test_host_stop_shuts_down_every_guest_of_the_private_libvirt(spicectl):
     assert all(state != "running" for state in states.values())
     for name in ("stop-a", "stop-b"):
         spicectl("vm", "delete", name)
+
+
+def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl):
+    """SIGKILL once the guest is defined (before its disk, start and wait are done): the next
+    `vm create` of that name says it removes the half-made guest, and makes it anew."""
+    import signal
+    import subprocess
+
+    from tests.integration.conftest import SPICECTL
+
+    name = "killed"
+    args = ["vm", "create", name, "-t", "headless-ci", "--virt-type", "qemu", "--disk", "size=1", "--wait"]
+    config = spicectl.root / "etc" / "qemu" / f"{name}.xml"
+    for _attempt in range(5):
+        proc = subprocess.Popen([*SPICECTL, *args], env=spicectl.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            break
+        spicectl("vm", "delete", name, check=False)  # it finished before the kill: try again
+    else:
+        pytest.fail("vm create always finished before it could be killed")
+    listed = {vm["name"]: vm for vm in spicectl("vm", "list", "--json").json()}
+    assert listed[name]["creating"]  # the marker of the killed process is still there
+    r = spicectl(*args, "--json")
+    assert "warning: removing killed, left half-made by an interrupted vm create" in r.stderr
+    info = r.json()
+    assert info["state"] == "running" and info["creating"] is None
+    disk = spicectl.state_dir / "images" / f"{name}-disk0.qcow2"
+    assert disk.exists()
+    spicectl("vm", "delete", name)
+    assert not disk.exists()
