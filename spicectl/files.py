@@ -14,15 +14,28 @@ LIMIT = 1 << 20
 
 
 def read_bytes(path: Path, what: str, limit: int = LIMIT) -> bytes:
+    """A regular file's bytes: a FIFO (which would block), a device or a directory is refused."""
+    import os
+    import stat
+
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"no {what} at {path}") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{what} {path} is a directory, not a file") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InvalidInput(f"{what} {path} is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise InvalidInput(f"{what} {path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise InvalidInput(f"{what} {path} is larger than {limit} bytes")
     return data

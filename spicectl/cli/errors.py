@@ -22,6 +22,20 @@ INTERRUPTED = 130
 INTERNAL = 70
 
 
+def from_os_error(exc: OSError) -> errors.SpicectlError | None:
+    """An OSError about a path (a name too long, a loop of links, a permission) as the error it is
+    for the user; None for one that names no file (a bug, reported as internal)."""
+    import errno
+
+    if exc.filename is None:
+        return None
+    name = str(exc.filename)
+    message = f"{name if len(name) <= 200 else name[:200] + '…'}: {exc.strerror or exc}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return errors.EnvironmentProblem(message)
+    return errors.InvalidInput(message)
+
+
 def exit_code_for(exc: errors.SpicectlError) -> int:
     for cls, code, _ in EXIT_CODES:
         if isinstance(exc, cls):

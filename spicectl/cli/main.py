@@ -8,7 +8,7 @@ import click
 
 from spicectl import __version__
 from spicectl.cli.app import App
-from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help
+from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help, from_os_error
 from spicectl.cli.lazy import LazyGroup
 from spicectl.errors import SpicectlError
 
@@ -47,26 +47,33 @@ class RootGroup(LazyGroup):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except SpicectlError as exc:
+        except (SpicectlError, OSError) as exc:
+            error = exc if isinstance(exc, SpicectlError) else from_os_error(exc)
+            if error is None:
+                return self._internal(ctx, exc)
             app = ctx.find_object(App)
             if app is not None and app.debug:
                 import traceback
 
                 traceback.print_exc()
-            click.echo(f"spicectl: error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
-            ctx.exit(exit_code_for(exc))
+            click.echo(f"spicectl: error: {error.message}", err=True)
+            if error.hint:
+                click.echo(f"hint: {error.hint}", err=True)
+            ctx.exit(exit_code_for(error))
         except KeyboardInterrupt:
             click.echo("spicectl: interrupted", err=True)
             ctx.exit(INTERRUPTED)
         except Exception as exc:  # a bug: one line unless asked for detail
-            app = ctx.find_object(App)
-            if app is not None and app.debug:
-                raise
-            click.echo(f"spicectl: internal error: {type(exc).__name__}: {exc}", err=True)
-            click.echo("hint: rerun with --debug for a traceback, and report it", err=True)
-            ctx.exit(INTERNAL)
+            return self._internal(ctx, exc)
+
+    @staticmethod
+    def _internal(ctx: click.Context, exc: BaseException):
+        app = ctx.find_object(App)
+        if app is not None and app.debug:
+            raise exc
+        click.echo(f"spicectl: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("hint: rerun with --debug for a traceback, and report it", err=True)
+        ctx.exit(INTERNAL)
 
 
 def _help_width(max_width: int = 100) -> int:

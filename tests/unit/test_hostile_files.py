@@ -47,7 +47,10 @@ def test_wrong_types_in_the_config_file(run, tmp_path, text, needle):
 
 def test_endless_and_oversized_inputs_are_refused_quickly(run, tmp_path):
     one_error(run("ca", "init", "--passphrase-file", "/dev/zero"), 2, "longer than")
-    one_error(run("cert", "show", "/dev/zero"), 2, "larger than")
+    one_error(run("cert", "show", "/dev/zero"), 2, "is not a regular file")
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"x" * (2 << 20))
+    one_error(run("cert", "show", str(big)), 2, "larger than")
     one_error(run("ca", "init", "--passphrase-fd", "99999999999999999999"), 2, "--passphrase-fd")
 
 
