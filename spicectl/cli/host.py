@@ -52,6 +52,12 @@ def run_checks(app: App) -> list:
         with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
             ver = hv.conn.getLibVersion()
             checks.append(H.HostCheck("libvirt", True, f"{target.uri} reachable (libvirt {ver // 1000000}.{ver // 1000 % 1000}.{ver % 1000})"))
+            if target.embedded and target.root is not None:
+                orphans = H.find_orphans(target.root)
+                checks.append(H.HostCheck("orphans", not orphans, "no stray QEMU processes under the private root"
+                                          if not orphans else "stray QEMU under the private root: " +
+                                          ", ".join(f"pid {o.pid} ({o.what})" for o in orphans) +
+                                          "; spicectl host stop ends them"))
     except SpicectlError as exc:
         checks.append(H.HostCheck("libvirt", False, exc.message))
     if target.embedded and target.root is not None:
@@ -168,6 +174,15 @@ def stop_cmd(app: App, timeout: float) -> None:
         for d in lifecycle.list_domains(hv):
             if d["state"] == "running":
                 stopped[d["name"]] = lifecycle.stop(hv, d["name"], timeout=timeout, force=True, progress=progress)
-    app.emit({"stopped": stopped}, lambda: click.echo(
-        "\n".join(f"{n}: {'shut down' if how == 'shutdown' else 'powered off'}" for n, how in stopped.items())
-        or "no guests were running"))
+        from spicectl.virt.host import end_orphans, find_orphans
+
+        # QEMU that a killed spicectl left (a capability probe, a guest libvirt lost): ours to end
+        ended = end_orphans(hv.target.root, find_orphans(hv.target.root)) if hv.target.root else []
+
+    def human() -> None:
+        click.echo("\n".join(f"{n}: {'shut down' if how == 'shutdown' else 'powered off'}"
+                              for n, how in stopped.items()) or "no guests were running")
+        for orphan in ended:
+            click.echo(f"ended stray pid {orphan.pid} ({orphan.what})")
+
+    app.emit({"stopped": stopped, "orphans_ended": [{"pid": o.pid, "what": o.what} for o in ended]}, human)

@@ -146,3 +146,60 @@ def read_qemu_conf(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip().strip('"')
     return values
+
+
+@dataclass
+class Orphan:
+    pid: int
+    what: str
+
+
+def find_orphans(root: Path) -> list[Orphan]:
+    """QEMU processes of the private root that no guest accounts for: capability probes and guests
+    left behind by a killed libvirt user. Call with the root's lock held and libvirt open, so that
+    no probe of our own is under way."""
+    marker = str(root.resolve()) + "/"
+    guests: set[int] = set()
+    for pidfile in (root / "run" / "qemu").glob("*.pid"):
+        try:
+            guests.add(int(pidfile.read_text().strip()))
+        except (OSError, ValueError):
+            pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in guests:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not Path(argv[0].decode(errors="replace")).name.startswith("qemu-system"):
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if any(marker in a for a in args):
+            probe = any("/lib/qemu/qmp-" in a for a in args)
+            found.append(Orphan(int(entry.name), "capability probe" if probe else "QEMU no guest accounts for"))
+    return found
+
+
+def end_orphans(root: Path, orphans: list[Orphan], grace: float = 3.0) -> list[Orphan]:
+    """SIGTERM, then SIGKILL after `grace`; then remove capability-probe folders nothing uses."""
+    import signal
+    import time
+
+    for orphan in orphans:
+        try:
+            os.kill(orphan.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for orphan in orphans:
+        while Path(f"/proc/{orphan.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            os.kill(orphan.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for folder in (root / "lib" / "qemu").glob("qmp-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return orphans

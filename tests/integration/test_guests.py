@@ -252,3 +252,33 @@ def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl):
     assert disk.exists()
     spicectl("vm", "delete", name)
     assert not disk.exists()
+
+
+def test_host_check_finds_and_host_stop_ends_stray_qemu_of_the_private_root(spicectl):
+    """What a killed libvirt user leaves: a daemonized QEMU capability probe and its qmp-* folder."""
+    import shutil
+    import subprocess
+
+    spicectl("host", "setup")
+    probe_dir = spicectl.root / "lib" / "qemu" / "qmp-strayXX"
+    probe_dir.mkdir(parents=True)
+    pidfile = probe_dir / "qmp.pid"
+    subprocess.run([shutil.which("qemu-system-x86_64"), "-S", "-no-user-config", "-nodefaults", "-nographic",
+                    "-machine", "none", "-qmp", f"unix:{probe_dir}/qmp.monitor,server=on,wait=off",
+                    "-pidfile", str(pidfile), "-daemonize"], check=True)
+    pid = int(pidfile.read_text())
+    try:
+        checks = {c["check"]: c for c in spicectl("host", "check", "--json", check=False).json()["checks"]}
+        assert not checks["orphans"]["ok"] and f"pid {pid} (capability probe)" in checks["orphans"]["detail"]
+        ended = spicectl("host", "stop", "--json").json()["orphans_ended"]
+        assert {"pid": pid, "what": "capability probe"} in ended
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}"):
+            assert time.monotonic() < deadline, "the stray QEMU still runs"
+            time.sleep(0.1)
+        assert not probe_dir.exists()
+        checks = {c["check"]: c for c in spicectl("host", "check", "--json", check=False).json()["checks"]}
+        assert checks["orphans"]["ok"]
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, 9)
