@@ -225,7 +225,8 @@ def _region(value: str | None):
               help="Share of pixels that must be equal for --match (and differ for nothing else).")
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
 @click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait.")
-@click.option("--last-frame", metavar="PNG", help="Where to save the last frame on timeout (default NAME-last-frame.png).")
+@click.option("--last-frame", metavar="PNG", help="Where to save the last frame on timeout "
+              "(default STATE_DIR/last-frames/NAME.png, not the current directory).")
 @click.option("--allow-partial", is_flag=True, help="Compare frames even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7).")
 @target_options
@@ -287,7 +288,14 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
     if frame is not None:
         from PIL import Image
 
-        saved = last_frame or f"{name}-last-frame.png"
+        if last_frame:
+            saved = last_frame
+        else:
+            from pathlib import Path
+
+            from spicectl.pki.store import ensure_dir
+
+            saved = str(ensure_dir(app.settings.state_dir / "last-frames") / f"{Path(name).name}.png")
         _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
     app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2), "last_frame": saved}, lambda: None)
     raise TimeoutExpired(f"{name}: the screen did not {'change' if changed else 'match'} within {timeout:g}s"

@@ -104,7 +104,9 @@ def invocations(draw, paths):
 @settings(max_examples=int(os.environ.get("SPICECTL_FUZZ_EXAMPLES", "500")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_any_values_get_a_documented_exit_and_one_line(run, state_dir, hostile_paths, data):
+def test_any_values_get_a_documented_exit_and_one_line(run, state_dir, hostile_paths, data, tmp_path, monkeypatch):
+    # relative paths it draws (--out nan) land in a folder of the test's, never in the checkout
+    monkeypatch.chdir(tmp_path)
     argv = data.draw(invocations(hostile_paths))
     r = run(*argv)
     assert r.exit_code in DOCUMENTED, (argv, r.exit_code, r.stderr)
@@ -114,4 +116,4 @@ def test_any_values_get_a_documented_exit_and_one_line(run, state_dir, hostile_p
         assert lines and lines[0].startswith(("spicectl: error:", "Usage:", "Error:")), (argv, r.stderr)
     for key in state_dir.rglob("*-key.pem*"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, (argv, key)
-    assert not list(state_dir.rglob("*.tmp")), argv
+    assert not list(state_dir.rglob("*.tmp")) and not list(tmp_path.rglob("*.tmp")), argv
