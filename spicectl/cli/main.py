@@ -10,6 +10,7 @@ from spicectl import __version__
 from spicectl.cli.app import App
 from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help, from_os_error
 from spicectl.cli.lazy import LazyGroup
+from spicectl.cli.options import refuse_empty
 from spicectl.errors import SpicectlError
 
 COMMANDS = {
@@ -105,6 +106,9 @@ def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir) ->
     app = ctx.ensure_object(App)
     app.connect, app.json, app.quiet, app.verbose, app.debug = connect, json_, quiet, verbose, debug
     app.state_dir_option = state_dir
+
+
+refuse_empty(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

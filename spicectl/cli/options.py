@@ -56,3 +56,29 @@ def read_passphrase(passphrase_file: str | None, passphrase_fd: int | None,
 
 
 KEY_TYPE_CHOICE = click.Choice(["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"])
+
+
+def refuse_empty(command: click.Command) -> click.Command:
+    """Every text option of `command` (and of its subcommands) refuses an empty value: '' would
+    otherwise read as "not given" and quietly mean the default."""
+
+    def check(ctx, param, value):
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, str) and v == "" for v in values):
+            raise click.BadParameter("is empty; leave the option out for its default", ctx=ctx, param=param)
+        return value
+
+    def chain(original):
+        def callback(ctx, param, value):
+            value = check(ctx, param, value)
+            return original(ctx, param, value) if original else value
+        return callback
+
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.is_flag and not getattr(param, "_refuses_empty", False):
+            param.callback = chain(param.callback)
+            param._refuses_empty = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            refuse_empty(sub)
+    return command

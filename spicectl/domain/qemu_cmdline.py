@@ -99,7 +99,7 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
     if not g.file_transfer:
         spice.append("disable-agent-file-xfer=on")
     if g.gl:
-        spice.append("gl=on" + (f",rendernode={g.rendernode}" if g.rendernode else ""))
+        spice.append("gl=on" + (f",rendernode={escape(g.rendernode)}" if g.rendernode else ""))
     argv += ["-spice", ",".join(spice)]
     if g.mouse_mode:
         argv[-1] += f",agent-mouse={'on' if g.mouse_mode == 'client' else 'off'}"

@@ -65,6 +65,15 @@ def _apply(profile: Profile, data: dict, source: Path) -> Profile:
             )
     values = dict(data)
     try:
+        for key, kind in (("key_type", str), ("organization", str), ("is_ca", bool), ("path_length", int),
+                          ("key_usage", list), ("extended_key_usage", list)):
+            if key in values and (not isinstance(values[key], kind) or
+                                  (kind is int and isinstance(values[key], bool)) or
+                                  (kind is list and not all(isinstance(u, str) for u in values[key]))):
+                raise InvalidInput(f"{key} must be {'a list of strings' if kind is list else 'a ' + kind.__name__}, "
+                                   f"not {values[key]!r}")
+        if values.get("organization") == "" or any(ord(c) < 32 for c in values.get("organization", "")):
+            raise InvalidInput(f"organization {values['organization']!r} must be non-empty text")
         if "key_type" in values:
             check_key_type(values["key_type"])
         if "days" in values:

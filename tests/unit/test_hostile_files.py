@@ -87,7 +87,7 @@ def test_a_dns_name_longer_than_a_common_name_may_be_goes_into_the_sans(run, tmp
 
 
 @pytest.mark.parametrize("listen, code, needle", [
-    ("nonsense", 2, "is not an IP address"), ("", 2, "--listen is empty"), ("127.0.0.1:99999", 2, "out of range"),
+    ("nonsense", 2, "is not an IP address"), ("", 2, "is empty"), ("127.0.0.1:99999", 2, "out of range"),
     ("192.0.2.77:3128", 2, "no interface of this host has that address"),
 ])
 def test_proxy_serve_listen_errors(run, listen, code, needle):
@@ -158,3 +158,20 @@ def test_a_full_disk_is_exit_10_and_loses_nothing(run, full_disk, tmp_path, comm
     assert "cannot write" in r.stderr and "No space left" in r.stderr
     assert {p: p.read_bytes() for p in full_disk.rglob("*.pem")} == before
     assert not list(full_disk.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("argv", [["ca", "init", "--subject", ""], ["cert", "issue", "client", "bob", "--out", ""],
+                                  ["cert", "issue", "server", "--host", "a.example.org", "--out", ""],
+                                  ["--state-dir", "", "template", "list"], ["vm", "create", "x", "--video", ""]])
+def test_an_empty_value_is_refused_not_read_as_the_default(run, argv):
+    one_error(run(*argv), 2, "is empty")
+
+
+@pytest.mark.parametrize("text, needle", [("organization = 5\n", "organization must be a str"),
+                                          ('key_usage = "x"\n', "key_usage must be a list of strings"),
+                                          ("is_ca = 1\n", "is_ca must be a bool"), ('organization = ""\n', "non-empty")])
+def test_wrong_types_in_a_certificate_profile(run, tmp_path, text, needle):
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    (folder / "ca.toml").write_text(text)
+    one_error(run("ca", "init", env=config(tmp_path, f'pki_dir = "{folder}"\n')), 2, needle)

@@ -208,6 +208,9 @@ def test_qemu_option_values_escape_commas(run):
             "--cdrom", "/tmp/a.iso,format=qcow2,file=/etc/shadow")
     assert r.exit_code == 0, r.stderr
     assert "file=/tmp/a.iso,,format=qcow2,,file=/etc/shadow,format=raw" in r.stdout
+    r = run("vm", "create", "web", "--virt-type", "qemu", "--print-qemu", "--video", "virtio", "--gl",
+            "--rendernode", "/dev/dri/a,b")
+    assert "rendernode=/dev/dri/a,,b" in r.stdout
 
 
 def test_recipe_by_path_checks_its_name(tmp_path):

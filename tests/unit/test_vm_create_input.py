@@ -40,9 +40,9 @@ BAD = {
     "disk size nan": (["ok", "--disk", "size=nan"], "must be more than zero"),
     "disk size inf": (["ok", "--disk", "size=inf"], "must be more than zero"),
     "disk size 1e400": (["ok", "--disk", "size=1e400"], "must be more than zero"),
-    "empty machine": (["ok", "--machine", ""], "--machine is empty"),
-    "empty video": (["ok", "--video", ""], "--video is empty"),
-    "empty listen": (["ok", "--listen", ""], "--listen is empty"),
+    "empty machine": (["ok", "--machine", ""], "'--machine': is empty"),
+    "empty video": (["ok", "--video", ""], "'--video': is empty"),
+    "empty listen": (["ok", "--listen", ""], "'--listen': is empty"),
     "scoped listen address": (["ok", "--listen", "fe80::1%eth0"], "no scoped (%zone) addresses"),
 }
 
