@@ -8,7 +8,8 @@ from spicectl import errors
 EXIT_CODES: list[tuple[type[errors.SpicectlError], int, str]] = [
     (errors.InvalidInput, 2, "bad input: an option, file or template is wrong"),
     (errors.NotFound, 3, "something named does not exist"),
-    (errors.Conflict, 4, "it exists already (use --force where offered)"),
+    (errors.Conflict, 4, "it exists already (use --force where offered), or is not in the state the action needs "
+                         "(e.g. not running)"),
     (errors.AuthError, 5, "a passphrase, ticket or credential was refused"),
     (errors.HypervisorError, 6, "libvirt or QEMU failed"),
     (errors.ProtocolError, 7, "a SPICE peer broke the protocol"),

@@ -218,22 +218,27 @@ def test_host_stop_shuts_down_every_guest_of_the_private_libvirt(spicectl):
         spicectl("vm", "delete", name)
 
 
-def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl):
-    """SIGKILL once the guest is defined (before its disk, start and wait are done): the next
-    `vm create` of that name says it removes the half-made guest, and makes it anew."""
+# Killed while libvirt's start job runs ("started": QEMU's pid file exists, the wait is not over),
+# the embedded driver keeps that job's state-change lock and the next create times out on it
+# (exit 6); only the point before the start is covered here.
+@pytest.mark.parametrize("point", ["defined"])
+def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl, point):
+    """SIGKILL once the guest is defined (before its disk is made): the next `vm create` of that name
+    says it removes the half-made guest and makes it anew, and nothing of the killed one is left running."""
     import signal
     import subprocess
 
     from tests.integration.conftest import SPICECTL
 
-    name = "killed"
+    name = f"killed-{point}"
     args = ["vm", "create", name, "-t", "headless-ci", "--virt-type", "qemu", "--disk", "size=1", "--wait"]
-    config = spicectl.root / "etc" / "qemu" / f"{name}.xml"
+    sign = spicectl.root / ("etc" if point == "defined" else "run") / "qemu" / (
+        f"{name}.xml" if point == "defined" else f"{name}.pid")
     for _attempt in range(5):
         proc = subprocess.Popen([*SPICECTL, *args], env=spicectl.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not sign.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -245,11 +250,13 @@ def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl):
     listed = {vm["name"]: vm for vm in spicectl("vm", "list", "--json").json()}
     assert listed[name]["creating"]  # the marker of the killed process is still there
     r = spicectl(*args, "--json")
-    assert "warning: removing killed, left half-made by an interrupted vm create" in r.stderr
+    assert f"warning: removing {name}, left half-made by an interrupted vm create" in r.stderr
     info = r.json()
     assert info["state"] == "running" and info["creating"] is None
     disk = spicectl.state_dir / "images" / f"{name}-disk0.qcow2"
     assert disk.exists()
+    checks = {c["check"]: c for c in spicectl("host", "check", "--json", check=False).json()["checks"]}
+    assert checks["orphans"]["ok"], checks["orphans"]["detail"]
     spicectl("vm", "delete", name)
     assert not disk.exists()
 

@@ -73,8 +73,9 @@ def hostile_paths(tmp_path_factory):
 def values(paths: list[str]) -> st.SearchStrategy[str]:
     odd = ["", " ", "0", "-1", "99999999999999999999", "nan", "inf", "1e400", "..", ".", "/", "é☃ünïcode",
            "a\x01b", "x\x7f", "a" * 3000, "--json", "-", "127.0.0.1:0", "size=nan", "class=0xZZ"]
-    # no NUL: a real command line cannot carry one (execve's strings end at it)
-    text = st.text(st.characters(blacklist_characters="\x00"), max_size=24)
+    # no NUL (a real command line cannot carry one: execve's strings end at it) and no lone
+    # surrogates (Python decodes argv with surrogateescape, which never makes \ud800-\udc7f)
+    text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=24)
     return st.one_of(st.sampled_from(odd + paths), text)
 
 
@@ -101,7 +102,10 @@ def invocations(draw, paths):
     return [*words, *args, *flags, *extra]
 
 
+# CI draws the same examples every run (a flaky suite helps nobody); SPICECTL_FUZZ_RANDOM=1 and
+# SPICECTL_FUZZ_EXAMPLES=5000 explore further by hand
 @settings(max_examples=int(os.environ.get("SPICECTL_FUZZ_EXAMPLES", "500")), deadline=None,
+          derandomize=not os.environ.get("SPICECTL_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_values_get_a_documented_exit_and_one_line(run, state_dir, hostile_paths, data, tmp_path, monkeypatch):
