@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from spicectl.proxy.tokens import Signer, load_secret
+from tests.unit.test_proxy import echo_guest
 
 
 def free_port() -> int:
@@ -51,17 +52,6 @@ def proxy(state_dir, tmp_path):
     yield proc, port, Signer(load_secret(state_dir))
     proc.terminate()
     proc.wait(10)
-
-
-async def echo_guest():
-    async def handle(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 async def valid_session(port: int, signer: Signer, gport: int) -> bytes:
