@@ -220,3 +220,15 @@ def test_recipe_by_path_checks_its_name(tmp_path):
 
     with pytest.raises(InvalidInput):
         load_recipe(str(bad))
+
+
+def test_force_does_not_rebuild_a_base_under_a_guests_disk(run, state_dir):
+    qemu_img = require_binary("qemu-img")
+    built = fake_build(state_dir / "os-images", load_file(TINY))
+    images = state_dir / "images"
+    images.mkdir(parents=True)
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(built.disk), "-F", "raw",
+                    str(images / "web-root.qcow2"), "1G"], check=True)
+    r = run("image", "build", str(TINY), "--force")
+    assert r.exit_code == 4 and "not rebuilding it in place" in r.stderr
+    assert built.disk.exists()
