@@ -399,7 +399,10 @@ async def _guest_to_browser(guest: SocketEndpoint, client: WebSocketEndpoint, co
         counts.down += n
 
 
-async def relay(client, guest, counts: Counts | None = None) -> Counts:
+HALF_CLOSE_GRACE = 30.0  # seconds the other direction may still take after a half-close
+
+
+async def relay(client, guest, counts: Counts | None = None, on_end=None) -> Counts:
     """Copy both ways; when one side has said all it will (a half-close), pass that on and keep
     the other direction open until it ends too (where both ends can half-close); then close both."""
     counts = counts or Counts()
@@ -412,10 +415,12 @@ async def relay(client, guest, counts: Counts | None = None) -> Counts:
     tasks = {up_task: guest, down_task: client}  # each direction, and the end it writes to
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if on_end is not None:
+            on_end()  # the session is ending: it takes no new connections from here on
         first = done.pop()
         outcome = BROKEN if first.exception() is not None else first.result()
         if pending and outcome == END and tasks[first].shutdown_write():
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=HALF_CLOSE_GRACE)
     finally:
         for task in tasks:
             task.cancel()

@@ -276,7 +276,7 @@ class ProxyServer:
         session = self.sessions.join(grant, who, via)
         counts = Counts()
         try:
-            await relay(client, guest, counts)
+            await relay(client, guest, counts, on_end=lambda: setattr(session, "closing", True))
         finally:
             session.up += counts.up
             session.down += counts.down

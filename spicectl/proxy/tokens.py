@@ -120,6 +120,7 @@ class Session:
     up: int = 0
     down: int = 0
     ended: bool = False
+    closing: bool = False   # one of its connections has ended: no more join it
 
 
 class MemorySpent:
@@ -222,7 +223,10 @@ class Sessions:
 
     def check(self, grant: Grant) -> None:
         """Raise AuthError unless `grant` may open or join a session now."""
-        if grant.nonce in self.live:
+        session = self.live.get(grant.nonce)
+        if session is not None:
+            if session.closing:
+                raise AuthError("token already used")
             return
         spent = self.spent.is_spent(grant.nonce)  # (and forgets the spent tokens that have expired)
         if time.time() > grant.expires:
@@ -232,6 +236,8 @@ class Sessions:
 
     def join(self, grant: Grant, peer: str, via: str) -> Session:
         session = self.live.get(grant.nonce)
+        if session is not None and session.closing:
+            raise AuthError("token already used")
         if session is None:
             self.check(grant)
             if not self.spent.claim(grant.nonce, grant.expires):

@@ -628,3 +628,30 @@ def test_odd_requests_get_an_answer_not_a_traceback(signer, tmp_path, caplog):
     assert out["many headers"].startswith("HTTP/1.1 400")
     # nothing escaped our handler (asyncio would log "Task exception was never retrieved")
     assert not [r for r in caplog.records if r.exc_info and (r.name == "asyncio" or r.name.startswith("spicectl"))]
+
+
+def test_once_a_sessions_connection_ends_its_token_admits_no_one_else(signer):
+    """The guest may keep its side open after the client left (a half-close waits for it): the
+    session still takes no new connections, so its token cannot be used again meanwhile."""
+    async def go():
+        async def lingering_guest(reader, writer):
+            await reader.read()        # the client's end arrives...
+            await asyncio.sleep(3)     # ...but the guest keeps its side open a while
+            writer.close()
+
+        gserver = await asyncio.start_server(lingering_guest, "127.0.0.1", 0)
+        gport = gserver.sockets[0].getsockname()[1]
+        proxy, port = await start_proxy(signer)
+        token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
+        first, _reader, writer = await connect_via(port, token, f"127.0.0.1:{gport}")
+        writer.write_eof()
+        await asyncio.sleep(0.3)
+        again, _r2, w2 = await connect_via(port, token, f"127.0.0.1:{gport}")
+        w2.close()
+        writer.close()
+        await proxy.close()
+        gserver.close()
+        return first, again
+
+    first, again = run(go())
+    assert first.endswith("200 Connection established") and "407" in again
