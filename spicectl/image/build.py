@@ -193,10 +193,11 @@ def build(recipe: Recipe, cache: Path, images_dir: Path, *, force: bool = False,
         existing = store.find(cache, recipe.name, digest)
         if existing is not None and not force:
             return BuildResult(existing, True, [])
-        if existing is not None and store.users_of(existing, images_dir):
+        users = store.users_of(existing, images_dir) if existing is not None else []
+        if users:
             # replacing a base under a guest's overlay would change the blocks beneath its disk
-            raise Conflict(f"image {recipe.name} is the base of guest disks, e.g. "
-                           f"{store.users_of(existing, images_dir)[0]}; not rebuilding it in place",
+            raise Conflict(f"image {recipe.name} is the base of guest disks, e.g. {users[0]}; "
+                           "not rebuilding it in place",
                            hint="delete those guests first, or change the recipe (a new version is built beside)")
         mmdebstrap, mkfs = check_host()
         work = name_dir / f".build-{version}-{os.getpid()}"

@@ -109,9 +109,9 @@ def delete(cache: Path, name: str, images_dir: Path, *, force: bool = False,
         raise NotFound(f"image {name!r} is not built", hint="see: spicectl image list")
     in_use = {b.version: users_of(b, images_dir) for b in builds}
     if not force:
-        busy = [(b, in_use[b.version]) for b in builds if in_use[b.version]]
+        busy = [in_use[b.version] for b in builds if in_use[b.version]]
         if busy and keep is None:
-            build, disks = busy[0]
+            disks = busy[0]
             raise Conflict(f"image {name} is the base of {len(disks)} guest disk(s), e.g. {disks[0]}",
                            hint="delete those guests first (spicectl vm delete), or pass --force")
         builds = [b for b in builds if not in_use[b.version]]
