@@ -3,19 +3,21 @@
     .venv/bin/python bench/capture_frames.py --state-dir DIR --name GUEST --out tests/data/display-lz.bin
 
 Connects through spicectl's client, records every display message until the
-screen settles, and writes them as a stream of (u16 type, u32 size, body)
-records, plus the resulting frame as PNG beside it (FILE.png). The guest's
-image compression decides which codecs the recording exercises.
+screen settles, and writes them in `spicectl.spice.recording`'s format with
+the client's frame and libvirt's screenshot beside them. The guest's image
+compression decides which codecs the recording exercises.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import struct
 from pathlib import Path
 
-from spicectl.spice import display as D
+from spicectl.pki.ca import CA_CERT
+from spicectl.spice import recording
+from spicectl.spice.channel import Message
+from spicectl.virt import lifecycle
 from spicectl.virt.connection import open_hypervisor
 
 
@@ -29,35 +31,30 @@ def main() -> None:
     args = ap.parse_args()
     from spicectl.session.target import from_libvirt
 
+    records: list[Message] = []
     with open_hypervisor(None, args.state_dir) as hv:
-        target = from_libvirt(hv, args.name, ca_file=str(args.state_dir / "ca" / "ca-cert.pem"))
-    records: list[tuple[int, bytes]] = []
-    original = D.Display.handle
+        target = from_libvirt(hv, args.name, ca_file=str(args.state_dir / "ca" / CA_CERT))
 
-    def recording(self, msg_type, body):
-        records.append((msg_type, bytes(body)))
-        return original(self, msg_type, body)
+        async def go():
+            client = target.client(display_observer=records.append)
+            await client.connect(inputs=bool(args.keys))
+            try:
+                await client.screenshot(settle=0.5)
+                if args.keys:
+                    await client.send_keys(*args.keys)
+                await asyncio.sleep(args.seconds)
+                return await client.screenshot(settle=0.5)
+            finally:
+                await client.close()
 
-    D.Display.handle = recording
-
-    async def go():
-        client = target.client()
-        await client.connect(inputs=bool(args.keys))
-        try:
-            await client.screenshot(settle=0.5)
-            if args.keys:
-                await client.send_keys(*args.keys)
-            await asyncio.sleep(args.seconds)
-            return await client.screenshot(settle=0.5)
-        finally:
-            await client.close()
-
-    image = asyncio.run(go())
+        image = asyncio.run(go())
+        # the independent reference: libvirt's own screenshot, taken while the screen is still settled
+        libvirt_png = lifecycle.screenshot_png(hv, lifecycle.lookup(hv, args.name))
     with open(args.out, "wb") as fh:
-        for msg_type, body in records:
-            fh.write(struct.pack("<HI", msg_type, len(body)) + body)
-    image.save(args.out.with_suffix(args.out.suffix + ".png"))
-    print(f"{len(records)} messages, {sum(len(b) for _, b in records)} bytes -> {args.out}")
+        recording.write(fh, records)
+    image.save(recording.client_frame(args.out))
+    recording.libvirt_frame(args.out).write_bytes(libvirt_png)
+    print(f"{len(records)} messages, {sum(len(m.body) for m in records)} bytes -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -10,34 +10,22 @@ regressions and for deciding where to optimise (profile first:
 from __future__ import annotations
 
 import argparse
-import struct
 import time
 from pathlib import Path
 
 from spicectl.spice import messages as M
 from spicectl.spice.codecs.lz import GlzWindow, decode_glz, decode_lz
-from spicectl.spice.display import BodyParser
+from spicectl.spice import recording
+from spicectl.spice.display import copy_source
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
 def images(path: Path):
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        msg_type, size = struct.unpack_from("<HI", data, pos)
-        body = data[pos + 6:pos + 6 + size]
-        pos += 6 + size
-        if msg_type != M.MSG_DISPLAY_DRAW_COPY:
-            continue
-        p = BodyParser(body, "copy")
-        p.fmt("I"), p.rect()
-        if p.fmt("B") == 1:
-            [p.rect() for _ in range(p.fmt("I"))]
-        q = p.at(p.fmt("I"))
-        d = q.take(M.IMAGE_DESCRIPTOR)
-        size = q.fmt("I")
-        yield d["type"], body[q.pos:q.pos + size], d["width"] * d["height"]
+    for msg in recording.read(path):
+        if msg.type == M.MSG_DISPLAY_DRAW_COPY:
+            descriptor, payload = copy_source(msg.body)
+            yield descriptor["type"], payload, descriptor["width"] * descriptor["height"]
 
 
 def measure(name: str, frames: list, seconds: float) -> None:

@@ -7,75 +7,75 @@ import base64
 import ssl
 
 from spicectl.errors import ProtocolError
+from spicectl.spice.client import Opener
+from spicectl.spice.transport import StreamTransport, Transport, WebSocketTransport
 
 # what our client takes in one WebSocket message from a proxy (ours sends at most 4 MiB a frame)
 MAX_PROXY_MESSAGE = 64 * 1024 * 1024
+MAX_CONNECT_REPLY = 16 * 1024
 
 
-class _WebSocketWriter:
-    """The StreamWriter calls the SPICE channel code makes, over a WebSocket."""
-
-    def __init__(self, ws, pump: asyncio.Task) -> None:
-        self.ws = ws
-        self.pump = pump
-        self.buffer: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.buffer.append(bytes(data))
-
-    async def drain(self) -> None:
-        if self.buffer:
-            data, self.buffer = b"".join(self.buffer), []
-            await self.ws.send(data)
-
-    def close(self) -> None:
-        self.pump.cancel()
-        asyncio.ensure_future(self.ws.close())
-
-    def get_extra_info(self, name: str, default=None):
-        return default
-
-
-def websocket_opener(url: str, *, origin: str | None = None, ssl_context: ssl.SSLContext | None = None):
-    async def open_channel(_channel_type: int):
+def websocket_opener(url: str, *, origin: str | None = None,
+                     ssl_context: ssl.SSLContext | None = None) -> Opener:
+    async def open_channel(_channel_type: int) -> Transport:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+        from websockets.exceptions import InvalidHandshake
+        from websockets.typing import Origin, Subprotocol
 
         try:
-            ws = await connect(url, origin=origin, max_size=MAX_PROXY_MESSAGE, compression=None, ssl=ssl_context,
-                               subprotocols=["binary"])
+            ws = await connect(url, origin=Origin(origin) if origin else None, max_size=MAX_PROXY_MESSAGE,
+                               compression=None, ssl=ssl_context, subprotocols=[Subprotocol("binary")])
         except (OSError, InvalidHandshake) as exc:
             raise ProtocolError(f"the WebSocket proxy refused the connection: {exc}") from None
-        reader = asyncio.StreamReader(limit=2 ** 26)
-
-        async def pump():
-            try:
-                async for message in ws:
-                    reader.feed_data(message if isinstance(message, bytes) else message.encode())
-            except ConnectionClosed:
-                pass
-            finally:
-                reader.feed_eof()
-
-        return reader, _WebSocketWriter(ws, asyncio.ensure_future(pump()))
+        return WebSocketTransport(ws)
 
     return open_channel
 
 
 def connect_opener(proxy_host: str, proxy_port: int, token: str, target_host: str, target_port: int,
-                   *, ssl_context: ssl.SSLContext, server_hostname: str):
-    async def open_channel(_channel_type: int):
+                   *, ssl_context: ssl.SSLContext, server_hostname: str) -> Opener:
+    async def open_channel(_channel_type: int) -> Transport:
         reader, writer = await asyncio.open_connection(proxy_host, proxy_port)
-        auth = base64.b64encode(f"spicectl:{token}".encode()).decode()
-        writer.write(f"CONNECT {target_host}:{target_port} HTTP/1.1\r\nHost: {target_host}:{target_port}\r\n"
-                     f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0]
-        if b" 200 " not in status + b" ":
+        try:
+            await _http_connect(reader, writer, f"{target_host}:{target_port}", token)
+        except BaseException:
             writer.close()
-            raise ProtocolError(f"the CONNECT proxy refused: {status.decode(errors='replace')}")
+            raise
+        # TLS runs end to end, from here to the guest, through the proxy's tunnel
         await writer.start_tls(ssl_context, server_hostname=server_hostname)
-        return reader, writer
+        return StreamTransport(reader, writer)
 
     return open_channel
+
+
+async def _http_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authority: str,
+                        token: str) -> None:
+    import h11
+
+    http = h11.Connection(h11.CLIENT)
+    auth = base64.b64encode(f"spicectl:{token}".encode()).decode()
+    writer.write(http.send(h11.Request(method="CONNECT", target=authority,
+                                       headers=[("Host", authority), ("Proxy-Authorization", f"Basic {auth}")])))
+    writer.write(http.send(h11.EndOfMessage()))
+    await writer.drain()
+    while True:
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ProtocolError(f"the CONNECT proxy sent a malformed reply ({exc})") from None
+        if event is h11.NEED_DATA:
+            data = await reader.read(MAX_CONNECT_REPLY)
+            if not data:
+                raise ProtocolError("the CONNECT proxy closed the connection before replying")
+            http.receive_data(data)
+        elif isinstance(event, h11.Response):
+            if not 200 <= event.status_code < 300:
+                raise ProtocolError(f"the CONNECT proxy refused: {event.status_code} "
+                                    f"{event.reason.decode(errors='replace')}")
+            if http.trailing_data[0]:
+                raise ProtocolError("the CONNECT proxy sent data before the tunnel's TLS")
+            return
+        elif isinstance(event, h11.InformationalResponse):
+            continue
+        else:
+            raise ProtocolError(f"the CONNECT proxy replied with {type(event).__name__}")

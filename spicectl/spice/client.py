@@ -13,15 +13,20 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from spicectl.errors import ProtocolError, TimeoutExpired
 from spicectl.spice import link
 from spicectl.spice import messages as M
-from spicectl.spice.channel import Channel
+from spicectl.spice import wire as W
+from spicectl.spice.channel import Message
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
+from spicectl.spice.transport import Connection, Transport, open_stream
+from spicectl.spice.transport import link as link_over
 from spicectl.spice.wire import caps_bits
+
+Opener = Callable[[int], Awaitable[Transport]]
 
 log = logging.getLogger("spicectl.spice")
 
@@ -46,8 +51,8 @@ class Client:
     def __init__(self, host: str, *, port: int | None = None, tls_port: int | None = None,
                  password: bytes | None = None, ca_file: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                 host_subject: str | None = None, opener: Callable | None = None,
-                 allow_partial: bool = False) -> None:
+                 host_subject: str | None = None, opener: Opener | None = None,
+                 allow_partial: bool = False, display_observer: Callable[[Message], None] | None = None) -> None:
         if port is None and tls_port is None:
             raise ValueError("give port or tls_port")
         self.host = host
@@ -57,17 +62,18 @@ class Client:
         self.ssl_context = ssl_context or (tls_context(ca_file) if tls_port else None)
         self.server_hostname = server_hostname or host
         self.host_subject = host_subject
-        self.opener = opener  # for proxies: async (channel_type) -> (reader, writer)
+        self.opener = opener  # for proxies: async (channel_type) -> Transport
         # a frame with parts this client could not draw is an error unless the caller accepts it
         self.allow_partial = allow_partial
         self.display = Display(cache_pixels=PIXMAP_CACHE_PIXELS, glz_window_pixels=GLZ_WINDOW_PIXELS)
+        self.display_observer = display_observer  # sees every display message (bench/capture_frames.py records)
         self.session_id = 0
         self.channels_available: set[tuple[int, int]] = set()
         self.mouse_modes = 0
         self.mouse_mode = M.MOUSE_MODE_SERVER
-        self.main: Channel | None = None
-        self.inputs: Channel | None = None
-        self.display_channel: Channel | None = None
+        self.main: Connection | None = None
+        self.inputs: Connection | None = None
+        self.display_channel: Connection | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()
         self._last_display_message = 0.0
@@ -79,17 +85,18 @@ class Client:
         self._buttons = 0
 
     # --- connection -----------------------------------------------------------------
-    async def _open_stream(self, channel_type: int):
+    async def _open_transport(self, channel_type: int) -> Transport:
         if self.opener is not None:
             return await self.opener(channel_type)
         if self.tls_port:
-            return await asyncio.open_connection(self.host, self.tls_port, ssl=self.ssl_context,
-                                                 server_hostname=self.server_hostname)
-        return await asyncio.open_connection(self.host, self.port)
+            return await open_stream(self.host, self.tls_port, ssl_context=self.ssl_context,
+                                     server_hostname=self.server_hostname)
+        assert self.port is not None
+        return await open_stream(self.host, self.port)
 
-    async def _open(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Channel:
+    async def _open(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Connection:
         try:
-            reader, writer = await asyncio.wait_for(self._open_stream(channel_type), CONNECT_TIMEOUT)
+            transport = await asyncio.wait_for(self._open_transport(channel_type), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             raise TimeoutExpired(f"connecting to {self.host} timed out") from None
         except ssl.SSLCertVerificationError as exc:
@@ -97,50 +104,49 @@ class Client:
         except OSError as exc:
             raise ProtocolError(f"cannot connect to {self.host}:{self.tls_port or self.port}: {exc.strerror or exc}") \
                 from None
-        if self.host_subject and writer.get_extra_info("ssl_object") is not None:
+        der = transport.peer_certificate()
+        if self.host_subject and der is not None:
             # (through the WebSocket proxy there is no TLS here: the proxy verifies the guest)
-            self._check_subject(writer)
+            self._check_subject(der, self.host_subject)
+        handshake = link.Handshake(channel_type, channel_id, self.session_id, password=self.password,
+                                   channel_caps=caps)
         try:
-            reply = await asyncio.wait_for(
-                link.link(reader, writer, channel_type=channel_type, channel_id=channel_id,
-                          connection_id=self.session_id, password=self.password, channel_caps=caps),
-                CONNECT_TIMEOUT)
+            conn = await asyncio.wait_for(link_over(transport, handshake), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
-            writer.close()
-            raise TimeoutExpired(f"{link.CHANNEL_NAMES.get(channel_type)} channel: link timed out") from None
+            transport.close()
+            raise TimeoutExpired(f"{handshake.name} channel: link timed out") from None
         except BaseException:
-            writer.close()
+            transport.close()
             raise
-        return Channel(reader, writer, channel_type, reply)
+        return conn
 
-    def _check_subject(self, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    def _check_subject(der: bytes, expected: str) -> None:
         from cryptography import x509
 
         from spicectl.pki.names import host_subject
 
-        sslobj = writer.get_extra_info("ssl_object")
-        der = sslobj.getpeercert(binary_form=True) if sslobj else None
-        if der is None:
-            raise ProtocolError("no server certificate to check the host subject against")
         subject = host_subject(x509.load_der_x509_certificate(der).subject)
-        if subject.replace(" ", "") != self.host_subject.replace(" ", ""):
-            raise ProtocolError(f"server certificate subject {subject!r} is not {self.host_subject!r}")
+        if subject.replace(" ", "") != expected.replace(" ", ""):
+            raise ProtocolError(f"server certificate subject {subject!r} is not {expected!r}")
 
     async def connect(self, *, display: bool = True, inputs: bool = True) -> "Client":
         self.main = await self._open(link.MAIN)
         self._spawn(self._main_loop())
         await self._wait(self._init, "the main channel's init message")
         self.main.send(M.MSGC_MAIN_ATTACH_CHANNELS)
-        await self.main.drain()
+        await self.main.flush()
         await self._wait(self._channels_listed, "the channel list")
         if display:
             if (link.DISPLAY, 0) not in self.channels_available:
                 raise ProtocolError("the guest has no display channel")
             self.display_channel = await self._open(link.DISPLAY, 0, DISPLAY_CAPS)
-            self.display_channel.send(M.MSGC_DISPLAY_INIT, M.DISPLAY_INIT.pack(
+            if self.display_observer is not None:
+                self.display_channel.observers.append(self.display_observer)
+            self.display_channel.send(M.MSGC_DISPLAY_INIT, W.DISPLAY_INIT.pack(
                 pixmap_cache_id=1, pixmap_cache_size=PIXMAP_CACHE_PIXELS,
                 glz_dictionary_id=1, glz_dictionary_window_size=GLZ_WINDOW_PIXELS))
-            await self.display_channel.drain()
+            await self.display_channel.flush()
             self._spawn(self._display_loop())
         if inputs and (link.INPUTS, 0) in self.channels_available:
             self.inputs = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
@@ -194,21 +200,18 @@ class Client:
         while True:
             msg_type, body = await self.main.read()
             if msg_type == M.MSG_MAIN_INIT:
-                init = M.MAIN_INIT.unpack(body)
+                init = W.MAIN_INIT.unpack(body)
                 self.session_id = init["session_id"]
                 self.mouse_modes = init["supported_mouse_modes"]
                 self.mouse_mode = init["current_mouse_mode"]
                 self._init.set()
             elif msg_type == M.MSG_MAIN_CHANNELS_LIST:
-                count = int.from_bytes(body[:4], "little") if len(body) >= 4 else 0
-                if 4 + 2 * count > len(body):
-                    raise ProtocolError("main channel: truncated channel list")
-                self.channels_available = {(body[4 + 2 * i], body[5 + 2 * i]) for i in range(count)}
+                listed = W.CHANNELS_LIST.unpack(body)["channels"]
+                self.channels_available = {(c["type"], c["id"]) for c in listed}
                 self._channels_listed.set()
             elif msg_type == M.MSG_MAIN_MOUSE_MODE:
-                mode = M.MAIN_MOUSE_MODE.unpack(body)
+                mode = W.MAIN_MOUSE_MODE.unpack(body)
                 self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
-            await self.main.drain()
 
     async def _display_loop(self) -> None:
         assert self.display_channel is not None
@@ -217,7 +220,6 @@ class Client:
             self.display.handle(msg_type, body)
             self._last_display_message = time.monotonic()
             self._changed.set()
-            await self.display_channel.drain()
 
     async def _inputs_loop(self) -> None:
         assert self.inputs is not None
@@ -227,7 +229,6 @@ class Client:
                 self._inputs_ready.set()
             elif msg_type == M.MSG_INPUTS_MOUSE_MOTION_ACK:
                 self._motion_unacked = max(0, self._motion_unacked - 4)
-            await self.inputs.drain()
 
     # --- display ------------------------------------------------------------------
     async def frame(self, *, settle: float = 0.1, max_wait: float = 2.0, timeout: float = 20.0):
@@ -288,7 +289,7 @@ class Client:
                 pass
 
     # --- inputs -------------------------------------------------------------------
-    def _need_inputs(self) -> Channel:
+    def _need_inputs(self) -> Connection:
         self._raise_if_failed()
         if self.inputs is None:
             raise ProtocolError("the guest has no inputs channel")
@@ -296,13 +297,13 @@ class Client:
 
     async def key_down(self, scancode: int) -> None:
         ch = self._need_inputs()
-        ch.send(M.MSGC_INPUTS_KEY_DOWN, M.KEY_CODE.pack(code=make_code(scancode)))
-        await ch.drain()
+        ch.send(M.MSGC_INPUTS_KEY_DOWN, W.KEY_CODE.pack(code=make_code(scancode)))
+        await ch.flush()
 
     async def key_up(self, scancode: int) -> None:
         ch = self._need_inputs()
-        ch.send(M.MSGC_INPUTS_KEY_UP, M.KEY_CODE.pack(code=break_code(scancode)))
-        await ch.drain()
+        ch.send(M.MSGC_INPUTS_KEY_UP, W.KEY_CODE.pack(code=break_code(scancode)))
+        await ch.flush()
 
     async def send_keys(self, *combos: str, hold: float = 0.05, gap: float = 0.05) -> None:
         """Press each combo ('esc', 'ctrl-alt-delete'): keys down in order, up in reverse."""
@@ -330,30 +331,31 @@ class Client:
     async def mouse_move(self, x: int, y: int) -> None:
         """Absolute in client mouse mode (a tablet or agent); relative steps from (0,0) otherwise."""
         ch = self._need_inputs()
-        if self.mouse_modes & M.MOUSE_MODE_CLIENT and self.mouse_mode != M.MOUSE_MODE_CLIENT:
-            self.main.send(M.MSGC_MAIN_MOUSE_MODE_REQUEST, M.MOUSE_MODE_REQUEST.pack(mode=M.MOUSE_MODE_CLIENT))
-            await self.main.drain()
+        wants_client_mode = self.mouse_modes & M.MOUSE_MODE_CLIENT and self.mouse_mode != M.MOUSE_MODE_CLIENT
+        if self.main is not None and wants_client_mode:
+            self.main.send(M.MSGC_MAIN_MOUSE_MODE_REQUEST, W.MOUSE_MODE_REQUEST.pack(mode=M.MOUSE_MODE_CLIENT))
+            await self.main.flush()
             await asyncio.sleep(0.2)
         if self.mouse_mode == M.MOUSE_MODE_CLIENT:
             ch.send(M.MSGC_INPUTS_MOUSE_POSITION,
-                    M.MOUSE_POSITION.pack(x=x, y=y, buttons_state=self._buttons, display_id=0))
+                    W.MOUSE_POSITION.pack(x=x, y=y, buttons_state=self._buttons, display_id=0))
         else:
             # server mode: push to the top-left corner, then move by the offset
             for dx, dy in ((-4096, -4096), (x, y)):
-                ch.send(M.MSGC_INPUTS_MOUSE_MOTION, M.MOUSE_MOTION.pack(dx=dx, dy=dy, buttons_state=self._buttons))
-        await ch.drain()
+                ch.send(M.MSGC_INPUTS_MOUSE_MOTION, W.MOUSE_MOTION.pack(dx=dx, dy=dy, buttons_state=self._buttons))
+        await ch.flush()
 
     async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
         ch = self._need_inputs()
         code = {"left": M.BUTTON_LEFT, "middle": M.BUTTON_MIDDLE, "right": M.BUTTON_RIGHT,
                 "up": M.BUTTON_UP, "down": M.BUTTON_DOWN}[button]
         self._buttons |= M.BUTTON_MASK.get(code, 0)
-        ch.send(M.MSGC_INPUTS_MOUSE_PRESS, M.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
-        await ch.drain()
+        ch.send(M.MSGC_INPUTS_MOUSE_PRESS, W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
+        await ch.flush()
         await asyncio.sleep(hold)
         self._buttons &= ~M.BUTTON_MASK.get(code, 0)
-        ch.send(M.MSGC_INPUTS_MOUSE_RELEASE, M.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
-        await ch.drain()
+        ch.send(M.MSGC_INPUTS_MOUSE_RELEASE, W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
+        await ch.flush()
 
 
 class _Timeout(TimeoutExpired):

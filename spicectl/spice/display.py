@@ -18,14 +18,13 @@ import numpy as np
 
 from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
+from spicectl.spice import wire as W
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
-from spicectl.spice.wire import Layout
 
 log = logging.getLogger("spicectl.spice.display")
 
 MAX_SURFACE_SIDE = 16384
 MAX_SURFACES = 1024
-MAX_CLIP_RECTS = 65536
 PIXMAP_CACHE_PIXELS = 16 * 1024 * 1024
 GLZ_WINDOW_PIXELS = 8 * 1024 * 1024
 
@@ -53,6 +52,10 @@ class Rect:
     bottom: int
     right: int
 
+    @classmethod
+    def of(cls, r: dict) -> "Rect":
+        return cls(r["top"], r["left"], r["bottom"], r["right"])
+
     def intersect(self, other: "Rect") -> "Rect":
         return Rect(max(self.top, other.top), max(self.left, other.left),
                     min(self.bottom, other.bottom), min(self.right, other.right))
@@ -76,27 +79,12 @@ class BodyParser:
         self.pos = 0
         self.what = what
 
-    def take(self, layout: Layout) -> dict:
+    def take(self, part: W.Layout | W.Struct) -> dict:
         try:
-            values = layout.unpack(self.body, self.pos)
+            values, self.pos = part.read(self.body, self.pos)
         except ProtocolError as exc:
             raise ProtocolError(f"{self.what}: {exc.message}") from None
-        self.pos += layout.size
         return values
-
-    def fmt(self, code: str) -> int:
-        import struct
-
-        size = struct.calcsize("<" + code)
-        if self.pos + size > len(self.body):
-            raise ProtocolError(f"{self.what}: truncated at byte {self.pos}")
-        (value,) = struct.unpack_from("<" + code, self.body, self.pos)
-        self.pos += size
-        return value
-
-    def rect(self) -> Rect:
-        r = self.take(M.RECT)
-        return Rect(r["top"], r["left"], r["bottom"], r["right"])
 
     def at(self, offset: int) -> "BodyParser":
         if not 0 < offset < len(self.body):
@@ -120,7 +108,6 @@ class Display:
         self.palettes: dict[int, list[int]] = {}
         self.cache_pixels = cache_pixels
         self.glz = GlzWindow(glz_window_pixels)
-        self.generation = 0          # bumps on every change of a surface
         self.marked = False          # the server has sent MARK: the primary surface is complete
         self.warnings: set[str] = set()
 
@@ -131,7 +118,7 @@ class Display:
         if msg_type == M.MSG_DISPLAY_SURFACE_CREATE:
             self._surface_create(p)
         elif msg_type == M.MSG_DISPLAY_SURFACE_DESTROY:
-            sid = p.take(M.SURFACE_DESTROY)["surface_id"]
+            sid = p.take(W.SURFACE_DESTROY)["surface_id"]
             self.surfaces.pop(sid, None)
             if sid == self.primary:
                 self.primary = None
@@ -153,14 +140,12 @@ class Display:
         elif msg_type == M.MSG_DISPLAY_COPY_BITS:
             self._copy_bits(p)
         elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
-            count = p.fmt("H")
-            for _ in range(count):
-                p.fmt("B")
-                self.images.pop(p.fmt("Q"), None)
+            for resource in p.take(W.INVAL_LIST)["resources"]:
+                self.images.pop(resource["id"], None)
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PIXMAPS:
             self.images.clear()
         elif msg_type == M.MSG_DISPLAY_INVAL_PALETTE:
-            self.palettes.pop(p.fmt("Q"), None)
+            self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PALETTES:
             self.palettes.clear()
         elif msg_type in IGNORED:
@@ -178,7 +163,7 @@ class Display:
 
     # --- surfaces --------------------------------------------------------------
     def _surface_create(self, p: BodyParser) -> None:
-        s = p.take(M.SURFACE_CREATE)
+        s = p.take(W.SURFACE_CREATE)
         w, h = s["width"], s["height"]
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
             raise ProtocolError(f"display channel: surface of {w}x{h} is out of bounds")
@@ -188,7 +173,6 @@ class Display:
         if s["flags"] & 1:  # PRIMARY
             self.primary = s["surface_id"]
             self.marked = False
-        self.generation += 1
 
     def surface(self, sid: int) -> np.ndarray:
         try:
@@ -204,19 +188,9 @@ class Display:
 
     # --- structures ---------------------------------------------------------------
     def _base(self, p: BodyParser) -> tuple[np.ndarray, Rect, list[Rect]]:
-        sid = p.fmt("I")
-        box = p.rect()
-        clip_type = p.fmt("B")
-        rects: list[Rect] = []
-        if clip_type == 1:
-            count = p.fmt("I")
-            if count > MAX_CLIP_RECTS:
-                raise ProtocolError(f"display channel: {count} clip rectangles")
-            rects = [p.rect() for _ in range(count)]
-        elif clip_type != 0:
-            raise ProtocolError(f"display channel: unknown clip type {clip_type}")
-        surface = self.surface(sid)
-        return surface, box, rects
+        base = p.take(W.DISPLAY_BASE)
+        rects = [Rect.of(r) for r in base["clip"].get("rects", ())]
+        return self.surface(base["surface_id"]), Rect.of(base["box"]), rects
 
     def _areas(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> list[Rect]:
         h, w = surface.shape[:2]
@@ -227,40 +201,39 @@ class Display:
             return [bounded]
         return [a for a in (bounded.intersect(c) for c in clips) if not a.empty]
 
-    def _qmask(self, p: BodyParser) -> tuple[int, tuple[int, int], np.ndarray | None]:
-        flags = p.fmt("B")
-        pos = p.take(M.POINT)
-        offset = p.fmt("I")
-        mask = None
-        if offset:
-            mask = self._mask_bits(p.at(offset))
-        return flags, (pos["x"], pos["y"]), mask
+    def _qmask(self, p: BodyParser, qmask: dict) -> tuple[tuple[int, int], np.ndarray | None]:
+        """The mask's offset and bits (inverted already when its flags say so), or no mask."""
+        if not qmask["bitmap"]:
+            return (0, 0), None
+        mask = self._mask_bits(p.at(qmask["bitmap"]))
+        if qmask["flags"] & W.MASK_INVERS:
+            mask = ~mask
+        return (qmask["pos"]["x"], qmask["pos"]["y"]), mask
 
-    def _brush(self, p: BodyParser) -> tuple[str, object]:
-        kind = p.fmt("B")
-        if kind == 0:
-            return "none", None
-        if kind == 1:
-            color = p.fmt("I")
-            return "solid", np.array([color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF, 0xFF], np.uint8)
-        if kind == 2:
-            offset = p.fmt("I")
-            pos = p.take(M.POINT)
-            return "pattern", (self.image(p.at(offset)).pixels, (pos["x"], pos["y"]))
-        raise ProtocolError(f"display channel: unknown brush type {kind}")
+    def _brush_region(self, p: BodyParser, brush: dict, h: int, w: int) -> np.ndarray:
+        """What a brush paints over an h×w box (a pattern is anchored at its own origin)."""
+        if brush["type"] == W.BRUSH_TYPE_SOLID:
+            color = brush["color"]
+            bgrx = np.array([color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF, 0xFF], np.uint8)
+            return np.broadcast_to(bgrx, (h, w, 4))
+        if brush["type"] == W.BRUSH_TYPE_PATTERN:
+            pattern = brush["pattern"]
+            pixels = self.image(p.at(pattern["pat"])).pixels
+            return _tile(pixels, -pattern["pos"]["y"], -pattern["pos"]["x"], h, w)
+        return np.zeros((h, w, 4), np.uint8)
 
     # --- images -----------------------------------------------------------------
     def _palette(self, p: BodyParser, flags: int) -> list[int] | None:
         if flags & M.BITMAP_PAL_FROM_CACHE:
-            pid = p.fmt("Q")
+            pid = p.take(W.PALETTE_ID)["palette_id"]
             if pid not in self.palettes:
                 raise ProtocolError(f"display channel: palette {pid} is not cached")
             return self.palettes[pid]
-        offset = p.fmt("I")
+        offset = p.take(W.PALETTE_PTR)["palette"]
         if not offset:
             return None
         sub = p.at(offset)
-        head = sub.take(M.PALETTE_HEAD)
+        head = sub.take(W.PALETTE_HEAD)
         n = head["num_ents"]
         if sub.pos + 4 * n > len(sub.body):
             raise ProtocolError("display channel: palette runs past the message")
@@ -272,7 +245,7 @@ class Display:
         return ents
 
     def image(self, p: BodyParser) -> Image:
-        d = p.take(M.IMAGE_DESCRIPTOR)
+        d = p.take(W.IMAGE_DESCRIPTOR)
         kind, flags, w, h = d["type"], d["flags"], d["width"], d["height"]
         if kind in (M.IMAGE_FROM_CACHE, M.IMAGE_FROM_CACHE_LOSSLESS):
             try:
@@ -282,14 +255,13 @@ class Display:
             self.images.move_to_end(d["id"])
             return img
         if kind == M.IMAGE_SURFACE:
-            return Image(self.surface(p.fmt("I")).copy())
+            return Image(self.surface(p.take(W.SURFACE_IMAGE)["surface_id"]).copy())
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
             raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
         if kind == M.IMAGE_BITMAP:
             img = self._bitmap(p)
         elif kind in (M.IMAGE_LZ_RGB, M.IMAGE_GLZ_RGB, M.IMAGE_JPEG):
-            size = p.fmt("I")
-            data = self._slice(p, size)
+            data = self._slice(p, p.take(W.IMAGE_DATA)["data_size"])
             if kind == M.IMAGE_LZ_RGB:
                 img = _from_decoded(decode_lz(data))
             elif kind == M.IMAGE_GLZ_RGB:
@@ -297,12 +269,12 @@ class Display:
             else:
                 img = _from_jpeg(data)
         elif kind == M.IMAGE_LZ_PLT:
-            pflags = p.fmt("B")
-            size = p.fmt("I")
-            palette = self._palette(p, pflags)
-            img = _from_decoded(decode_lz(self._slice(p, size), palette))
+            head = p.take(W.LZ_PLT_DATA)
+            palette = self._palette(p, head["flags"])
+            img = _from_decoded(decode_lz(self._slice(p, head["data_size"]), palette))
         elif kind == M.IMAGE_ZLIB_GLZ_RGB:
-            glz_size, size = p.fmt("I"), p.fmt("I")
+            head = p.take(W.ZLIB_GLZ_DATA)
+            glz_size, size = head["glz_data_size"], head["data_size"]
             if glz_size > MAX_PIXELS * 4 + 1024:
                 raise ProtocolError("display channel: zlib-GLZ image claims an oversize payload")
             try:
@@ -339,14 +311,14 @@ class Display:
         return data
 
     def _bitmap(self, p: BodyParser) -> Image:
-        b = p.take(M.BITMAP)
+        b = p.take(W.BITMAP)
         fmt, flags, w, h, stride = b["format"], b["flags"], b["x"], b["y"], b["stride"]
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE):
             raise ProtocolError(f"display channel: bitmap of {w}x{h} is out of bounds")
         palette = self._palette(p, flags) if fmt in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE,
                                                      M.BITMAP_4BIT_BE, M.BITMAP_8BIT) else None
         if fmt not in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE, M.BITMAP_4BIT_BE, M.BITMAP_8BIT):
-            p.fmt("I")  # palette pointer, unused for direct-colour formats
+            p.take(W.PALETTE_PTR)  # unused for direct-colour formats
         bits = {M.BITMAP_1BIT_LE: 1, M.BITMAP_1BIT_BE: 1, M.BITMAP_4BIT_LE: 4, M.BITMAP_4BIT_BE: 4,
                 M.BITMAP_8BIT: 8, M.BITMAP_16BIT: 16, M.BITMAP_24BIT: 24, M.BITMAP_32BIT: 32, M.BITMAP_RGBA: 32,
                 M.BITMAP_8BIT_A: 8}.get(fmt)
@@ -395,7 +367,7 @@ class Display:
     def _mask_bits(self, p: BodyParser) -> np.ndarray:
         img = self.image(p)
         # 1-bit masks decode through a palette-less path: any non-black pixel is "set"
-        return img.pixels[:, :, :3].any(axis=2)
+        return np.asarray(img.pixels[:, :, :3].any(axis=2))
 
     # --- drawing ----------------------------------------------------------------
     def _src_region(self, img: Image, src: Rect, box: Rect) -> np.ndarray:
@@ -444,7 +416,6 @@ class Display:
             if mask is not None:
                 m = _tile(mask, a.top - box.top + mask_pos[1], a.left - box.left + mask_pos[0], a.height, a.width)
             self._apply(surface[a.top:a.bottom, a.left:a.right], src, rop, m)
-        self.generation += 1
 
     def _source(self, p: BodyParser, offset: int) -> Image | None:
         """The source image of a draw, or None (with one warning) if its format is not decoded yet."""
@@ -456,99 +427,73 @@ class Display:
 
     def _draw_copy(self, p: BodyParser, blend: bool = False) -> None:
         surface, box, clips = self._base(p)
-        offset = p.fmt("I")
-        src_area = p.rect()
-        rop = p.fmt("H")
-        p.fmt("B")  # scale mode
-        mflags, mpos, mask = self._qmask(p)
-        img = self._source(p, offset)
+        copy = p.take(W.COPY)
+        mpos, mask = self._qmask(p, copy["mask"])
+        img = self._source(p, copy["src_bitmap"])
         if img is None:
             return
-        region = self._src_region(img, src_area, box)
-        if mask is not None and mflags & 1:
-            mask = ~mask
-        self._draw_image(surface, box, clips, region, rop or ROP_PUT, mask, mpos)
+        region = self._src_region(img, Rect.of(copy["src_area"]), box)
+        self._draw_image(surface, box, clips, region, copy["rop_descriptor"] or ROP_PUT, mask, mpos)
 
     def _draw_opaque(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
-        offset = p.fmt("I")
-        src_area = p.rect()
-        self._brush(p)
-        rop = p.fmt("H")
-        p.fmt("B")
-        self._qmask(p)
-        img = self._source(p, offset)
+        opaque = p.take(W.OPAQUE)
+        img = self._source(p, opaque["src_bitmap"])
         if img is None:
             return
-        self._draw_image(surface, box, clips, self._src_region(img, src_area, box), rop or ROP_PUT)
+        self._draw_image(surface, box, clips, self._src_region(img, Rect.of(opaque["src_area"]), box),
+                         opaque["rop_descriptor"] or ROP_PUT)
 
     def _draw_fill(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
-        kind, brush = self._brush(p)
-        rop = p.fmt("H")
-        mflags, mpos, mask = self._qmask(p)
+        fill = p.take(W.FILL)
+        mpos, mask = self._qmask(p, fill["mask"])
         if box.empty:
             return
-        if kind == "solid":
-            region = np.broadcast_to(brush, (box.height, box.width, 4))
-        elif kind == "pattern":
-            pattern, (px, py) = brush
-            region = _tile(pattern, -py, -px, box.height, box.width)
-        else:
-            region = np.zeros((box.height, box.width, 4), np.uint8)
-        if mask is not None and mflags & 1:
-            mask = ~mask
-        self._draw_image(surface, box, clips, region, rop or ROP_PUT, mask, mpos)
+        region = self._brush_region(p, fill["brush"], box.height, box.width)
+        self._draw_image(surface, box, clips, region, fill["rop_descriptor"] or ROP_PUT, mask, mpos)
 
     def _draw_solid_op(self, p: BodyParser, msg_type: int) -> None:
         surface, box, clips = self._base(p)
-        mflags, mpos, mask = self._qmask(p)
+        mpos, mask = self._qmask(p, p.take(W.MASK_ONLY)["mask"])
         if box.empty:
             return
         rop = {M.MSG_DISPLAY_DRAW_BLACKNESS: ROP_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS: ROP_WHITENESS,
                M.MSG_DISPLAY_DRAW_INVERS: ROP_INVERS}[msg_type]
         region = np.zeros((box.height, box.width, 4), np.uint8)
-        if mask is not None and mflags & 1:
-            mask = ~mask
         self._draw_image(surface, box, clips, region, rop, mask, mpos)
 
     def _draw_transparent(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
-        offset = p.fmt("I")
-        src_area = p.rect()
-        src_color = p.fmt("I")
-        p.fmt("I")  # true colour
-        img = self.image(p.at(offset))
-        region = self._src_region(img, src_area, box)
+        transparent = p.take(W.TRANSPARENT)
+        img = self.image(p.at(transparent["src_bitmap"]))
+        region = self._src_region(img, Rect.of(transparent["src_area"]), box)
+        src_color = transparent["src_color"]
         key = np.array([src_color & 0xFF, (src_color >> 8) & 0xFF, (src_color >> 16) & 0xFF], np.uint8)
         for a in self._areas(surface, box, clips):
             src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
             keep = (src[:, :, :3] != key).any(axis=2)
             surface[a.top:a.bottom, a.left:a.right][keep] = src[keep]
-        self.generation += 1
 
     def _draw_alpha_blend(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
-        alpha_flags = p.fmt("B")
-        alpha = p.fmt("B")
-        offset = p.fmt("I")
-        src_area = p.rect()
-        img = self.image(p.at(offset))
-        region = self._src_region(img, src_area, box).astype(np.uint16)
+        blend = p.take(W.ALPHA_BLEND)
+        alpha_flags, alpha = blend["alpha_flags"], blend["alpha"]
+        img = self.image(p.at(blend["src_bitmap"]))
+        region = self._src_region(img, Rect.of(blend["src_area"]), box).astype(np.uint16)
         for a in self._areas(surface, box, clips):
             src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
             dst = surface[a.top:a.bottom, a.left:a.right]
-            if alpha_flags & 2:  # SRC_SURFACE_HAS_ALPHA: premultiplied per pixel alpha
+            if alpha_flags & W.ALPHA_FLAGS_SRC_SURFACE_HAS_ALPHA:  # premultiplied per-pixel alpha
                 sa = (src[:, :, 3:4] * alpha) // 255
                 out = (src[:, :, :3] * alpha // 255) + dst[:, :, :3].astype(np.uint16) * (255 - sa) // 255
             else:
                 out = (src[:, :, :3] * alpha + dst[:, :, :3].astype(np.uint16) * (255 - alpha)) // 255
             dst[:, :, :3] = np.clip(out, 0, 255).astype(np.uint8)
-        self.generation += 1
 
     def _copy_bits(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
-        src = p.take(M.POINT)
+        src = p.take(W.COPY_BITS)["src_pos"]
         h, w = surface.shape[:2]
         source = Rect(src["y"], src["x"], src["y"] + box.height, src["x"] + box.width)
         if source.empty or source.left < 0 or source.top < 0 or source.right > w or source.bottom > h:
@@ -557,7 +502,6 @@ class Display:
         for a in self._areas(surface, box, clips):
             surface[a.top:a.bottom, a.left:a.right] = snapshot[a.top - box.top:a.bottom - box.top,
                                                                a.left - box.left:a.right - box.left]
-        self.generation += 1
 
 
 def _tile(pattern: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -582,3 +526,13 @@ def _from_jpeg(data: bytes) -> Image:
     out = np.zeros((rgb.shape[0], rgb.shape[1], 4), np.uint8)
     out[:, :, :3] = rgb[:, :, ::-1]
     return Image(out)
+
+
+def copy_source(body: bytes) -> tuple[dict, bytes]:
+    """The image descriptor and compressed payload of a DRAW_COPY message (for tests and benchmarks)."""
+    p = BodyParser(body, "draw copy")
+    p.take(W.DISPLAY_BASE)
+    q = p.at(p.take(W.COPY)["src_bitmap"])
+    descriptor = q.take(W.IMAGE_DESCRIPTOR)
+    size = q.take(W.IMAGE_DATA)["data_size"] if descriptor["type"] != M.IMAGE_BITMAP else 0
+    return descriptor, body[q.pos:q.pos + size]

@@ -6,29 +6,18 @@ shared/spice-protocol.md for what was verified against QEMU here.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from dataclasses import dataclass, field
 
 from spicectl.errors import AuthError, ProtocolError
-from spicectl.spice.wire import Layout, caps_bits, caps_words
+from spicectl.spice.wire import (AUTH_MECHANISM, LINK_HEADER, LINK_MESS, LINK_REPLY, LINK_RESULT, caps_bits,
+                                 caps_words)
 
 MAGIC = int.from_bytes(b"REDQ", "little")
 VERSION_MAJOR = 2
 VERSION_MINOR = 2
-TICKET_PUBKEY_BYTES = 162
 MAX_PASSWORD = 60
 MAX_LINK_BODY = 64 * 1024  # a reply is ~200 bytes; anything near this is hostile
-
-LINK_HEADER = Layout("SpiceLinkHeader", [("magic", "I"), ("major", "I"), ("minor", "I"), ("size", "I")])
-LINK_MESS = Layout("SpiceLinkMess", [
-    ("connection_id", "I"), ("channel_type", "B"), ("channel_id", "B"),
-    ("num_common_caps", "I"), ("num_channel_caps", "I"), ("caps_offset", "I"),
-])
-LINK_REPLY = Layout("SpiceLinkReply", [
-    ("error", "I"), ("pub_key", f"{TICKET_PUBKEY_BYTES}s"),
-    ("num_common_caps", "I"), ("num_channel_caps", "I"), ("caps_offset", "I"),
-])
 
 # Channel types
 MAIN, DISPLAY, INPUTS, CURSOR, PLAYBACK, RECORD, TUNNEL, SMARTCARD, USBREDIR, PORT, WEBDAV = range(1, 12)
@@ -40,6 +29,7 @@ CHANNEL_NAMES = {MAIN: "main", DISPLAY: "display", INPUTS: "inputs", CURSOR: "cu
 CAP_AUTH_SELECTION, CAP_AUTH_SPICE, CAP_AUTH_SASL, CAP_MINI_HEADER = range(4)
 AUTH_MECHANISM_SPICE = 1
 
+LINK_ERR_PERMISSION_DENIED = 7
 LINK_ERRORS = {
     0: ("OK", None),
     1: ("ERROR", "the server refused the link"),
@@ -57,7 +47,7 @@ LINK_ERRORS = {
 def link_error(code: int, channel_type: int) -> Exception:
     name, text = LINK_ERRORS.get(code, (f"#{code}", f"unknown link error {code}"))
     message = f"{CHANNEL_NAMES.get(channel_type, channel_type)} channel: {text} ({name})"
-    if code == 7:
+    if code == LINK_ERR_PERMISSION_DENIED:
         return AuthError(message, hint="get a fresh ticket with: spicectl ticket NAME")
     return ProtocolError(message)
 
@@ -115,33 +105,80 @@ def encrypt_ticket(pub_key_der: bytes, password: bytes) -> bytes:
         raise ProtocolError("server sent an unreadable ticket public key") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ProtocolError("server's ticket key is not RSA")
-    return key.encrypt(password + b"\0", padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return key.encrypt(password + b"\0", oaep)
 
 
-async def link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, channel_type: int,
-               channel_id: int = 0, connection_id: int = 0, password: bytes | None = None,
-               channel_caps: tuple[int, ...] = ()) -> LinkReply:
-    """Run the link stage on an open stream (plain or TLS); return the server's reply.
+
+
+class Handshake:
+    """The link stage as a state machine: feed it the server's bytes, send what it returns.
+
+        hs = Handshake(MAIN, password=b"...")
+        send(hs.start())
+        while not hs.done:
+            send(hs.receive_data(recv()))
+        channel = Channel(MAIN, hs.reply, leftover=hs.leftover)
 
     Raises AuthError for a refused ticket and ProtocolError for every other failure.
     """
-    writer.write(encode_link(channel_type, channel_id, connection_id, channel_caps=channel_caps))
-    await writer.drain()
-    try:
-        size = decode_link_header(await reader.readexactly(LINK_HEADER.size))
-        reply = decode_link_reply(await reader.readexactly(size))
-    except asyncio.IncompleteReadError:
-        raise ProtocolError(f"{CHANNEL_NAMES.get(channel_type)} channel: server closed the link") from None
-    if reply.error:
-        raise link_error(reply.error, channel_type)
-    if CAP_AUTH_SELECTION in reply.common_caps:
-        writer.write(struct.pack("<I", AUTH_MECHANISM_SPICE))
-    writer.write(encrypt_ticket(reply.pub_key, password or b""))
-    await writer.drain()
-    try:
-        (result,) = struct.unpack("<I", await reader.readexactly(4))
-    except asyncio.IncompleteReadError:
-        raise ProtocolError(f"{CHANNEL_NAMES.get(channel_type)} channel: server closed before the auth result") from None
-    if result:
-        raise link_error(result, channel_type)
-    return reply
+
+    def __init__(self, channel_type: int, channel_id: int = 0, connection_id: int = 0, *,
+                 password: bytes | None = None, channel_caps: tuple[int, ...] = ()) -> None:
+        self.channel_type = channel_type
+        self.channel_id = channel_id
+        self.connection_id = connection_id
+        self.password = password or b""
+        self.channel_caps = channel_caps
+        self.reply: LinkReply | None = None
+        self.done = False
+        self.leftover = b""  # bytes after the auth result belong to the channel
+        self._buffer = bytearray()
+        self._need = LINK_HEADER.size
+        self._stage = "header"
+
+    @property
+    def name(self) -> str:
+        return CHANNEL_NAMES.get(self.channel_type, str(self.channel_type))
+
+    def start(self) -> bytes:
+        return encode_link(self.channel_type, self.channel_id, self.connection_id, channel_caps=self.channel_caps)
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Take bytes from the server; return bytes to send (possibly none)."""
+        if self.done:
+            raise ProtocolError(f"{self.name} channel: link data after the link finished")
+        self._buffer += data
+        out = b""
+        while not self.done and len(self._buffer) >= self._need:
+            chunk = bytes(self._buffer[:self._need])
+            del self._buffer[:self._need]
+            out += self._step(chunk)
+        if self.done:
+            self.leftover = bytes(self._buffer)
+            self._buffer.clear()
+        return out
+
+    def receive_eof(self) -> None:
+        where = {"header": "server closed the link", "reply": "server closed the link",
+                 "result": "server closed before the auth result"}[self._stage]
+        raise ProtocolError(f"{self.name} channel: {where}")
+
+    def _step(self, chunk: bytes) -> bytes:
+        if self._stage == "header":
+            self._need, self._stage = decode_link_header(chunk), "reply"
+            return b""
+        if self._stage == "reply":
+            reply = decode_link_reply(chunk)
+            if reply.error:
+                raise link_error(reply.error, self.channel_type)
+            self.reply = reply
+            self._need, self._stage = LINK_RESULT.size, "result"
+            mechanism = AUTH_MECHANISM.pack(auth_mechanism=AUTH_MECHANISM_SPICE) \
+                if CAP_AUTH_SELECTION in reply.common_caps else b""
+            return mechanism + encrypt_ticket(reply.pub_key, self.password)
+        result = LINK_RESULT.unpack(chunk)["error"]
+        if result:
+            raise link_error(result, self.channel_type)
+        self.done = True
+        return b""

@@ -1,8 +1,6 @@
-"""Message numbers and fixed-layout message bodies (spice-protocol enums.h, spice-common spice.proto)."""
+"""Message, channel-capability and flag numbers (spice-protocol enums.h); the structures are in wire.py."""
 
 from __future__ import annotations
-
-from spicectl.spice.wire import Layout
 
 # Common to all channels, server → client
 MSG_MIGRATE, MSG_MIGRATE_DATA, MSG_SET_ACK, MSG_PING, MSG_WAIT_FOR_CHANNELS, MSG_DISCONNECTING, MSG_NOTIFY, \
@@ -51,44 +49,3 @@ BITMAP_1BIT_LE, BITMAP_1BIT_BE, BITMAP_4BIT_LE, BITMAP_4BIT_BE, BITMAP_8BIT, BIT
 MOUSE_MODE_SERVER, MOUSE_MODE_CLIENT = 1, 2
 BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT, BUTTON_UP, BUTTON_DOWN = 1, 2, 3, 4, 5
 BUTTON_MASK = {BUTTON_LEFT: 1, BUTTON_MIDDLE: 2, BUTTON_RIGHT: 4}
-
-# Framing
-MINI_HEADER = Layout("SpiceMiniDataHeader", [("type", "H"), ("size", "I")])
-FULL_HEADER = Layout("SpiceDataHeader", [("serial", "Q"), ("type", "H"), ("size", "I"), ("sub_list", "I")])
-
-# Fixed bodies
-SET_ACK = Layout("SpiceMsgSetAck", [("generation", "I"), ("window", "I")])
-ACK_SYNC = Layout("SpiceMsgcAckSync", [("generation", "I")])
-PING = Layout("SpiceMsgPing", [("id", "I"), ("timestamp", "Q")])
-NOTIFY = Layout("SpiceMsgNotify", [("time_stamp", "Q"), ("severity", "I"), ("visibility", "I"), ("what", "I"),
-                                   ("message_len", "I")])
-DISCONNECTING = Layout("SpiceMsgDisconnect", [("time_stamp", "Q"), ("reason", "I")])
-MAIN_INIT = Layout("SpiceMsgMainInit", [
-    ("session_id", "I"), ("display_channels_hint", "I"), ("supported_mouse_modes", "I"),
-    ("current_mouse_mode", "I"), ("agent_connected", "I"), ("agent_tokens", "I"), ("multi_media_time", "I"),
-    ("ram_hint", "I"),
-])
-MAIN_MOUSE_MODE = Layout("SpiceMsgMainMouseMode", [("supported_modes", "H"), ("current_mode", "H")])
-MOUSE_MODE_REQUEST = Layout("SpiceMsgcMainMouseModeRequest", [("mode", "H")])
-CHANNEL_ID = Layout("SpiceChannelId", [("type", "B"), ("id", "B")])
-DISPLAY_INIT = Layout("SpiceMsgcDisplayInit", [
-    ("pixmap_cache_id", "B"), ("pixmap_cache_size", "q"), ("glz_dictionary_id", "B"),
-    ("glz_dictionary_window_size", "i"),
-])
-SURFACE_CREATE = Layout("SpiceMsgSurfaceCreate", [("surface_id", "I"), ("width", "I"), ("height", "I"),
-                                                  ("format", "I"), ("flags", "I")])
-SURFACE_DESTROY = Layout("SpiceMsgSurfaceDestroy", [("surface_id", "I")])
-DISPLAY_MODE = Layout("SpiceMsgDisplayMode", [("x_res", "I"), ("y_res", "I"), ("bits", "I")])
-RECT = Layout("SpiceRect", [("top", "i"), ("left", "i"), ("bottom", "i"), ("right", "i")])
-POINT = Layout("SpicePoint", [("x", "i"), ("y", "i")])
-IMAGE_DESCRIPTOR = Layout("SpiceImageDescriptor", [("id", "Q"), ("type", "B"), ("flags", "B"), ("width", "I"),
-                                                   ("height", "I")])
-BITMAP = Layout("SpiceBitmap", [("format", "B"), ("flags", "B"), ("x", "I"), ("y", "I"), ("stride", "I")])
-PALETTE_HEAD = Layout("SpicePalette", [("unique", "Q"), ("num_ents", "H")])
-KEY_CODE = Layout("SpiceMsgcKeyCode", [("code", "I")])
-KEY_MODIFIERS = Layout("SpiceMsgcKeyModifiers", [("modifiers", "H")])
-MOUSE_MOTION = Layout("SpiceMsgcMouseMotion", [("dx", "i"), ("dy", "i"), ("buttons_state", "H")])
-MOUSE_POSITION = Layout("SpiceMsgcMousePosition", [("x", "I"), ("y", "I"), ("buttons_state", "H"),
-                                                   ("display_id", "B")])
-MOUSE_BUTTON = Layout("SpiceMsgcMouseButton", [("button", "B"), ("buttons_state", "H")])
-INPUTS_INIT = Layout("SpiceMsgInputsInit", [("keyboard_modifiers", "H")])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spicectl.spice import link
+from spicectl.spice import link, transport
 from tests.conftest import require_binary
 
 SPICECTL = [sys.executable, "-m", "spicectl"]
@@ -84,11 +84,11 @@ def spicectl() -> Spicectl:
 
 async def _tls_link(port: int, cafile: str, password: bytes | None, channel: int = link.MAIN) -> link.LinkReply:
     ctx = ssl.create_default_context(cafile=cafile)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
+    stream = await transport.open_stream("127.0.0.1", port, ssl_context=ctx, server_hostname="127.0.0.1")
     try:
-        return await link.link(reader, writer, channel_type=channel, password=password)
+        return (await transport.link(stream, link.Handshake(channel, password=password))).channel.reply
     finally:
-        writer.close()
+        stream.close()
 
 
 def spice_link(port: int, cafile: str, password: bytes | None) -> link.LinkReply:

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from spicectl.spice import link
+from spicectl.spice import link, transport
 from tests.integration.qemu import free_port, qemu_spice, x509_opts
 
 pytestmark = pytest.mark.integration
@@ -15,11 +15,11 @@ pytestmark = pytest.mark.integration
 
 async def tls_link(port: int, cafile: str, server_hostname: str) -> link.LinkReply:
     ctx = ssl.create_default_context(cafile=cafile)  # trusts only our CA, checks the name
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=server_hostname)
+    stream = await transport.open_stream("127.0.0.1", port, ssl_context=ctx, server_hostname=server_hostname)
     try:
-        return await link.link(reader, writer, channel_type=link.MAIN)
+        return (await transport.link(stream, link.Handshake(link.MAIN))).channel.reply
     finally:
-        writer.close()
+        stream.close()
 
 
 @pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048"])

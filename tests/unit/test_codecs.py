@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import numpy as np
@@ -11,9 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spicectl.errors import ProtocolError
+from spicectl.spice import link
 from spicectl.spice import messages as M
+from spicectl.spice import wire as W
+from spicectl.spice.channel import Channel
 from spicectl.spice.codecs.lz import MAGIC, RGB32, VERSION, GlzWindow, decode_glz, decode_lz
-from spicectl.spice.display import Display
+from spicectl.spice.display import ROP_PUT, Display
+from spicectl.spice.link import LinkReply
 
 
 def lz_header(image_type: int, w: int, h: int, stride: int, top_down: int = 1) -> bytes:
@@ -107,7 +110,7 @@ def test_glz_reference_to_a_missing_image_is_refused():
 
 
 def surface_create(sid: int, w: int, h: int, primary: bool = True) -> bytes:
-    return M.SURFACE_CREATE.pack(surface_id=sid, width=w, height=h, format=32, flags=int(primary))
+    return W.SURFACE_CREATE.pack(surface_id=sid, width=w, height=h, format=32, flags=int(primary))
 
 
 def test_a_65535_square_surface_is_refused():
@@ -121,15 +124,22 @@ def test_unknown_display_message_is_a_protocol_error():
 
 
 def test_drawing_on_a_missing_surface_is_a_protocol_error():
-    body = struct.pack("<I4iB", 7, 0, 0, 1, 1, 0)
     with pytest.raises(ProtocolError, match="unknown surface 7"):
-        Display().handle(M.MSG_DISPLAY_DRAW_FILL, body + bytes(20))
+        Display().handle(M.MSG_DISPLAY_DRAW_FILL, fill(7, 0, 0, 1, 1, 0))
+
+
+def base(sid, top, left, bottom, right, clips=()) -> bytes:
+    clip = {"type": W.CLIP_TYPE_RECTS, "rects": [dict(zip(("top", "left", "bottom", "right"), c)) for c in clips]} \
+        if clips else {"type": W.CLIP_TYPE_NONE}
+    return W.DISPLAY_BASE.pack(surface_id=sid, box=dict(top=top, left=left, bottom=bottom, right=right), clip=clip)
+
+
+NO_MASK = dict(flags=0, pos=dict(x=0, y=0), bitmap=0)
 
 
 def fill(sid, top, left, bottom, right, color, clips=()):
-    base = struct.pack("<I4i", sid, top, left, bottom, right)
-    clip = struct.pack("<BI", 1, len(clips)) + b"".join(struct.pack("<4i", *c) for c in clips) if clips else b"\0"
-    return base + clip + struct.pack("<BIH", 1, color, 8) + struct.pack("<B2iI", 0, 0, 0, 0)
+    return base(sid, top, left, bottom, right, clips) + W.FILL.pack(
+        brush={"type": W.BRUSH_TYPE_SOLID, "color": color}, rop_descriptor=ROP_PUT, mask=NO_MASK)
 
 
 def test_fill_respects_box_and_clip_rectangles():
@@ -149,15 +159,14 @@ def test_fill_outside_the_surface_is_clipped_not_crashing():
 
 
 def copy_bitmap(sid, box, w, h, pixels: bytes, top_down=True):
-    base = struct.pack("<I4iB", sid, *box, 0)
-    head_len = len(base) + 4 + 16 + 2 + 1 + 13
-    copy = struct.pack("<I4iHB", head_len, 0, 0, h, w, 8, 0) + struct.pack("<B2iI", 0, 0, 0, 0)
-    image = M.IMAGE_DESCRIPTOR.pack(id=1, type=M.IMAGE_BITMAP, flags=0, width=w, height=h)
-    bitmap = M.BITMAP.pack(format=M.BITMAP_32BIT, flags=M.BITMAP_TOP_DOWN if top_down else 0, x=w, y=h,
-                           stride=w * 4) + struct.pack("<I", 0)
-    body = base + copy
-    assert len(body) == head_len
-    return body + image + bitmap + pixels
+    head = base(sid, *box)
+    image_at = len(head) + W.COPY.size
+    copy = W.COPY.pack(src_bitmap=image_at, src_area=dict(top=0, left=0, bottom=h, right=w),
+                       rop_descriptor=ROP_PUT, scale_mode=0, mask=NO_MASK)
+    image = W.IMAGE_DESCRIPTOR.pack(id=1, type=M.IMAGE_BITMAP, flags=0, width=w, height=h)
+    bitmap = W.BITMAP.pack(format=M.BITMAP_32BIT, flags=M.BITMAP_TOP_DOWN if top_down else 0, x=w, y=h,
+                           stride=w * 4) + W.PALETTE_PTR.pack(palette=0)
+    return head + copy + image + bitmap + pixels
 
 
 def test_draw_copy_of_a_bottom_up_bitmap():
@@ -181,38 +190,96 @@ def test_display_never_crashes_on_garbage(msg_type, body):
         pass
 
 
+def linked_channel() -> Channel:
+    return Channel(2, LinkReply(0, b"", {link.CAP_MINI_HEADER}, set()))
+
+
 def test_oversize_message_length_is_refused_without_reading_it():
-    from spicectl.spice.channel import Channel
-    from spicectl.spice.link import LinkReply
-
-    async def go():
-        reader = asyncio.StreamReader()
-        reader.feed_data(M.MINI_HEADER.pack(type=304, size=2 ** 31))
-
-        class W:
-            def write(self, data): pass
-            def close(self): pass
-
-        ch = Channel(reader, W(), 2, LinkReply(0, b"", {3}, set()))
-        with pytest.raises(ProtocolError, match="over the"):
-            await ch.read()
-
-    asyncio.run(go())
+    ch = linked_channel()
+    ch.receive_data(W.MINI_HEADER.pack(type=304, size=2 ** 31))
+    with pytest.raises(ProtocolError, match="over the"):
+        ch.next_message()
 
 
 def test_truncated_stream_is_a_protocol_error():
-    from spicectl.spice.channel import Channel
-    from spicectl.spice.link import LinkReply
+    ch = linked_channel()
+    ch.receive_data(W.MINI_HEADER.pack(type=304, size=100) + b"short")
+    assert ch.next_message() is None
+    ch.receive_eof()
+    with pytest.raises(ProtocolError, match="closed"):
+        ch.next_message()
 
-    async def go():
-        reader = asyncio.StreamReader()
-        reader.feed_data(M.MINI_HEADER.pack(type=304, size=100) + b"short")
-        reader.feed_eof()
-        ch = Channel(reader, None, 2, LinkReply(0, b"", {3}, set()))
-        with pytest.raises(ProtocolError, match="closed"):
-            await ch.read()
 
-    asyncio.run(go())
+def test_a_message_split_anywhere_arrives_whole():
+    data = W.MINI_HEADER.pack(type=304, size=5) + b"hello" + W.MINI_HEADER.pack(type=302, size=0)
+    for cut in range(len(data) + 1):
+        ch = linked_channel()
+        ch.receive_data(data[:cut])
+        got = []
+        while (msg := ch.next_message()) is not None:
+            got.append(msg)
+        ch.receive_data(data[cut:])
+        while (msg := ch.next_message()) is not None:
+            got.append(msg)
+        assert got == [(304, b"hello"), (302, b"")], cut
+
+
+def test_pings_are_answered_and_acks_sent_without_the_caller_seeing_them():
+    ch = linked_channel()
+    ping = W.PING.pack(id=7, timestamp=99)
+    ch.receive_data(W.MINI_HEADER.pack(type=M.MSG_SET_ACK, size=8) + W.SET_ACK.pack(generation=3, window=2)
+                    + W.MINI_HEADER.pack(type=M.MSG_PING, size=len(ping)) + ping
+                    + W.MINI_HEADER.pack(type=304, size=0))
+    assert ch.next_message() == (304, b"")
+    assert ch.data_to_send() == (W.MINI_HEADER.pack(type=M.MSGC_ACK_SYNC, size=4) + W.ACK_SYNC.pack(generation=3)
+                                 + W.MINI_HEADER.pack(type=M.MSGC_PONG, size=len(ping)) + ping
+                                 + W.MINI_HEADER.pack(type=M.MSGC_ACK, size=0))
+    assert ch.data_to_send() == b""
+
+
+def test_link_handshake_keeps_bytes_after_the_result_for_the_channel():
+    hs = link.Handshake(link.MAIN)
+    assert hs.start()[:4] == b"REDQ"
+    reply_body = W.LINK_REPLY.pack(error=0, pub_key=bytes(162), num_common_caps=0, num_channel_caps=0,
+                                   caps_offset=W.LINK_REPLY.size)
+    header = W.LINK_HEADER.pack(magic=link.MAGIC, major=2, minor=2, size=len(reply_body))
+    with pytest.raises(ProtocolError, match="unreadable ticket public key"):
+        hs.receive_data(header + reply_body)
+
+
+def test_link_handshake_reports_a_refused_ticket_as_an_auth_error():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from spicectl.errors import AuthError
+
+    der = rsa.generate_private_key(65537, 1024).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    hs = link.Handshake(link.MAIN, password=b"secret")
+    reply_body = W.LINK_REPLY.pack(error=0, pub_key=der.ljust(162, b"\0"), num_common_caps=0, num_channel_caps=0,
+                                   caps_offset=W.LINK_REPLY.size)
+    out = hs.receive_data(W.LINK_HEADER.pack(magic=link.MAGIC, major=2, minor=2, size=len(reply_body)) + reply_body)
+    assert len(out) == 128  # the encrypted ticket, no mechanism word (the reply offered no auth selection)
+    assert not hs.done
+    with pytest.raises(AuthError, match="ticket is wrong"):
+        hs.receive_data(W.LINK_RESULT.pack(error=link.LINK_ERR_PERMISSION_DENIED) + b"more")
+
+
+def test_link_handshake_hands_leftover_bytes_to_the_channel():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    der = rsa.generate_private_key(65537, 1024).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    hs = link.Handshake(link.MAIN)
+    reply_body = W.LINK_REPLY.pack(error=0, pub_key=der.ljust(162, b"\0"), num_common_caps=1, num_channel_caps=0,
+                                   caps_offset=W.LINK_REPLY.size) + struct.pack("<I", 1 << link.CAP_MINI_HEADER)
+    hs.receive_data(W.LINK_HEADER.pack(magic=link.MAGIC, major=2, minor=2, size=len(reply_body)) + reply_body)
+    message = W.MINI_HEADER.pack(type=103, size=2) + b"hi"
+    hs.receive_data(W.LINK_RESULT.pack(error=0) + message)
+    assert hs.done and hs.leftover == message
+    ch = Channel(link.MAIN, hs.reply, leftover=hs.leftover)
+    assert ch.next_message() == (103, b"hi")
 
 
 @given(st.binary(max_size=300))

@@ -1,0 +1,47 @@
+"""Recorded display sessions: the messages a real server sent, replayable without it.
+
+A recording is a file of records, each a `RECORD` header (message type and
+body size) and the body, in the order the display channel received them.
+Beside `NAME.bin` lie the frames it should replay to: `NAME.bin.png` (what
+the client drew at capture time) and `NAME.bin.libvirt.png` (libvirt's own
+screenshot of the guest, taken right after, the independent reference).
+`bench/capture_frames.py` writes them; tests and `bench/codecs.py` read them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from spicectl.errors import ProtocolError
+from spicectl.spice.channel import Message
+from spicectl.spice.wire import Layout
+
+RECORD = Layout("recorded message", [("type", "H"), ("size", "I")])
+CLIENT_FRAME_SUFFIX = ".png"
+LIBVIRT_FRAME_SUFFIX = ".libvirt.png"
+
+
+def write(fh: BinaryIO, messages: Iterable[Message]) -> None:
+    for msg in messages:
+        fh.write(RECORD.pack(type=msg.type, size=len(msg.body)) + msg.body)
+
+
+def read(path: Path) -> Iterator[Message]:
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        head = RECORD.unpack(data, pos)
+        pos += RECORD.size
+        if pos + head["size"] > len(data):
+            raise ProtocolError(f"{path}: the last recorded message is cut short")
+        yield Message(head["type"], data[pos:pos + head["size"]])
+        pos += head["size"]
+
+
+def client_frame(path: Path) -> Path:
+    return path.with_name(path.name + CLIENT_FRAME_SUFFIX)
+
+
+def libvirt_frame(path: Path) -> Path:
+    return path.with_name(path.name + LIBVIRT_FRAME_SUFFIX)
