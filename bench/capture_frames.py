@@ -17,7 +17,9 @@ from pathlib import Path
 from spicectl.pki.ca import CA_CERT
 from spicectl.spice import recording
 from spicectl.spice.channel import Message
+from spicectl.session.target import from_access
 from spicectl.virt import lifecycle
+from spicectl.virt.endpoint import guest_access
 from spicectl.virt.connection import open_hypervisor
 
 
@@ -29,11 +31,10 @@ def main() -> None:
     ap.add_argument("--keys", nargs="*", default=[], help="keys to press after the first frame (e.g. esc)")
     ap.add_argument("--seconds", type=float, default=0, help="keep recording this long after the keys")
     args = ap.parse_args()
-    from spicectl.session.target import from_libvirt
-
     records: list[Message] = []
     with open_hypervisor(None, args.state_dir) as hv:
-        target = from_libvirt(hv, args.name, ca_file=str(args.state_dir / "ca" / CA_CERT))
+        access = guest_access(hv, args.name, state_dir=args.state_dir)
+        target = from_access(access, ca_file=str(args.state_dir / "ca" / CA_CERT))
 
         async def go():
             client = target.client(display_observer=records.append)

@@ -20,7 +20,7 @@ class SpicectlError(Exception):
         return self.message
 
     def __reduce__(self):
-        # keep the hint when an error crosses a process boundary (see virt.isolated)
+        # keep the hint when an error crosses a process boundary (see virt.child)
         return (type(self), (self.message, self.hint))
 
 

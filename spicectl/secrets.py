@@ -6,7 +6,6 @@ Never from argv: a command line is visible to every user through /proc.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from spicectl.errors import InvalidInput
 

@@ -99,6 +99,45 @@ class App:
             click.echo(f"{key + ':':<{width + 1}} {value}")
 
 
+    def proxy_logging(self) -> None:
+        """The proxy's one line per session, on stderr (fewer under --quiet)."""
+        import logging
+
+        logger = logging.getLogger("spicectl.proxy")
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("spicectl proxy: %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.WARNING if self.quiet else logging.INFO)
+
+    def session_output(self) -> SessionPrinter:
+        return SessionPrinter(self)
+
+
+class SessionPrinter:
+    """A session's messages (`session.runner.SessionOutput`) printed for the user."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def info(self, message: str) -> None:
+        self.app.info(message)
+
+    def announce(self, data: dict, line: str) -> None:
+        # printed at once and flushed: the session runs on in the foreground after this
+        if self.app.json:
+            import json as _json
+
+            sys.stdout.write(_json.dumps(data) + "\n")
+        else:
+            click.echo(line)
+        sys.stdout.flush()
+
+    def write_vv(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
 pass_app = click.make_pass_decorator(App, ensure=True)
 
 

@@ -26,14 +26,14 @@ def ca() -> None:
 @pass_app
 def ca_init(app: App, key_type, days, subject, force, passphrase_file, passphrase_fd, passphrase_env) -> None:
     """Create the CA (once). Certificates it signs are trusted by spicectl's clients and proxies."""
-    from spicectl.pki.ca import init_ca
+    from spicectl.pki.ca import CA_CERT, init_ca
     from spicectl.pki.inspect import describe
     from spicectl.pki.profiles import load_profile
 
     profile = load_profile("ca", app.settings.pki_dir).with_overrides(key_type=key_type, days=days)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
     authority = init_ca(app.settings.ca_dir, profile, subject=subject, passphrase=passphrase, force=force)
-    info = describe(authority.cert, authority.directory / "ca-cert.pem")
+    info = describe(authority.cert, authority.directory / CA_CERT)
     info["key_path"] = str(authority.directory / "ca-key.pem")
     info["key_encrypted"] = passphrase is not None
 
@@ -50,11 +50,11 @@ def ca_init(app: App, key_type, days, subject, force, passphrase_file, passphras
 @pass_app
 def ca_show(app: App) -> None:
     """Show the CA certificate."""
-    from spicectl.pki.ca import load_ca_cert
+    from spicectl.pki.ca import CA_CERT, load_ca_cert
     from spicectl.pki.inspect import describe
 
     cert = load_ca_cert(app.settings.ca_dir)
-    info = describe(cert, app.settings.ca_dir / "ca-cert.pem")
+    info = describe(cert, app.settings.ca_dir / CA_CERT)
     app.emit(info, lambda: show_cert_fields(app, info))
 
 

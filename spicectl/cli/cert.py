@@ -28,13 +28,14 @@ def _load(app: App, kind: str, key_type, days, passphrase):
 
 
 def _report(app: App, issued, verb: str) -> None:
+    from spicectl.pki.ca import CA_CERT
     from spicectl.pki.inspect import describe
 
     info = describe(issued.cert, issued.cert_path)
     info["kind"] = issued.kind
     info["directory"] = str(issued.directory)
     info["files"] = {
-        "ca": str(issued.directory / "ca-cert.pem"),
+        "ca": str(issued.directory / CA_CERT),
         "cert": str(issued.cert_path),
         "key": str(issued.key_path),
     }

@@ -44,7 +44,9 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
 
     from spicectl.errors import InvalidInput
     from spicectl.session.connect import parse_listen
-    from spicectl.virt.isolated import session_target
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.session.target import from_access
+    from spicectl.virt.child import fetch_access
 
     if screenshot and mode != "builtin":
         raise click.UsageError("--screenshot goes with --builtin")
@@ -61,15 +63,18 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
         raise click.UsageError("--proxy-url needs --proxy ws or --proxy http-connect")
     listen_addr = parse_listen(listen)
 
-    ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
     s = app.settings
-    target, usbredir = session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, ttl=ttl)
+    access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl)
+    target = from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
 
     from spicectl.session import runner
 
-    result = runner.run(app, target, mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
-                        listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot, html5_dir=html5_dir,
-                        usbredir=usbredir)
+    request = runner.SessionRequest(mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
+                                    listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot,
+                                    html5_dir=html5_dir, usbredir=access.usbredir)
+    if proxy:
+        app.proxy_logging()
+    result = runner.run(target, request, state_dir=s.state_dir, out=app.session_output())
     if result is not None:
         app.emit(result, lambda: None)
 

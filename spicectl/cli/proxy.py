@@ -34,23 +34,22 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
     from pathlib import Path
 
     from spicectl.errors import InvalidInput
+    from spicectl.pki.ca import CA_CERT
     from spicectl.proxy.server import ProxyServer, find_html5_dir
     from spicectl.proxy.tokens import Signer, load_secret, spent_store
     from spicectl.session.connect import parse_listen
-    from spicectl.session.runner import _proxy_logging
 
     host, port = parse_listen(listen, 3128)
     if require_client_cert and not tls:
         raise InvalidInput("--require-client-cert needs --tls")
     ctx = None
     if tls:
-        from spicectl.pki.ca import CA_CERT
         from spicectl.proxy.server import listener_tls
 
         d = Path(cert_dir) if cert_dir else app.settings.certs_dir / "server" / host
         ctx = listener_tls(d, app.settings.ca_dir / CA_CERT if require_client_cert else None)
-    _proxy_logging(app)
-    server = ProxyServer(Signer(load_secret(app.settings.state_dir)), ca_file=str(app.settings.ca_dir / "ca-cert.pem"),
+    app.proxy_logging()
+    server = ProxyServer(Signer(load_secret(app.settings.state_dir)), ca_file=str(app.settings.ca_dir / CA_CERT),
                          html5_dir=find_html5_dir([html5_dir] if html5_dir else None), tls=ctx,
                          spent=spent_store(app.settings.state_dir))
 

@@ -20,17 +20,18 @@ def target_options(func):
 
 
 def _target(app: App, name: str, uri, password_file, ca_file, insecure, host_subject=None):
-    from spicectl.session.target import from_uri
-    from spicectl.virt.isolated import session_target
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.session.target import from_access, from_uri
+    from spicectl.virt.child import fetch_access
 
     if uri:
         from spicectl.secrets import read_secret
 
         password = read_secret(file=password_file, what="SPICE password") if password_file else None
         return from_uri(uri, password=password, ca_file=ca_file, host_subject=host_subject)
-    ca = ca_file or str(app.settings.ca_dir / "ca-cert.pem")
     s = app.settings
-    return session_target(s.connect, s.state_dir, s.pki_dir, name, ca_file=ca, insecure=insecure)[0]
+    access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, plain=insecure)
+    return from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
 
 
 def _import_client() -> None:

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from spicectl.errors import NotFound
-from spicectl.pki.ca import load_cert, utcnow
+from spicectl.pki.ca import CA_CERT, load_cert, utcnow
+from spicectl.pki.issue import CLIENT_CERT, SERVER_CERT
 from spicectl.pki.keys import key_type_of
 from spicectl.pki.names import host_subject, san_strings
 
@@ -19,7 +20,7 @@ SOON_DAYS = 30
 def resolve_cert_path(path: Path) -> Path:
     """A certificate file, or a directory holding server-cert.pem, client-cert.pem or ca-cert.pem."""
     if path.is_dir():
-        for name in ("server-cert.pem", "client-cert.pem", "ca-cert.pem"):
+        for name in (SERVER_CERT, CLIENT_CERT, CA_CERT):
             if (path / name).exists():
                 return path / name
         raise NotFound(f"no certificate in directory {path}")

@@ -17,12 +17,24 @@ from cryptography.x509.oid import NameOID
 
 from spicectl.errors import InvalidInput, NotFound
 from spicectl.pki import store
-from spicectl.pki.ca import CA, base_builder, eku_extension, key_usage_extension, load_cert, record_issued
+from spicectl.pki.ca import CA, CA_CERT, base_builder, eku_extension, key_usage_extension, load_cert, record_issued
 from spicectl.pki.keys import generate_key, key_to_pem, key_type_of, load_key
 from spicectl.pki.names import build_sans, check_dns, is_ip
 from spicectl.pki.profiles import KEY_TYPES, Profile
 
 KINDS = ("server", "client")
+
+
+def cert_name(kind: str) -> str:
+    return f"{kind}-cert.pem"
+
+
+def key_name(kind: str) -> str:
+    return f"{kind}-key.pem"
+
+
+SERVER_CERT, SERVER_KEY = cert_name("server"), key_name("server")
+CLIENT_CERT = cert_name("client")
 
 
 @dataclass
@@ -33,11 +45,11 @@ class Issued:
 
     @property
     def cert_path(self) -> Path:
-        return self.directory / f"{self.kind}-cert.pem"
+        return self.directory / cert_name(self.kind)
 
     @property
     def key_path(self) -> Path:
-        return self.directory / f"{self.kind}-key.pem"
+        return self.directory / key_name(self.kind)
 
 
 MAX_CN = 64
@@ -77,7 +89,7 @@ def _write(ca: CA, kind: str, out: Path, cert: x509.Certificate, key, *, force: 
             {
                 issued.key_path: (key_to_pem(key), store.KEY_MODE),
                 issued.cert_path: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
-                out / "ca-cert.pem": (ca.cert_pem, store.CERT_MODE),
+                out / CA_CERT: (ca.cert_pem, store.CERT_MODE),
             },
             force=force,
         ):

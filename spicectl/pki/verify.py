@@ -15,9 +15,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from spicectl.errors import SpicectlError
-from spicectl.pki.ca import load_cert
+from spicectl.pki.ca import CA_CERT, load_cert
 from spicectl.pki.inspect import status_of
-from spicectl.pki.issue import find_leaf
+from spicectl.pki.issue import find_leaf, key_name
 from spicectl.pki.keys import load_key
 from spicectl.pki.names import sans_cover, san_strings
 
@@ -49,8 +49,8 @@ def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Pa
         kind, cert_path = find_leaf(directory)
     except SpicectlError as exc:
         return [Check("files", False, exc.message)]
-    key_path = directory / f"{kind}-key.pem"
-    ca_path = directory / "ca-cert.pem"
+    key_path = directory / key_name(kind)
+    ca_path = directory / CA_CERT
 
     loaded: dict[str, object] = {}
     for label, path, loader in (("ca", ca_path, load_cert), ("cert", cert_path, load_cert), ("key", key_path, load_key)):
@@ -67,18 +67,18 @@ def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Pa
             is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         except x509.ExtensionNotFound:
             is_ca = False
-        checks.append(Check("ca_is_ca", is_ca, "ca-cert.pem is a CA certificate" if is_ca else
-                            "ca-cert.pem is not a CA certificate (no basicConstraints CA:TRUE)"))
+        checks.append(Check("ca_is_ca", is_ca, f"{CA_CERT} is a CA certificate" if is_ca else
+                            f"{CA_CERT} is not a CA certificate (no basicConstraints CA:TRUE)"))
         checks.append(_validity(ca, "ca"))
     if cert is not None:
         checks.append(_validity(cert, kind))
         if ca is not None:
             try:
                 cert.verify_directly_issued_by(ca)
-                checks.append(Check("chain", True, f"{cert_path.name} is signed by ca-cert.pem"))
+                checks.append(Check("chain", True, f"{cert_path.name} is signed by {CA_CERT}"))
             except (ValueError, TypeError, InvalidSignature):
                 checks.append(Check("chain", False,
-                                    f"{cert_path.name} was not signed by the CA in ca-cert.pem "
+                                    f"{cert_path.name} was not signed by the CA in {CA_CERT} "
                                     f"(issuer {cert.issuer.rfc4514_string()}, CA {ca.subject.rfc4514_string()})"))
         wanted = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
         try:

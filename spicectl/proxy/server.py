@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 
 from spicectl.errors import AuthError, Conflict, EnvironmentProblem, InvalidInput, NotFound
+from spicectl.pki.issue import SERVER_CERT, SERVER_KEY
 from spicectl.proxy.relay import Counts, SocketEndpoint, StreamEndpoint, WebSocketEndpoint, relay
 from spicectl.proxy.tokens import Grant, MemorySpent, Session, Sessions, Signer, SqliteSpent
 
@@ -58,7 +59,7 @@ class Refused(Exception):
 def listener_tls(cert_dir: Path, client_ca: Path | None = None) -> ssl.SSLContext:
     """The TLS context of a proxy's listener: the server pair in `cert_dir`; with `client_ca`, clients
     must present a certificate that CA issued."""
-    cert, key = cert_dir / "server-cert.pem", cert_dir / "server-key.pem"
+    cert, key = cert_dir / SERVER_CERT, cert_dir / SERVER_KEY
     if not cert.exists() or not key.exists():
         raise NotFound(f"no server certificate in {cert_dir}",
                        hint=f"spicectl cert issue server --host HOST --out {cert_dir}")

@@ -3,34 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import click
+from typing import Protocol
 
 from spicectl.errors import EnvironmentProblem, InvalidInput, TimeoutExpired
 from spicectl.session.connect import html5_url, make_vv, proxy_url_parts, server_identity
 from spicectl.session.target import SpiceTarget
 
 
-def _proxy_logging(app) -> None:
-    logger = logging.getLogger("spicectl.proxy")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("spicectl proxy: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if app.quiet else logging.INFO)
+@dataclass
+class SessionRequest:
+    """What `spicectl connect` was asked for."""
+
+    mode: str | None = None            # "viewer", "builtin", or None (a .vv file or a proxy URL only)
+    vv_path: str | None = None         # "-" for stdout
+    proxy: str | None = None           # "ws" or "http-connect"
+    proxy_url: str | None = None       # an external `proxy serve`; else a proxy runs here for this session
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    token_ttl: int = 60
+    screenshot: str | None = None      # with mode "builtin"
+    html5_dir: str | None = None
+    usbredir: bool = False
 
 
-def _signer(app):
-    from spicectl.proxy.tokens import Signer, load_secret
+class SessionOutput(Protocol):
+    """How a session tells its user things; the CLI prints, a library caller may collect."""
 
-    return Signer(load_secret(app.settings.state_dir))
+    def info(self, message: str) -> None:
+        """A note (the CLI prints it on stderr unless --quiet or --json)."""
+
+    def announce(self, data: dict, line: str) -> None:
+        """What the user needs now, while the session runs on (a URL, a pid): `data` or `line`."""
+
+    def write_vv(self, text: str) -> None:
+        """A .vv file's text for standard output (`--vv -`)."""
 
 
 def _launch_viewer(vv: Path) -> int:
@@ -42,10 +53,9 @@ def _launch_viewer(vv: Path) -> int:
     return proc.pid
 
 
-def _write_vv(vvfile, vv_path: str | None) -> Path | None:
+def _write_vv(out: SessionOutput, vvfile, vv_path: str | None) -> Path | None:
     if vv_path == "-":
-        sys.stdout.write(vvfile.render())
-        sys.stdout.flush()
+        out.write_vv(vvfile.render())
         return None
     if vv_path:
         path = Path(vv_path)
@@ -55,45 +65,37 @@ def _write_vv(vvfile, vv_path: str | None) -> Path | None:
     return path
 
 
-def _announce(app, data: dict, line: str) -> None:
-    """Print what the user needs now (the session then runs in the foreground)."""
-    import json
+def _signer(state_dir: Path):
+    from spicectl.proxy.tokens import Signer, load_secret
 
-    if app.json:
-        sys.stdout.write(json.dumps(data) + "\n")
-    else:
-        click.echo(line)
-    sys.stdout.flush()
+    return Signer(load_secret(state_dir))
 
 
-def run(app, target: SpiceTarget, *, mode, vv_path, proxy, proxy_url, listen, token_ttl, screenshot, html5_dir,
-        usbredir) -> dict | None:
+def run(target: SpiceTarget, request: SessionRequest, *, state_dir: Path, out: SessionOutput) -> dict | None:
+    """Carry out the session; a result for the caller, or None when it was all announced already."""
+    r = request
     valid_to = target.valid_to
     # Known already for the private default; otherwise read before any event loop runs (the
     # identity check is a TLS handshake of its own).
-    identity = None if mode == "builtin" else target.host_subject or server_identity(target)
-    if proxy is None:
-        if mode == "builtin":
-            return _builtin(target, None, screenshot)
-        vvfile = make_vv(target, host_subject=identity, usbredir=usbredir)
-        path = _write_vv(vvfile, vv_path)  # viewer without --vv: a private temporary file
-        if mode == "viewer":
-            pid = _launch_viewer(path)
-            app.info(f"remote-viewer started (pid {pid}); ticket valid until {valid_to}")
-            return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "valid_to": valid_to}
+    identity = None if r.mode == "builtin" else target.host_subject or server_identity(target)
+    if r.proxy is None:
+        if r.mode == "builtin":
+            return _builtin(target, None, r.screenshot)
+        vvfile = make_vv(target, host_subject=identity, usbredir=r.usbredir)
+        path = _write_vv(out, vvfile, r.vv_path)  # viewer without --vv: a private temporary file
         if path is None:
             return None
-        app.info(f"{path} written (mode 0600); ticket valid until {valid_to}")
+        if r.mode == "viewer":
+            pid = _launch_viewer(path)
+            out.info(f"remote-viewer started (pid {pid}); ticket valid until {valid_to}")
+            return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "valid_to": valid_to}
+        out.info(f"{path} written (mode 0600); ticket valid until {valid_to}")
         return {"name": target.name, "mode": "vv", "vv": str(path), "valid_to": valid_to}
 
-    signer = _signer(app)
-    _proxy_logging(app)
-    if proxy_url:
-        return _external(app, signer, target, mode, vv_path, proxy, proxy_url, token_ttl, screenshot, usbredir,
-                         identity)
-    return asyncio.run(_local(app, signer, target, mode=mode, vv_path=vv_path, proxy=proxy, listen=listen,
-                              token_ttl=token_ttl, screenshot=screenshot, html5_dir=html5_dir, usbredir=usbredir,
-                              identity=identity))
+    signer = _signer(state_dir)
+    if r.proxy_url:
+        return _external(out, signer, target, r, identity)
+    return asyncio.run(_local(out, signer, target, r, identity=identity, state_dir=state_dir))
 
 
 def _mint(signer, target: SpiceTarget, proxy: str, ttl: int):
@@ -103,26 +105,29 @@ def _mint(signer, target: SpiceTarget, proxy: str, ttl: int):
                        ttl=ttl)
 
 
-def _external(app, signer, target, mode, vv_path, proxy, proxy_url, token_ttl, screenshot, usbredir, identity):
-    scheme, phost, pport = proxy_url_parts(proxy_url)
-    token, grant = _mint(signer, target, proxy, token_ttl)
-    if proxy == "ws":
-        if mode == "builtin":
-            return _builtin(target, _ws_opener(phost, pport, token, scheme == "https", target), screenshot)
-        url = html5_url(proxy_url, token, target.password)
-        _announce(app, {"name": target.name, "url": url, "expires": grant.expires}, url)
+def _external(out: SessionOutput, signer, target: SpiceTarget, r: SessionRequest, identity: str | None):
+    assert r.proxy_url is not None and r.proxy is not None
+    scheme, phost, pport = proxy_url_parts(r.proxy_url)
+    token, grant = _mint(signer, target, r.proxy, r.token_ttl)
+    if r.proxy == "ws":
+        if r.mode == "builtin":
+            return _builtin(target, _ws_opener(phost, pport, token, scheme == "https", target), r.screenshot)
+        url = html5_url(r.proxy_url, token, target.password)
+        out.announce({"name": target.name, "url": url, "expires": grant.expires}, url)
         return None
     if scheme != "http":
         raise InvalidInput("remote-viewer's proxy= speaks plain HTTP CONNECT: use an http:// --proxy-url")
-    if mode == "builtin":
-        return _builtin(target, _connect_opener(phost, pport, token, target), screenshot)
+    if r.mode == "builtin":
+        return _builtin(target, _connect_opener(phost, pport, token, target), r.screenshot)
     vvfile = make_vv(target, host_subject=identity, proxy=f"http://spicectl:{token}@{phost}:{pport}",
-                     usbredir=usbredir)
-    path = _write_vv(vvfile, vv_path)
-    if mode == "viewer" and path is not None:
+                     usbredir=r.usbredir)
+    path = _write_vv(out, vvfile, r.vv_path)
+    if path is None:
+        return None
+    if r.mode == "viewer":
         pid = _launch_viewer(path)
-        return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "proxy": proxy_url}
-    return None if path is None else {"name": target.name, "mode": "vv", "vv": str(path), "proxy": proxy_url}
+        return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "proxy": r.proxy_url}
+    return {"name": target.name, "mode": "vv", "vv": str(path), "proxy": r.proxy_url}
 
 
 def _ws_opener(host, port, token, tls: bool, target):
@@ -175,46 +180,46 @@ def _builtin_result(target, image, screenshot) -> dict:
             "width": image.width, "height": image.height}
 
 
-async def _local(app, signer, target, *, mode, vv_path, proxy, listen, token_ttl, screenshot, html5_dir, usbredir,
-                 identity):
+async def _local(out: SessionOutput, signer, target: SpiceTarget, r: SessionRequest, *, identity: str | None,
+                 state_dir: Path) -> dict | None:
     from spicectl.proxy.server import ProxyServer, find_html5_dir
     from spicectl.proxy.tokens import spent_store
 
-    html5 = find_html5_dir([html5_dir] if html5_dir else None) if proxy == "ws" else None
-    if proxy == "ws" and html5 is None and mode != "builtin":
+    assert r.proxy is not None
+    html5 = find_html5_dir([r.html5_dir] if r.html5_dir else None) if r.proxy == "ws" else None
+    if r.proxy == "ws" and html5 is None and r.mode != "builtin":
         raise EnvironmentProblem("spice-html5 is not installed", hint="apt-get install spice-html5, or --html5-dir")
     # the shared store: the same secret signs tokens for `proxy serve`, where this one must be spent too
-    server = ProxyServer(signer, ca_file=target.ca_file, html5_dir=html5, single=True,
-                         spent=spent_store(app.settings.state_dir))
-    host, port = await server.start(*listen)
-    token, grant = _mint(signer, target, proxy, token_ttl)
+    server = ProxyServer(signer, ca_file=target.ca_file, html5_dir=html5, single=True, spent=spent_store(state_dir))
+    host, port = await server.start(*r.listen)
+    token, grant = _mint(signer, target, r.proxy, r.token_ttl)
     result: dict | None = None
     try:
-        if proxy == "ws":
-            if mode == "builtin":
-                result = await _builtin_async(target, _ws_opener(host, port, token, False, target), screenshot)
+        if r.proxy == "ws":
+            if r.mode == "builtin":
+                result = await _builtin_async(target, _ws_opener(host, port, token, False, target), r.screenshot)
                 await asyncio.sleep(0)  # let the proxy log the session
             else:
                 url = html5_url(f"http://{host}:{port}", token, target.password)
-                _announce(app, {"name": target.name, "url": url, "listen": f"{host}:{port}",
-                                "expires": grant.expires}, url)
+                out.announce({"name": target.name, "url": url, "listen": f"{host}:{port}",
+                              "expires": grant.expires}, url)
                 await _wait_session(server, grant)
         else:
-            if mode == "builtin":
-                result = await _builtin_async(target, _connect_opener(host, port, token, target), screenshot)
+            if r.mode == "builtin":
+                result = await _builtin_async(target, _connect_opener(host, port, token, target), r.screenshot)
             else:
                 vvfile = make_vv(target, host_subject=identity, proxy=f"http://spicectl:{token}@{host}:{port}",
-                                 usbredir=usbredir)
-                path = await asyncio.to_thread(_write_vv, vvfile, vv_path if vv_path else None)
-                if mode == "viewer":
+                                 usbredir=r.usbredir)
+                path = await asyncio.to_thread(_write_vv, out, vvfile, r.vv_path if r.vv_path else None)
+                if r.mode == "viewer" and path is not None:
                     pid = _launch_viewer(path)
-                    _announce(app, {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path),
-                                    "listen": f"{host}:{port}"}, f"remote-viewer started (pid {pid}) through "
-                                                                 f"the proxy on {host}:{port}")
+                    out.announce({"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path),
+                                  "listen": f"{host}:{port}"}, f"remote-viewer started (pid {pid}) through "
+                                                               f"the proxy on {host}:{port}")
                 elif path is not None:
-                    _announce(app, {"name": target.name, "mode": "vv", "vv": str(path), "listen": f"{host}:{port}",
-                                    "expires": grant.expires},
-                              f"{path} written; proxy on {host}:{port} waits for its session")
+                    out.announce({"name": target.name, "mode": "vv", "vv": str(path), "listen": f"{host}:{port}",
+                                  "expires": grant.expires},
+                                 f"{path} written; proxy on {host}:{port} waits for its session")
                 await _wait_session(server, grant)
     finally:
         await server.close()

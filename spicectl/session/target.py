@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from spicectl.errors import InvalidInput, NotFound
+from spicectl.virt.endpoint import GuestAccess
+
+if TYPE_CHECKING:
+    from spicectl.spice.client import Client
 
 
 @dataclass
@@ -21,7 +26,7 @@ class SpiceTarget:
     valid_to: str | None = None
     host_subject: str | None = None   # checked against the server certificate when known
 
-    def client(self, **kwargs):
+    def client(self, **kwargs: Any) -> Client:
         from spicectl.spice.client import Client
 
         return Client(self.host, port=self.port, tls_port=self.tls_port, password=self.password,
@@ -49,33 +54,10 @@ def from_uri(uri: str, *, password: bytes | None, ca_file: str | None,
                        host_subject=host_subject)
 
 
-def from_libvirt(hv, name: str, *, ca_file: str | None, ttl: int = 30, insecure: bool = False) -> SpiceTarget:
-    """Look the guest up, set a fresh ticket, and say where to connect."""
-    from spicectl.virt import lifecycle
-    from spicectl.virt.tickets import set_ticket
-
-    dom = lifecycle.lookup(hv, name)
-    if not lifecycle.is_running(dom):
-        raise NotFound(f"{name} is not running", hint=f"spicectl vm start {name}")
-    endpoint = lifecycle.spice_endpoint(dom)
-    if endpoint is None:
-        raise NotFound(f"{name} has no SPICE display")
-    ticket = set_ticket(dom, ttl)
-    tls_port = None if insecure else endpoint.tls_port
-    if tls_port is None and endpoint.port is None:
-        raise NotFound(f"{name} has no SPICE port open")
-    if tls_port is None and not insecure:
-        raise InvalidInput(f"{name} serves SPICE without TLS", hint="add --insecure to connect in the clear")
-    if tls_port is not None and (ca_file is None or not Path(ca_file).exists()):
-        raise NotFound(f"no CA certificate at {ca_file} to check {name}'s TLS certificate",
+def from_access(access: GuestAccess, *, ca_file: str | None) -> SpiceTarget:
+    """A managed guest's target: where virt/ says it is, checked against the CA the client trusts."""
+    if access.tls_port is not None and (ca_file is None or not Path(ca_file).exists()):
+        raise NotFound(f"no CA certificate at {ca_file} to check {access.name}'s TLS certificate",
                        hint="give --ca-file, or create spicectl's CA with spicectl host setup")
-    host = endpoint.connect_host
-    if not hv.target.local:
-        remote = urlsplit(hv.target.uri).hostname
-        if endpoint.listen in ("0.0.0.0", "::"):
-            host = remote or host
-        elif endpoint.listen in ("127.0.0.1", "::1", "localhost"):
-            raise InvalidInput(f"{name} listens on {endpoint.listen} of {remote}, out of reach from here",
-                               hint="recreate it with --listen on an address this machine can reach")
-    return SpiceTarget(host, endpoint.port, tls_port, ticket.password.encode(), ca_file, host, name,
-                       ticket.as_dict()["valid_to"])
+    return SpiceTarget(access.host, access.port, access.tls_port, access.password.encode(), ca_file, access.host,
+                       access.name, access.valid_to, access.tls_subject)

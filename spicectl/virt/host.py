@@ -49,7 +49,7 @@ def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None
                      passphrase: bytes | None = None) -> SetupReport:
     """Idempotently make the CA, the 127.0.0.1 server certificate and qemu.conf."""
     from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
-    from spicectl.pki.issue import issue_server
+    from spicectl.pki.issue import SERVER_CERT, issue_server
     from spicectl.pki.profiles import load_profile
     from spicectl.pki.verify import verify_directory
 
@@ -57,7 +57,7 @@ def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None
     created_ca = issued = False
     cert_dir = server_cert_dir(state_dir)
     if not ca_exists(ca_dir):
-        if (cert_dir / "server-cert.pem").exists():
+        if (cert_dir / SERVER_CERT).exists():
             # a new CA now would leave the guests serving a certificate no client trusts
             raise VerificationFailed(
                 f"spicectl's CA ({ca_dir}) is missing, but {cert_dir} holds a server certificate it issued; "
@@ -89,6 +89,32 @@ def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None
     if wrote:
         store.atomic_write(conf, text.encode(), 0o600)
     return SetupReport(created_ca, issued, wrote, root, cert_dir)
+
+
+def setup_private(state_dir: Path, root: Path, *, pki_dir: Path | None = None,
+                  passphrase: bytes | None = None) -> SetupReport:
+    """`prepare_embedded` under the private root's lock (another spicectl may be using the root)."""
+    import os
+
+    from spicectl.virt.connection import lock_root
+
+    fd = lock_root(root)
+    try:
+        return prepare_embedded(state_dir, root, pki_dir=pki_dir, passphrase=passphrase)
+    finally:
+        os.close(fd)
+
+
+def manual_setup_steps(certs_dir: Path) -> list[str]:
+    """What a system libvirt needs for SPICE TLS, done by hand (spicectl does not edit its qemu.conf)."""
+    from spicectl.pki.issue import key_name
+
+    cert = certs_dir / "server" / "HOSTNAME"
+    return [
+        f"spicectl cert issue server --host HOSTNAME --out {cert}",
+        f"in /etc/libvirt/qemu.conf: spice_tls = 1 and spice_tls_x509_cert_dir = \"{cert}\"",
+        f"make {key_name('server')} readable by the QEMU user (group libvirt-qemu, mode 0640), then restart libvirtd",
+    ]
 
 
 @dataclass

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,9 +16,8 @@ from spicectl.domain.spec import VMSpec
 from spicectl.domain.xml import SPICECTL_NS
 from spicectl.errors import Conflict, EnvironmentProblem, HypervisorError, NotFound, TimeoutExpired
 from spicectl.virt.connection import Hypervisor, libvirt_error
+from spicectl.virt.endpoint import DOMAIN_RUNNING, DOMAIN_STATES, SpiceListen, spice_listen
 
-STATES = {0: "no-state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting-down", 5: "shut-off",
-          6: "crashed", 7: "suspended"}
 
 Progress = Callable[[str], None]
 
@@ -33,17 +32,6 @@ def _lv():
     return libvirt
 
 
-@dataclass
-class SpiceEndpoint:
-    listen: str
-    port: int | None
-    tls_port: int | None
-
-    @property
-    def connect_host(self) -> str:
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.listen, self.listen)
-
-
 def lookup(hv: Hypervisor, name: str):
     libvirt = _lv()
     try:
@@ -55,22 +43,7 @@ def lookup(hv: Hypervisor, name: str):
 
 
 def is_running(dom) -> bool:
-    return dom.isActive() == 1
-
-
-def spice_endpoint(dom) -> SpiceEndpoint | None:
-    tree = etree.fromstring(dom.XMLDesc(0).encode())
-    g = tree.find("devices/graphics[@type='spice']")
-    if g is None:
-        return None
-    listen = g.find("listen")
-    address = (listen.get("address") if listen is not None else None) or g.get("listen") or "127.0.0.1"
-
-    def port(attr: str) -> int | None:
-        value = g.get(attr)
-        return int(value) if value and int(value) > 0 else None
-
-    return SpiceEndpoint(address, port("port"), port("tlsPort"))
+    return bool(dom.isActive())
 
 
 META_KEYS = ("template", "image", "creating")
@@ -126,13 +99,13 @@ def _finish_marker(dom, meta: dict[str, str | None]) -> None:
 
 def info(dom) -> dict:
     state, _reason = dom.state()
-    endpoint = spice_endpoint(dom) if state == 1 else None
+    endpoint = spice_listen(dom) if state == DOMAIN_RUNNING else None
     _st, max_mem, _mem, vcpus, _cpu = dom.info()
     return {
         "name": dom.name(),
         "uuid": dom.UUIDString(),
-        "state": STATES.get(state, str(state)),
-        "id": dom.ID() if state == 1 else None,
+        "state": DOMAIN_STATES.get(state, str(state)),
+        "id": dom.ID() if state == DOMAIN_RUNNING else None,
         "vcpus": vcpus,
         "memory_kib": max_mem,
         **spicectl_metadata(dom),
@@ -261,12 +234,12 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = Fal
         raise
 
 
-def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> SpiceEndpoint:
+def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> SpiceListen:
     """Return once the guest's SPICE ports accept TCP connections."""
     progress(f"waiting for {dom.name()}'s SPICE ports")
     deadline = time.monotonic() + timeout
     while True:
-        endpoint = spice_endpoint(dom) if is_running(dom) else None
+        endpoint = spice_listen(dom) if is_running(dom) else None
         if endpoint is not None:
             ports = [p for p in (endpoint.tls_port, endpoint.port) if p]
             try:

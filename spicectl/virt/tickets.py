@@ -15,6 +15,7 @@ from lxml import etree
 
 from spicectl.errors import Conflict, InvalidInput
 from spicectl.virt.connection import libvirt_error
+from spicectl.virt.endpoint import live_graphics
 
 MAX_TTL = 24 * 3600
 
@@ -33,11 +34,10 @@ def set_ticket(dom, ttl: int = 30) -> Ticket:
 
     if not 1 <= ttl <= MAX_TTL:
         raise InvalidInput(f"--ttl {ttl} is out of range (1-{MAX_TTL} seconds)")
-    if dom.isActive() != 1:
+    if not dom.isActive():
         raise Conflict(f"{dom.name()} is not running; tickets are set on a running guest",
                        hint=f"spicectl vm start {dom.name()}")
-    live = etree.fromstring(dom.XMLDesc(0).encode())
-    graphics = live.find("devices/graphics[@type='spice']")
+    graphics = live_graphics(dom)
     if graphics is None:
         raise Conflict(f"{dom.name()} has no SPICE display")
     password = secrets.token_urlsafe(24)

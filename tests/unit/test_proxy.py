@@ -9,6 +9,7 @@ import os
 import random
 import ssl
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -16,8 +17,10 @@ import websockets.exceptions
 from websockets.asyncio.client import connect as ws_connect
 
 from spicectl.errors import AuthError
+from spicectl.pki.ca import CA_CERT
+from spicectl.pki.issue import cert_name, key_name
 from spicectl.proxy import server as proxy_server
-from spicectl.proxy.server import ProxyServer
+from spicectl.proxy.server import ProxyServer, listener_tls
 from spicectl.proxy.tokens import Sessions, Signer
 
 
@@ -287,13 +290,10 @@ def tls_material(run, state_dir, tmp_path):
     assert run("ca", "init").exit_code == 0
     assert run("cert", "issue", "server", "--host", "127.0.0.1", "--out", str(tmp_path / "srv")).exit_code == 0
     assert run("cert", "issue", "client", "alice", "--out", str(tmp_path / "alice")).exit_code == 0
-    ca = str(state_dir / "ca" / "ca-cert.pem")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(tmp_path / "srv" / "server-cert.pem", tmp_path / "srv" / "server-key.pem")
-    server_ctx.load_verify_locations(ca)
-    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    ca = str(state_dir / "ca" / CA_CERT)
+    server_ctx = listener_tls(tmp_path / "srv", Path(ca))  # what `proxy serve --tls --require-client-cert` uses
     alice = ssl.create_default_context(cafile=ca)
-    alice.load_cert_chain(tmp_path / "alice" / "client-cert.pem", tmp_path / "alice" / "client-key.pem")
+    alice.load_cert_chain(tmp_path / "alice" / cert_name("client"), tmp_path / "alice" / key_name("client"))
     return {"ca": ca, "server": server_ctx, "alice": alice}
 
 

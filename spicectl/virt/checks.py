@@ -1,0 +1,81 @@
+"""`spicectl host check`: is this host ready for SPICE guests? Each check reports; none repairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spicectl.virt.host import HostCheck
+
+if TYPE_CHECKING:
+    from spicectl.settings import Settings
+
+
+def run_checks(s: Settings) -> list[HostCheck]:
+    """Every check `spicectl host check` reports, in order; none of them changes anything."""
+    from spicectl.errors import EnvironmentProblem, SpicectlError
+    from spicectl.image.build import check_host
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.pki.verify import verify_directory
+    from spicectl.virt import host as H
+    from spicectl.virt.connection import open_hypervisor, resolve
+    from spicectl.virt.kvm import probe
+
+    checks: list[HostCheck] = []
+    qemu = H.find_qemu()
+    checks.append(HostCheck("qemu", qemu is not None, qemu or "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"))
+    if qemu:
+        spice = H.qemu_has_spice(qemu)
+        checks.append(HostCheck("qemu_spice", spice, "QEMU is built with SPICE" if spice else f"{qemu} has no -spice option"))
+    kvm = probe(s.state_dir, s.image_cache)
+    checks.append(HostCheck("accel", True, f"KVM: {kvm.detail}" if kvm.usable else
+                              f"TCG: {kvm.detail}; guests run under TCG (slower; --virt-type kvm forces KVM)",
+                              severity="error" if kvm.usable else "warning"))
+    try:
+        check_host()
+        checks.append(HostCheck("images", True, "mmdebstrap and mkfs.ext4 present: spicectl image build works"))
+    except EnvironmentProblem as exc:
+        checks.append(HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
+    target = resolve(s.connect, s.state_dir)
+    user_needed = "libvirt-qemu"
+    has_user = H.user_exists(user_needed)
+    checks.append(HostCheck("users", has_user, f"user {user_needed} present" if has_user else
+                              f"user {user_needed} missing; libvirt's QEMU driver requires it (apt-get install libvirt-daemon-system)"))
+    try:
+        # prepare=False: a check reports what is there; it must not repair it on the way
+        with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
+            ver = hv.conn.getLibVersion()
+            checks.append(HostCheck("libvirt", True, f"{target.uri} reachable (libvirt {ver // 1000000}.{ver // 1000 % 1000}.{ver % 1000})"))
+            if target.embedded and target.root is not None:
+                orphans = H.find_orphans(target.root)
+                checks.append(HostCheck("orphans", not orphans, "no stray QEMU processes under the private root"
+                                          if not orphans else "stray QEMU under the private root: " +
+                                          ", ".join(f"pid {o.pid} ({o.what})" for o in orphans) +
+                                          "; spicectl host stop ends them"))
+    except SpicectlError as exc:
+        checks.append(HostCheck("libvirt", False, exc.message))
+    if target.embedded and target.root is not None:
+        conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
+        cert_dir = conf.get("spice_tls_x509_cert_dir")
+    elif target.local:
+        conf = H.read_qemu_conf(Path("/etc/libvirt/qemu.conf"))
+        cert_dir = conf.get("spice_tls_x509_cert_dir", "/etc/pki/libvirt-spice")
+    else:
+        conf, cert_dir = None, None
+    if conf is None:
+        checks.append(HostCheck("spice_tls", True, f"cannot read qemu.conf on a remote host ({target.uri}); "
+                                  "check spice_tls there", severity="warning"))
+    else:
+        tls_on = conf.get("spice_tls") == "1"
+        checks.append(HostCheck("spice_tls", tls_on, "spice_tls = 1 in qemu.conf" if tls_on else
+                                  "spice_tls is off in qemu.conf: guests cannot serve TLS"))
+        if tls_on and cert_dir:
+            listen = conf.get("spice_listen", "127.0.0.1")
+            # the private default serves spicectl's own certificate: it must chain to spicectl's current CA
+            ours = s.ca_dir / CA_CERT if target.embedded else None
+            results = verify_directory(Path(cert_dir), host=listen if listen not in ("0.0.0.0", "::") else None,
+                                       trusted_ca=ours)
+            bad = [c for c in results if not c.ok]
+            checks.append(HostCheck("spice_cert", not bad, f"{cert_dir} valid for {listen}" if not bad else
+                                      f"{cert_dir}: " + "; ".join(c.detail for c in bad)))
+    return checks

@@ -1,0 +1,122 @@
+"""Where a guest's SPICE server listens, read once from its live XML, and access to it with a fresh ticket.
+
+The live graphics element is read here only: lifecycle (`vm list`, waits),
+tickets (which update that element) and sessions (through `GuestAccess`)
+all take it from `live_graphics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from spicectl.errors import InvalidInput, NotFound
+from spicectl.virt.connection import Hypervisor
+
+# libvirt's virDomainState values that spicectl acts on
+DOMAIN_RUNNING = 1
+DOMAIN_STATES = {0: "no-state", DOMAIN_RUNNING: "running", 2: "blocked", 3: "paused", 4: "shutting-down",
+                 5: "shut-off", 6: "crashed", 7: "suspended"}
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # listening everywhere: reach it on loopback from here
+LOOPBACKS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class SpiceListen:
+    """The address and ports a running guest's SPICE server listens on."""
+
+    listen: str
+    port: int | None
+    tls_port: int | None
+
+    @property
+    def connect_host(self) -> str:
+        return WILDCARDS.get(self.listen, self.listen)
+
+
+@dataclass(frozen=True)
+class GuestAccess:
+    """All a client needs to reach one running guest: where, a fresh ticket, and what to expect."""
+
+    name: str
+    host: str
+    port: int | None
+    tls_port: int | None          # None when the caller asked for the plain port
+    password: str
+    valid_to: str                 # ISO 8601, UTC
+    tls_subject: str | None       # the server certificate's subject, when known exactly
+    usbredir: bool                # the guest has usbredir channels
+
+
+def live_graphics(dom) -> etree._Element | None:
+    """The live SPICE <graphics> element of a domain, or None if it has no SPICE display."""
+    tree = etree.fromstring(dom.XMLDesc(0).encode())
+    return tree.find("devices/graphics[@type='spice']")
+
+
+def read_listen(graphics: etree._Element) -> SpiceListen:
+    listen = graphics.find("listen")
+    address = (listen.get("address") if listen is not None else None) or graphics.get("listen") or "127.0.0.1"
+
+    def port(attr: str) -> int | None:
+        value = graphics.get(attr)
+        return int(value) if value and int(value) > 0 else None
+
+    return SpiceListen(address, port("port"), port("tlsPort"))
+
+
+def spice_listen(dom) -> SpiceListen | None:
+    graphics = live_graphics(dom)
+    return None if graphics is None else read_listen(graphics)
+
+
+def has_usbredir(dom) -> bool:
+    return etree.fromstring(dom.XMLDesc(0).encode()).find("devices/redirdev") is not None
+
+
+def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = False,
+                 state_dir: Path | None = None) -> GuestAccess:
+    """Look the guest up, set a fresh ticket, and say where a client connects from here.
+
+    `plain` asks for the unencrypted port (the guest must allow it).
+    """
+    from spicectl.virt import lifecycle
+    from spicectl.virt.tickets import set_ticket
+
+    dom = lifecycle.lookup(hv, name)
+    if not lifecycle.is_running(dom):
+        raise NotFound(f"{name} is not running", hint=f"spicectl vm start {name}")
+    listen = spice_listen(dom)
+    if listen is None:
+        raise NotFound(f"{name} has no SPICE display")
+    tls_port = None if plain else listen.tls_port
+    if tls_port is None and listen.port is None:
+        raise NotFound(f"{name} has no SPICE port open")
+    if tls_port is None and not plain:
+        raise InvalidInput(f"{name} serves SPICE without TLS", hint="add --insecure to connect in the clear")
+    host = listen.connect_host
+    if not hv.target.local:
+        remote = urlsplit(hv.target.uri).hostname
+        if listen.listen in WILDCARDS:
+            host = remote or host
+        elif listen.listen in LOOPBACKS:
+            raise InvalidInput(f"{name} listens on {listen.listen} of {remote}, out of reach from here",
+                               hint="recreate it with --listen on an address this machine can reach")
+    subject = _embedded_subject(state_dir) if hv.target.embedded and tls_port and state_dir else None
+    ticket = set_ticket(dom, ttl)
+    return GuestAccess(name, host, listen.port, tls_port, ticket.password, ticket.as_dict()["valid_to"], subject,
+                       has_usbredir(dom))
+
+
+def _embedded_subject(state_dir: Path) -> str | None:
+    """The private libvirt serves spicectl's own certificate: its subject is known exactly."""
+    from spicectl.pki.ca import load_cert
+    from spicectl.pki.issue import SERVER_CERT
+    from spicectl.pki.names import host_subject
+    from spicectl.virt.host import server_cert_dir
+
+    cert = server_cert_dir(state_dir) / SERVER_CERT
+    return host_subject(load_cert(cert).subject) if cert.exists() else None
