@@ -8,54 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spicectl.domain import spec as S
+from spicectl.domain.settings import GRAPHICS, SETTINGS, TEMPLATE_ONLY, set_path
 from spicectl.domain.units import check_choice, check_domain_name, parse_size_kib
 from spicectl.errors import InvalidInput
 
-# key -> (kind, description); kind drives type checks of template values
-KEYS: dict[str, tuple[str, str]] = {
-    "description": ("str", "one line shown by `template list`"),
-    "memory": ("size", "guest memory, e.g. 2G"),
-    "vcpus": ("int", "virtual CPUs"),
-    "machine": ("str", "q35 or pc"),
-    "arch": ("str", "guest architecture"),
-    "virt_type": ("str", "kvm, qemu, or auto"),
-    "listen": ("str", "SPICE listen address"),
-    "port": ("int", "fixed plain SPICE port"),
-    "tls_port": ("int", "fixed TLS SPICE port"),
-    "insecure": ("bool", "allow plain (non-TLS) channels"),
-    "image_compression": ("str", "SPICE image compression"),
-    "jpeg": ("str", "JPEG WAN compression"),
-    "zlib": ("str", "zlib-glz WAN compression"),
-    "playback_compression": ("bool", "compress audio playback"),
-    "streaming": ("str", "video streaming detection"),
-    "clipboard": ("bool", "clipboard sharing through the agent"),
-    "file_transfer": ("bool", "file transfer through the agent"),
-    "mouse_mode": ("str", "client or server mouse"),
-    "gl": ("bool", "OpenGL acceleration"),
-    "rendernode": ("str", "DRM render node for --gl"),
-    "video": ("str", "video model"),
-    "vram": ("size", "QXL vram"),
-    "ram": ("size", "QXL ram"),
-    "vram64": ("size", "QXL 64-bit vram"),
-    "vgamem": ("size", "QXL VGA memory"),
-    "heads": ("int", "QXL heads"),
-    "sound": ("str", "sound card model"),
-    "usb": ("str", "USB controller"),
-    "usb_redir": ("int", "number of usbredir channels"),
-    "usb_filter": ("list", "usbredir filter rules"),
-    "agent": ("bool", "SPICE agent channel"),
-    "folder_sharing": ("bool", "WebDAV folder sharing channel"),
-    "smartcard": ("bool", "smartcard passthrough"),
-    "disk": ("list", "disks: PATH or size=GB[,format=,bus=]"),
-    "cdrom": ("str", "ISO image"),
-    "network": ("list", "user, bridge=NAME, network=NAME or none"),
-    "boot_menu": ("bool", "SeaBIOS boot menu"),
-    "boot_menu_timeout": ("int", "boot menu timeout in ms"),
-    "qemu_arg": ("list", "extra QEMU arguments"),
-}
+# every key a template may hold -> (kind, description); kind drives type checks of template values
+KEYS: dict[str, tuple[str, str]] = {s.key: (s.kind, s.help) for s in [*TEMPLATE_ONLY.values(), *SETTINGS]}
 
 MAX_MEMORY_KIB = 16 * 1024 ** 3
 MAX_VIDEO_KIB = {"vram": 4 * 1024 ** 2, "ram": 4 * 1024 ** 2, "vgamem": 4 * 1024 ** 2, "vram64": 64 * 1024 ** 2}
@@ -218,12 +179,24 @@ def _is_loopback(address: str) -> bool:
 
 def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template: str | None = None,
                host_has_kvm: bool | None = None) -> S.VMSpec:
-    """Check `values` (template merged with options) and make the spec."""
+    """Check `values` (template merged with options) and make the spec, one device group at a time."""
     check_domain_name(name)
     check_value_types(values, "options")
-    v = dict(values)
-    get = v.get
+    get = dict(values).get
     spec = S.VMSpec(name=name, template=template)
+    _machine(spec, get, host_has_kvm)
+    _graphics(spec, get)
+    _video(spec, get)
+    _usb_and_channels(spec, get)
+    _storage_and_network(spec, get, images_dir)
+    _boot(spec, get)
+    return spec
+
+
+Get = Callable[..., Any]
+
+
+def _machine(spec: S.VMSpec, get: Get, host_has_kvm: bool | None) -> None:
     if get("memory") is not None:
         spec.memory_kib = parse_size_kib(get("memory"), what="memory size")
         if spec.memory_kib < 16 * 1024:
@@ -244,6 +217,9 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
         virt = "kvm" if host_has_kvm else "qemu"
     spec.virt_type = check_choice(virt, S.VIRT_TYPES, "virt type")
 
+
+
+def _graphics(spec: S.VMSpec, get: Get) -> None:
     g = spec.graphics
     g.listen = get("listen") or g.listen
     if "%" in g.listen:
@@ -265,27 +241,23 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
     if g.tls and g.port is not None and g.tls_port is None:
         raise InvalidInput("--port sets the plain port, but every channel is TLS-only",
                            hint="give --tls-port instead, or add --insecure to allow plain channels")
-    if get("image_compression") is not None:
-        g.image_compression = check_choice(get("image_compression"), S.IMAGE_COMPRESSIONS, "image compression")
-    elif _is_loopback(g.listen):
+    for setting in GRAPHICS:
+        value = get(setting.key)
+        if value is not None:
+            if setting.choices and setting.kind == "str":
+                check_choice(value, setting.choices, setting.what)
+            set_path(spec, setting.field, value)
+    if get("image_compression") is None and _is_loopback(g.listen):
         # On loopback bandwidth is free and CPU is not (virt-manager's default too).
         g.image_compression = "off"
-    for key in ("jpeg", "zlib"):
-        if get(key) is not None:
-            setattr(g, key, check_choice(get(key), S.WAN_MODES, f"{key} mode"))
-    g.playback_compression = _bool_or_none(get("playback_compression"))
-    if get("streaming") is not None:
-        g.streaming = check_choice(get("streaming"), S.STREAMING_MODES, "streaming mode")
-    g.clipboard = get("clipboard", True)
-    g.file_transfer = get("file_transfer", True)
-    if get("mouse_mode") is not None:
-        g.mouse_mode = check_choice(get("mouse_mode"), S.MOUSE_MODES, "mouse mode")
-    g.gl = bool(get("gl", False))
-    g.rendernode = get("rendernode")
     if g.rendernode and not g.gl:
         raise InvalidInput("--rendernode needs --gl")
     g.password = S.random_password()
 
+
+
+def _video(spec: S.VMSpec, get: Get) -> None:
+    g = spec.graphics
     video = spec.video
     video.model = check_choice(get("video") or video.model, S.VIDEO_MODELS, "video model")
     for key in ("vram", "ram", "vram64", "vgamem"):
@@ -308,6 +280,9 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
     if video.model == "none" and g.streaming:
         raise InvalidInput("--streaming needs a video device")
 
+
+
+def _usb_and_channels(spec: S.VMSpec, get: Get) -> None:
     spec.sound = check_choice(get("sound") or spec.sound, S.SOUND_MODELS, "sound model")
     spec.usb = check_choice(get("usb") or spec.usb, S.USB_MODELS, "USB controller")
     redir = get("usb_redir", 0) or 0
@@ -326,7 +301,10 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
                                    hint="use --usb ehci (or xhci), or drop " + flag)
     if spec.usb_filter and not spec.usb_redir:
         raise InvalidInput("--usb-filter applies to usbredir devices; add --usb-redir N")
-    spec.disks = [parse_disk(d, name, i, images_dir, spec.machine) for i, d in enumerate(get("disk") or [])]
+
+
+def _storage_and_network(spec: S.VMSpec, get: Get, images_dir: Path) -> None:
+    spec.disks = [parse_disk(d, spec.name, i, images_dir, spec.machine) for i, d in enumerate(get("disk") or [])]
     if get("cdrom"):
         iso = str(Path(get("cdrom")).absolute())
         spec.disks.append(S.DiskSpec(path=iso, format="raw", bus="sata" if spec.machine == "q35" else "ide",
@@ -335,10 +313,12 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
     if "none" in nets and len(nets) > 1:
         raise InvalidInput("--network none cannot be combined with other networks")
     spec.networks = [n for n in (parse_network(t) for t in nets) if n is not None]
+
+
+def _boot(spec: S.VMSpec, get: Get) -> None:
     spec.boot_menu = bool(get("boot_menu", False))
     if get("boot_menu_timeout") is not None:
         if not 0 <= get("boot_menu_timeout") <= 65535:
             raise InvalidInput("--boot-menu-timeout is out of range (0-65535 ms)")
         spec.boot_menu_timeout_ms = get("boot_menu_timeout")
     spec.qemu_args = list(get("qemu_arg") or [])
-    return spec

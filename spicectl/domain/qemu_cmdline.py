@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from spicectl.domain.devices import AGENT_CHANNEL, EHCI, EHCI_SLOT, UHCI_COMPANIONS, WEBDAV_CHANNEL, qemu_driver
+from spicectl.domain.settings import GRAPHICS, get_path
 from spicectl.domain.spec import VMSpec
 
 SOUND_DEVICES = {
@@ -57,10 +59,12 @@ class QemuCommand:
 
 
 def usb2_readconfig() -> str:
-    parts = ['[device "ehci"]', '  driver = "ich9-usb-ehci1"', '  addr = "1d.7"', '  multifunction = "on"', ""]
-    for n, (fn, port) in enumerate((("0", 0), ("1", 2), ("2", 4)), start=1):
-        parts += [f'[device "uhci-{n}"]', f'  driver = "ich9-usb-uhci{n}"', f'  addr = "1d.{fn}"',
-                  '  multifunction = "on"', '  masterbus = "ehci.0"', f'  firstport = "{port}"', ""]
+    parts = ['[device "ehci"]', f'  driver = "{qemu_driver(EHCI)}"', f'  addr = "{EHCI_SLOT:x}.{EHCI.function}"',
+             '  multifunction = "on"', ""]
+    for n, companion in enumerate(UHCI_COMPANIONS, start=1):
+        parts += [f'[device "uhci-{n}"]', f'  driver = "{qemu_driver(companion)}"',
+                  f'  addr = "{EHCI_SLOT:x}.{companion.function}"', '  multifunction = "on"',
+                  '  masterbus = "ehci.0"', f'  firstport = "{companion.first_port}"', ""]
     return "\n".join(parts)
 
 
@@ -69,68 +73,80 @@ def escape(value: str) -> str:
     return value.replace(",", ",,")
 
 
+PASSWORD_SECRET = "spice-password"
+
+
 def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
-    g = spec.graphics
     pw_file = f"{spec.name}.spice-password"
     argv = [
         f"qemu-system-{spec.arch}", "-name", spec.name,
         "-machine", f"{spec.machine},accel={'kvm' if spec.virt_type == 'kvm' else 'tcg'}",
         "-m", f"{spec.memory_kib // 1024}", "-smp", str(spec.vcpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "stdio",
-        "-object", f"secret,id=spice-password,file={pw_file}",
+        "-object", f"secret,id={PASSWORD_SECRET},file={escape(pw_file)}",
     ]
-    spice = [f"addr={g.listen}", "password-secret=spice-password"]
+    argv += _spice(spec, x509_dir or "/etc/pki/qemu-spice")
+    argv += _video(spec)
+    readconfig, usb_bus, usb_args = _usb(spec)
+    argv += usb_args
+    argv += _sound(spec, usb_bus) + _usb_redir(spec, usb_bus) + _channels(spec, usb_bus)
+    argv += _disks(spec) + _networks(spec) + _boot(spec) + spec.qemu_args
+    overlays = [(d.path, d.backing) for d in spec.disks if d.backing]
+    return QemuCommand(argv, readconfig, f"{spec.name}-usb.cfg" if readconfig else None, pw_file, overlays)
+
+
+def _spice(spec: VMSpec, x509_dir: str) -> list[str]:
+    g = spec.graphics
+    spice = [f"addr={g.listen}", f"password-secret={PASSWORD_SECRET}"]
     if g.tls:
-        spice.append(f"tls-port={g.tls_port or 5901}")
-        spice.append(f"x509-dir={escape(x509_dir or '/etc/pki/qemu-spice')}")
-        spice.append("tls-channel=default")
+        spice += [f"tls-port={g.tls_port or 5901}", f"x509-dir={escape(x509_dir)}", "tls-channel=default"]
     else:
         spice.append(f"port={g.port or 5900}")
         if g.tls_port:
-            spice += [f"tls-port={g.tls_port}", f"x509-dir={escape(x509_dir or '/etc/pki/qemu-spice')}"]
-    for key, value in (("image-compression", g.image_compression), ("jpeg-wan-compression", g.jpeg),
-                       ("zlib-glz-wan-compression", g.zlib), ("streaming-video", g.streaming)):
-        if value:
-            spice.append(f"{key}={value}")
-    if g.playback_compression is not None:
-        spice.append(f"playback-compression={'on' if g.playback_compression else 'off'}")
-    if not g.clipboard:
-        spice.append("disable-copy-paste=on")
-    if not g.file_transfer:
-        spice.append("disable-agent-file-xfer=on")
-    if g.gl:
-        spice.append("gl=on" + (f",rendernode={escape(g.rendernode)}" if g.rendernode else ""))
-    argv += ["-spice", ",".join(spice)]
-    if g.mouse_mode:
-        argv[-1] += f",agent-mouse={'on' if g.mouse_mode == 'client' else 'off'}"
+            spice += [f"tls-port={g.tls_port}", f"x509-dir={escape(x509_dir)}"]
+    for setting in GRAPHICS:
+        assert setting.qemu is not None and setting.field is not None
+        text = setting.qemu.text(get_path(spec, setting.field))
+        if text is not None:
+            spice.append(f"{setting.qemu.key}={text}")
+    return ["-spice", ",".join(spice)]
 
+
+def _video(spec: VMSpec) -> list[str]:
     v = spec.video
     if v.model == "qxl":
-        props = [("ram_size", v.ram), ("vram_size", v.vram), ("vram64_size_mb", v.vram64 and v.vram64 // 1024),
-                 ("vgamem_mb", v.vgamem and v.vgamem // 1024), ("max_outputs", v.heads)]
-        extra = "".join(f",{k}={val * 1024 if k in ('ram_size', 'vram_size') else val}" for k, val in props if val)
-        argv += ["-device", "qxl-vga" + extra]
-    elif v.model == "virtio":
-        argv += ["-device", "virtio-vga-gl" if g.gl else "virtio-vga"]
-    elif v.model == "vga":
-        argv += ["-device", "VGA"]
+        # libvirt counts QXL memory in KiB; QEMU takes bytes for ram/vram and MiB for the rest
+        props = [("ram_size", v.ram and v.ram * 1024), ("vram_size", v.vram and v.vram * 1024),
+                 ("vram64_size_mb", v.vram64 and v.vram64 // 1024), ("vgamem_mb", v.vgamem and v.vgamem // 1024),
+                 ("max_outputs", v.heads)]
+        return ["-device", "qxl-vga" + "".join(f",{k}={val}" for k, val in props if val)]
+    if v.model == "virtio":
+        return ["-device", "virtio-vga-gl" if spec.graphics.gl else "virtio-vga"]
+    if v.model == "vga":
+        return ["-device", "VGA"]
+    return []
 
-    readconfig = None
+
+def _usb(spec: VMSpec) -> tuple[str | None, str | None, list[str]]:
+    """(the -readconfig text, the bus USB devices go on, arguments)."""
     if spec.usb == "ehci":
-        readconfig = usb2_readconfig()
-        argv += ["-readconfig", f"{spec.name}-usb.cfg"]
-        usb_bus = "ehci.0"
-    elif spec.usb == "xhci":
-        argv += ["-device", "qemu-xhci,id=xhci"]
-        usb_bus = "xhci.0"
-    else:
-        usb_bus = None
-    if usb_bus:
-        argv += ["-device", f"usb-tablet,bus={usb_bus}"]
-    if spec.sound != "none":
-        argv += ["-audiodev", "spice,id=audio1"] + [
-            a.replace("usb-audio,", f"usb-audio,bus={usb_bus},") for a in SOUND_DEVICES[spec.sound]
-        ]
+        return usb2_readconfig(), "ehci.0", ["-readconfig", f"{spec.name}-usb.cfg",
+                                              "-device", "usb-tablet,bus=ehci.0"]
+    if spec.usb == "xhci":
+        return None, "xhci.0", ["-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0"]
+    return None, None, []
+
+
+def _sound(spec: VMSpec, usb_bus: str | None) -> list[str]:
+    if spec.sound == "none":
+        return []
+    return ["-audiodev", "spice,id=audio1"] + [
+        a.replace("usb-audio,", f"usb-audio,bus={usb_bus},") for a in SOUND_DEVICES[spec.sound]
+    ]
+
+
+def _usb_redir(spec: VMSpec, usb_bus: str | None) -> list[str]:
+    argv: list[str] = []
     for i in range(spec.usb_redir):
         argv += ["-chardev", f"spicevmc,id=charredir{i},name=usbredir",
                  "-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus={usb_bus}"]
@@ -141,30 +157,50 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
             for r in spec.usb_filter
         )
         argv[-1] += f",filter={rules}"
+    return argv
+
+
+def _channels(spec: VMSpec, usb_bus: str | None) -> list[str]:
+    argv: list[str] = []
     if spec.agent or spec.folder_sharing:
         argv += ["-device", "virtio-serial-pci,id=virtio-serial0"]
     if spec.agent:
         argv += ["-chardev", "spicevmc,id=vdagent,name=vdagent",
-                 "-device", "virtserialport,chardev=vdagent,name=com.redhat.spice.0"]
+                 "-device", f"virtserialport,chardev=vdagent,name={AGENT_CHANNEL}"]
     if spec.folder_sharing:
-        argv += ["-chardev", "spiceport,id=webdav,name=org.spice-space.webdav.0",
-                 "-device", "virtserialport,chardev=webdav,name=org.spice-space.webdav.0"]
+        argv += ["-chardev", f"spiceport,id=webdav,name={WEBDAV_CHANNEL}",
+                 "-device", f"virtserialport,chardev=webdav,name={WEBDAV_CHANNEL}"]
     if spec.smartcard:
         argv += ["-device", f"usb-ccid,bus={usb_bus}", "-chardev", "spicevmc,id=ccid,name=smartcard",
                  "-device", "ccid-card-passthru,chardev=ccid"]
+    return argv
+
+
+def _disks(spec: VMSpec) -> list[str]:
+    argv: list[str] = []
     for i, disk in enumerate(spec.disks):
         media = ",media=cdrom,readonly=on" if disk.device == "cdrom" else ""
         iface = {"virtio": "virtio", "sata": "none", "scsi": "scsi", "ide": "ide"}[disk.bus]
         argv += ["-drive", f"file={escape(disk.path)},format={disk.format},if={iface},id=drive{i}{media}"]
         if disk.bus == "sata":
             argv += ["-device", f"{'ide-cd' if disk.device == 'cdrom' else 'ide-hd'},drive=drive{i},bus=ide.{i}"]
+    return argv
+
+
+def _networks(spec: VMSpec) -> list[str]:
+    argv: list[str] = []
     for i, net in enumerate(spec.networks):
         if net.kind == "user":
             argv += ["-netdev", f"user,id=net{i}"]
         else:
-            argv += ["-netdev", f"bridge,id=net{i},br={net.source}" if net.kind == "bridge"
+            argv += ["-netdev", f"bridge,id=net{i},br={escape(net.source or '')}" if net.kind == "bridge"
                      else f"tap,id=net{i}"]
         argv += ["-device", f"{NIC_DEVICES[net.model]},netdev=net{i}"]
+    return argv
+
+
+def _boot(spec: VMSpec) -> list[str]:
+    argv: list[str] = []
     if spec.kernel:
         argv += ["-kernel", spec.kernel]
         if spec.initrd:
@@ -175,6 +211,4 @@ def build_command(spec: VMSpec, *, x509_dir: str | None = None) -> QemuCommand:
         argv += ["-serial", "pty"]
     if spec.boot_menu:
         argv += ["-boot", f"menu=on,splash-time={spec.boot_menu_timeout_ms}"]
-    argv += spec.qemu_args
-    overlays = [(d.path, d.backing) for d in spec.disks if d.backing]
-    return QemuCommand(argv, readconfig, f"{spec.name}-usb.cfg" if readconfig else None, pw_file, overlays)
+    return argv

@@ -6,7 +6,6 @@ XML and back. Every field has the default a user gets when saying nothing.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 IMAGE_COMPRESSIONS = ("auto_glz", "auto_lz", "quic", "glz", "lz", "off")
@@ -25,10 +24,11 @@ NIC_MODELS = ("virtio", "e1000e", "e1000", "rtl8139")
 # A date long past: the guest starts with a password nobody can use until a
 # ticket is set (QEMU refuses to set one at run time if it started without).
 EXPIRED = "2000-01-01T00:00:00"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def random_password() -> str:
+    import secrets
+
     # 32 URL-safe characters: well under SPICE's 60-byte limit.
     return secrets.token_urlsafe(24)
 

@@ -12,18 +12,13 @@ from lxml import etree
 from spicectl.domain.spec import (
     DiskSpec, GraphicsSpec, NetworkSpec, UsbFilterRule, VideoSpec, VMSpec,
 )
+from spicectl.domain.devices import AGENT_CHANNEL, EHCI, EHCI_SLOT, UHCI_COMPANIONS, WEBDAV_CHANNEL
+from spicectl.domain.settings import GRAPHICS, get_path, set_path
 from spicectl.errors import InvalidInput
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 SPICECTL_NS = "https://spicectl.dev/xmlns/vm/1"
 
-AGENT_CHANNEL = "com.redhat.spice.0"
-WEBDAV_CHANNEL = "org.spice-space.webdav.0"
-
-# QEMU's docs/config/ich9-ehci-uhci.cfg: one PCI slot, EHCI on function 7,
-# its three UHCI companions on functions 0-2 serving EHCI ports 0, 2 and 4.
-EHCI_SLOT = "0x1d"
-UHCI_COMPANIONS = (("ich9-uhci1", 0, "0x0"), ("ich9-uhci2", 2, "0x1"), ("ich9-uhci3", 4, "0x2"))
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: object) -> etree._Element:
@@ -105,7 +100,7 @@ def to_element(spec: VMSpec) -> etree._Element:
         _sub(console, "target", type="serial", port=0)
     if spec.usb != "none":
         _sub(devices, "input", type="tablet", bus="usb")
-    _write_graphics(devices, spec.graphics)
+    _write_graphics(devices, spec)
     if spec.sound != "none":
         snd = _sub(devices, "sound", model=spec.sound)
         _sub(snd, "audio", id=1)
@@ -154,19 +149,20 @@ def _write_disks(devices: etree._Element, spec: VMSpec) -> None:
 
 def _write_usb(devices: etree._Element, spec: VMSpec) -> None:
     if spec.usb == "ehci":
-        ehci = _sub(devices, "controller", type="usb", index=0, model="ich9-ehci1")
-        _pci_address(ehci, EHCI_SLOT, "0x7")
-        for model, port, function in UHCI_COMPANIONS:
-            uhci = _sub(devices, "controller", type="usb", index=0, model=model)
-            _sub(uhci, "master", startport=port)
-            _pci_address(uhci, EHCI_SLOT, function, multifunction=function == "0x0")
+        ehci = _sub(devices, "controller", type="usb", index=0, model=EHCI.model)
+        _pci_address(ehci, f"{EHCI_SLOT:#x}", f"{EHCI.function:#x}")
+        for companion in UHCI_COMPANIONS:
+            uhci = _sub(devices, "controller", type="usb", index=0, model=companion.model)
+            _sub(uhci, "master", startport=companion.first_port)
+            _pci_address(uhci, f"{EHCI_SLOT:#x}", f"{companion.function:#x}", multifunction=companion.function == 0)
     elif spec.usb == "xhci":
         _sub(devices, "controller", type="usb", index=0, model="qemu-xhci", ports=15)
     else:
         _sub(devices, "controller", type="usb", index=0, model="none")
 
 
-def _write_graphics(devices: etree._Element, g: GraphicsSpec) -> None:
+def _write_graphics(devices: etree._Element, spec: VMSpec) -> None:
+    g = spec.graphics
     el = _sub(
         devices, "graphics", type="spice",
         port=g.port, tlsPort=g.tls_port, autoport=True if g.autoport else None,
@@ -174,24 +170,15 @@ def _write_graphics(devices: etree._Element, g: GraphicsSpec) -> None:
         defaultMode="secure" if g.tls else "any",
     )
     _sub(el, "listen", type="address", address=g.listen)
-    if g.image_compression:
-        _sub(el, "image", compression=g.image_compression)
-    if g.jpeg:
-        _sub(el, "jpeg", compression=g.jpeg)
-    if g.zlib:
-        _sub(el, "zlib", compression=g.zlib)
-    if g.playback_compression is not None:
-        _sub(el, "playback", compression="on" if g.playback_compression else "off")
-    if g.streaming:
-        _sub(el, "streaming", mode=g.streaming)
-    if not g.clipboard:
-        _sub(el, "clipboard", copypaste=False)
-    if g.mouse_mode:
-        _sub(el, "mouse", mode=g.mouse_mode)
-    if not g.file_transfer:
-        _sub(el, "filetransfer", enable=False)
-    if g.gl:
-        _sub(el, "gl", enable=True, rendernode=g.rendernode)
+    for setting in GRAPHICS:
+        prop = setting.xml
+        assert prop is not None and setting.field is not None
+        text = prop.text(get_path(spec, setting.field))
+        if text is not None:
+            child = el.find(prop.element)
+            if child is None:
+                child = _sub(el, prop.element)
+            child.set(prop.attr, text)
 
 
 def to_xml(spec: VMSpec) -> str:
@@ -253,7 +240,7 @@ def from_xml(text: str | bytes) -> VMSpec:
             backing=None if backing is None else backing.get("file"),
         ))
     models = [c.get("model") for c in devices.findall("controller[@type='usb']")]
-    spec.usb = "ehci" if "ich9-ehci1" in models else "xhci" if any(m and "xhci" in m for m in models) else \
+    spec.usb = "ehci" if EHCI.model in models else "xhci" if any(m and "xhci" in m for m in models) else \
         "none" if "none" in models or not models else "ehci"
     for iface in devices.findall("interface"):
         source = iface.find("source")
@@ -268,7 +255,10 @@ def from_xml(text: str | bytes) -> VMSpec:
     spec.serial_console = devices.find("console[@type='pty']") is not None
     spec.folder_sharing = WEBDAV_CHANNEL in names
     graphics = devices.find("graphics[@type='spice']")
-    spec.graphics = _read_graphics(graphics) if graphics is not None else GraphicsSpec()
+    if graphics is not None:
+        _read_graphics(graphics, spec)
+    else:
+        spec.graphics = GraphicsSpec()
     sound = devices.find("sound")
     spec.sound = sound.get("model") if sound is not None else "none"
     model = devices.find("video/model")
@@ -287,31 +277,23 @@ def from_xml(text: str | bytes) -> VMSpec:
     return spec
 
 
-def _read_graphics(el: etree._Element) -> GraphicsSpec:
-    def sub(tag: str, attr: str) -> str | None:
-        child = el.find(tag)
-        return None if child is None else child.get(attr)
-
+def _read_graphics(el: etree._Element, spec: VMSpec) -> None:
     listen = el.find("listen")
     port = _int(el.get("port"))
     tls_port = _int(el.get("tlsPort"))
     autoport = _yes(el.get("autoport"))
-    playback = sub("playback", "compression")
-    return GraphicsSpec(
+    spec.graphics = GraphicsSpec(
         listen=(listen.get("address") if listen is not None else None) or el.get("listen") or "127.0.0.1",
         port=None if autoport or (port is not None and port < 0) else port,
         tls_port=None if autoport or (tls_port is not None and tls_port < 0) else tls_port,
         tls=el.get("defaultMode") == "secure",
         password=el.get("passwd"),
         password_valid_to=el.get("passwdValidTo"),
-        image_compression=sub("image", "compression"),
-        jpeg=sub("jpeg", "compression"),
-        zlib=sub("zlib", "compression"),
-        playback_compression=None if playback is None else playback == "on",
-        streaming=sub("streaming", "mode"),
-        clipboard=sub("clipboard", "copypaste") != "no",
-        mouse_mode=sub("mouse", "mode"),
-        file_transfer=sub("filetransfer", "enable") != "no",
-        gl=_yes(sub("gl", "enable")),
-        rendernode=sub("gl", "rendernode"),
     )
+    for setting in GRAPHICS:
+        prop = setting.xml
+        assert prop is not None and setting.field is not None
+        child = el.find(prop.element)
+        text = child.get(prop.attr) if child is not None else None
+        if text is not None:
+            set_path(spec, setting.field, prop.value(text, get_path(spec, setting.field)))
