@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import KEY_TYPE_CHOICE, passphrase_options, read_passphrase
+from spicectl.cli.options import passphrase_options, read_passphrase
+from spicectl.pki.profiles import KEY_TYPES
+
+KEY_TYPE_CHOICE = click.Choice(KEY_TYPES)
 
 
 @click.group()

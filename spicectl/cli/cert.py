@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.ca import show_cert_fields
-from spicectl.cli.options import KEY_TYPE_CHOICE, passphrase_options, read_passphrase
+from spicectl.cli.ca import KEY_TYPE_CHOICE, show_cert_fields
+from spicectl.cli.options import passphrase_options, read_passphrase
 
 
 @click.group()

@@ -18,7 +18,6 @@ EXIT_CODES: list[tuple[type[errors.SpicectlError], int, str]] = [
     (errors.EnvironmentProblem, 10, "the host lacks a program or permission"),
     (errors.SpicectlError, 1, "any other error"),
 ]
-USAGE = 2
 INTERRUPTED = 130
 INTERNAL = 70
 

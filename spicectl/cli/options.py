@@ -55,7 +55,6 @@ def read_passphrase(passphrase_file: str | None, passphrase_fd: int | None,
     return read_secret(file=passphrase_file, fd=passphrase_fd, env=passphrase_env, what="CA passphrase")
 
 
-KEY_TYPE_CHOICE = click.Choice(["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"])
 
 
 def refuse_empty(command: click.Command) -> click.Command:

@@ -189,9 +189,11 @@ def mouse(app: App, name: str, move: str | None, button: str | None, **opts) -> 
             await client.click(button)
         return client.mouse_mode
 
+    from spicectl.spice.messages import MOUSE_MODE_CLIENT
+
     mode = run_client(app, name, opts, work, display=False)
     app.emit({"name": name, "moved": list(pos) if pos else None, "clicked": button,
-              "mouse_mode": "client" if mode == 2 else "server"}, lambda: None)
+              "mouse_mode": "client" if mode == MOUSE_MODE_CLIENT else "server"}, lambda: None)
 
 
 def _load_reference(path: str):

@@ -24,13 +24,6 @@ def parse_size_kib(text: str | int, *, default_unit: str = "M", what: str = "siz
     return kib
 
 
-def format_size(kib: int) -> str:
-    for unit, factor in (("T", 1024 ** 3), ("G", 1024 ** 2), ("M", 1024)):
-        if kib % factor == 0:
-            return f"{kib // factor}{unit}"
-    return f"{kib}K"
-
-
 def check_domain_name(name: str) -> str:
     """libvirt refuses empty names, '/' and newlines; we also refuse what breaks files and shells."""
     if not name:

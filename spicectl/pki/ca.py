@@ -25,11 +25,11 @@ from spicectl.files import read_bytes
 from spicectl.pki import store
 from spicectl.pki.keys import PrivateKey, generate_key, key_to_pem, load_key
 from spicectl.pki.names import parse_subject
-from spicectl.pki.profiles import Profile
+from spicectl.pki.profiles import KEY_USAGES, Profile
 
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"
-_EKU = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
+EKU_OIDS = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
 
 
 def utcnow() -> dt.datetime:
@@ -61,9 +61,7 @@ def key_usage_extension(profile: Profile, key) -> x509.KeyUsage:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         # EC keys cannot encipher (RFC 5480); some TLS stacks reject the bit.
         usages.discard("key_encipherment")
-    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-             "key_agreement", "key_cert_sign", "crl_sign")
-    return x509.KeyUsage(**{n: n in usages for n in names}, encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(**{n: n in usages for n in KEY_USAGES}, encipher_only=False, decipher_only=False)
 
 
 def base_builder(profile: Profile, subject: x509.Name, issuer: x509.Name, public_key,
@@ -157,7 +155,7 @@ def load_cert(path: Path) -> x509.Certificate:
 def eku_extension(profile: Profile) -> x509.ExtendedKeyUsage | None:
     if not profile.extended_key_usage:
         return None
-    return x509.ExtendedKeyUsage([_EKU[u] for u in profile.extended_key_usage])
+    return x509.ExtendedKeyUsage([EKU_OIDS[u] for u in profile.extended_key_usage])
 
 
 # --- the registry of issued certificates -----------------------------------

@@ -6,10 +6,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from spicectl.errors import NotFound
-from spicectl.pki.ca import CA_CERT, load_cert, utcnow
+from spicectl.pki.ca import CA_CERT, EKU_OIDS, load_cert, utcnow
 from spicectl.pki.issue import CLIENT_CERT, SERVER_CERT
 from spicectl.pki.keys import key_type_of
 from spicectl.pki.names import host_subject, san_strings
@@ -28,10 +27,7 @@ def resolve_cert_path(path: Path) -> Path:
 
 
 def eku_name(oid: x509.ObjectIdentifier) -> str:
-    return {
-        ExtendedKeyUsageOID.SERVER_AUTH: "server_auth",
-        ExtendedKeyUsageOID.CLIENT_AUTH: "client_auth",
-    }.get(oid, oid.dotted_string)
+    return {o: name for name, o in EKU_OIDS.items()}.get(oid, oid.dotted_string)
 
 
 def _fingerprint(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:

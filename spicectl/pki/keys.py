@@ -11,21 +11,22 @@ from spicectl.errors import AuthError, InvalidInput
 from spicectl.pki.profiles import check_key_type
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+EC_CURVES: dict[str, type[ec.EllipticCurve]] = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
 
 
 def generate_key(key_type: str) -> PrivateKey:
     check_key_type(key_type)
     if key_type.startswith("rsa-"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    curve = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}[key_type]
-    return ec.generate_private_key(curve)
+    return ec.generate_private_key(EC_CURVES[key_type]())
 
 
 def key_type_of(key) -> str:
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return f"rsa-{key.key_size}"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(key.curve.name, f"ec-{key.curve.name}")
+        by_curve = {curve.name: name for name, curve in EC_CURVES.items()}
+        return by_curve.get(key.curve.name, f"ec-{key.curve.name}")
     return type(key).__name__
 
 

@@ -111,11 +111,6 @@ def san_strings(cert: x509.Certificate) -> list[str]:
     return out
 
 
-def common_name(name: x509.Name) -> str | None:
-    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else None
-
-
 def sans_cover(cert: x509.Certificate, host: str) -> bool:
     """Whether the certificate's SANs match `host` the way a TLS client checks it (RFC 6125)."""
     try:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from spicectl.errors import SpicectlError
-from spicectl.pki.ca import CA_CERT, load_cert
+from spicectl.pki.ca import CA_CERT, EKU_OIDS, load_cert
 from spicectl.pki.inspect import status_of
 from spicectl.pki.issue import find_leaf, key_name
 from spicectl.pki.keys import load_key
@@ -80,7 +79,7 @@ def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Pa
                 checks.append(Check("chain", False,
                                     f"{cert_path.name} was not signed by the CA in {CA_CERT} "
                                     f"(issuer {cert.issuer.rfc4514_string()}, CA {ca.subject.rfc4514_string()})"))
-        wanted = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+        wanted = EKU_OIDS[f"{kind}_auth"]
         try:
             ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
             ok = wanted in ekus

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections import deque
 import logging
 import mimetypes
 import ssl
 import time
+from collections import deque
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -166,13 +168,14 @@ class ProxyServer:
     async def _respond(self, writer: asyncio.StreamWriter, status: int, reason: str, body: bytes | None = None,
                        headers: list[tuple[str, str]] | None = None, head_only: bool = False) -> None:
         text = body if body is not None else (reason + "\n").encode()
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-                f"Content-Length: {len(text)}", "Connection: close", "Cache-Control: no-store",
-                "Referrer-Policy: no-referrer", "X-Content-Type-Options: nosniff"]
-        head += [f"{k}: {v}" for k, v in headers or []]
+        fields = [("Content-Length", str(len(text))), ("Connection", "close"), ("Cache-Control", "no-store"),
+                  ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"), *(headers or [])]
+        # every reply ends the connection, so each is serialised on its own
+        http = h11.Connection(h11.SERVER)
+        head = http.send(h11.Response(status_code=status, headers=fields, reason=HTTPStatus(status).phrase))
         try:
             # a reply to HEAD says how long the body would be, and sends none
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if head_only else text))
+            writer.write(head + (b"" if head_only else text))
             await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -189,9 +192,8 @@ class ProxyServer:
         method = event.method.decode("latin-1")
         target = event.target.decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-        head_len = raw.index(b"\r\n\r\n") + 4
         if method == "CONNECT":
-            await self._connect(target, headers, raw[head_len:], reader, writer, who)
+            await self._connect(conn, target, headers, reader, writer, who)
         elif method == "GET" and headers.get("upgrade", "").lower() == "websocket":
             await self._websocket(raw, target, headers, reader, writer, who)
         elif method in ("GET", "HEAD"):
@@ -214,7 +216,13 @@ class ProxyServer:
         return grant
 
     # --- HTTP CONNECT -----------------------------------------------------------------
-    async def _connect(self, target: str, headers: dict, leftover: bytes, reader, writer, who: str) -> None:
+    async def _connect(self, conn: h11.Connection, target: str, headers: dict, reader, writer, who: str) -> None:
+        try:
+            conn.next_event()  # the request's end: h11 then lets a 2xx switch the connection to the tunnel
+        except h11.RemoteProtocolError as exc:
+            raise Refused(400, f"malformed CONNECT request ({exc})") from None
+        if conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+            raise Refused(400, "a CONNECT request carries no body")
         auth = headers.get("proxy-authorization", "")
         token = None
         if auth.lower().startswith("basic "):
@@ -232,8 +240,9 @@ class ProxyServer:
             guest = await asyncio.wait_for(SocketEndpoint.open(grant.host, grant.port), HANDSHAKE_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             raise Refused(502, f"cannot reach {grant.target}: {exc}") from None
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        writer.write(conn.send(h11.Response(status_code=200, headers=[], reason=b"Connection established")))
         await writer.drain()
+        leftover = conn.trailing_data[0]  # what the client sent after the request head (a TLS hello, early)
         await self._run_session(grant, who, "http-connect", StreamEndpoint(reader, writer, leftover), guest)
 
     # --- WebSocket --------------------------------------------------------------------
@@ -318,11 +327,12 @@ def _query(target: str) -> dict[str, str]:
 
 
 def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return unquote(value)
-    return None
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    return unquote(jar[name].value) if name in jar else None
 
 
 def _norm_target(target: str) -> str:
@@ -330,5 +340,3 @@ def _norm_target(target: str) -> str:
     return f"{host.strip('[]').lower()}:{port}"
 
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            407: "Proxy Authentication Required", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}

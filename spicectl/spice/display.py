@@ -170,7 +170,7 @@ class Display:
         if s["surface_id"] not in self.surfaces and len(self.surfaces) >= MAX_SURFACES:
             raise ProtocolError(f"display channel: more than {MAX_SURFACES} surfaces")
         self.surfaces[s["surface_id"]] = np.zeros((h, w, 4), dtype=np.uint8)
-        if s["flags"] & 1:  # PRIMARY
+        if s["flags"] & M.SURFACE_FLAG_PRIMARY:
             self.primary = s["surface_id"]
             self.marked = False
 

@@ -193,7 +193,6 @@ ACK_SYNC = Layout("SpiceMsgcAckSync", [("generation", "I")])
 PING = Layout("SpiceMsgPing", [("id", "I"), ("timestamp", "Q")])
 NOTIFY = Layout("SpiceMsgNotify", [("time_stamp", "Q"), ("severity", "I"), ("visibility", "I"), ("what", "I"),
                                    ("message_len", "I")])
-DISCONNECTING = Layout("SpiceMsgDisconnect", [("time_stamp", "Q"), ("reason", "I")])
 
 # --- main channel --------------------------------------------------------------------------------
 MAX_CHANNELS = 256
@@ -250,7 +249,6 @@ DISPLAY_INIT = Layout("SpiceMsgcDisplayInit", [
 SURFACE_CREATE = Layout("SpiceMsgSurfaceCreate", [("surface_id", "I"), ("width", "I"), ("height", "I"),
                                                   ("format", "I"), ("flags", "I")])
 SURFACE_DESTROY = Layout("SpiceMsgSurfaceDestroy", [("surface_id", "I")])
-DISPLAY_MODE = Layout("SpiceMsgDisplayMode", [("x_res", "I"), ("y_res", "I"), ("bits", "I")])
 RESOURCE_ID = Layout("SpiceResourceID", [("type", "B"), ("id", "Q")])
 INVAL_LIST = Struct("SpiceResourceList", [("resources", Counted("SpiceResourceList", "H", RESOURCE_ID,
                                                                 limit=65535))])
@@ -268,9 +266,7 @@ ZLIB_GLZ_DATA = Layout("SpiceZlibGlzRGBData", [("glz_data_size", "I"), ("data_si
 
 # --- inputs channel ----------------------------------------------------------------------------------
 KEY_CODE = Layout("SpiceMsgcKeyCode", [("code", "I")])
-KEY_MODIFIERS = Layout("SpiceMsgcKeyModifiers", [("modifiers", "H")])
 MOUSE_MOTION = Layout("SpiceMsgcMouseMotion", [("dx", "i"), ("dy", "i"), ("buttons_state", "H")])
 MOUSE_POSITION = Layout("SpiceMsgcMousePosition", [("x", "I"), ("y", "I"), ("buttons_state", "H"),
                                                    ("display_id", "B")])
 MOUSE_BUTTON = Layout("SpiceMsgcMouseButton", [("button", "B"), ("buttons_state", "H")])
-INPUTS_INIT = Layout("SpiceMsgInputsInit", [("keyboard_modifiers", "H")])
