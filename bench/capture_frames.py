@@ -5,7 +5,13 @@
 Connects through spicectl's client, records every display message until the
 screen settles, and writes them in `spicectl.spice.recording`'s format with
 the client's frame and libvirt's screenshot beside them. The guest's image
-compression decides which codecs the recording exercises.
+compression decides which codecs the recording exercises. The recordings in
+tests/data show SeaBIOS's boot menu:
+
+    spicectl --state-dir DIR vm create rec-glz -t headless-ci --virt-type qemu --image-compression glz \\
+        --boot-menu-timeout 60000 --wait
+    .venv/bin/python bench/capture_frames.py --state-dir DIR --name rec-glz --keys esc --seconds 2 \\
+        --out tests/data/display-glz.bin
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from spicectl.pki.ca import CA_CERT
 from spicectl.spice import recording
 from spicectl.spice.channel import Message
-from spicectl.session.target import from_access
+from spicectl.session.server import from_access
 from spicectl.virt import lifecycle
 from spicectl.virt.endpoint import guest_access
 from spicectl.virt.connection import open_hypervisor
@@ -34,10 +40,10 @@ def main() -> None:
     records: list[Message] = []
     with open_hypervisor(None, args.state_dir) as hv:
         access = guest_access(hv, args.name, state_dir=args.state_dir)
-        target = from_access(access, ca_file=str(args.state_dir / "ca" / CA_CERT))
+        server = from_access(access, ca_file=str(args.state_dir / "ca" / CA_CERT))
 
         async def go():
-            client = target.client(display_observer=records.append)
+            client = server.client(display_observer=records.append)
             await client.connect(inputs=bool(args.keys))
             try:
                 await client.screenshot(settle=0.5)
@@ -51,6 +57,17 @@ def main() -> None:
         image = asyncio.run(go())
         # the independent reference: libvirt's own screenshot, taken while the screen is still settled
         libvirt_png = lifecycle.screenshot_png(hv, lifecycle.lookup(hv, args.name))
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    theirs = np.asarray(Image.open(io.BytesIO(libvirt_png)).convert("RGB"))
+    ours = np.asarray(image.convert("RGB"))
+    if ours.shape != theirs.shape or (ours != theirs).any():
+        # (a blinking text cursor, or a screen still changing): a recording is only kept as a reference
+        # when libvirt saw exactly what the client drew
+        raise SystemExit("the client's frame and libvirt's differ; nothing written (run again)")
     with open(args.out, "wb") as fh:
         recording.write(fh, records)
     image.save(recording.client_frame(args.out))

@@ -38,16 +38,16 @@ _spicectl_opts() {
     'image delete') echo '--force --help --json -h' ;;
     'image list') echo '--help --json -h' ;;
     'image show') echo '--help --json -h' ;;
-    'mouse') echo '--ca-file --click --help --host-subject --insecure --json --move --password-file --uri -h' ;;
+    'mouse') echo '--ca-file --click --help --host-subject --json --move --password-file --plain-port -h' ;;
     'proxy') echo '--help -h' ;;
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --tls -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --help --host-subject --insecure --json --output --password-file --settle --uri -h -o' ;;
-    'send-keys') echo '--ca-file --help --hold --host-subject --insecure --json --password-file --uri -h' ;;
+    'screenshot') echo '--allow-partial --ca-file --help --host-subject --json --output --password-file --plain-port --settle -h -o' ;;
+    'send-keys') echo '--ca-file --help --hold --host-subject --json --password-file --plain-port -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;
     'template show') echo '--help --json -h' ;;
     'ticket') echo '--help --json --output --ttl -h -o' ;;
-    'type') echo '--ca-file --help --host-subject --insecure --json --no-escapes --password-file --uri -h' ;;
+    'type') echo '--ca-file --help --host-subject --json --no-escapes --password-file --plain-port -h' ;;
     'vm') echo '--help -h' ;;
     'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
@@ -58,7 +58,7 @@ _spicectl_opts() {
     'vm start') echo '--help --json --timeout --wait -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
-    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --insecure --json --last-frame --match --password-file --region --threshold --timeout --uri -h' ;;
+    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --password-file --plain-port --region --threshold --timeout -h' ;;
   esac
 }
 _spicectl_values() {
@@ -95,7 +95,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --uri --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

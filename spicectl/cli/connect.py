@@ -43,9 +43,9 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     import shutil
 
     from spicectl.errors import InvalidInput
-    from spicectl.session.connect import parse_listen
+    from spicectl.session.handoff import parse_listen
     from spicectl.pki.ca import CA_CERT
-    from spicectl.session.target import from_access
+    from spicectl.session.server import from_access
     from spicectl.virt.child import fetch_access
 
     if screenshot and mode != "builtin":
@@ -65,7 +65,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
 
     s = app.settings
     access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl)
-    target = from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
+    server = from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
 
     from spicectl.session import runner
 
@@ -74,7 +74,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
                                     html5_dir=html5_dir, usbredir=access.usbredir)
     if proxy:
         app.proxy_logging()
-    result = runner.run(target, request, state_dir=s.state_dir, out=app.session_output())
+    result = runner.run(server, request, state_dir=s.state_dir, out=app.session_output())
     if result is not None:
         app.emit(result, lambda: None)
 

@@ -82,8 +82,8 @@ def stop_cmd(app: App, timeout: float) -> None:
     from spicectl.virt import lifecycle
 
     with app.hypervisor() as hv, app.progress() as progress:
-        if not hv.target.embedded:
-            raise InvalidInput(f"host stop applies to spicectl's private libvirt, not {hv.target.uri}")
+        if not hv.location.embedded:
+            raise InvalidInput(f"host stop applies to spicectl's private libvirt, not {hv.location.uri}")
         stopped = {}
         for d in lifecycle.list_domains(hv):
             if d["state"] == "running":
@@ -91,7 +91,7 @@ def stop_cmd(app: App, timeout: float) -> None:
         from spicectl.virt.host import end_orphans, find_orphans
 
         # QEMU that a killed spicectl left (a capability probe, a guest libvirt lost): ours to end
-        ended = end_orphans(hv.target.root, find_orphans(hv.target.root)) if hv.target.root else []
+        ended = end_orphans(hv.location.root, find_orphans(hv.location.root)) if hv.location.root else []
 
     def human() -> None:
         click.echo("\n".join(f"{n}: {'shut down' if how == 'shutdown' else 'powered off'}"

@@ -37,7 +37,7 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
     from spicectl.pki.ca import CA_CERT
     from spicectl.proxy.server import ProxyServer, find_html5_dir
     from spicectl.proxy.tokens import Signer, load_secret, spent_store
-    from spicectl.session.connect import parse_listen
+    from spicectl.session.handoff import parse_listen
 
     host, port = parse_listen(listen, 3128)
     if require_client_cert and not tls:

@@ -8,30 +8,37 @@ from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import DELAY, TIMEOUT
 
 
-def target_options(func):
-    func = click.option("--insecure", is_flag=True, help="Use the plain SPICE port (the guest must allow it).")(func)
-    func = click.option("--host-subject", metavar="SUBJECT", help="With --uri: the server certificate's subject, "
-                        "as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
+def server_options(func):
+    """GUEST is a managed guest's name or a spice:// URI; these say how to reach and trust it."""
+    func = click.option("--plain-port", is_flag=True, help="Use the guest's plain (unencrypted) SPICE port; "
+                        "the guest must allow plain channels.")(func)
+    func = click.option("--host-subject", metavar="SUBJECT", help="With a spice:// URI: the server certificate's "
+                        "subject, as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
     func = click.option("--ca-file", metavar="PEM", help="CA that signed the SPICE server's certificate "
                         "(default: spicectl's CA).")(func)
-    func = click.option("--password-file", metavar="PATH", help="With --uri: read the SPICE password from PATH ('-' for stdin).")(func)
-    func = click.option("--uri", metavar="SPICE_URI", help="spice://HOST[:PORT][?tls-port=N] for a guest spicectl does not manage (then NAME is just a label).")(func)
+    func = click.option("--password-file", metavar="PATH", help="With a spice:// URI: read the SPICE password "
+                        "from PATH ('-' for stdin).")(func)
     return func
 
 
-def _target(app: App, name: str, uri, password_file, ca_file, insecure, host_subject=None):
+def _server(app: App, guest: str, opts: dict):
     from spicectl.pki.ca import CA_CERT
-    from spicectl.session.target import from_access, from_uri
+    from spicectl.session.server import from_access, from_uri, is_spice_uri
     from spicectl.virt.child import fetch_access
 
-    if uri:
+    if is_spice_uri(guest):
         from spicectl.secrets import read_secret
 
+        password_file = opts["password_file"]
         password = read_secret(file=password_file, what="SPICE password") if password_file else None
-        return from_uri(uri, password=password, ca_file=ca_file, host_subject=host_subject)
+        return from_uri(guest, password=password, ca_file=opts["ca_file"], host_subject=opts["host_subject"],
+                        plain=opts["plain_port"])
+    for option in ("password_file", "host_subject"):
+        if opts[option]:
+            raise click.UsageError(f"--{option.replace('_', '-')} goes with a spice:// URI, not a guest name")
     s = app.settings
-    access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, plain=insecure)
-    return from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
+    access = fetch_access(s.connect, s.state_dir, s.pki_dir, guest, plain=opts["plain_port"])
+    return from_access(access, ca_file=opts["ca_file"] or str(s.ca_dir / CA_CERT))
 
 
 def _import_client() -> None:
@@ -50,12 +57,11 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     # which mostly waits on a child process or on libvirt's socket.
     warm = threading.Thread(target=_import_client, daemon=True)
     warm.start()
-    target = _target(app, name, opts["uri"], opts["password_file"], opts["ca_file"], opts["insecure"],
-                     opts.get("host_subject"))
+    server = _server(app, name, opts)
     warm.join()
 
     async def go():
-        client = target.client(allow_partial=allow_partial)
+        client = server.client(allow_partial=allow_partial)
         try:
             await client.connect(display=display, inputs=inputs)
             return await work(client)
@@ -82,12 +88,12 @@ def _save_png(image, output: str) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", metavar="GUEST")
 @click.option("-o", "--output", required=True, metavar="FILE", help="PNG file to write ('-' for stdout).")
 @click.option("--settle", type=DELAY, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
 @click.option("--allow-partial", is_flag=True, help="Save the picture even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7, naming what was missing).")
-@target_options
+@server_options
 @json_option
 @pass_app
 def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, **opts) -> None:
@@ -99,9 +105,9 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
     if output != "-":
         from pathlib import Path
 
-        from spicectl.pki.store import check_target
+        from spicectl.pki.store import check_output_path
 
-        check_target(Path(output))  # before connecting, not after the picture was taken
+        check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
         return await client.screenshot(settle=settle)
@@ -114,10 +120,10 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
 
 
 @click.command("send-keys")
-@click.argument("name")
+@click.argument("name", metavar="GUEST")
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--hold", type=DELAY, default=0.05, show_default=True, help="Seconds each combination is held.")
-@target_options
+@server_options
 @json_option
 @pass_app
 def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -> None:
@@ -135,10 +141,10 @@ def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -
 
 
 @click.command("type")
-@click.argument("name")
+@click.argument("name", metavar="GUEST")
 @click.argument("text")
 @click.option("--no-escapes", is_flag=True, help="Type backslashes literally instead of reading \\n and \\t as Enter and Tab.")
-@target_options
+@server_options
 @json_option
 @pass_app
 def type_cmd(app: App, name: str, text: str, no_escapes: bool, **opts) -> None:
@@ -169,11 +175,11 @@ def _xy(value: str | None):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", metavar="GUEST")
 @click.option("--move", metavar="X,Y", help="Move the pointer to X,Y.")
 @click.option("--click", "button", type=click.Choice(["left", "middle", "right", "up", "down"]),
               help="Click a button (up/down: the wheel).")
-@target_options
+@server_options
 @json_option
 @pass_app
 def mouse(app: App, name: str, move: str | None, button: str | None, **opts) -> None:
@@ -221,7 +227,7 @@ def _region(value: str | None):
 
 
 @click.command("wait-screen")
-@click.argument("name")
+@click.argument("name", metavar="GUEST")
 @click.option("--changed", is_flag=True, help="Wait until the screen differs from when the command started.")
 @click.option("--match", "reference", metavar="PNG", help="Wait until the screen matches this reference image.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.99, show_default=True,
@@ -232,7 +238,7 @@ def _region(value: str | None):
               "(default STATE_DIR/last-frames/NAME.png, not the current directory).")
 @click.option("--allow-partial", is_flag=True, help="Compare frames even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7).")
-@target_options
+@server_options
 @json_option
 @pass_app
 def wait_screen(app: App, name: str, changed: bool, reference: str | None, threshold: float, region, timeout: float,

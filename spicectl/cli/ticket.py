@@ -21,12 +21,12 @@ def ticket(app: App, name: str, ttl: int, output: str | None) -> None:
     """
     from pathlib import Path
 
-    from spicectl.pki.store import check_target
+    from spicectl.pki.store import check_output_path
     from spicectl.virt import lifecycle
     from spicectl.virt.tickets import set_ticket
 
     if output:
-        check_target(Path(output))  # before the guest's ticket changes, not after
+        check_output_path(Path(output))  # before the guest's ticket changes, not after
     with app.hypervisor() as hv:
         t = set_ticket(lifecycle.lookup(hv, name), ttl)
     data = {"name": name, **t.as_dict()}

@@ -54,7 +54,7 @@ def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
     from spicectl.virt.kvm import probe
 
     offered = lifecycle.host_has_kvm(hv, arch)
-    if not offered or not hv.target.local:
+    if not offered or not hv.location.local:
         return offered
 
     return probe(app.settings.state_dir, app.settings.image_cache, progress=progress).usable
@@ -114,7 +114,7 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
         dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress,
                                images_dir=app.settings.images_dir, notice=app.warn)
         data = lifecycle.info(dom)
-    data["uri"] = hv.target.uri
+    data["uri"] = hv.location.uri
     _print_created(app, data)
 
 
@@ -147,7 +147,7 @@ def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
 
     with app.hypervisor() as hv, app.progress() as progress:
         data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
-        data["uri"] = hv.target.uri
+        data["uri"] = hv.location.uri
     _print_created(app, data)
 
 
@@ -180,7 +180,7 @@ def restart_cmd(app: App, name: str, timeout: float, force: bool, wait: bool) ->
     with app.hypervisor() as hv, app.progress() as progress:
         lifecycle.stop(hv, name, timeout=timeout, force=force, progress=progress)
         data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
-        data["uri"] = hv.target.uri
+        data["uri"] = hv.location.uri
     _print_created(app, data)
 
 
@@ -233,7 +233,7 @@ def list_cmd(app: App, all_hosts: bool) -> None:
                 rows += [{**d, "host": host, "uri": uri} for d in lifecycle.list_domains(hv)]
     else:
         with app.hypervisor() as hv:
-            rows = [{**d, "host": None, "uri": hv.target.uri} for d in lifecycle.list_domains(hv)]
+            rows = [{**d, "host": None, "uri": hv.location.uri} for d in lifecycle.list_domains(hv)]
 
     def human() -> None:
         if not rows:
@@ -258,7 +258,7 @@ def show_cmd(app: App, name: str) -> None:
 
     with app.hypervisor() as hv:
         data = lifecycle.info(lifecycle.lookup(hv, name))
-        data["uri"] = hv.target.uri
+        data["uri"] = hv.location.uri
 
     def human() -> None:
         spice = data["spice"] or {}

@@ -58,7 +58,7 @@ def locked_dir(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def check_target(path: Path) -> None:
+def check_output_path(path: Path) -> None:
     """Refuse, before any work, a file path that cannot be written: a directory, or one in no directory."""
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory; give a file name")
@@ -68,7 +68,7 @@ def check_target(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` via a same-directory temp file and rename."""
-    check_target(path)
+    check_output_path(path)
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

@@ -91,6 +91,8 @@ class ProxyServer:
         self.single = single
         self.sessions = Sessions(spent)
         self.finished = asyncio.Event()   # single mode: the one session has ended
+        self.ended = 0                    # sessions that have ended since the start
+        self._ended = asyncio.Condition()
         self.server: asyncio.base_events.Server | None = None
         self.refusals: deque[str] = deque(maxlen=1000)  # recent reasons, for tests and diagnostics
         self._conns: set[asyncio.Task] = set()
@@ -294,6 +296,14 @@ class ProxyServer:
                 self._log_session(session)
                 if self.single:
                     self.finished.set()
+                async with self._ended:
+                    self.ended += 1
+                    self._ended.notify_all()
+
+    async def wait_ended(self, count: int = 1, timeout: float = 30) -> None:
+        """Until `count` sessions have ended (and been logged) since the proxy started."""
+        async with self._ended:
+            await asyncio.wait_for(self._ended.wait_for(lambda: self.ended >= count), timeout)
 
     def _log_session(self, s: Session) -> None:
         log.info("session guest=%s from=%s via=%s channels=%d up=%d down=%d duration=%.1fs",

@@ -25,6 +25,11 @@ from spicectl.errors import AuthError, InvalidInput
 SECRET_BYTES = 32
 
 
+def wall_clock() -> float:
+    """The wall clock that tokens' expiry is judged by (tests move it instead of sleeping)."""
+    return time.time()
+
+
 MAX_SECRET_BYTES = 4096
 
 
@@ -85,7 +90,7 @@ class Signer:
         self.secret = secret
 
     def mint(self, *, guest: str, host: str, port: int, tls: bool, kind: str, ttl: float) -> tuple[str, Grant]:
-        grant = Grant(guest, host, port, tls, kind, time.time() + ttl, secrets.token_urlsafe(16))
+        grant = Grant(guest, host, port, tls, kind, wall_clock() + ttl, secrets.token_urlsafe(16))
         payload = json.dumps({"g": guest, "h": host, "p": port, "t": tls, "k": kind, "e": grant.expires,
                               "n": grant.nonce}, separators=(",", ":")).encode()
         mac = hmac.new(self.secret, payload, hashlib.sha256).digest()
@@ -149,7 +154,7 @@ class MemorySpent:
     def _prune(self) -> None:
         # a heap, not a scan of `spent`: at hundreds of sessions a second a scan per
         # admission walked tens of thousands of entries each time
-        now = time.time()
+        now = wall_clock()
         while self._expiring and self._expiring[0][0] < now:
             _, nonce = heapq.heappop(self._expiring)
             self.spent.pop(nonce, None)
@@ -191,13 +196,13 @@ class SqliteSpent:
 
     def is_spent(self, nonce: str) -> bool:
         return self.db.execute("SELECT 1 FROM spent WHERE nonce = ? AND expires >= ?",
-                               (nonce, time.time())).fetchone() is not None
+                               (nonce, wall_clock())).fetchone() is not None
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM spent WHERE expires >= ?", (time.time(),)).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM spent WHERE expires >= ?", (wall_clock(),)).fetchone()[0]
 
     def _prune(self) -> None:
-        now = time.time()
+        now = wall_clock()
         if now - self._pruned >= self.PRUNE_EVERY:
             self._pruned = now
             self.db.execute("DELETE FROM spent WHERE expires < ?", (now,))
@@ -229,7 +234,7 @@ class Sessions:
                 raise AuthError("token already used")
             return
         spent = self.spent.is_spent(grant.nonce)  # (and forgets the spent tokens that have expired)
-        if time.time() > grant.expires:
+        if wall_clock() > grant.expires:
             raise AuthError("token expired")
         if spent:
             raise AuthError("token already used")

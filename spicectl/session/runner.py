@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from spicectl.errors import EnvironmentProblem, InvalidInput, TimeoutExpired
-from spicectl.session.connect import html5_url, make_vv, proxy_url_parts, server_identity
-from spicectl.session.target import SpiceTarget
+from spicectl.session.handoff import html5_url, make_vv, proxy_url_parts, server_identity
+from spicectl.session.server import SpiceServer
 
 
 @dataclass
@@ -71,66 +71,66 @@ def _signer(state_dir: Path):
     return Signer(load_secret(state_dir))
 
 
-def run(target: SpiceTarget, request: SessionRequest, *, state_dir: Path, out: SessionOutput) -> dict | None:
+def run(server: SpiceServer, request: SessionRequest, *, state_dir: Path, out: SessionOutput) -> dict | None:
     """Carry out the session; a result for the caller, or None when it was all announced already."""
     r = request
-    valid_to = target.valid_to
+    valid_to = server.valid_to
     # Known already for the private default; otherwise read before any event loop runs (the
     # identity check is a TLS handshake of its own).
-    identity = None if r.mode == "builtin" else target.host_subject or server_identity(target)
+    identity = None if r.mode == "builtin" else server.host_subject or server_identity(server)
     if r.proxy is None:
         if r.mode == "builtin":
-            return _builtin(target, None, r.screenshot)
-        vvfile = make_vv(target, host_subject=identity, usbredir=r.usbredir)
+            return _builtin(server, None, r.screenshot)
+        vvfile = make_vv(server, host_subject=identity, usbredir=r.usbredir)
         path = _write_vv(out, vvfile, r.vv_path)  # viewer without --vv: a private temporary file
         if path is None:
             return None
         if r.mode == "viewer":
             pid = _launch_viewer(path)
             out.info(f"remote-viewer started (pid {pid}); ticket valid until {valid_to}")
-            return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "valid_to": valid_to}
+            return {"name": server.name, "mode": "viewer", "pid": pid, "vv": str(path), "valid_to": valid_to}
         out.info(f"{path} written (mode 0600); ticket valid until {valid_to}")
-        return {"name": target.name, "mode": "vv", "vv": str(path), "valid_to": valid_to}
+        return {"name": server.name, "mode": "vv", "vv": str(path), "valid_to": valid_to}
 
     signer = _signer(state_dir)
     if r.proxy_url:
-        return _external(out, signer, target, r, identity)
-    return asyncio.run(_local(out, signer, target, r, identity=identity, state_dir=state_dir))
+        return _external(out, signer, server, r, identity)
+    return asyncio.run(_local(out, signer, server, r, identity=identity, state_dir=state_dir))
 
 
-def _mint(signer, target: SpiceTarget, proxy: str, ttl: int):
-    port = target.tls_port or target.port
-    return signer.mint(guest=target.name or "?", host=target.host, port=port,
-                       tls=bool(target.tls_port) and proxy == "ws", kind="ws" if proxy == "ws" else "connect",
+def _mint(signer, server: SpiceServer, proxy: str, ttl: int):
+    port = server.tls_port or server.port
+    return signer.mint(guest=server.name or "?", host=server.host, port=port,
+                       tls=bool(server.tls_port) and proxy == "ws", kind="ws" if proxy == "ws" else "connect",
                        ttl=ttl)
 
 
-def _external(out: SessionOutput, signer, target: SpiceTarget, r: SessionRequest, identity: str | None):
+def _external(out: SessionOutput, signer, server: SpiceServer, r: SessionRequest, identity: str | None):
     assert r.proxy_url is not None and r.proxy is not None
     scheme, phost, pport = proxy_url_parts(r.proxy_url)
-    token, grant = _mint(signer, target, r.proxy, r.token_ttl)
+    token, grant = _mint(signer, server, r.proxy, r.token_ttl)
     if r.proxy == "ws":
         if r.mode == "builtin":
-            return _builtin(target, _ws_opener(phost, pport, token, scheme == "https", target), r.screenshot)
-        url = html5_url(r.proxy_url, token, target.password)
-        out.announce({"name": target.name, "url": url, "expires": grant.expires}, url)
+            return _builtin(server, _ws_opener(phost, pport, token, scheme == "https", server), r.screenshot)
+        url = html5_url(r.proxy_url, token, server.password)
+        out.announce({"name": server.name, "url": url, "expires": grant.expires}, url)
         return None
     if scheme != "http":
         raise InvalidInput("remote-viewer's proxy= speaks plain HTTP CONNECT: use an http:// --proxy-url")
     if r.mode == "builtin":
-        return _builtin(target, _connect_opener(phost, pport, token, target), r.screenshot)
-    vvfile = make_vv(target, host_subject=identity, proxy=f"http://spicectl:{token}@{phost}:{pport}",
+        return _builtin(server, _connect_opener(phost, pport, token, server), r.screenshot)
+    vvfile = make_vv(server, host_subject=identity, proxy=f"http://spicectl:{token}@{phost}:{pport}",
                      usbredir=r.usbredir)
     path = _write_vv(out, vvfile, r.vv_path)
     if path is None:
         return None
     if r.mode == "viewer":
         pid = _launch_viewer(path)
-        return {"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path), "proxy": r.proxy_url}
-    return {"name": target.name, "mode": "vv", "vv": str(path), "proxy": r.proxy_url}
+        return {"name": server.name, "mode": "viewer", "pid": pid, "vv": str(path), "proxy": r.proxy_url}
+    return {"name": server.name, "mode": "vv", "vv": str(path), "proxy": r.proxy_url}
 
 
-def _ws_opener(host, port, token, tls: bool, target):
+def _ws_opener(host, port, token, tls: bool, server):
     from spicectl.session.openers import websocket_opener
 
     scheme = "wss" if tls else "ws"
@@ -138,36 +138,36 @@ def _ws_opener(host, port, token, tls: bool, target):
     if tls:
         import ssl
 
-        ctx = ssl.create_default_context(cafile=target.ca_file)
+        ctx = ssl.create_default_context(cafile=server.ca_file)
     return websocket_opener(f"{scheme}://{host}:{port}/websockify?token={token}",
                             origin=f"{'https' if tls else 'http'}://{host}:{port}", ssl_context=ctx)
 
 
-def _connect_opener(host, port, token, target):
+def _connect_opener(host, port, token, server):
     from spicectl.session.openers import connect_opener
     from spicectl.spice.client import tls_context
 
-    return connect_opener(host, port, token, target.host, target.tls_port, ssl_context=tls_context(target.ca_file),
-                          server_hostname=target.server_hostname)
+    return connect_opener(host, port, token, server.host, server.tls_port, ssl_context=tls_context(server.ca_file),
+                          server_hostname=server.server_hostname)
 
 
-def _builtin(target: SpiceTarget, opener, screenshot: str | None) -> dict:
-    return asyncio.run(_builtin_async(target, opener, screenshot))
+def _builtin(server: SpiceServer, opener, screenshot: str | None) -> dict:
+    return asyncio.run(_builtin_async(server, opener, screenshot))
 
 
-async def _builtin_async(target: SpiceTarget, opener, screenshot: str | None) -> dict:
+async def _builtin_async(server: SpiceServer, opener, screenshot: str | None) -> dict:
     # Through a proxy the opener supplies each channel's stream (the WebSocket proxy holds the TLS to
     # the guest; through CONNECT the opener runs TLS end to end).
-    client = target.client(opener=opener)
+    client = server.client(opener=opener)
     await client.connect(inputs=False)
     try:
         image = await client.screenshot()
     finally:
         await client.close()
-    return _builtin_result(target, image, screenshot)
+    return _builtin_result(server, image, screenshot)
 
 
-def _builtin_result(target, image, screenshot) -> dict:
+def _builtin_result(server, image, screenshot) -> dict:
     if screenshot:
         import io
 
@@ -176,11 +176,11 @@ def _builtin_result(target, image, screenshot) -> dict:
         buf = io.BytesIO()
         image.save(buf, "PNG")
         atomic_write(Path(screenshot), buf.getvalue(), 0o644)
-    return {"name": target.name, "mode": "builtin", "screenshot": screenshot,
+    return {"name": server.name, "mode": "builtin", "screenshot": screenshot,
             "width": image.width, "height": image.height}
 
 
-async def _local(out: SessionOutput, signer, target: SpiceTarget, r: SessionRequest, *, identity: str | None,
+async def _local(out: SessionOutput, signer, server: SpiceServer, r: SessionRequest, *, identity: str | None,
                  state_dir: Path) -> dict | None:
     from spicectl.proxy.server import ProxyServer, find_html5_dir
     from spicectl.proxy.tokens import spent_store
@@ -190,49 +190,49 @@ async def _local(out: SessionOutput, signer, target: SpiceTarget, r: SessionRequ
     if r.proxy == "ws" and html5 is None and r.mode != "builtin":
         raise EnvironmentProblem("spice-html5 is not installed", hint="apt-get install spice-html5, or --html5-dir")
     # the shared store: the same secret signs tokens for `proxy serve`, where this one must be spent too
-    server = ProxyServer(signer, ca_file=target.ca_file, html5_dir=html5, single=True, spent=spent_store(state_dir))
-    host, port = await server.start(*r.listen)
-    token, grant = _mint(signer, target, r.proxy, r.token_ttl)
+    proxy = ProxyServer(signer, ca_file=server.ca_file, html5_dir=html5, single=True, spent=spent_store(state_dir))
+    host, port = await proxy.start(*r.listen)
+    token, grant = _mint(signer, server, r.proxy, r.token_ttl)
     result: dict | None = None
     try:
         if r.proxy == "ws":
             if r.mode == "builtin":
-                result = await _builtin_async(target, _ws_opener(host, port, token, False, target), r.screenshot)
+                result = await _builtin_async(server, _ws_opener(host, port, token, False, server), r.screenshot)
                 await asyncio.sleep(0)  # let the proxy log the session
             else:
-                url = html5_url(f"http://{host}:{port}", token, target.password)
-                out.announce({"name": target.name, "url": url, "listen": f"{host}:{port}",
+                url = html5_url(f"http://{host}:{port}", token, server.password)
+                out.announce({"name": server.name, "url": url, "listen": f"{host}:{port}",
                               "expires": grant.expires}, url)
-                await _wait_session(server, grant)
+                await _wait_session(proxy, grant)
         else:
             if r.mode == "builtin":
-                result = await _builtin_async(target, _connect_opener(host, port, token, target), r.screenshot)
+                result = await _builtin_async(server, _connect_opener(host, port, token, server), r.screenshot)
             else:
-                vvfile = make_vv(target, host_subject=identity, proxy=f"http://spicectl:{token}@{host}:{port}",
+                vvfile = make_vv(server, host_subject=identity, proxy=f"http://spicectl:{token}@{host}:{port}",
                                  usbredir=r.usbredir)
                 path = await asyncio.to_thread(_write_vv, out, vvfile, r.vv_path if r.vv_path else None)
                 if r.mode == "viewer" and path is not None:
                     pid = _launch_viewer(path)
-                    out.announce({"name": target.name, "mode": "viewer", "pid": pid, "vv": str(path),
+                    out.announce({"name": server.name, "mode": "viewer", "pid": pid, "vv": str(path),
                                   "listen": f"{host}:{port}"}, f"remote-viewer started (pid {pid}) through "
                                                                f"the proxy on {host}:{port}")
                 elif path is not None:
-                    out.announce({"name": target.name, "mode": "vv", "vv": str(path), "listen": f"{host}:{port}",
+                    out.announce({"name": server.name, "mode": "vv", "vv": str(path), "listen": f"{host}:{port}",
                                   "expires": grant.expires},
                                  f"{path} written; proxy on {host}:{port} waits for its session")
-                await _wait_session(server, grant)
+                await _wait_session(proxy, grant)
     finally:
-        await server.close()
+        await proxy.close()
     return result
 
 
-async def _wait_session(server, grant) -> None:
+async def _wait_session(proxy, grant) -> None:
     """Until the session this token opened ends, or the token expires unused."""
-    while not server.finished.is_set():
-        if time.time() > grant.expires and grant.nonce not in server.sessions.live:
+    while not proxy.finished.is_set():
+        if time.time() > grant.expires and grant.nonce not in proxy.sessions.live:
             raise TimeoutExpired("nobody used the session before its token expired")
         try:
-            await asyncio.wait_for(server.finished.wait(), 0.5)
+            await asyncio.wait_for(proxy.finished.wait(), 0.5)
         except asyncio.TimeoutError:
             pass
 

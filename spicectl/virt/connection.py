@@ -57,7 +57,7 @@ def _silence_libvirt() -> None:
 
 
 @dataclass
-class Target:
+class LibvirtURI:
     uri: str
     embedded: bool
     root: Path | None = None
@@ -71,19 +71,19 @@ def embedded_root(state_dir: Path) -> Path:
     return state_dir / "libvirt"
 
 
-def resolve(connect: str | None, state_dir: Path) -> Target:
+def resolve(connect: str | None, state_dir: Path) -> LibvirtURI:
     if connect:
-        return Target(connect, embedded=connect.startswith("qemu:///embed"))
+        return LibvirtURI(connect, embedded=connect.startswith("qemu:///embed"))
     root = embedded_root(state_dir)
-    return Target(f"qemu:///embed?root={root}", embedded=True, root=root)
+    return LibvirtURI(f"qemu:///embed?root={root}", embedded=True, root=root)
 
 
 class Hypervisor:
     """An open libvirt connection (and, for the embedded default, the root's lock)."""
 
-    def __init__(self, conn, target: Target, lock_fd: int | None = None) -> None:
+    def __init__(self, conn, location: LibvirtURI, lock_fd: int | None = None) -> None:
         self.conn = conn
-        self.target = target
+        self.location = location
         self._lock_fd = lock_fd
 
     def close(self) -> None:
@@ -118,7 +118,7 @@ def lock_root(root: Path, wait: float = LOCK_WAIT_SECONDS) -> int:
             time.sleep(0.05)
 
 
-def open_uri(target: Target, lock_fd: int | None = None) -> Hypervisor:
+def open_uri(target: LibvirtURI, lock_fd: int | None = None) -> Hypervisor:
     libvirt = _libvirt()
     _silence_libvirt()
     if target.embedded:

@@ -98,14 +98,14 @@ def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = Fals
     if tls_port is None and not plain:
         raise InvalidInput(f"{name} serves SPICE without TLS", hint="add --insecure to connect in the clear")
     host = listen.connect_host
-    if not hv.target.local:
-        remote = urlsplit(hv.target.uri).hostname
+    if not hv.location.local:
+        remote = urlsplit(hv.location.uri).hostname
         if listen.listen in WILDCARDS:
             host = remote or host
         elif listen.listen in LOOPBACKS:
             raise InvalidInput(f"{name} listens on {listen.listen} of {remote}, out of reach from here",
                                hint="recreate it with --listen on an address this machine can reach")
-    subject = _embedded_subject(state_dir) if hv.target.embedded and tls_port and state_dir else None
+    subject = _embedded_subject(state_dir) if hv.location.embedded and tls_port and state_dir else None
     ticket = set_ticket(dom, ttl)
     return GuestAccess(name, host, listen.port, tls_port, ticket.password, ticket.as_dict()["valid_to"], subject,
                        has_usbredir(dom))

@@ -38,7 +38,7 @@ def lookup(hv: Hypervisor, name: str):
         return hv.conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise NotFound(f"no guest named {name!r} on {hv.target.uri}", hint="see: spicectl vm list") from None
+            raise NotFound(f"no guest named {name!r} on {hv.location.uri}", hint="see: spicectl vm list") from None
         raise libvirt_error(exc, f"looking up {name}") from None
 
 
@@ -129,12 +129,12 @@ def check_spice_supported(hv: Hypervisor, spec: VMSpec) -> None:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
             return  # a driver without domain capabilities (e.g. test:///) cannot tell us; let define decide
         raise HypervisorError(
-            f"{hv.target.uri} cannot run {spec.virt_type} guests of {spec.arch}/{spec.machine}: "
+            f"{hv.location.uri} cannot run {spec.virt_type} guests of {spec.arch}/{spec.machine}: "
             f"{exc.get_error_message()}",
             hint="is qemu-system-x86 installed? (--virt-type qemu uses TCG where KVM is missing)",
         ) from None
     if not domcaps_support_spice(caps):
-        raise HypervisorError(f"the QEMU behind {hv.target.uri} is built without SPICE",
+        raise HypervisorError(f"the QEMU behind {hv.location.uri} is built without SPICE",
                               hint="install a QEMU with SPICE (Debian: qemu-system-x86)")
 
 
@@ -149,8 +149,8 @@ def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path
         for disk in spec.disks:
             if disk.size_gib is None and disk.backing is None:
                 continue
-            if not hv.target.local:
-                raise EnvironmentProblem(f"new disks need a local hypervisor, not {hv.target.uri}",
+            if not hv.location.local:
+                raise EnvironmentProblem(f"new disks need a local hypervisor, not {hv.location.uri}",
                                          hint="create the volume there (virsh vol-create-as) and pass its path")
             path = Path(disk.path)
             if path.exists():
@@ -196,7 +196,7 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = Fal
     if existing is not None:
         marker = spicectl_metadata(existing)["creating"]
         if not abandoned(marker):
-            raise Conflict(f"a guest named {spec.name!r} already exists on {hv.target.uri}",
+            raise Conflict(f"a guest named {spec.name!r} already exists on {hv.location.uri}",
                            hint=f"choose another name, or remove it: spicectl vm delete {spec.name}")
         # said even under --json: the user should know a guest of this name was replaced
         notice(f"removing {spec.name}, left half-made by an interrupted vm create (process {marker.split()[0]}); "

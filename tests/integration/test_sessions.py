@@ -159,6 +159,24 @@ def start_serve(spicectl):
             time.sleep(0.1)
 
 
+def read_stderr_until(proc, needle: str, *, before: int = 1, timeout: float = 30) -> str:
+    """What proc has written on stderr once `needle` has appeared `before` times (the rest stays unread)."""
+    import selectors
+
+    text = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while text.count(needle) < before:
+            assert time.monotonic() < deadline, f"no {needle!r} in {text!r}"
+            if sel.select(1):
+                # the descriptor, not the buffered pipe object: communicate() later reads what is left
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                assert chunk, f"stderr closed before {needle!r}: {text!r}"
+                text += chunk.decode(errors="replace")
+    return text
+
+
 def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, guest, tmp_path):
     import asyncio
 
@@ -192,12 +210,13 @@ def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, g
                 await client.close()
 
         assert asyncio.run(session(port)).size == (720, 400)
-        time.sleep(0.5)
+        # the proxy logs a session once it has ended: from then on its token joins nothing
+        logged = read_stderr_until(serve, f"session guest={guest}", before=2)
         with pytest.raises(Exception, match="407"):
             asyncio.run(session(port))  # the same token again: spent
     finally:
         serve.send_signal(signal.SIGTERM)
-        err = finish(serve)
+        err = logged + finish(serve)
     assert serve.returncode == 0
     assert err.count(f"session guest={guest}") == 2
     assert "refused" in err and "token already used" in err

@@ -117,7 +117,7 @@ def test_connect_relays_both_ways_and_logs_one_line(signer, caplog):
         await writer.drain()
         echoed = await reader.readexactly(11)
         writer.close()
-        await asyncio.sleep(0.1)
+        await proxy.wait_ended(1)  # and logged
         await proxy.close()
         guest.close()
         return status, echoed
@@ -129,6 +129,14 @@ def test_connect_relays_both_ways_and_logs_one_line(signer, caplog):
     lines = [r.getMessage() for r in caplog.records if "session" in r.getMessage()]
     assert len(lines) == 1
     assert "guest=g" in lines[0] and "via=http-connect" in lines[0] and "up=11" in lines[0] and "down=11" in lines[0]
+
+
+async def until(condition, timeout: float = 10) -> None:
+    """Wait for a state the code under test reaches by itself (yielding to it), never a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
 
 
 def refused(signer, action):
@@ -173,16 +181,20 @@ def test_connect_without_or_with_a_bad_token_is_refused(signer):
 
 
 def test_a_reused_token_is_refused(signer):
-    async def action(port, gport):
+    async def go():
+        guest, gport = await echo_guest()
+        proxy, port = await start_proxy(signer)
         token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="connect", ttl=60)
         status, r, w = await connect_via(port, token, f"127.0.0.1:{gport}")
         w.close()
-        await asyncio.sleep(0.2)  # the session ends with its last connection
+        await proxy.wait_ended(1)  # the session ends with its last connection
         again, _r, w2 = await connect_via(port, token, f"127.0.0.1:{gport}")
         w2.close()
-        return status, again
+        await proxy.close()
+        guest.close()
+        return (status, again), proxy.refusals
 
-    (status, again), reasons = refused(signer, action)
+    (status, again), reasons = run(go())
     assert status.startswith("HTTP/1.1 200") and again.startswith("HTTP/1.1 407")
     assert "token already used" in reasons
 
@@ -388,7 +400,7 @@ def test_websocket_carries_megabytes_intact_both_ways_among_pings_and_fragments(
         proxy = ProxyServer(signer, ca_file=material and material["ca"], tls=tls and tls["server"])
         _, port = await proxy.start("127.0.0.1", 0)
         results = await asyncio.gather(session(port, 1), session(port, 2))
-        await asyncio.sleep(0.1)
+        await proxy.wait_ended(2)  # and logged
         await proxy.close()
         return results
 
@@ -455,27 +467,34 @@ def test_a_reader_that_stops_holds_the_writer_back_instead_of_filling_the_proxy(
     assert received == total
 
 
-def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer):
+def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer, monkeypatch):
     """Hundreds of sessions open and close: afterwards no descriptor, connection task, live
     session or spent token outlives its token."""
+    from spicectl.proxy import tokens
+
     async def go():
         guest, gport = await echo_guest()
         proxy, port = await start_proxy(signer)
 
-        async def one(ttl: float):
-            token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=ttl)
+        async def one():
+            token, _ = signer.mint(guest="g", host="127.0.0.1", port=gport, tls=False, kind="ws", ttl=60)
             async with ws_connect(f"ws://127.0.0.1:{port}/websockify?token={token}", subprotocols=["binary"]) as ws:
                 await ws.send(b"x")
                 await ws.recv()
 
-        await one(0.5)
-        await asyncio.sleep(0.2)
+        await one()
+        await proxy.wait_ended(1)
+        await until(lambda: not proxy._conns)
         fds_before = len(os.listdir("/proc/self/fd"))
         for _ in range(15):
-            await asyncio.gather(*(one(0.5) for _ in range(20)))
-        await asyncio.sleep(0.6)
-        await one(60)  # an admission prunes what has expired
-        await asyncio.sleep(0.2)
+            await asyncio.gather(*(one() for _ in range(20)))
+        await proxy.wait_ended(301)
+        # two minutes on: every token so far has expired (the clock moves; the test does not sleep)
+        real = tokens.wall_clock
+        monkeypatch.setattr(tokens, "wall_clock", lambda: real() + 120)
+        await one()  # an admission prunes what has expired
+        await proxy.wait_ended(302)
+        await until(lambda: not proxy._conns)
         state = (len(os.listdir("/proc/self/fd")) - fds_before, len(proxy._conns), len(proxy.sessions.live),
                  len(proxy.sessions.spent), len(proxy.sessions.spent._expiring))
         await proxy.close()

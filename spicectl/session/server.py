@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class SpiceTarget:
+class SpiceServer:
     host: str
     port: int | None
     tls_port: int | None
@@ -34,9 +34,17 @@ class SpiceTarget:
                       **kwargs)
 
 
-def from_uri(uri: str, *, password: bytes | None, ca_file: str | None,
-             host_subject: str | None = None) -> SpiceTarget:
-    """spice://HOST[:PORT][?tls-port=N] for guests spicectl does not manage."""
+SCHEME = "spice://"
+
+
+def is_spice_uri(text: str) -> bool:
+    return text.lower().startswith(SCHEME)
+
+
+def from_uri(uri: str, *, password: bytes | None, ca_file: str | None, host_subject: str | None = None,
+             plain: bool = False) -> SpiceServer:
+    """spice://HOST[:PORT][?tls-port=N] for guests spicectl does not manage (`plain`: use PORT even with a
+    tls-port)."""
     parts = urlsplit(uri)
     if parts.scheme != "spice" or not parts.hostname:
         raise InvalidInput(f"{uri!r} is not a spice:// URI", hint="write it like spice://host:5900?tls-port=5901")
@@ -46,18 +54,22 @@ def from_uri(uri: str, *, password: bytes | None, ca_file: str | None,
         port = parts.port
     except ValueError:
         raise InvalidInput(f"bad port in {uri!r}") from None
+    if plain:
+        if port is None:
+            raise InvalidInput(f"{uri!r} names no plain port for --plain-port", hint="add :PORT")
+        tls_port = None
     if port is None and tls_port is None:
         raise InvalidInput(f"{uri!r} names no port", hint="add :PORT or ?tls-port=N")
     if tls_port and not ca_file:
         raise InvalidInput("a TLS connection to a guest spicectl does not manage needs --ca-file")
-    return SpiceTarget(parts.hostname, port, tls_port, password, ca_file, parts.hostname,
+    return SpiceServer(parts.hostname, port, tls_port, password, ca_file, parts.hostname, name=uri,
                        host_subject=host_subject)
 
 
-def from_access(access: GuestAccess, *, ca_file: str | None) -> SpiceTarget:
-    """A managed guest's target: where virt/ says it is, checked against the CA the client trusts."""
+def from_access(access: GuestAccess, *, ca_file: str | None) -> SpiceServer:
+    """A managed guest's server: where virt/ says it is, checked against the CA the client trusts."""
     if access.tls_port is not None and (ca_file is None or not Path(ca_file).exists()):
         raise NotFound(f"no CA certificate at {ca_file} to check {access.name}'s TLS certificate",
                        hint="give --ca-file, or create spicectl's CA with spicectl host setup")
-    return SpiceTarget(access.host, access.port, access.tls_port, access.password.encode(), ca_file, access.host,
+    return SpiceServer(access.host, access.port, access.tls_port, access.password.encode(), ca_file, access.host,
                        access.name, access.valid_to, access.tls_subject)

@@ -9,22 +9,22 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from spicectl.errors import InvalidInput, ProtocolError
-from spicectl.session.target import SpiceTarget
+from spicectl.session.server import SpiceServer
 from spicectl.session.vv import VVFile
 
 
-def server_identity(target: SpiceTarget) -> str | None:
+def server_identity(server: SpiceServer) -> str | None:
     """The host-subject of the guest's TLS certificate, read from a verified handshake."""
-    if not target.tls_port:
+    if not server.tls_port:
         return None
     from cryptography import x509
 
     from spicectl.pki.names import host_subject
 
     async def peek() -> bytes:
-        ctx = ssl.create_default_context(cafile=target.ca_file)
+        ctx = ssl.create_default_context(cafile=server.ca_file)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.host, target.tls_port, ssl=ctx, server_hostname=target.server_hostname),
+            asyncio.open_connection(server.host, server.tls_port, ssl=ctx, server_hostname=server.server_hostname),
             10)
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         writer.close()
@@ -33,19 +33,19 @@ def server_identity(target: SpiceTarget) -> str | None:
     try:
         der = asyncio.run(peek())
     except ssl.SSLCertVerificationError as exc:
-        raise ProtocolError(f"{target.name}'s TLS certificate was refused: {exc.verify_message}") from None
+        raise ProtocolError(f"{server.name}'s TLS certificate was refused: {exc.verify_message}") from None
     except (OSError, asyncio.TimeoutError) as exc:
-        raise ProtocolError(f"cannot reach {target.name} at {target.host}:{target.tls_port}: {exc}") from None
+        raise ProtocolError(f"cannot reach {server.name} at {server.host}:{server.tls_port}: {exc}") from None
     return host_subject(x509.load_der_x509_certificate(der).subject)
 
 
-def make_vv(target: SpiceTarget, *, host_subject: str | None, proxy: str | None = None,
+def make_vv(server: SpiceServer, *, host_subject: str | None, proxy: str | None = None,
             usbredir: bool = False) -> VVFile:
-    ca_pem = Path(target.ca_file).read_text() if target.ca_file and target.tls_port else None
+    ca_pem = Path(server.ca_file).read_text() if server.ca_file and server.tls_port else None
     return VVFile(
-        host=target.host, port=None if target.tls_port else target.port, tls_port=target.tls_port,
-        password=target.password.decode() if target.password else "", ca_pem=ca_pem,
-        host_subject=host_subject, title=f"{target.name} (spicectl)", proxy=proxy,
+        host=server.host, port=None if server.tls_port else server.port, tls_port=server.tls_port,
+        password=server.password.decode() if server.password else "", ca_pem=ca_pem,
+        host_subject=host_subject, title=f"{server.name} (spicectl)", proxy=proxy,
         enable_usbredir=usbredir,
     )
 
