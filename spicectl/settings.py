@@ -81,7 +81,7 @@ class Settings:
     hosts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def resolve(cls, *, connect: str | None = None, state_dir: str | None = None) -> "Settings":
+    def resolve(cls, *, connect: str | None = None, state_dir: str | None = None) -> Settings:
         """Build settings from explicit values (options or their env vars) over the config file."""
         path = config_file_path()
         cfg = load_config_file(path)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,7 +26,7 @@ class App:
         self._settings: Settings | None = None
 
     @property
-    def settings(self) -> "Settings":
+    def settings(self) -> Settings:
         # Resolved on first use so `--help` reads no config file.
         if self._settings is None:
             from spicectl.settings import Settings

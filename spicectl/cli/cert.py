@@ -51,13 +51,19 @@ def _report(app: App, issued, verb: str) -> None:
 
 
 @issue.command("server")
-@click.option("--host", required=True, metavar="NAME", help="The name (or IP) clients connect to; the CN and first SAN.")
+@click.option(
+    "--host", required=True, metavar="NAME", help="The name (or IP) clients connect to; the CN and first SAN."
+)
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="Another IP address clients may use (repeatable).")
 @click.option("--dns", "dns", multiple=True, metavar="NAME", help="Another DNS name clients may use (repeatable).")
 @click.option("--days", type=int, help="Lifetime in days (default from the server profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the server profile: ec-p256).")
-@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
-              help="Directory to write ca-cert.pem, server-cert.pem, server-key.pem (default STATE_DIR/certs/server/HOST).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Directory to write ca-cert.pem, server-cert.pem, server-key.pem (default STATE_DIR/certs/server/HOST).",
+)
 @click.option("--force", is_flag=True, help="Replace existing files in DIR.")
 @passphrase_options
 @json_option
@@ -74,7 +80,9 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
     from spicectl.pki.names import build_sans
 
     build_sans(host, list(dns), list(ips))  # reject bad names before touching the CA
-    authority, profile = _load(app, "server", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
+    authority, profile = _load(
+        app, "server", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    )
     out = Path(out) if out else app.settings.certs_dir / "server" / host.strip("[]")
     issued = issue_server(authority, profile, out, host=host, dns=list(dns), ips=list(ips), force=force)
     _report(app, issued, "Issued")
@@ -84,19 +92,27 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
 @click.argument("name")
 @click.option("--days", type=int, help="Lifetime in days (default from the client profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the client profile: ec-p256).")
-@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
-              help="Directory to write ca-cert.pem, client-cert.pem, client-key.pem (default STATE_DIR/certs/client/NAME).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Directory to write ca-cert.pem, client-cert.pem, client-key.pem (default STATE_DIR/certs/client/NAME).",
+)
 @click.option("--force", is_flag=True, help="Replace existing files in DIR.")
 @passphrase_options
 @json_option
 @pass_app
-def issue_client_cmd(app: App, name, days, key_type, out, force, passphrase_file, passphrase_fd, passphrase_env) -> None:
+def issue_client_cmd(
+    app: App, name, days, key_type, out, force, passphrase_file, passphrase_fd, passphrase_env
+) -> None:
     """Issue a client certificate NAME (for mutual TLS to spicectl's session proxy)."""
     from pathlib import Path
 
     from spicectl.pki.issue import issue_client
 
-    authority, profile = _load(app, "client", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
+    authority, profile = _load(
+        app, "client", key_type, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    )
     out = Path(out) if out else app.settings.certs_dir / "client" / name
     issued = issue_client(authority, profile, out, name=name, force=force)
     _report(app, issued, "Issued")
@@ -118,13 +134,14 @@ def show_cmd(app: App, path: str) -> None:
 
 
 @cert.command("list")
-@click.option("--warn-days", type=int, default=30, show_default=True, help="Mark certificates expiring within this many days.")
+@click.option(
+    "--warn-days", type=int, default=30, show_default=True, help="Mark certificates expiring within this many days."
+)
 @json_option
 @pass_app
 def list_cmd(app: App, warn_days: int) -> None:
     """List every certificate spicectl's CA issued; expired and expiring ones are marked."""
     from pathlib import Path
-
 
     from spicectl.pki.ca import issued_records
     from spicectl.pki.inspect import status_of
@@ -175,12 +192,12 @@ def verify_cmd(app: App, directory: str, host: str | None) -> None:
     from spicectl.errors import NotFound, VerificationFailed
     from spicectl.pki.verify import verify_directory
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotFound(f"no directory {directory}")
-    checks = verify_directory(directory, host=host)
+    path = Path(directory)
+    if not path.is_dir():
+        raise NotFound(f"no directory {path}")
+    checks = verify_directory(path, host=host)
     failed = [c for c in checks if not c.ok]
-    result = {"directory": str(directory), "ok": not failed, "checks": [c.as_dict() for c in checks]}
+    result = {"directory": str(path), "ok": not failed, "checks": [c.as_dict() for c in checks]}
 
     def human() -> None:
         for c in checks:
@@ -212,10 +229,10 @@ def renew_cmd(app: App, directory: str, days, keep_key, passphrase_file, passphr
     from spicectl.errors import NotFound
     from spicectl.pki.issue import find_leaf, renew
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotFound(f"no directory {directory}")
-    kind, _ = find_leaf(directory)
+    path = Path(directory)
+    if not path.is_dir():
+        raise NotFound(f"no directory {path}")
+    kind, _ = find_leaf(path)
     authority, profile = _load(app, kind, None, days, read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
-    issued = renew(authority, profile, directory, keep_key=keep_key)
+    issued = renew(authority, profile, path, keep_key=keep_key)
     _report(app, issued, "Renewed")

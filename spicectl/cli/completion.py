@@ -245,7 +245,8 @@ def render_fish(nodes: list[Node]) -> str:
     ]
     for path, node in groups.items():
         lines.append(f"            case '{path}'")
-        lines.append(f"                contains -- $word {' '.join(node.subcommands)}; and set path (string trim -- \"$path $word\")")
+        words = " ".join(node.subcommands)
+        lines.append(f'                contains -- $word {words}; and set path (string trim -- "$path $word")')
     lines += ["        end", "    end", "    echo \"$path\"", "end", "complete -c spicectl -f"]
     for node in nodes:
         cond = f"-n 'test (__spicectl_path) = \"{node.path}\"'"
@@ -271,7 +272,9 @@ def _fish_opt(opt: str) -> str:
 
 def render(shell: str, root: click.Command | None = None) -> str:
     if root is None:
-        from spicectl.cli.main import cli as root
+        from spicectl.cli.main import cli
+
+        root = cli
     nodes = walk(root)
     return {"bash": render_bash, "zsh": render_zsh, "fish": render_fish}[shell](nodes)
 

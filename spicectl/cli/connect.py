@@ -20,7 +20,9 @@ from spicectl.cli.app import App, json_option, pass_app
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="ADDR:PORT",
               help="Where the per-session proxy listens (port 0: any free port).")
 @click.option("--ttl", type=int, default=30, show_default=True, help="Seconds the SPICE ticket stays valid.")
-@click.option("--token-ttl", type=int, default=60, show_default=True, help="Seconds the proxy token may start a session.")
+@click.option(
+    "--token-ttl", type=int, default=60, show_default=True, help="Seconds the proxy token may start a session."
+)
 @click.option("--screenshot", metavar="PNG", help="With --builtin: save a screenshot taken through the session.")
 @click.option("--ca-file", metavar="PEM", help="CA of the guest's SPICE certificate (default: spicectl's CA).")
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
@@ -43,8 +45,8 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     import shutil
 
     from spicectl.errors import InvalidInput
-    from spicectl.session.handoff import parse_listen
     from spicectl.pki.ca import CA_CERT
+    from spicectl.session.handoff import parse_listen
     from spicectl.session.server import from_access
     from spicectl.virt.child import fetch_access
 

@@ -21,7 +21,9 @@ ESCAPE = b"\x1d"  # Ctrl-], as virsh console
               help="Send TEXT again every SECONDS until REGEX matches (a console opened during boot has no shell yet).")
 @json_option
 @pass_app
-def console(app: App, name: str, send: str | None, expect: str | None, timeout: float, retry_every: float | None) -> None:
+def console(
+    app: App, name: str, send: str | None, expect: str | None, timeout: float, retry_every: float | None
+) -> None:
     """Open guest NAME's serial console through libvirt (as `virsh console` does).
 
     On a terminal without --send/--expect it is interactive: Ctrl-] leaves.
@@ -58,11 +60,15 @@ def console(app: App, name: str, send: str | None, expect: str | None, timeout: 
             if not scripted:
                 _interactive(app, con)
                 return
-            echo = None if app.json else (lambda data: (sys.stdout.buffer.write(data), sys.stdout.buffer.flush()))
+            def echo(data: bytes) -> None:
+                if not app.json:
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.buffer.flush()
+
             text = (send or "").replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r").encode()
             try:
                 result = con.expect(expect, send=text, timeout=timeout, retry_every=retry_every,
-                                    on_output=echo or (lambda _d: None))
+                                    on_output=echo)
             except Exception as exc:
                 if app.json and hasattr(exc, "output"):
                     app.emit({"name": name, "matched": False, "output": exc.output})

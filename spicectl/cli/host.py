@@ -54,9 +54,12 @@ def setup_cmd(app: App, passphrase_file, passphrase_fd, passphrase_env) -> None:
     target = resolve(s.connect, s.state_dir)
     if not target.embedded or target.root is None:
         steps = H.manual_setup_steps(s.certs_dir)
-        app.emit({"uri": target.uri, "manual_steps": steps},
-                 lambda: [click.echo(f"{target.uri} is not spicectl's private libvirt; by hand:")] +
-                 [click.echo(f"  {i}. {step}") for i, step in enumerate(steps, 1)])
+        def human() -> None:
+            click.echo(f"{target.uri} is not spicectl's private libvirt; by hand:")
+            for i, step in enumerate(steps, 1):
+                click.echo(f"  {i}. {step}")
+
+        app.emit({"uri": target.uri, "manual_steps": steps}, human)
         return
     report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir,
                              passphrase=read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
@@ -64,16 +67,22 @@ def setup_cmd(app: App, passphrase_file, passphrase_fd, passphrase_env) -> None:
             "created_ca": report.created_ca, "issued_server_cert": report.issued_server_cert,
             "wrote_qemu_conf": report.wrote_qemu_conf}
 
-    def human() -> None:
+    def ready() -> None:
         click.echo(f"private libvirt ready: {target.uri}")
         click.echo(f"  CA {'created' if report.created_ca else 'present'}; server certificate "
                    f"{'issued' if report.issued_server_cert else 'valid'} in {report.cert_dir}")
 
-    app.emit(data, human)
+    app.emit(data, ready)
 
 
 @host.command("stop")
-@click.option("--timeout", type=TIMEOUT, default=10, show_default=True, help="Seconds each guest gets to shut down before power-off.")
+@click.option(
+    "--timeout",
+    type=TIMEOUT,
+    default=10,
+    show_default=True,
+    help="Seconds each guest gets to shut down before power-off.",
+)
 @json_option
 @pass_app
 def stop_cmd(app: App, timeout: float) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+
+if TYPE_CHECKING:
+    from spicectl.image.store import BuiltImage
 
 
 @click.group()
@@ -18,7 +23,7 @@ def image() -> None:
     """
 
 
-def _status(app: App, recipe) -> tuple[str, object]:
+def _status(app: App, recipe) -> tuple[str, BuiltImage | None]:
     from spicectl.image import store
 
     built = store.find(app.settings.image_cache, recipe.name, recipe.digest())
@@ -66,7 +71,7 @@ def list_cmd(app: App) -> None:
     """List the recipes and whether each is built (stale: built from an older recipe)."""
     from spicectl.image.recipe import list_recipes
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for recipe in list_recipes(app.settings.recipes_dir):
         status, built = _status(app, recipe)
         rows.append({"name": recipe.name, "status": status, "builtin": recipe.builtin, "recipe": str(recipe.path),

@@ -17,8 +17,14 @@ COMMANDS = {
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
-    "connect": ("spicectl.cli.connect:connect", "Open a session to a guest: remote-viewer, .vv file, proxy or builtin client."),
-    "console": ("spicectl.cli.console:console", "A guest's serial console: interactive, or scripted with --send/--expect."),
+    "connect": (
+        "spicectl.cli.connect:connect",
+        "Open a session to a guest: remote-viewer, .vv file, proxy or builtin client.",
+    ),
+    "console": (
+        "spicectl.cli.console:console",
+        "A guest's serial console: interactive, or scripted with --send/--expect.",
+    ),
     "host": ("spicectl.cli.host:host", "Check and set up this host (and spicectl's private libvirt)."),
     "image": ("spicectl.cli.image:image", "Build, list, show and delete guest OS images made from recipes."),
     "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),

@@ -34,8 +34,11 @@ DELAY = Seconds(zero=True)
 
 def passphrase_options(func):
     """The CA key's passphrase: from a file, an fd or an environment variable — never argv."""
-    func = click.option("--passphrase-env", metavar="VAR",
-                        help=f"Read the CA key passphrase from environment variable VAR (default: {PASSPHRASE_ENV} if set).")(func)
+    func = click.option(
+        "--passphrase-env",
+        metavar="VAR",
+        help=f"Read the CA key passphrase from environment variable VAR (default: {PASSPHRASE_ENV} if set).",
+    )(func)
     func = click.option("--passphrase-fd", type=click.IntRange(0, 2 ** 31 - 1), metavar="FD",
                         help="Read the CA key passphrase from file descriptor FD.")(func)
     func = click.option("--passphrase-file", metavar="PATH",

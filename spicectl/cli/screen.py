@@ -90,7 +90,13 @@ def _save_png(image, output: str) -> None:
 @click.command()
 @click.argument("name", metavar="GUEST")
 @click.option("-o", "--output", required=True, metavar="FILE", help="PNG file to write ('-' for stdout).")
-@click.option("--settle", type=DELAY, default=0.0, show_default=True, help="Seconds without screen updates before the picture is taken.")
+@click.option(
+    "--settle",
+    type=DELAY,
+    default=0.0,
+    show_default=True,
+    help="Seconds without screen updates before the picture is taken.",
+)
 @click.option("--allow-partial", is_flag=True, help="Save the picture even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7, naming what was missing).")
 @server_options
@@ -143,7 +149,9 @@ def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -
 @click.command("type")
 @click.argument("name", metavar="GUEST")
 @click.argument("text")
-@click.option("--no-escapes", is_flag=True, help="Type backslashes literally instead of reading \\n and \\t as Enter and Tab.")
+@click.option(
+    "--no-escapes", is_flag=True, help="Type backslashes literally instead of reading \\n and \\t as Enter and Tab."
+)
 @server_options
 @json_option
 @pass_app
@@ -274,11 +282,12 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
     async def work(client):
         if changed:
             state["start"] = crop(await client.frame())
-            predicate = lambda f: crop(f).shape != state["start"].shape or \
-                similarity(crop(f), state["start"]) < threshold
+            def predicate(f):
+                return crop(f).shape != state["start"].shape or similarity(crop(f), state["start"]) < threshold
         else:
             want = crop(ref)
-            predicate = lambda f: similarity(crop(f), want) >= threshold
+            def predicate(f):
+                return similarity(crop(f), want) >= threshold
         try:
             frame = await client.wait_for(predicate, timeout=timeout)
             return True, frame

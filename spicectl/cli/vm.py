@@ -153,7 +153,9 @@ def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
 
 @vm.command("stop")
 @_name_arg
-@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait for the guest to shut down.")
+@click.option(
+    "--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait for the guest to shut down."
+)
 @click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
 @json_option
 @pass_app
@@ -163,7 +165,10 @@ def stop_cmd(app: App, name: str, timeout: float, force: bool) -> None:
 
     with app.hypervisor() as hv, app.progress() as progress:
         how = lifecycle.stop(hv, name, timeout=timeout, force=force, progress=progress)
-    app.emit({"name": name, "stopped": how}, lambda: click.echo(f"{name}: {'shut down' if how == 'shutdown' else 'powered off'}"))
+    app.emit(
+        {"name": name, "stopped": how},
+        lambda: click.echo(f"{name}: {'shut down' if how == 'shutdown' else 'powered off'}"),
+    )
 
 
 @vm.command("restart")

@@ -6,7 +6,8 @@ one vocabulary; an option left unset (None) keeps the template's value.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 

@@ -7,8 +7,9 @@ table of keys serves the command line and the TOML templates alike.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spicectl.domain import spec as S
 from spicectl.domain.settings import GRAPHICS, SETTINGS, TEMPLATE_ONLY, set_path
@@ -22,7 +23,8 @@ MAX_MEMORY_KIB = 16 * 1024 ** 3
 MAX_VIDEO_KIB = {"vram": 4 * 1024 ** 2, "ram": 4 * 1024 ** 2, "vgamem": 4 * 1024 ** 2, "vram64": 64 * 1024 ** 2}
 MAX_DISK_GIB = 64 * 1024
 
-_PY_TYPES = {"str": str, "int": int, "bool": bool, "list": list, "size": (str, int)}
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "list": list,
+                                                 "size": (str, int)}
 
 
 def check_value_types(values: dict[str, Any], source: str) -> None:
@@ -246,6 +248,7 @@ def _graphics(spec: S.VMSpec, get: Get) -> None:
         if value is not None:
             if setting.choices and setting.kind == "str":
                 check_choice(value, setting.choices, setting.what)
+            assert setting.field is not None  # every GRAPHICS row names its field
             set_path(spec, setting.field, value)
     if get("image_compression") is None and _is_loopback(g.listen):
         # On loopback bandwidth is free and CPU is not (virt-manager's default too).

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from lxml import etree
 
-from spicectl.domain.spec import (
-    DiskSpec, GraphicsSpec, NetworkSpec, UsbFilterRule, VideoSpec, VMSpec,
-)
 from spicectl.domain.devices import AGENT_CHANNEL, EHCI, EHCI_SLOT, UHCI_COMPANIONS, WEBDAV_CHANNEL
 from spicectl.domain.settings import GRAPHICS, get_path, set_path
+from spicectl.domain.spec import (
+    DiskSpec,
+    GraphicsSpec,
+    NetworkSpec,
+    UsbFilterRule,
+    VideoSpec,
+    VMSpec,
+)
 from spicectl.errors import InvalidInput
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -202,7 +207,7 @@ def from_xml(text: str | bytes) -> VMSpec:
     except etree.XMLSyntaxError as exc:
         raise InvalidInput(f"domain XML is not well-formed: {exc}") from None
     if dom.tag != "domain":
-        raise InvalidInput(f"expected a <domain> document, got <{dom.tag}>")
+        raise InvalidInput(f"expected a <domain> document, got <{dom.tag!s}>")
     spec = VMSpec(name=dom.findtext("name") or "", virt_type=dom.get("type", "kvm"), networks=[])
     spec.uuid = dom.findtext("uuid")
     spec.template = dom.findtext(f"metadata/{{{SPICECTL_NS}}}vm/{{{SPICECTL_NS}}}template")
@@ -213,7 +218,7 @@ def from_xml(text: str | bytes) -> VMSpec:
     if mem is not None:
         factor = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024 ** 2, "G": 1024 ** 2, "b": 1 / 1024,
                   "bytes": 1 / 1024}.get(mem.get("unit", "KiB"), 1)
-        spec.memory_kib = int(int(mem.text) * factor)
+        spec.memory_kib = int(int(mem.text or 0) * factor)
     spec.vcpus = int(dom.findtext("vcpu") or 1)
     ostype = dom.find("os/type")
     if ostype is not None:
@@ -222,8 +227,9 @@ def from_xml(text: str | bytes) -> VMSpec:
         spec.machine = "q35" if "q35" in machine else "pc" if machine.startswith("pc") else machine
     menu = dom.find("os/bootmenu")
     spec.boot_menu = menu is not None and _yes(menu.get("enable"))
-    if menu is not None and menu.get("timeout"):
-        spec.boot_menu_timeout_ms = int(menu.get("timeout"))
+    timeout = menu.get("timeout") if menu is not None else None
+    if timeout:
+        spec.boot_menu_timeout_ms = int(timeout)
     devices = dom.find("devices")
     if devices is None:
         return spec
@@ -260,7 +266,7 @@ def from_xml(text: str | bytes) -> VMSpec:
     else:
         spec.graphics = GraphicsSpec()
     sound = devices.find("sound")
-    spec.sound = sound.get("model") if sound is not None else "none"
+    spec.sound = (sound.get("model") or "none") if sound is not None else "none"
     model = devices.find("video/model")
     spec.video = VideoSpec(model="none") if model is None else VideoSpec(
         model=model.get("type", "qxl"), vram=_int(model.get("vram")), ram=_int(model.get("ram")),
@@ -273,7 +279,7 @@ def from_xml(text: str | bytes) -> VMSpec:
             product=_int(rule.get("product")), version=rule.get("version"),
         ))
     spec.smartcard = devices.find("smartcard[@type='spicevmc']") is not None
-    spec.qemu_args = [a.get("value") for a in dom.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    spec.qemu_args = [a.get("value") or "" for a in dom.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     return spec
 
 

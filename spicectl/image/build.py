@@ -15,10 +15,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from spicectl.errors import Conflict, EnvironmentProblem, InvalidInput, SpicectlError, TimeoutExpired
 from spicectl.image import store
@@ -229,11 +229,17 @@ def build(recipe: Recipe, cache: Path, images_dir: Path, *, force: bool = False,
                 remove_tree(root)
                 os.chmod(disk, 0o444)  # a base: guests write to their own overlays, never to it
             meta = {
-                "name": recipe.name, "digest": digest, "suite": recipe.suite, "cmdline": recipe.cmdline,
-                "template": recipe.template, "recipe": str(recipe.path), "kernel_release": kernel.name[len("vmlinuz-"):],
-                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "name": recipe.name,
+                "digest": digest,
+                "suite": recipe.suite,
+                "cmdline": recipe.cmdline,
+                "template": recipe.template,
+                "recipe": str(recipe.path),
+                "kernel_release": kernel.name[len("vmlinuz-") :],
+                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "build_seconds": round(time.monotonic() - started, 1),
-                "size_bytes": recipe.size_bytes, "used_bytes": disk.stat().st_blocks * 512,
+                "size_bytes": recipe.size_bytes,
+                "used_bytes": disk.stat().st_blocks * 512,
             }
             (work / store.META).write_text(json.dumps(meta, indent=2) + "\n")
             final = name_dir / version

@@ -13,6 +13,7 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spicectl.errors import Conflict, NotFound
 
@@ -32,7 +33,7 @@ class BuiltImage:
     name: str
     version: str
     dir: Path
-    meta: dict
+    meta: dict[str, Any]
 
     @property
     def disk(self) -> Path:

@@ -33,7 +33,7 @@ EKU_OIDS = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": Exten
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class CA:
         return builder.sign(self.key, _hash_for(self.key))
 
 
-def _hash_for(key) -> hashes.HashAlgorithm:
+def _hash_for(key) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
@@ -75,7 +75,10 @@ def base_builder(profile: Profile, subject: x509.Name, issuer: x509.Name, public
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=profile.days, minutes=5))
-        .add_extension(x509.BasicConstraints(ca=profile.is_ca, path_length=profile.path_length if profile.is_ca else None), critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=profile.is_ca, path_length=profile.path_length if profile.is_ca else None),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
     return builder
@@ -136,10 +139,13 @@ def load_ca_cert(ca_dir: Path) -> x509.Certificate:
     return load_cert(path)
 
 
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> CA:
     cert = load_ca_cert(ca_dir)
     key = load_key(ca_dir / CA_KEY, passphrase)
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
         raise InvalidInput(f"{ca_dir / CA_KEY} does not belong to {ca_dir / CA_CERT}")
     return CA(ca_dir, cert, key)
 

@@ -8,6 +8,7 @@ Client directory (mutual TLS to the session proxy):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,8 @@ def _write(ca: CA, kind: str, out: Path, cert: x509.Certificate, key, *, force: 
     return issued
 
 
-def issue_server(ca: CA, profile: Profile, out: Path, *, host: str, dns: list[str] = (),
-                 ips: list[str] = (), force: bool = False) -> Issued:
+def issue_server(ca: CA, profile: Profile, out: Path, *, host: str, dns: Sequence[str] = (),
+                 ips: Sequence[str] = (), force: bool = False) -> Issued:
     sans = build_sans(host, list(dns), list(ips))
     cn = host if is_ip(host) else check_dns(host)
     if len(cn) > MAX_CN:

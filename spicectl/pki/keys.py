@@ -11,14 +11,14 @@ from spicectl.errors import AuthError, InvalidInput
 from spicectl.pki.profiles import check_key_type
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-EC_CURVES: dict[str, type[ec.EllipticCurve]] = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
+EC_CURVES: dict[str, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
 
 
 def generate_key(key_type: str) -> PrivateKey:
     check_key_type(key_type)
     if key_type.startswith("rsa-"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    return ec.generate_private_key(EC_CURVES[key_type]())
+    return ec.generate_private_key(EC_CURVES[key_type])
 
 
 def key_type_of(key) -> str:

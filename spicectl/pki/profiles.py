@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from spicectl.errors import InvalidInput, NotFound
 from spicectl.resources import data_dir
@@ -33,8 +34,8 @@ class Profile:
     key_usage: tuple[str, ...] = ("digital_signature",)
     extended_key_usage: tuple[str, ...] = field(default_factory=tuple)
 
-    def with_overrides(self, *, key_type: str | None = None, days: int | None = None) -> "Profile":
-        changes = {}
+    def with_overrides(self, *, key_type: str | None = None, days: int | None = None) -> Profile:
+        changes: dict[str, Any] = {}
         if key_type is not None:
             changes["key_type"] = check_key_type(key_type)
         if days is not None:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from spicectl.errors import SpicectlError
 from spicectl.pki.ca import CA_CERT, EKU_OIDS, load_cert
 from spicectl.pki.inspect import status_of
 from spicectl.pki.issue import find_leaf, key_name
 from spicectl.pki.keys import load_key
-from spicectl.pki.names import sans_cover, san_strings
+from spicectl.pki.names import san_strings, sans_cover
 
 
 @dataclass
@@ -51,15 +52,23 @@ def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Pa
     key_path = directory / key_name(kind)
     ca_path = directory / CA_CERT
 
-    loaded: dict[str, object] = {}
-    for label, path, loader in (("ca", ca_path, load_cert), ("cert", cert_path, load_cert), ("key", key_path, load_key)):
-        try:
-            loaded[label] = loader(path)
-        except SpicectlError as exc:
-            checks.append(Check(f"{label}_file", False, exc.message))
+    ca = cert = key = None
+    try:
+        ca = load_cert(ca_path)
+    except SpicectlError as exc:
+        checks.append(Check("ca_file", False, exc.message))
+    try:
+        cert = load_cert(cert_path)
+    except SpicectlError as exc:
+        checks.append(Check("cert_file", False, exc.message))
+    try:
+        key = load_key(key_path)
+    except SpicectlError as exc:
+        checks.append(Check("key_file", False, exc.message))
     if not checks:
-        checks.append(Check("files", True, f"{ca_path.name}, {cert_path.name} and {key_path.name} present and readable"))
-    ca, cert, key = loaded.get("ca"), loaded.get("cert"), loaded.get("key")
+        checks.append(
+            Check("files", True, f"{ca_path.name}, {cert_path.name} and {key_path.name} present and readable")
+        )
 
     if ca is not None:
         try:
@@ -93,8 +102,8 @@ def verify_directory(directory: Path, *, host: str | None = None, trusted_ca: Pa
             checks.append(Check("host", covered, f"SANs cover {host}" if covered else
                                 f"SANs ({sans}) do not cover {host}; clients checking the name will refuse"))
     if cert is not None and key is not None:
-        match = key.public_key().public_numbers() == cert.public_key().public_numbers() \
-            if type(key.public_key()) is type(cert.public_key()) else False
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        match = key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
         checks.append(Check("key_match", match, f"{key_path.name} matches {cert_path.name}" if match else
                             f"{key_path.name} does not belong to {cert_path.name}"))
     if key_path.exists():

@@ -124,11 +124,12 @@ class SocketEndpoint:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SPICE is interactive
                 await loop.sock_connect(sock, addr)
-                if tls is not None:
-                    sock = tls.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-                endpoint = cls(sock)
-                if tls is not None:
-                    await endpoint._retry(sock.do_handshake)
+                if tls is None:
+                    return cls(sock)
+                wrapped = tls.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+                sock = wrapped  # what the handlers below close
+                endpoint = cls(wrapped)
+                await endpoint._retry(wrapped.do_handshake)
                 return endpoint
             except ssl.SSLError:
                 sock.close()
@@ -236,6 +237,7 @@ class WebSocketEndpoint(asyncio.BufferedProtocol):
                         writer: asyncio.StreamWriter) -> WebSocketEndpoint:
         """Move a connection that finished its handshake on streams onto this protocol."""
         transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)  # a socket's, which reads as well as writes
         transport.pause_reading()
         reader.feed_eof()              # nothing more will reach the reader: read() returns what it holds
         leftover = await reader.read()

@@ -126,13 +126,14 @@ class ProxyServer:
     # --- one connection ---------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a handler always runs in a task
         self._conns.add(task)
         peer = writer.get_extra_info("peername")
         who = f"{peer[0]}:{peer[1]}" if peer else "?"
         try:
             try:
                 raw = await asyncio.wait_for(self._read_head(reader), HANDSHAKE_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._refuse(who, "no complete request within the handshake timeout")
                 return
             except Refused as exc:
@@ -240,7 +241,7 @@ class ProxyServer:
             raise Refused(403, f"CONNECT to {target} but the token names {grant.target}")
         try:
             guest = await asyncio.wait_for(SocketEndpoint.open(grant.host, grant.port), HANDSHAKE_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise Refused(502, f"cannot reach {grant.target}: {exc}") from None
         writer.write(conn.send(h11.Response(status_code=200, headers=[], reason=b"Connection established")))
         await writer.drain()
@@ -249,7 +250,9 @@ class ProxyServer:
 
     # --- WebSocket --------------------------------------------------------------------
     async def _websocket(self, raw: bytes, target: str, headers: dict, reader, writer, who: str) -> None:
+        from websockets.http11 import Request
         from websockets.server import ServerProtocol
+        from websockets.typing import Subprotocol
 
         origin = headers.get("origin")
         host = headers.get("host", "")
@@ -260,10 +263,11 @@ class ProxyServer:
         grant = self._grant(token, "ws")
         # spice-html5 asks for the "binary" subprotocol (as websockify offers it); clients that ask
         # for none are served too
-        protocol = ServerProtocol(select_subprotocol=lambda _p, offered: "binary" if "binary" in offered else None,
+        binary = Subprotocol("binary")
+        protocol = ServerProtocol(select_subprotocol=lambda _p, offered: binary if binary in offered else None,
                                   max_size=MAX_BROWSER_MESSAGE)
         protocol.receive_data(raw)
-        requests = protocol.events_received()
+        requests = [e for e in protocol.events_received() if isinstance(e, Request)]
         if not requests or protocol.handshake_exc is not None:  # e.g. more headers than websockets takes
             raise Refused(400, f"bad WebSocket handshake: {protocol.handshake_exc or 'incomplete request'}")
         response = protocol.accept(requests[0])
@@ -271,7 +275,7 @@ class ProxyServer:
             raise Refused(400, f"bad WebSocket handshake: {protocol.handshake_exc or response.reason_phrase}")
         try:
             guest = await asyncio.wait_for(self._open_guest(grant), HANDSHAKE_TIMEOUT * 2)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise Refused(502, f"cannot reach {grant.guest} at {grant.target}: {exc}") from None
         protocol.send_response(response)
         writer.write(b"".join(protocol.data_to_send()))

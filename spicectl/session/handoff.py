@@ -34,7 +34,7 @@ def server_identity(server: SpiceServer) -> str | None:
         der = asyncio.run(peek())
     except ssl.SSLCertVerificationError as exc:
         raise ProtocolError(f"{server.name}'s TLS certificate was refused: {exc.verify_message}") from None
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise ProtocolError(f"cannot reach {server.name} at {server.host}:{server.tls_port}: {exc}") from None
     return host_subject(x509.load_der_x509_certificate(der).subject)
 

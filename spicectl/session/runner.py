@@ -233,6 +233,6 @@ async def _wait_session(proxy, grant) -> None:
             raise TimeoutExpired("nobody used the session before its token expired")
         try:
             await asyncio.wait_for(proxy.finished.wait(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from spicectl.errors import ProtocolError, TimeoutExpired
 from spicectl.spice import link
@@ -94,7 +94,7 @@ class Client:
     async def _open(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Connection:
         try:
             transport = await asyncio.wait_for(self._open_transport(channel_type), CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutExpired(f"connecting to {self.host} timed out") from None
         except ssl.SSLCertVerificationError as exc:
             raise ProtocolError(f"the server's TLS certificate was refused: {exc.verify_message}") from None
@@ -109,7 +109,7 @@ class Client:
                                    channel_caps=caps)
         try:
             conn = await asyncio.wait_for(link_over(transport, handshake), CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             transport.close()
             raise TimeoutExpired(f"{handshake.name} channel: link timed out") from None
         except BaseException:
@@ -127,7 +127,7 @@ class Client:
         if subject.replace(" ", "") != expected.replace(" ", ""):
             raise ProtocolError(f"server certificate subject {subject!r} is not {expected!r}")
 
-    async def connect(self, *, display: bool = True, inputs: bool = True) -> "Client":
+    async def connect(self, *, display: bool = True, inputs: bool = True) -> Client:
         self.main = await self._open(link.MAIN)
         self._spawn(self._main_loop())
         await self._wait(self._init, "the main channel's init message")
@@ -151,7 +151,7 @@ class Client:
             await self._wait(self._inputs_ready, "the inputs channel")
         return self
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return await self.connect()
 
     async def __aexit__(self, *exc) -> None:
@@ -187,7 +187,7 @@ class Client:
     async def _wait(self, event: asyncio.Event, what: str, timeout: float = CONNECT_TIMEOUT) -> None:
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutExpired(f"timed out waiting for {what}") from None
         self._raise_if_failed()
 
@@ -253,7 +253,7 @@ class Client:
             wait = settle if self.display.primary is not None else deadline - now
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.01, wait))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _check_complete(self) -> None:
@@ -282,7 +282,7 @@ class Client:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.05, min(1.0, deadline - time.monotonic())))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- inputs -------------------------------------------------------------------

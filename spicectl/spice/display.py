@@ -53,10 +53,10 @@ class Rect:
     right: int
 
     @classmethod
-    def of(cls, r: dict) -> "Rect":
+    def of(cls, r: dict) -> Rect:
         return cls(r["top"], r["left"], r["bottom"], r["right"])
 
-    def intersect(self, other: "Rect") -> "Rect":
+    def intersect(self, other: Rect) -> Rect:
         return Rect(max(self.top, other.top), max(self.left, other.left),
                     min(self.bottom, other.bottom), min(self.right, other.right))
 
@@ -86,7 +86,7 @@ class BodyParser:
             raise ProtocolError(f"{self.what}: {exc.message}") from None
         return values
 
-    def at(self, offset: int) -> "BodyParser":
+    def at(self, offset: int) -> BodyParser:
         if not 0 < offset < len(self.body):
             raise ProtocolError(f"{self.what}: pointer {offset} outside the {len(self.body)}-byte message")
         sub = BodyParser(self.body, self.what)
@@ -517,7 +517,8 @@ def _from_decoded(decoded) -> Image:
 
 
 def _from_jpeg(data: bytes) -> Image:
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
 
     try:
         rgb = np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))

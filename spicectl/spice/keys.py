@@ -43,7 +43,7 @@ _NAMES = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "minus", "equal",
           *"qwertyuiop", "bracketleft", "bracketright", *"asdfghjkl", "semicolon", "apostrophe", "grave",
           "backslash", *"zxcvbnm", "comma", "period", "slash"]
 CHARS: dict[str, tuple[int, bool]] = {}
-for _plain, _shifted, _name in zip(_UNSHIFTED, _SHIFTED, _NAMES):
+for _plain, _shifted, _name in zip(_UNSHIFTED, _SHIFTED, _NAMES, strict=True):
     CHARS[_plain] = (KEYS[_name], False)
     CHARS[_shifted] = (KEYS[_name], True)
 CHARS.update({" ": (KEYS["space"], False), "\n": (KEYS["enter"], False), "\t": (KEYS["tab"], False)})

@@ -10,8 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 from spicectl.errors import AuthError, ProtocolError
-from spicectl.spice.wire import (AUTH_MECHANISM, LINK_HEADER, LINK_MESS, LINK_REPLY, LINK_RESULT, caps_bits,
-                                 caps_words)
+from spicectl.spice.wire import AUTH_MECHANISM, LINK_HEADER, LINK_MESS, LINK_REPLY, LINK_RESULT, caps_bits, caps_words
 
 MAGIC = int.from_bytes(b"REDQ", "little")
 VERSION_MAJOR = 2

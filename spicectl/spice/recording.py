@@ -10,8 +10,9 @@ screenshot of the guest, taken right after, the independent reference).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from spicectl.errors import ProtocolError
 from spicectl.spice.channel import Message

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from spicectl.errors import ProtocolError
 from spicectl.spice.channel import Channel, Message

@@ -44,13 +44,13 @@ class Layout:
         if missing:
             raise ValueError(f"{self.name}: missing {missing}")
         flat: list[Any] = []
-        for f, t in zip(self.fields, self._types):
+        for f, t in zip(self.fields, self._types, strict=True):
             flat.extend(t._flatten(values[f]) if isinstance(t, Layout) else [values[f]])
         return flat
 
     def _nest(self, flat: tuple, pos: int) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {}
-        for f, t in zip(self.fields, self._types):
+        for f, t in zip(self.fields, self._types, strict=True):
             if isinstance(t, Layout):
                 out[f], pos = t._nest(flat, pos)
             else:

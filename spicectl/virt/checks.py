@@ -23,10 +23,14 @@ def run_checks(s: Settings) -> list[HostCheck]:
 
     checks: list[HostCheck] = []
     qemu = H.find_qemu()
-    checks.append(HostCheck("qemu", qemu is not None, qemu or "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"))
+    checks.append(
+        HostCheck("qemu", qemu is not None, qemu or "qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    )
     if qemu:
         spice = H.qemu_has_spice(qemu)
-        checks.append(HostCheck("qemu_spice", spice, "QEMU is built with SPICE" if spice else f"{qemu} has no -spice option"))
+        checks.append(
+            HostCheck("qemu_spice", spice, "QEMU is built with SPICE" if spice else f"{qemu} has no -spice option")
+        )
     kvm = probe(s.state_dir, s.image_cache)
     checks.append(HostCheck("accel", True, f"KVM: {kvm.detail}" if kvm.usable else
                               f"TCG: {kvm.detail}; guests run under TCG (slower; --virt-type kvm forces KVM)",
@@ -39,13 +43,27 @@ def run_checks(s: Settings) -> list[HostCheck]:
     target = resolve(s.connect, s.state_dir)
     user_needed = "libvirt-qemu"
     has_user = H.user_exists(user_needed)
-    checks.append(HostCheck("users", has_user, f"user {user_needed} present" if has_user else
-                              f"user {user_needed} missing; libvirt's QEMU driver requires it (apt-get install libvirt-daemon-system)"))
+    checks.append(
+        HostCheck(
+            "users",
+            has_user,
+            f"user {user_needed} present"
+            if has_user
+            else f"user {user_needed} missing; libvirt's QEMU driver requires it "
+            "(apt-get install libvirt-daemon-system)",
+        )
+    )
     try:
         # prepare=False: a check reports what is there; it must not repair it on the way
         with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
             ver = hv.conn.getLibVersion()
-            checks.append(HostCheck("libvirt", True, f"{target.uri} reachable (libvirt {ver // 1000000}.{ver // 1000 % 1000}.{ver % 1000})"))
+            checks.append(
+                HostCheck(
+                    "libvirt",
+                    True,
+                    f"{target.uri} reachable (libvirt {ver // 1000000}.{ver // 1000 % 1000}.{ver % 1000})",
+                )
+            )
             if target.embedded and target.root is not None:
                 orphans = H.find_orphans(target.root)
                 checks.append(HostCheck("orphans", not orphans, "no stray QEMU processes under the private root"

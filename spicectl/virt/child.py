@@ -11,8 +11,9 @@ fresh interpreter that exits at once; with any other URI it runs in-process.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from spicectl.virt.connection import open_hypervisor, resolve
 from spicectl.virt.endpoint import GuestAccess, guest_access

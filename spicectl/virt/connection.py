@@ -96,7 +96,7 @@ class Hypervisor:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
 
-    def __enter__(self) -> "Hypervisor":
+    def __enter__(self) -> Hypervisor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -168,9 +168,11 @@ def check_root_length(root: Path) -> None:
     path = str(root.absolute())
     size = len(path.encode())
     if size > MAX_EMBEDDED_ROOT:
-        raise InvalidInput(f"the private libvirt's root {path} is {size} bytes long; QEMU's "
-                           f"monitor sockets under it allow at most {MAX_EMBEDDED_ROOT}",
-                           hint="choose a shorter state dir (--state-dir, SPICECTL_STATE_DIR or state_dir in the config)")
+        raise InvalidInput(
+            f"the private libvirt's root {path} is {size} bytes long; QEMU's "
+            f"monitor sockets under it allow at most {MAX_EMBEDDED_ROOT}",
+            hint="choose a shorter state dir (--state-dir, SPICECTL_STATE_DIR or state_dir in the config)",
+        )
 
 
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,

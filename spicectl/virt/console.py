@@ -133,7 +133,7 @@ class Console:
             except self._libvirt.libvirtError:
                 pass
 
-    def __enter__(self) -> "Console":
+    def __enter__(self) -> Console:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,9 +6,9 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from lxml import etree
 
@@ -17,7 +17,6 @@ from spicectl.domain.xml import SPICECTL_NS
 from spicectl.errors import Conflict, EnvironmentProblem, HypervisorError, NotFound, TimeoutExpired
 from spicectl.virt.connection import Hypervisor, libvirt_error
 from spicectl.virt.endpoint import DOMAIN_RUNNING, DOMAIN_STATES, SpiceListen, spice_listen
-
 
 Progress = Callable[[str], None]
 
@@ -195,7 +194,7 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = Fal
         existing = None
     if existing is not None:
         marker = spicectl_metadata(existing)["creating"]
-        if not abandoned(marker):
+        if marker is None or not abandoned(marker):
             raise Conflict(f"a guest named {spec.name!r} already exists on {hv.location.uri}",
                            hint=f"choose another name, or remove it: spicectl vm delete {spec.name}")
         # said even under --json: the user should know a guest of this name was replaced

@@ -41,7 +41,7 @@ def set_ticket(dom, ttl: int = 30) -> Ticket:
     if graphics is None:
         raise Conflict(f"{dom.name()} has no SPICE display")
     password = secrets.token_urlsafe(24)
-    valid_to = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=ttl)).replace(microsecond=0)
+    valid_to = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)).replace(microsecond=0)
     # libvirt rejects the update if passwdValidTo appears twice; lxml keeps one attribute per name.
     graphics.attrib.pop("passwdValidTo", None)
     graphics.set("passwd", password)
