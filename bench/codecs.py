@@ -1,4 +1,4 @@
-"""LZ and GLZ decoder throughput on frames recorded from a real guest (tests/data), in MB of output pixels/s.
+"""LZ, GLZ and QUIC decoder throughput on frames recorded from a real guest (tests/data), in MB of output pixels/s.
 
     .venv/bin/python bench/codecs.py [--seconds 3]
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spicectl.spice import messages as M
 from spicectl.spice.codecs.lz import GlzWindow, decode_glz, decode_lz
+from spicectl.spice.codecs.quic import decode_quic
 from spicectl.spice import recording
 from spicectl.spice.display import copy_source
 
@@ -34,7 +35,12 @@ def measure(name: str, frames: list, seconds: float) -> None:
     while time.perf_counter() - start < seconds:
         window = GlzWindow(1 << 24)
         for kind, payload, _ in frames:
-            decode_glz(payload, window) if kind == M.IMAGE_GLZ_RGB else decode_lz(payload)
+            if kind == M.IMAGE_GLZ_RGB:
+                decode_glz(payload, window)
+            elif kind == M.IMAGE_QUIC:
+                decode_quic(payload)
+            else:
+                decode_lz(payload)
         runs += 1
     elapsed = time.perf_counter() - start
     mb = pixels * 4 * runs / elapsed / 1e6
@@ -51,6 +57,8 @@ def main() -> None:
     measure("LZ full frame only", [f for f in lz if f[2] > 100000], args.seconds)
     measure("GLZ + LZ (display-glz.bin)", glz, args.seconds)
     measure("GLZ small updates only", [f for f in glz if f[0] == M.IMAGE_GLZ_RGB], args.seconds)
+    quic = [f for f in images(DATA / "scene-quic.bin") if f[0] == M.IMAGE_QUIC]
+    measure("QUIC desktop scene 1024x768", quic, args.seconds)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion connect console host image mouse proxy screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word ca cert completion connect console host image mouse proxy record-audio screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -47,6 +47,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and se
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS images built from recipes (images/*.toml, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
@@ -219,6 +220,16 @@ complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -s h -d 'Show t
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l cert-dir -r -d 'With --tls: directory with server-cert.pem and server-key.pe'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l html5-dir -r -d 'spice-html5 files to serve (default: /usr/share/spice-html5)'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l listen -r -d 'Where to listen.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l output -r -d 'WAV file to write.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l seconds -r -d 'How long to record.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -s o -r -d 'WAV file to write.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial -d 'Save the picture even if the server sent drawing this client'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'

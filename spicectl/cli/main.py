@@ -29,6 +29,7 @@ COMMANDS = {
     "image": ("spicectl.cli.image:image", "Build, list, show and delete guest OS images made from recipes."),
     "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),
     "proxy": ("spicectl.cli.proxy:proxy", "Run a long-lived session proxy (WebSocket and HTTP CONNECT)."),
+    "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
     "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
     "send-keys": ("spicectl.cli.screen:send_keys", "Press keys or combinations (esc, ctrl-alt-delete) on a guest."),
     "template": ("spicectl.cli.template:template", "List and show VM profiles."),

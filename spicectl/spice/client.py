@@ -14,6 +14,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from spicectl.errors import ProtocolError, TimeoutExpired
 from spicectl.spice import link
@@ -28,10 +29,15 @@ from spicectl.spice.wire import caps_bits
 
 Opener = Callable[[int], Awaitable[Transport]]
 
+if TYPE_CHECKING:
+    from spicectl.spice.audio import Playback
+
 log = logging.getLogger("spicectl.spice")
 
 INPUTS_CAP_KEY_SCANCODE = 0
-DISPLAY_CAPS = (0, 1)  # SIZED_STREAM, MONITORS_CONFIG: nothing that asks for codecs we lack
+# what this client draws: sized streams, monitor configs, LZ4 images, and of the video codecs only MJPEG
+DISPLAY_CAPS = (M.DISPLAY_CAP_SIZED_STREAM, M.DISPLAY_CAP_MONITORS_CONFIG, M.DISPLAY_CAP_LZ4_COMPRESSION,
+                M.DISPLAY_CAP_MULTI_CODEC, M.DISPLAY_CAP_CODEC_MJPEG)
 CONNECT_TIMEOUT = 15.0
 
 
@@ -284,6 +290,32 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), max(0.05, min(1.0, deadline - time.monotonic())))
             except TimeoutError:
                 pass
+
+    # --- audio --------------------------------------------------------------------
+    async def record_playback(self, seconds: float) -> Playback:
+        """What the guest plays during the next `seconds`, as raw PCM (the channel announces no codec)."""
+        from spicectl.spice.audio import Playback
+
+        if (link.PLAYBACK, 0) not in self.channels_available:
+            raise ProtocolError("the guest has no playback channel (no sound card with SPICE audio)")
+        channel = await self._open(link.PLAYBACK, 0)
+        playback = Playback()
+
+        async def collect() -> None:
+            while True:
+                msg_type, body = await channel.read()
+                playback.handle(msg_type, body)
+
+        task = asyncio.ensure_future(collect())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+            if task in done:
+                task.result()  # raises what ended the channel
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            channel.close()
+        return playback
 
     # --- inputs -------------------------------------------------------------------
     def _need_inputs(self) -> Connection:

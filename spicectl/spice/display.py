@@ -20,11 +20,14 @@ from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
+from spicectl.spice.codecs.lz4 import decode_lz4
+from spicectl.spice.codecs.quic import decode_quic
 
 log = logging.getLogger("spicectl.spice.display")
 
 MAX_SURFACE_SIDE = 16384
 MAX_SURFACES = 1024
+MAX_STREAMS = 64
 PIXMAP_CACHE_PIXELS = 16 * 1024 * 1024
 GLZ_WINDOW_PIXELS = 8 * 1024 * 1024
 
@@ -33,12 +36,15 @@ ROP_INVERS_SRC, ROP_INVERS_BRUSH, ROP_INVERS_DEST = 1, 2, 4
 ROP_PUT, ROP_OR, ROP_AND, ROP_XOR, ROP_BLACKNESS, ROP_WHITENESS, ROP_INVERS = 8, 16, 32, 64, 128, 256, 512
 ROP_INVERS_RES = 1024
 
-IGNORED = {  # known messages that do not change what a screenshot shows, or are not drawn yet
-    M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG, M.MSG_DISPLAY_STREAM_CLIP,
-    M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT, M.MSG_DISPLAY_STREAM_DESTROY, M.MSG_DISPLAY_STREAM_DESTROY_ALL,
-    M.MSG_DISPLAY_STREAM_CREATE, M.MSG_DISPLAY_STREAM_DATA, M.MSG_DISPLAY_STREAM_DATA_SIZED,
-    M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT, M.MSG_DISPLAY_DRAW_COMPOSITE,
-}
+# known messages that change nothing a screenshot shows
+NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG,
+               M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
+# known messages this client does not draw yet: a frame that had one is incomplete
+NOT_DRAWN_YET = {M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT,
+                 M.MSG_DISPLAY_DRAW_COMPOSITE}
+STREAM_CODEC_MJPEG = 1
+STREAM_CODECS = {1: "MJPEG", 2: "VP8", 3: "H264", 4: "VP9", 5: "H265"}
+STREAM_FLAGS_TOP_DOWN = 1
 
 
 class UnsupportedImage(ProtocolError):
@@ -100,6 +106,17 @@ class Image:
     has_alpha: bool = False
 
 
+@dataclass
+class Stream:
+    """A video stream: where its frames land on which surface, clipped how."""
+
+    surface_id: int
+    codec: int
+    top_down: bool
+    dest: Rect
+    clips: list[Rect]
+
+
 class Display:
     def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS) -> None:
         self.surfaces: dict[int, np.ndarray] = {}
@@ -110,6 +127,7 @@ class Display:
         self.glz = GlzWindow(glz_window_pixels)
         self.marked = False          # the server has sent MARK: the primary surface is complete
         self.warnings: set[str] = set()
+        self.streams: dict[int, Stream] = {}
 
     # --- dispatch ------------------------------------------------------------
     def handle(self, msg_type: int, body: bytes) -> None:
@@ -148,11 +166,26 @@ class Display:
             self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PALETTES:
             self.palettes.clear()
-        elif msg_type in IGNORED:
-            if msg_type not in (M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG,
-                                M.MSG_DISPLAY_STREAM_DESTROY, M.MSG_DISPLAY_STREAM_DESTROY_ALL,
-                                M.MSG_DISPLAY_STREAM_CLIP, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT):
-                self._warn(f"display message {msg_type} is not drawn by this client yet")
+        elif msg_type == M.MSG_DISPLAY_STREAM_CREATE:
+            self._stream_create(p)
+        elif msg_type == M.MSG_DISPLAY_STREAM_DATA:
+            head = p.take(W.STREAM_DATA)
+            self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), None, None)
+        elif msg_type == M.MSG_DISPLAY_STREAM_DATA_SIZED:
+            head = p.take(W.STREAM_DATA_SIZED)
+            self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), (head["width"], head["height"]),
+                               Rect.of(head["dest"]))
+        elif msg_type == M.MSG_DISPLAY_STREAM_CLIP:
+            clip = p.take(W.STREAM_CLIP)
+            self._stream(clip["id"]).clips = [Rect.of(r) for r in clip["clip"].get("rects", ())]
+        elif msg_type == M.MSG_DISPLAY_STREAM_DESTROY:
+            self.streams.pop(p.take(W.STREAM_ID)["id"], None)
+        elif msg_type == M.MSG_DISPLAY_STREAM_DESTROY_ALL:
+            self.streams.clear()
+        elif msg_type in NOT_DRAWING:
+            pass
+        elif msg_type in NOT_DRAWN_YET:
+            self._warn(f"display message {msg_type} is not drawn by this client yet")
         else:
             raise ProtocolError(f"display channel: unknown message type {msg_type} ({len(body)} bytes)")
 
@@ -160,6 +193,41 @@ class Display:
         if text not in self.warnings:
             self.warnings.add(text)
             log.warning(text)
+
+    # --- video streams -------------------------------------------------------------------
+    def _stream_create(self, p: BodyParser) -> None:
+        c = p.take(W.STREAM_CREATE)
+        self.surface(c["surface_id"])
+        if len(self.streams) >= MAX_STREAMS and c["id"] not in self.streams:
+            raise ProtocolError(f"display channel: more than {MAX_STREAMS} video streams")
+        self.streams[c["id"]] = Stream(c["surface_id"], c["codec_type"], bool(c["flags"] & STREAM_FLAGS_TOP_DOWN),
+                                       Rect.of(c["dest"]), [Rect.of(r) for r in c["clip"].get("rects", ())])
+
+    def _stream(self, stream_id: int) -> Stream:
+        try:
+            return self.streams[stream_id]
+        except KeyError:
+            raise ProtocolError(f"display channel: unknown video stream {stream_id}") from None
+
+    def _stream_frame(self, stream_id: int, data: bytes, size: tuple[int, int] | None, dest: Rect | None) -> None:
+        stream = self._stream(stream_id)
+        if dest is not None:
+            stream.dest = dest
+        if stream.codec != STREAM_CODEC_MJPEG:
+            self._warn(f"{STREAM_CODECS.get(stream.codec, stream.codec)} video is not decoded by this client")
+            return
+        frame = _from_jpeg(data).pixels
+        if size is not None and (frame.shape[1], frame.shape[0]) != size:
+            raise ProtocolError(f"display channel: a video frame says {size[0]}x{size[1]} but decodes to "
+                                f"{frame.shape[1]}x{frame.shape[0]}")
+        if not stream.top_down:
+            frame = frame[::-1]
+        box = stream.dest
+        if box.empty:
+            return
+        full = Rect(0, 0, frame.shape[0], frame.shape[1])
+        region = self._src_region(Image(frame), full, box)
+        self._draw_image(self.surface(stream.surface_id), box, stream.clips, region, ROP_PUT)
 
     # --- surfaces --------------------------------------------------------------
     def _surface_create(self, p: BodyParser) -> None:
@@ -284,9 +352,20 @@ class Display:
                 raise ProtocolError(f"display channel: bad zlib data ({exc})") from None
             img = _from_decoded(decode_glz(glz, self.glz))
         elif kind == M.IMAGE_QUIC:
-            raise UnsupportedImage("QUIC images are not decoded yet (use --image-compression off, lz or glz)")
+            img = _from_decoded(decode_quic(self._slice(p, p.take(W.IMAGE_DATA)["data_size"])))
         elif kind == M.IMAGE_LZ4:
-            raise UnsupportedImage("LZ4 images are not decoded yet")
+            img = _from_decoded(decode_lz4(self._slice(p, p.take(W.IMAGE_DATA)["data_size"]), w, h))
+        elif kind == M.IMAGE_JPEG_ALPHA:
+            head = p.take(W.JPEG_ALPHA_DATA)
+            if head["jpeg_size"] > head["data_size"]:
+                raise ProtocolError("display channel: JPEG-alpha image's JPEG is larger than its data")
+            data = self._slice(p, head["data_size"])
+            img = _from_jpeg(data[:head["jpeg_size"]])
+            alpha = decode_lz(data[head["jpeg_size"]:])
+            if (alpha.width, alpha.height) != (img.pixels.shape[1], img.pixels.shape[0]) or not alpha.has_alpha:
+                raise ProtocolError("display channel: JPEG-alpha image's alpha plane does not fit its picture")
+            img.pixels[:, :, 3] = _from_decoded(alpha).pixels[:, :, 3]
+            img.has_alpha = True
         else:
             raise ProtocolError(f"display channel: unknown image type {kind}")
         if img.pixels.shape[0] != h or img.pixels.shape[1] != w:

@@ -241,6 +241,20 @@ ALPHA_BLEND = Layout("SpiceAlphaBlend", [("alpha_flags", "B"), ("alpha", "B"), (
                                          ("src_area", RECT)])
 COPY_BITS = Layout("SpiceMsgDisplayCopyBits", [("src_pos", POINT)])
 
+# --- display channel: video streams -------------------------------------------------------------
+STREAM_CREATE = Struct("SpiceMsgDisplayStreamCreate", [
+    ("surface_id", "I"), ("id", "I"), ("flags", "B"), ("codec_type", "B"), ("stamp", "Q"),
+    ("stream_width", "I"), ("stream_height", "I"), ("src_width", "I"), ("src_height", "I"), ("dest", RECT),
+    ("clip", CLIP),
+])
+STREAM_DATA_HEADER = Layout("SpiceStreamDataHeader", [("id", "I"), ("multi_media_time", "I")])
+STREAM_DATA = Layout("SpiceMsgDisplayStreamData", [("base", STREAM_DATA_HEADER), ("data_size", "I")])  # then data
+STREAM_DATA_SIZED = Layout("SpiceMsgDisplayStreamDataSized", [
+    ("base", STREAM_DATA_HEADER), ("width", "I"), ("height", "I"), ("dest", RECT), ("data_size", "I"),
+])
+STREAM_CLIP = Struct("SpiceMsgDisplayStreamClip", [("id", "I"), ("clip", CLIP)])
+STREAM_ID = Layout("SpiceMsgDisplayStreamDestroy", [("id", "I")])
+
 # --- display channel: resources --------------------------------------------------------------------
 DISPLAY_INIT = Layout("SpiceMsgcDisplayInit", [
     ("pixmap_cache_id", "B"), ("pixmap_cache_size", "q"), ("glz_dictionary_id", "B"),
@@ -262,7 +276,15 @@ PALETTE_ID = Layout("SpicePaletteId", [("palette_id", "Q")])  # instead of the p
 SURFACE_IMAGE = Layout("SpiceSurface", [("surface_id", "I")])
 IMAGE_DATA = Layout("SpiceBinaryData", [("data_size", "I")])  # LZ, GLZ, JPEG, QUIC, LZ4: then the bytes
 LZ_PLT_DATA = Layout("SpiceLZPLTData", [("flags", "B"), ("data_size", "I")])  # then palette, then the bytes
+# then the JPEG (jpeg_size bytes) and the alpha plane as an LZ XXXA image
+JPEG_ALPHA_DATA = Layout("SpiceJPEGAlphaData", [("flags", "B"), ("jpeg_size", "I"), ("data_size", "I")])
 ZLIB_GLZ_DATA = Layout("SpiceZlibGlzRGBData", [("glz_data_size", "I"), ("data_size", "I")])
+
+# --- playback channel ---------------------------------------------------------------------------
+PLAYBACK_PACKET = Layout("SpiceMsgPlaybackPacket", [("time", "I")])  # then the samples
+PLAYBACK_MODE = Layout("SpiceMsgPlaybackMode", [("time", "I"), ("mode", "H")])
+PLAYBACK_START = Layout("SpiceMsgPlaybackStart", [("channels", "I"), ("format", "H"), ("frequency", "I"),
+                                                  ("time", "I")])
 
 # --- inputs channel ----------------------------------------------------------------------------------
 KEY_CODE = Layout("SpiceMsgcKeyCode", [("code", "I")])

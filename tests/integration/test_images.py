@@ -83,8 +83,10 @@ def desktop_image(spicectl) -> dict:
 
 @pytest.fixture(scope="module")
 def scene(spicectl, desktop_image):
+    # auto_glz, as on a real network: QUIC for the photographic parts, GLZ for the rest; and every
+    # region that keeps changing becomes an MJPEG video stream
     spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=static",
-             "--virt-type", "qemu", "--wait")
+             "--image-compression", "auto_glz", "--streaming", "all", "--virt-type", "qemu", "--wait")
     wait_for_desktop(spicectl, GUEST)
     yield GUEST
     spicectl("vm", "delete", GUEST, check=False)
@@ -156,7 +158,7 @@ def test_remote_viewer_shows_the_desktop(spicectl, scene, xdisplay):
     assert where is not None
 
 
-def test_our_screenshot_equals_libvirts_with_compression_off(spicectl, scene, tmp_path):
+def test_our_screenshot_equals_libvirts_with_quic_and_glz(spicectl, scene, tmp_path):
     ours = tmp_path / "ours.png"
     spicectl("screenshot", GUEST, "-o", str(ours))
     mine = np.asarray(Image.open(ours).convert("RGB"))
@@ -174,6 +176,63 @@ def guest_shell(spicectl, command: str, expect: str, timeout: float = 60) -> str
                  rf"{nonce}\r?\n(?s:.*){expect}", "--json", "--timeout", str(timeout), timeout=timeout + 30)
     output = r.json()["output"]
     return output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
+
+
+ANIMATION = (400, 40, 240, 180)
+
+
+def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicectl, scene):
+    import asyncio
+
+    from spicectl.spice import Client
+
+    tls_port = spicectl("vm", "show", GUEST, "--json").json()["spice"]["tls_port"]
+    password = spicectl("ticket", GUEST, "--ttl", "120").stdout.strip().encode()
+
+    async def watch():
+        async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file) as client:
+            await client.frame()
+            await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl animated; echo ANIMATED",
+                                    r"ANIMATED\r?\n")
+            try:
+                deadline = time.monotonic() + 60
+                while not client.display.streams:  # the server turns the moving region into a video stream
+                    assert time.monotonic() < deadline, "the animation never became a video stream"
+                    await asyncio.sleep(0.2)
+                streamed = crop(await client.frame(settle=0), ANIMATION)
+                assert not client.display.warnings
+            finally:
+                await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl static; echo STILL",
+                                        r"STILL\r?\n")
+            # stopped, the guest shows the first frame again; the stream's last (lossy) frame is close to it,
+            # and the server then sends the area losslessly
+            still = crop(await asyncio.to_thread(libvirt_screenshot, spicectl, GUEST), ANIMATION)
+            deadline = time.monotonic() + 60
+            while True:
+                ours = crop(await client.frame(), ANIMATION)
+                if (ours == still).all():
+                    break
+                assert time.monotonic() < deadline, "the stopped stream's area never became exact"
+                await asyncio.sleep(0.5)
+            return streamed, still
+
+    streamed, still = asyncio.run(watch())
+    assert streamed.any()
+
+
+def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path):
+    import wave
+
+    guest_shell(spicectl, "(spicectl-tone 8 1000 &); echo TONE", r"TONE\r?\n")
+    out = tmp_path / "tone.wav"
+    r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "3", "--json")
+    assert r.json()["seconds"] > 1.0
+    with wave.open(str(out)) as wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, channels)[:, 0]
+    spectrum = np.abs(np.fft.rfft(samples.astype(float)))
+    peak = np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()]
+    assert abs(peak - 1000) < 5, f"the recording peaks at {peak:.0f} Hz"
 
 
 XEV_BOX = (600, 450, 300, 200)  # where the test opens xev's window (no window manager: X honours it)

@@ -80,3 +80,4 @@ def test_the_printed_qemu_script_boots_and_serves_tls_our_client_reads(spicectl,
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
+

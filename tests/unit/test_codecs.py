@@ -292,3 +292,128 @@ def test_link_reply_decoding_never_crashes(data):
         link.decode_link_reply(data[16:])
     except ProtocolError:
         pass
+
+
+def quic_header(kind: int, w: int, h: int) -> bytes:
+    from spicectl.spice.codecs import quic
+
+    return struct.pack("<5I", quic.MAGIC, quic.VERSION, kind, w, h)
+
+
+@given(kind=st.integers(1, 5), w=st.integers(1, 40), h=st.integers(1, 12), body=st.binary(min_size=0, max_size=600))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_quic_decoding_of_garbage_is_an_image_or_a_protocol_error(kind, w, h, body):
+    from spicectl.spice.codecs.quic import decode_quic
+
+    try:
+        image = decode_quic(quic_header(kind, w, h) + body)
+    except ProtocolError:
+        return
+    assert (image.width, image.height) == (w, h) and len(image.pixels) == w * h * 4
+
+
+def test_quic_header_faults_are_protocol_errors():
+    from spicectl.spice.codecs import quic
+
+    for data, message in ((b"QUI", "truncated"), (quic_header(4, 1, 1).replace(b"QUIC", b"QUIX") + bytes(64), "magic"),
+                          (quic_header(9, 1, 1) + bytes(64), "unknown type"),
+                          (quic_header(4, 1 << 16, 1 << 16) + bytes(64), "out of bounds"),
+                          (quic_header(4, 4096, 4096) + bytes(64), "too little data")):
+        with pytest.raises(ProtocolError, match=message):
+            quic.decode_quic(data)
+
+
+def test_a_quic_image_claiming_a_huge_size_is_refused_before_allocating_it():
+    import tracemalloc
+
+    from spicectl.spice.codecs.quic import TYPE_RGB32, decode_quic
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError):
+            decode_quic(quic_header(TYPE_RGB32, 8000, 8000) + bytes(4096))
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_lz4_decoder_reads_what_the_lz4_library_writes_across_dependent_blocks():
+    lz4_block_lib = pytest.importorskip("lz4.block")
+    from spicectl.spice.codecs.lz4 import FMT_32BIT, decode_lz4
+
+    w, h = 37, 11
+    rng = np.random.default_rng(7)
+    bgrx = np.zeros((h, w, 4), np.uint8)
+    bgrx[:, :, :3] = rng.integers(0, 4, (h, w, 3)) * 60  # few colours: the compressor finds matches
+    raw = bgrx.tobytes()
+    payload = bytes((1, FMT_32BIT))
+    for start in range(0, len(raw), 500):  # several blocks, each compressed on its own
+        block = lz4_block_lib.compress(raw[start:start + 500], store_size=False)
+        payload += struct.pack(">I", len(block)) + block
+    image = decode_lz4(payload, w, h)
+    got = np.frombuffer(bytes(image.pixels), np.uint8).reshape(h, w, 4)
+    assert (got[:, :, :3] == bgrx[:, :, :3]).all()
+
+
+@given(data=st.binary(max_size=400), w=st.integers(1, 30), h=st.integers(1, 10))
+@settings(max_examples=300, deadline=None)
+def test_lz4_decoding_of_garbage_is_an_image_or_a_protocol_error(data, w, h):
+    from spicectl.spice.codecs.lz4 import decode_lz4
+
+    try:
+        image = decode_lz4(data, w, h)
+    except ProtocolError:
+        return
+    assert len(image.pixels) == w * h * 4
+
+
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def stream_create(sid: int, stream_id: int, box, *, top_down=True, clips=()) -> bytes:
+    clip = {"type": W.CLIP_TYPE_RECTS, "rects": [dict(zip(("top", "left", "bottom", "right"), c)) for c in clips]} \
+        if clips else {"type": W.CLIP_TYPE_NONE}
+    top, left, bottom, right = box
+    return W.STREAM_CREATE.pack(surface_id=sid, id=stream_id, flags=int(top_down), codec_type=1, stamp=0,
+                                stream_width=right - left, stream_height=bottom - top, src_width=right - left,
+                                src_height=bottom - top, dest=dict(top=top, left=left, bottom=bottom, right=right),
+                                clip=clip)
+
+
+def test_an_mjpeg_stream_frame_lands_in_its_box_within_its_clip():
+    d = Display()
+    d.handle(M.MSG_DISPLAY_SURFACE_CREATE, surface_create(0, 32, 16))
+    d.handle(M.MSG_DISPLAY_STREAM_CREATE, stream_create(0, 5, (0, 8, 16, 24), clips=[(0, 8, 16, 20)]))
+    frame = np.zeros((16, 16, 3), np.uint8)
+    frame[:, :] = (200, 40, 40)
+    data = jpeg_bytes(frame)
+    d.handle(M.MSG_DISPLAY_STREAM_DATA,
+             W.STREAM_DATA.pack(base=dict(id=5, multi_media_time=0), data_size=len(data)) + data)
+    rgb = d.primary_rgb().astype(int)
+    assert (abs(rgb[:, 8:20] - (200, 40, 40)) <= 8).all()  # JPEG is lossy: close, not equal
+    assert rgb[:, :8].sum() == 0 and rgb[:, 20:].sum() == 0  # outside the box, and clipped away
+    assert not d.warnings
+    d.handle(M.MSG_DISPLAY_STREAM_DESTROY, W.STREAM_ID.pack(id=5))
+    with pytest.raises(ProtocolError, match="unknown video stream 5"):
+        d.handle(M.MSG_DISPLAY_STREAM_DATA,
+                 W.STREAM_DATA.pack(base=dict(id=5, multi_media_time=0), data_size=len(data)) + data)
+
+
+def test_a_bottom_up_stream_frame_is_drawn_the_right_way_up():
+    d = Display()
+    d.handle(M.MSG_DISPLAY_SURFACE_CREATE, surface_create(0, 16, 16))
+    d.handle(M.MSG_DISPLAY_STREAM_CREATE, stream_create(0, 1, (0, 0, 16, 16), top_down=False))
+    frame = np.zeros((16, 16, 3), np.uint8)
+    frame[:8] = 255  # white on top as coded: the guest's bottom half
+    data = jpeg_bytes(frame)
+    d.handle(M.MSG_DISPLAY_STREAM_DATA,
+             W.STREAM_DATA.pack(base=dict(id=1, multi_media_time=0), data_size=len(data)) + data)
+    rgb = d.primary_rgb()
+    assert rgb[12:].min() > 230 and rgb[:4].max() < 25

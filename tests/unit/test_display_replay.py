@@ -14,9 +14,15 @@ from tests.conftest import REPO
 DATA = REPO / "tests" / "data"
 
 
-@pytest.mark.parametrize("codec", ["lz", "glz", "auto_glz"])
-def test_recorded_session_replays_to_the_screen_libvirt_showed(codec):
-    path = DATA / f"display-{codec}.bin"
+RECORDINGS = {
+    "display-lz": (400, 720), "display-glz": (400, 720), "display-auto_glz": (400, 720), "display-quic": (400, 720),
+    "scene-quic": (768, 1024),  # the desktop image's test scene: photographic content, one QUIC image
+}
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_recorded_session_replays_to_the_screen_libvirt_showed(name):
+    path = DATA / f"{name}.bin"
     display = Display()
     for msg in recording.read(path):
         display.handle(*msg)
@@ -24,9 +30,10 @@ def test_recorded_session_replays_to_the_screen_libvirt_showed(codec):
     # recording only when it equals what the client drew then)
     expected = np.asarray(Image.open(recording.libvirt_frame(path)).convert("RGB"))
     frame = display.primary_rgb()
-    assert frame.shape == expected.shape == (400, 720, 3)
+    assert frame.shape == expected.shape == (*RECORDINGS[name], 3)
     assert (frame == expected).all()
     assert frame.any(), "the screen is not blank"
+    assert not display.warnings
 
 
 def test_glz_recording_really_uses_glz_across_images():
@@ -34,3 +41,10 @@ def test_glz_recording_really_uses_glz_across_images():
              if msg.type == M.MSG_DISPLAY_DRAW_COPY]
     assert kinds.count(M.IMAGE_GLZ_RGB) >= 5
     assert M.IMAGE_LZ_RGB in kinds
+
+
+def test_quic_recording_really_uses_quic():
+    for name in ("display-quic", "scene-quic"):
+        kinds = [copy_source(msg.body)[0]["type"] for msg in recording.read(DATA / f"{name}.bin")
+                 if msg.type == M.MSG_DISPLAY_DRAW_COPY]
+        assert M.IMAGE_QUIC in kinds

@@ -1,0 +1,45 @@
+"""`spicectl record-audio`: what a guest plays, through spicectl's own SPICE client, as a WAV file."""
+
+from __future__ import annotations
+
+import click
+
+from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import TIMEOUT
+from spicectl.cli.screen import run_client, server_options
+
+MAX_SECONDS = 3600
+
+
+@click.command("record-audio")
+@click.argument("name", metavar="GUEST")
+@click.option("-o", "--output", required=True, metavar="WAV", help="WAV file to write.")
+@click.option("--seconds", type=TIMEOUT, default=5, show_default=True, help="How long to record.")
+@server_options
+@json_option
+@pass_app
+def record_audio(app: App, name: str, output: str, seconds: float, **opts) -> None:
+    """Record what guest GUEST plays on its sound card for --seconds, into a WAV file.
+
+    The audio arrives as raw 16-bit PCM over SPICE's playback channel (no codec is announced); the
+    file has the guest's channels and rate. A guest that plays nothing gives an empty recording.
+    """
+    from pathlib import Path
+
+    from spicectl.errors import InvalidInput
+    from spicectl.pki.store import atomic_write, check_output_path
+
+    if seconds > MAX_SECONDS:
+        raise InvalidInput(f"--seconds {seconds:g} is over the limit of {MAX_SECONDS}")
+    path = Path(output)
+    check_output_path(path)
+
+    async def work(client):
+        return await client.record_playback(seconds)
+
+    playback = run_client(app, name, opts, work, display=False, inputs=False)
+    atomic_write(path, playback.wav(), 0o644)
+    data = {"name": name, "output": str(path), "seconds": round(playback.seconds, 3),
+            "channels": playback.channels, "rate": playback.rate}
+    shape = f"{playback.channels} channels, {playback.rate} Hz" if playback.started else "the guest played nothing"
+    app.emit(data, lambda: app.info(f"{name}: {playback.seconds:.1f}s of audio ({shape}) saved to {path}"))

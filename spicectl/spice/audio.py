@@ -1,0 +1,68 @@
+"""The playback channel's audio, kept as the PCM the guest played, and written as WAV.
+
+spicectl announces no audio codec, so the server sends raw signed 16-bit
+little-endian PCM (SPICE_AUDIO_DATA_MODE_RAW); a stream is START (channels,
+rate), DATA packets, STOP. `Playback.handle` is fed the channel's messages.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from dataclasses import dataclass, field
+
+from spicectl.errors import ProtocolError
+from spicectl.spice import messages as M
+from spicectl.spice import wire as W
+
+MAX_CHANNELS = 8
+MAX_RATE = 384_000
+SAMPLE_BYTES = 2  # S16
+
+
+@dataclass
+class Playback:
+    channels: int = 0
+    rate: int = 0
+    pcm: bytearray = field(default_factory=bytearray)
+    started: bool = False
+    limit: int = 1 << 30   # bytes kept at most
+
+    def handle(self, msg_type: int, body: bytes) -> None:
+        if msg_type == M.MSG_PLAYBACK_START:
+            start = W.PLAYBACK_START.unpack(body)
+            if start["format"] != M.AUDIO_FMT_S16:
+                raise ProtocolError(f"playback channel: sample format {start['format']} is not S16")
+            if not (0 < start["channels"] <= MAX_CHANNELS and 0 < start["frequency"] <= MAX_RATE):
+                raise ProtocolError(f"playback channel: {start['channels']} channels at {start['frequency']} Hz")
+            if self.started and (start["channels"], start["frequency"]) != (self.channels, self.rate):
+                raise ProtocolError("playback channel: the audio format changed within one recording")
+            self.channels, self.rate, self.started = start["channels"], start["frequency"], True
+        elif msg_type == M.MSG_PLAYBACK_MODE:
+            mode = W.PLAYBACK_MODE.unpack(body)["mode"]
+            if mode != M.AUDIO_DATA_MODE_RAW:
+                raise ProtocolError(f"playback channel: the server chose audio mode {mode}, not raw PCM")
+        elif msg_type == M.MSG_PLAYBACK_DATA:
+            if not self.started:
+                raise ProtocolError("playback channel: audio data before START")
+            samples = body[W.PLAYBACK_PACKET.size:]
+            frame = self.channels * SAMPLE_BYTES
+            if len(samples) % frame:
+                raise ProtocolError(f"playback channel: {len(samples)} bytes is not whole {frame}-byte frames")
+            if len(self.pcm) + len(samples) <= self.limit:
+                self.pcm += samples
+        # STOP, VOLUME, MUTE, LATENCY: nothing to keep
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / (self.channels * SAMPLE_BYTES * self.rate) if self.started else 0.0
+
+    def wav(self) -> bytes:
+        """The recording as a WAV file (an empty one, at 48 kHz stereo, if the guest played nothing)."""
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as out:
+            out.setnchannels(self.channels or 2)
+            out.setsampwidth(SAMPLE_BYTES)
+            out.setframerate(self.rate or 48000)
+            out.writeframes(bytes(self.pcm))
+        return buf.getvalue()
