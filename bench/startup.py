@@ -1,7 +1,7 @@
 """`spicectl --help` process time against a bare `python -c 'import click'`, side by side.
 
 Runs the two commands alternately (so machine load hits both alike) and prints
-medians and their ratio. LibvirtURI (issue 2): ratio at most 1.2.
+medians and their ratio. Target (issue 2): ratio at most 1.2.
 
     .venv/bin/python bench/startup.py [--runs 30]
 """

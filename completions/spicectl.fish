@@ -16,13 +16,15 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert completion connect console host image mouse proxy record-audio screenshot send-keys template ticket type vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word ca cert clipboard completion connect console host image mouse proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
                 contains -- $word issue list renew show verify; and set path (string trim -- "$path $word")
             case 'cert issue'
                 contains -- $word client server; and set path (string trim -- "$path $word")
+            case 'clipboard'
+                contains -- $word get set; and set path (string trim -- "$path $word")
             case 'host'
                 contains -- $word check setup stop; and set path (string trim -- "$path $word")
             case 'image'
@@ -31,6 +33,8 @@ function __spicectl_path
                 contains -- $word serve; and set path (string trim -- "$path $word")
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
+            case 'usb'
+                contains -- $word status; and set path (string trim -- "$path $word")
             case 'vm'
                 contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
         end
@@ -40,6 +44,7 @@ end
 complete -c spicectl -f
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'clipboard' -d 'Read or set a guest'\''s clipboard through its agent (UTF-8...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'console' -d 'Open guest NAME'\''s serial console through libvirt (as...'
@@ -48,11 +53,13 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS im
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ticket' -d 'Set a fresh random SPICE ticket on guest NAME, valid for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'type' -d 'Type TEXT on guest NAME (US keyboard layout); "\n"...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'usb' -d 'USB redirection over SPICE (usbredir).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed) or...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
@@ -140,6 +147,26 @@ complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l json -d 'Pri
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l host -r -d 'Also check that the SANs cover NAME (a DNS name or IP).'
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -F
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -a 'get' -d 'Print guest GUEST'\''s clipboard text.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -a 'set' -d 'Offer TEXT as guest GUEST'\''s clipboard, until something in...'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard get"' -l timeout -r -d 'Seconds to wait for text on the guest'\''s clipboard.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "clipboard set"' -l timeout -r -d 'Seconds to wait for something in the guest to paste it.'
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l builtin -d 'Use spicectl'\''s own client for this session.'
@@ -230,6 +257,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l output -r -
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l seconds -r -d 'How long to record.'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -s o -r -d 'WAV file to write.'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l timeout -r -d 'Seconds to wait until the guest'\''s screen has the new size.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial -d 'Save the picture even if the server sent drawing this client'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
@@ -273,6 +308,17 @@ complete -c spicectl -n 'test (__spicectl_path) = "type"' -s h -d 'Show this mes
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'status' -d 'Link every usbredir channel of guest GUEST and report...'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l timeout -r -d 'Seconds to wait for each hello.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'

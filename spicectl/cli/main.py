@@ -16,6 +16,7 @@ from spicectl.errors import SpicectlError
 COMMANDS = {
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
+    "clipboard": ("spicectl.cli.agent:clipboard", "Read or set a guest's clipboard through its agent."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
     "connect": (
         "spicectl.cli.connect:connect",
@@ -30,12 +31,14 @@ COMMANDS = {
     "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),
     "proxy": ("spicectl.cli.proxy:proxy", "Run a long-lived session proxy (WebSocket and HTTP CONNECT)."),
     "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
+    "resize": ("spicectl.cli.agent:resize", "Change a guest's screen size through its agent."),
     "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
     "send-keys": ("spicectl.cli.screen:send_keys", "Press keys or combinations (esc, ctrl-alt-delete) on a guest."),
     "template": ("spicectl.cli.template:template", "List and show VM profiles."),
     "type": ("spicectl.cli.screen:type_cmd", "Type text on a guest (US layout)."),
     "wait-screen": ("spicectl.cli.screen:wait_screen", "Wait until a guest's screen changes or matches a reference."),
     "ticket": ("spicectl.cli.ticket:ticket", "Set a fresh one-time SPICE ticket on a running guest."),
+    "usb": ("spicectl.cli.usb:usb", "USB redirection over SPICE: what each usbredir channel reports."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }
 

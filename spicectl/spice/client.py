@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from spicectl.errors import ProtocolError, TimeoutExpired
-from spicectl.spice import link
+from spicectl.spice import agent as A
+from spicectl.spice import link, usbredir
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
+from spicectl.spice.agent import AgentStream
 from spicectl.spice.channel import Message
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
@@ -39,6 +41,7 @@ INPUTS_CAP_KEY_SCANCODE = 0
 DISPLAY_CAPS = (M.DISPLAY_CAP_SIZED_STREAM, M.DISPLAY_CAP_MONITORS_CONFIG, M.DISPLAY_CAP_LZ4_COMPRESSION,
                 M.DISPLAY_CAP_MULTI_CODEC, M.DISPLAY_CAP_CODEC_MJPEG)
 CONNECT_TIMEOUT = 15.0
+AGENT_WINDOW = 10  # agent chunks the server may send before we give tokens back
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -86,6 +89,15 @@ class Client:
         self._inputs_ready = asyncio.Event()
         self._motion_unacked = 0
         self._buttons = 0
+        # the guest agent: connected or not, its capabilities, and tokens for the chunks we may send
+        self.agent_connected = False
+        self.agent_caps: set[int] = set()
+        self._agent = AgentStream()
+        self._agent_tokens = 0
+        self._agent_started = False
+        self._agent_token = asyncio.Event()
+        self._agent_caps_known = asyncio.Event()
+        self._agent_inbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=AGENT_WINDOW * 4)
 
     # --- connection -----------------------------------------------------------------
     async def _open_transport(self, channel_type: int) -> Transport:
@@ -204,6 +216,8 @@ class Client:
             msg_type, body = await self.main.read()
             if msg_type == M.MSG_MAIN_INIT:
                 init = W.MAIN_INIT.unpack(body)
+                self.agent_connected = bool(init["agent_connected"])
+                self._agent_tokens = init["agent_tokens"]
                 self.session_id = init["session_id"]
                 self.mouse_modes = init["supported_mouse_modes"]
                 self.mouse_mode = init["current_mouse_mode"]
@@ -212,6 +226,18 @@ class Client:
                 listed = W.CHANNELS_LIST.unpack(body)["channels"]
                 self.channels_available = {(c["type"], c["id"]) for c in listed}
                 self._channels_listed.set()
+            elif msg_type in (M.MSG_MAIN_AGENT_CONNECTED, M.MSG_MAIN_AGENT_CONNECTED_TOKENS):
+                self.agent_connected = True
+                if msg_type == M.MSG_MAIN_AGENT_CONNECTED_TOKENS:
+                    self._agent_tokens = W.AGENT_TOKENS.unpack(body)["num_tokens"]
+                    self._agent_token.set()
+            elif msg_type == M.MSG_MAIN_AGENT_DISCONNECTED:
+                self.agent_connected = False
+            elif msg_type == M.MSG_MAIN_AGENT_TOKEN:
+                self._agent_tokens += W.AGENT_TOKENS.unpack(body)["num_tokens"]
+                self._agent_token.set()
+            elif msg_type == M.MSG_MAIN_AGENT_DATA:
+                await self._agent_chunk(body)
             elif msg_type == M.MSG_MAIN_MOUSE_MODE:
                 mode = W.MAIN_MOUSE_MODE.unpack(body)
                 self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
@@ -290,6 +316,155 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), max(0.05, min(1.0, deadline - time.monotonic())))
             except TimeoutError:
                 pass
+
+    # --- the guest agent ----------------------------------------------------------------
+    async def _agent_chunk(self, chunk: bytes) -> None:
+        assert self.main is not None
+        for msg_type, body in self._agent.receive_chunk(chunk):
+            log.debug("agent: message %d (%d bytes) from the guest", msg_type, len(body))
+            if msg_type == A.ANNOUNCE_CAPABILITIES:
+                request, self.agent_caps = A.read_caps(body)
+                if request:
+                    await self._agent_send(A.ANNOUNCE_CAPABILITIES, A.announce(request=False))
+                self._agent_caps_known.set()
+            elif self._agent_inbox.full():
+                raise ProtocolError("agent: messages arrive faster than they are read")
+            else:
+                self._agent_inbox.put_nowait((msg_type, body))
+        # each chunk spent one of the tokens we gave; give it back so the agent can go on
+        self.main.send(M.MSGC_MAIN_AGENT_TOKEN, W.AGENT_TOKENS.pack(num_tokens=1))
+        await self.main.flush()
+
+    async def _agent_send(self, msg_type: int, body: bytes = b"") -> None:
+        assert self.main is not None
+        log.debug("agent: message %d (%d bytes) to the guest", msg_type, len(body))
+        for chunk in AgentStream.chunks(msg_type, body):
+            while self._agent_tokens <= 0:
+                self._agent_token.clear()
+                await self._wait(self._agent_token, "the agent to take more data", timeout=30)
+            self._agent_tokens -= 1
+            self.main.send(M.MSGC_MAIN_AGENT_DATA, chunk)
+        await self.main.flush()
+
+    async def agent_start(self, timeout: float = 30) -> set[int]:
+        """Open the conversation with the guest agent; its capabilities."""
+        self._raise_if_failed()
+        if self.main is None or not self.agent_connected:
+            raise ProtocolError("the guest's agent (spice-vdagent) is not connected",
+                                hint="install and start spice-vdagent in the guest")
+        if not self._agent_started:
+            self._agent_started = True
+            self.main.send(M.MSGC_MAIN_AGENT_START, W.AGENT_TOKENS.pack(num_tokens=AGENT_WINDOW))
+            await self._agent_send(A.ANNOUNCE_CAPABILITIES, A.announce(request=True))
+        await self._wait(self._agent_caps_known, "the agent's capabilities", timeout)
+        return self.agent_caps
+
+    async def _agent_expect(self, wanted: set[int], timeout: float, what: str) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutExpired(f"timed out waiting for {what}")
+            try:
+                msg_type, body = await asyncio.wait_for(self._agent_inbox.get(), remaining)
+            except TimeoutError:
+                continue
+            if msg_type in wanted:
+                return msg_type, body
+            log.debug("agent: ignoring message %d", msg_type)
+
+    async def resize(self, width: int, height: int, *, timeout: float = 60) -> None:
+        """Ask the guest agent for a WIDTHxHEIGHT screen; return once the display has that size."""
+        caps = await self.agent_start()
+        if A.CAP_MONITORS_CONFIG not in caps:
+            raise ProtocolError("the guest's agent does not take monitor configurations")
+        # spice-server hands the configuration to the QXL device when the guest's driver takes it there
+        # (the agent then sees nothing and sends no reply): the display's new size is the answer
+        await self._agent_send(A.MONITORS_CONFIG, A.monitors_config(width, height))
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.frame(timeout=max(1.0, deadline - time.monotonic()))
+            if frame.shape[:2] == (height, width):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutExpired(f"the guest's screen is {frame.shape[1]}x{frame.shape[0]}, "
+                                     f"not {width}x{height}, after {timeout:g}s")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    async def clipboard_get(self, *, timeout: float = 30) -> str:
+        """The guest's clipboard text: what the agent holds now, or else the next text copied in the guest.
+
+        spice-vdagent hands over only a clipboard it has announced to a client (a grab); one taken before
+        this client connected is answered with "none", so the wait goes on until the guest copies again.
+        """
+        caps = await self.agent_start()
+        request = A.with_selection(caps, A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT))
+        await self._agent_send(A.CLIPBOARD_REQUEST, request)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_type, body = await self._agent_expect({A.CLIPBOARD, A.CLIPBOARD_GRAB},
+                                                      max(0.0, deadline - time.monotonic()),
+                                                      "text on the guest's clipboard")
+            _selection, data = A.without_selection(caps, body)
+            if msg_type == A.CLIPBOARD_GRAB:
+                offered = {int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)}
+                if A.CLIPBOARD_UTF8_TEXT in offered:
+                    await self._agent_send(A.CLIPBOARD_REQUEST, request)
+                continue
+            kind = A.CLIPBOARD_TYPE.unpack(data)["type"]
+            if kind == A.CLIPBOARD_UTF8_TEXT:
+                return data[A.CLIPBOARD_TYPE.size:].decode("utf-8", errors="replace")
+            if kind != A.CLIPBOARD_NONE:
+                raise ProtocolError(f"the guest's clipboard holds type {kind}, not text")
+
+    async def clipboard_set(self, text: str, *, timeout: float = 60,
+                            on_offered: Callable[[], None] | None = None) -> None:
+        """Offer `text` as the guest's clipboard; return once something in the guest has read it.
+
+        SPICE's clipboard is on demand: the agent takes the clipboard in the guest, and asks for the
+        text when a guest application pastes.
+        """
+        caps = await self.agent_start()
+        grab = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT)
+        await self._agent_send(A.CLIPBOARD_GRAB, A.with_selection(caps, grab))
+        if on_offered is not None:
+            on_offered()
+        _type, body = await self._agent_expect({A.CLIPBOARD_REQUEST}, timeout,
+                                               "something in the guest to paste the clipboard")
+        data = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT) + text.encode()
+        await self._agent_send(A.CLIPBOARD, A.with_selection(caps, data))
+
+    # --- USB redirection ------------------------------------------------------------
+    async def usbredir_hellos(self, *, timeout: float = 15) -> dict[int, usbredir.Hello]:
+        """Link each usbredir channel, exchange the usbredir hello, and return what each peer said."""
+        from spicectl import __version__
+
+        hellos: dict[int, usbredir.Hello] = {}
+        for channel_id in sorted(i for t, i in self.channels_available if t == link.USBREDIR):
+            conn = await self._open(link.USBREDIR, channel_id)
+            try:
+                conn.send(M.MSGC_SPICEVMC_DATA, usbredir.hello(f"spicectl {__version__}"))
+                await conn.flush()
+                parser = usbredir.Parser()
+                deadline = time.monotonic() + timeout
+                while parser.peer is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutExpired(f"usbredir channel {channel_id}: no hello within {timeout:g}s")
+                    try:
+                        msg_type, body = await asyncio.wait_for(conn.read(), remaining)
+                    except TimeoutError:
+                        continue
+                    if msg_type == M.MSG_SPICEVMC_DATA:
+                        parser.receive_data(body)
+                hellos[channel_id] = parser.peer
+            finally:
+                conn.close()
+        return hellos
 
     # --- audio --------------------------------------------------------------------
     async def record_playback(self, seconds: float) -> Playback:

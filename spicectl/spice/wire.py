@@ -204,6 +204,7 @@ MAIN_INIT = Layout("SpiceMsgMainInit", [
 CHANNEL_ID = Layout("SpiceChannelId", [("type", "B"), ("id", "B")])
 CHANNELS_LIST = Struct("SpiceMsgChannels", [("channels", Counted("SpiceMsgChannels", "I", CHANNEL_ID,
                                                                   limit=MAX_CHANNELS))])
+AGENT_TOKENS = Layout("SpiceMsgMainAgentTokens", [("num_tokens", "I")])  # also AGENT_START's body
 MAIN_MOUSE_MODE = Layout("SpiceMsgMainMouseMode", [("supported_modes", "H"), ("current_mode", "H")])
 MOUSE_MODE_REQUEST = Layout("SpiceMsgcMainMouseModeRequest", [("mode", "H")])
 

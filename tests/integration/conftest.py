@@ -192,3 +192,19 @@ def finish(proc, timeout=20) -> str:
     return err
 
 
+def read_stderr_until(proc, needle: str, *, before: int = 1, timeout: float = 30) -> str:
+    """What proc has written on stderr once `needle` has appeared `before` times (the rest stays unread)."""
+    import selectors
+
+    text = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while text.count(needle) < before:
+            assert time.monotonic() < deadline, f"no {needle!r} in {text!r}"
+            if sel.select(1):
+                # the descriptor, not the buffered pipe object: communicate() later reads what is left
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                assert chunk, f"stderr closed before {needle!r}: {text!r}"
+                text += chunk.decode(errors="replace")
+    return text

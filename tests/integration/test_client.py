@@ -184,3 +184,7 @@ def test_the_library_client_sees_the_guest_without_the_cli(spicectl, menu_guest)
 
     frame = np.asarray(asyncio.run(shot()).convert("RGB"))
     assert (menu_region(frame) == BOOT_MENU).all()
+
+
+def test_a_guest_without_usbredir_channels_reports_none(spicectl, menu_guest):
+    assert spicectl("usb", "status", menu_guest, "--json").json()["channels"] == []

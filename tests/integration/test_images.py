@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, require_binary
-from tests.integration.conftest import SPICECTL, grab_x, kill, libvirt_screenshot, popen
+from tests.integration.conftest import SPICECTL, grab_x, kill, libvirt_screenshot, popen, read_stderr_until
 
 pytestmark = pytest.mark.integration
 GUEST = "scene"
@@ -270,6 +270,63 @@ def test_a_mouse_move_and_click_reach_the_guest_where_they_were_aimed(spicectl, 
     assert any(abs(px - aim[0]) <= 1 and abs(py - aim[1]) <= 1 for px, py in landed), \
         f"the guest saw no event at {aim}:\n{seen}"
     assert "button 1" in seen
+
+
+def test_each_usbredir_channel_completes_the_hello_with_qemus_usb_redir(spicectl, scene):
+    channels = spicectl("usb", "status", GUEST, "--json").json()["channels"]
+    assert [c["channel"] for c in channels] == [0, 1]  # the desktop template's two redirdevs
+    for c in channels:
+        assert c["peer_version"].startswith("qemu usb-redir guest"), c
+        assert "connect_device_version" in c["peer_caps"]
+
+
+def test_resize_through_the_agent_changes_the_guests_screen(spicectl, scene, tmp_path):
+    try:
+        r = spicectl("resize", GUEST, "1280x800", "--json", timeout=120)
+        assert r.json() == {"name": GUEST, "width": 1280, "height": 800}
+        assert report(spicectl)["screen"] == "1280x800"  # the guest's own X says so
+        shot = tmp_path / "resized.png"
+        spicectl("screenshot", GUEST, "-o", str(shot))
+        assert Image.open(shot).size == (1280, 800)
+    finally:
+        spicectl("resize", GUEST, "1024x768", timeout=120)  # the scene's reference size, for the tests after
+
+
+def test_the_clipboard_goes_both_ways_through_the_agent(spicectl, scene):
+    # guest to client: the command waits for text copied in the guest (the agent offers the clipboard
+    # to a connected client only), and xclip copies once the command is connected
+    getter = popen(spicectl, "clipboard", "get", GUEST, "--json", "--timeout", "60")
+    try:
+        deadline = time.monotonic() + 60
+        copied = None
+        while getter.poll() is None and time.monotonic() < deadline:
+            copied = guest_shell(spicectl, "printf 'copied in the guest 42' | DISPLAY=:0 xclip -selection clipboard; "
+                                           "echo COPIED", r"COPIED\r?\n")
+            try:
+                out, err = getter.communicate(timeout=3)
+            except subprocess.TimeoutExpired:
+                continue  # copied before the command's agent was listening: copy again
+        assert copied is not None and getter.returncode == 0, getter.stderr.read() if getter.stderr else ""
+        assert json.loads(out)["text"] == "copied in the guest 42"
+    finally:
+        if getter.poll() is None:
+            getter.kill()
+    # client to guest: the command offers the text until an application in the guest pastes it
+    setter = popen(spicectl, "clipboard", "set", GUEST, "sent by spicectl 7", "--timeout", "60")
+    try:
+        # the guest pastes once the agent holds the text (before that, a paste gets the old clipboard;
+        # and while the guest's console command runs, the private libvirt is busy for the setter)
+        offered = read_stderr_until(setter, "the clipboard is offered")
+        # (the first paste after the agent took the clipboard is the one the command serves)
+        seen = guest_shell(spicectl, "for i in $(seq 60); do OUT=$(DISPLAY=:0 timeout 5 xclip -o -selection "
+                                     "clipboard 2>/dev/null); case \"$OUT\" in *spicectl*) break;; esac; sleep 0.5; "
+                                     "done; echo \"pasted: $OUT\"; echo PASTED", r"PASTED\r?\n")
+        out, err = setter.communicate(timeout=60)
+    finally:
+        if setter.poll() is None:
+            setter.kill()
+    assert "pasted: sent by spicectl 7" in seen, offered
+    assert setter.returncode == 0, err
 
 
 def test_deleting_the_guest_keeps_the_base_image(spicectl, desktop_image):

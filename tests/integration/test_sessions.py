@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.conftest import require_binary
 from tests.integration.conftest import (
-    differs_only_in_one_text_cell, finish, grab_x, kill, libvirt_screenshot, popen,
+    differs_only_in_one_text_cell, finish, grab_x, kill, libvirt_screenshot, popen, read_stderr_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -157,24 +157,6 @@ def start_serve(spicectl):
         except OSError:
             assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read()
             time.sleep(0.1)
-
-
-def read_stderr_until(proc, needle: str, *, before: int = 1, timeout: float = 30) -> str:
-    """What proc has written on stderr once `needle` has appeared `before` times (the rest stays unread)."""
-    import selectors
-
-    text = ""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while text.count(needle) < before:
-            assert time.monotonic() < deadline, f"no {needle!r} in {text!r}"
-            if sel.select(1):
-                # the descriptor, not the buffered pipe object: communicate() later reads what is left
-                chunk = os.read(proc.stderr.fileno(), 65536)
-                assert chunk, f"stderr closed before {needle!r}: {text!r}"
-                text += chunk.decode(errors="replace")
-    return text
 
 
 def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, guest, tmp_path):

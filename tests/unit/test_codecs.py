@@ -417,3 +417,38 @@ def test_a_bottom_up_stream_frame_is_drawn_the_right_way_up():
              W.STREAM_DATA.pack(base=dict(id=1, multi_media_time=0), data_size=len(data)) + data)
     rgb = d.primary_rgb()
     assert rgb[12:].min() > 230 and rgb[:4].max() < 25
+
+
+def test_agent_messages_cut_into_chunks_come_back_whole_and_in_order():
+    from spicectl.spice import agent as A
+
+    big = bytes(range(256)) * 20  # 5,120 bytes: three chunks
+    chunks = A.AgentStream.chunks(A.CLIPBOARD, big) + A.AgentStream.chunks(A.REPLY, b"\1\0\0\0\1\0\0\0")
+    assert all(len(c) <= A.MAX_CHUNK for c in chunks)
+    stream = A.AgentStream()
+    got: list = []
+    for chunk in chunks:
+        for part in (chunk[:7], chunk[7:]):  # the server may cut anywhere
+            got.extend(stream.receive_chunk(part))
+    assert got == [(A.CLIPBOARD, big), (A.REPLY, b"\1\0\0\0\1\0\0\0")]
+
+
+def test_an_agent_message_of_another_protocol_or_too_large_is_refused():
+    from spicectl.spice import agent as A
+
+    with pytest.raises(ProtocolError, match="protocol 2"):
+        list(A.AgentStream().receive_chunk(A.MESSAGE.pack(protocol=2, type=1, opaque=0, size=0)))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        list(A.AgentStream().receive_chunk(A.MESSAGE.pack(protocol=1, type=1, opaque=0, size=1 << 30)))
+
+
+def test_a_usbredir_hello_reads_back_and_anything_else_first_is_refused():
+    from spicectl.spice import usbredir
+
+    data = usbredir.hello("spicectl test")
+    parser = usbredir.Parser()
+    for i in range(len(data)):  # a byte at a time: the channel may cut anywhere
+        parser.receive_data(data[i:i + 1])
+    assert parser.peer is not None and parser.peer.version == "spicectl test" and parser.peer.caps == set()
+    with pytest.raises(ProtocolError, match="not hello"):
+        usbredir.Parser().receive_data(usbredir.HEADER.pack(type=1, length=0, id=0))

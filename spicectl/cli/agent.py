@@ -1,0 +1,101 @@
+"""Commands through the guest agent (spice-vdagent): `resize` and `clipboard`."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import TIMEOUT
+from spicectl.cli.screen import run_client, server_options
+
+MAX_SIDE = 8192
+MAX_CLIPBOARD_TEXT = 1 << 20
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 1280x800)")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (320 <= width <= MAX_SIDE and 200 <= height <= MAX_SIDE):
+        raise click.BadParameter(f"{width}x{height} is out of range (320x200 to {MAX_SIDE}x{MAX_SIDE})")
+    return width, height
+
+
+@click.command()
+@click.argument("name", metavar="GUEST")
+@click.argument("size", metavar="WIDTHxHEIGHT")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True,
+              help="Seconds to wait until the guest's screen has the new size.")
+@server_options
+@json_option
+@pass_app
+def resize(app: App, name: str, size: str, timeout: float, **opts) -> None:
+    """Change guest GUEST's screen to WIDTHxHEIGHT through its agent, as a viewer window's resize does.
+
+    Returns once the guest's display has the new size (exit 9 if it does not within --timeout).
+    """
+    width, height = _size(size)
+
+    async def work(client):
+        await client.resize(width, height, timeout=timeout)
+
+    run_client(app, name, opts, work, inputs=False)
+    app.emit({"name": name, "width": width, "height": height},
+             lambda: app.info(f"{name}: screen is now {width}x{height}"))
+
+
+@click.group()
+def clipboard() -> None:
+    """Read or set a guest's clipboard through its agent (UTF-8 text)."""
+
+
+@clipboard.command("get")
+@click.argument("name", metavar="GUEST")
+@click.option("--timeout", type=TIMEOUT, default=30, show_default=True,
+              help="Seconds to wait for text on the guest's clipboard.")
+@server_options
+@json_option
+@pass_app
+def clipboard_get(app: App, name: str, timeout: float, **opts) -> None:
+    """Print guest GUEST's clipboard text.
+
+    The guest's agent hands over a clipboard it has offered to a client: if it holds none (the text was
+    copied before this command connected), the command waits for the next text copied in the guest.
+    """
+    async def work(client):
+        return await client.clipboard_get(timeout=timeout)
+
+    text = run_client(app, name, opts, work, display=False, inputs=False)
+    app.emit({"name": name, "text": text}, lambda: click.echo(text, nl=not text.endswith("\n")))
+
+
+@clipboard.command("set")
+@click.argument("name", metavar="GUEST")
+@click.argument("text")
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True,
+              help="Seconds to wait for something in the guest to paste it.")
+@server_options
+@json_option
+@pass_app
+def clipboard_set(app: App, name: str, text: str, timeout: float, **opts) -> None:
+    """Offer TEXT as guest GUEST's clipboard, until something in the guest pastes it.
+
+    SPICE's clipboard is on demand: the guest's agent takes the clipboard and asks for the text when an
+    application pastes; the command returns then (exit 9 if nothing pasted within --timeout).
+    """
+    from spicectl.errors import InvalidInput
+
+    if len(text.encode()) > MAX_CLIPBOARD_TEXT:
+        raise InvalidInput(f"the text is over the {MAX_CLIPBOARD_TEXT}-byte limit")
+
+    def offered() -> None:
+        app.info(f"{name}: the clipboard is offered; waiting up to {timeout:g}s for a paste in the guest")
+
+    async def work(client):
+        await client.clipboard_set(text, timeout=timeout, on_offered=offered)
+
+    run_client(app, name, opts, work, display=False, inputs=False)
+    app.emit({"name": name, "pasted": True}, lambda: app.info(f"{name}: the guest pasted the clipboard"))

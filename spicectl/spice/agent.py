@@ -1,0 +1,105 @@
+"""The guest agent's protocol (spice-vdagent), carried in the main channel's AGENT_DATA messages.
+
+Facts from spice-protocol `spice/vd_agent.h`: a byte stream of VDAgentMessage
+headers and payloads, cut into chunks of at most 2048 bytes a SPICE message.
+`AgentStream` reassembles messages from chunks and cuts messages into
+chunks; it does no I/O. Both directions are flow-controlled with tokens (one
+per chunk), which `spice/client.py` keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from spicectl.errors import ProtocolError
+from spicectl.spice.wire import Layout, caps_bits, caps_words
+
+PROTOCOL = 1
+MAX_CHUNK = 2048            # VD_AGENT_MAX_DATA_SIZE
+MAX_MESSAGE = 64 << 20      # a clipboard image at most; anything larger is refused
+
+MOUSE_STATE, MONITORS_CONFIG, REPLY, CLIPBOARD, DISPLAY_CONFIG, ANNOUNCE_CAPABILITIES, CLIPBOARD_GRAB, \
+    CLIPBOARD_REQUEST, CLIPBOARD_RELEASE, FILE_XFER_START, FILE_XFER_STATUS, FILE_XFER_DATA, \
+    CLIENT_DISCONNECTED, MAX_CLIPBOARD = range(1, 15)
+CAP_MOUSE_STATE, CAP_MONITORS_CONFIG, CAP_REPLY, CAP_CLIPBOARD, CAP_DISPLAY_CONFIG, CAP_CLIPBOARD_BY_DEMAND, \
+    CAP_CLIPBOARD_SELECTION, CAP_SPARSE_MONITORS_CONFIG, CAP_GUEST_LINEEND_LF, CAP_GUEST_LINEEND_CRLF, \
+    CAP_MAX_CLIPBOARD, CAP_AUDIO_VOLUME_SYNC, CAP_MONITORS_CONFIG_POSITION, CAP_FILE_XFER_DISABLED, \
+    CAP_FILE_XFER_DETAILED_ERRORS = range(15)
+CAP_NAMES = {
+    CAP_MOUSE_STATE: "mouse-state", CAP_MONITORS_CONFIG: "monitors-config", CAP_REPLY: "reply",
+    CAP_CLIPBOARD: "clipboard", CAP_DISPLAY_CONFIG: "display-config", CAP_CLIPBOARD_BY_DEMAND: "clipboard-by-demand",
+    CAP_CLIPBOARD_SELECTION: "clipboard-selection", CAP_SPARSE_MONITORS_CONFIG: "sparse-monitors-config",
+    CAP_GUEST_LINEEND_LF: "guest-lineend-lf", CAP_GUEST_LINEEND_CRLF: "guest-lineend-crlf",
+    CAP_MAX_CLIPBOARD: "max-clipboard", CAP_AUDIO_VOLUME_SYNC: "audio-volume-sync",
+    CAP_MONITORS_CONFIG_POSITION: "monitors-config-position", CAP_FILE_XFER_DISABLED: "file-xfer-disabled",
+    CAP_FILE_XFER_DETAILED_ERRORS: "file-xfer-detailed-errors",
+}
+# what this client speaks: monitor configs (resize), replies, the on-demand clipboard with selections
+CLIENT_CAPS = (CAP_MONITORS_CONFIG, CAP_REPLY, CAP_CLIPBOARD_BY_DEMAND, CAP_CLIPBOARD_SELECTION,
+               CAP_SPARSE_MONITORS_CONFIG, CAP_GUEST_LINEEND_LF)
+CLIPBOARD_NONE, CLIPBOARD_UTF8_TEXT = 0, 1
+SELECTION_CLIPBOARD = 0
+RESULT_SUCCESS = 1
+
+MESSAGE = Layout("VDAgentMessage", [("protocol", "I"), ("type", "I"), ("opaque", "Q"), ("size", "I")])
+ANNOUNCE = Layout("VDAgentAnnounceCapabilities", [("request", "I")])  # then caps words
+MONITORS = Layout("VDAgentMonitorsConfig", [("num_of_monitors", "I"), ("flags", "I")])
+MON_CONFIG = Layout("VDAgentMonConfig", [("height", "I"), ("width", "I"), ("depth", "I"), ("x", "i"), ("y", "i")])
+REPLY_BODY = Layout("VDAgentReply", [("type", "I"), ("error", "I")])
+SELECTION = Layout("VDAgentClipboardSelection", [("selection", "B"), ("reserved", "3s")])  # with the cap
+CLIPBOARD_TYPE = Layout("VDAgentClipboardType", [("type", "I")])
+
+
+class AgentStream:
+    """Agent messages in (from chunks) and out (as chunks)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def receive_chunk(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        self._buffer += chunk
+        while len(self._buffer) >= MESSAGE.size:
+            head = MESSAGE.unpack(self._buffer)
+            if head["protocol"] != PROTOCOL:
+                raise ProtocolError(f"agent: protocol {head['protocol']} is not {PROTOCOL}")
+            if head["size"] > MAX_MESSAGE:
+                raise ProtocolError(f"agent: a message of {head['size']} bytes is over the limit")
+            end = MESSAGE.size + head["size"]
+            if len(self._buffer) < end:
+                return
+            body = bytes(self._buffer[MESSAGE.size:end])
+            del self._buffer[:end]
+            yield head["type"], body
+
+    @staticmethod
+    def chunks(msg_type: int, body: bytes = b"") -> list[bytes]:
+        data = MESSAGE.pack(protocol=PROTOCOL, type=msg_type, opaque=0, size=len(body)) + body
+        return [data[i:i + MAX_CHUNK] for i in range(0, len(data), MAX_CHUNK)]
+
+
+def announce(request: bool) -> bytes:
+    return ANNOUNCE.pack(request=int(request)) + b"".join(w.to_bytes(4, "little") for w in caps_words(CLIENT_CAPS))
+
+
+def read_caps(body: bytes) -> tuple[bool, set[int]]:
+    """(whether the agent asks for ours, the agent's capabilities)."""
+    request = ANNOUNCE.unpack(body)["request"]
+    words = [int.from_bytes(body[i:i + 4], "little") for i in range(ANNOUNCE.size, len(body) - 3, 4)]
+    return bool(request), caps_bits(words[:16])
+
+
+def monitors_config(width: int, height: int) -> bytes:
+    return MONITORS.pack(num_of_monitors=1, flags=0) + MON_CONFIG.pack(height=height, width=width, depth=32, x=0, y=0)
+
+
+def with_selection(agent_caps: set[int], body: bytes) -> bytes:
+    """Clipboard messages carry a selection byte (and padding) when the agent has the capability."""
+    if CAP_CLIPBOARD_SELECTION in agent_caps:
+        return SELECTION.pack(selection=SELECTION_CLIPBOARD, reserved=b"\0\0\0") + body
+    return body
+
+
+def without_selection(agent_caps: set[int], body: bytes) -> tuple[int, bytes]:
+    if CAP_CLIPBOARD_SELECTION in agent_caps:
+        return SELECTION.unpack(body)["selection"], body[SELECTION.size:]
+    return SELECTION_CLIPBOARD, body
