@@ -48,7 +48,7 @@ _spicectl_opts() {
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --tls -h' ;;
     'record-audio') echo '--ca-file --help --host-subject --json --output --password-file --plain-port --seconds -h -o' ;;
     'resize') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --help --host-subject --json --output --password-file --plain-port --settle -h -o' ;;
+    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --output --password-file --plain-port --settle -h -o' ;;
     'send-keys') echo '--ca-file --help --hold --host-subject --json --password-file --plain-port -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;

@@ -266,6 +266,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l host-subject -r -
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l timeout -r -d 'Seconds to wait until the guest'\''s screen has the new size.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial -d 'Save the picture even if the server sent drawing this client'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l cursor -d 'Draw the guest'\''s pointer into the picture, where it is, as a'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'

@@ -48,7 +48,7 @@ def _import_client() -> None:
 
 
 def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True,
-               allow_partial: bool = False):
+               allow_partial: bool = False, cursor: bool = False):
     """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
     import asyncio
     import threading
@@ -63,7 +63,7 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     async def go():
         client = server.client(allow_partial=allow_partial)
         try:
-            await client.connect(display=display, inputs=inputs)
+            await client.connect(display=display, inputs=inputs, cursor=cursor)
             return await work(client)
         finally:
             await client.close()
@@ -99,10 +99,13 @@ def _save_png(image, output: str) -> None:
 )
 @click.option("--allow-partial", is_flag=True, help="Save the picture even if the server sent drawing this client "
               "cannot do yet (otherwise exit 7, naming what was missing).")
+@click.option("--cursor", "with_cursor", is_flag=True,
+              help="Draw the guest's pointer into the picture, where it is, as a viewer shows it.")
 @server_options
 @json_option
 @pass_app
-def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, **opts) -> None:
+def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, with_cursor: bool,
+               **opts) -> None:
     """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client.
 
     A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
@@ -116,9 +119,13 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
         check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
-        return await client.screenshot(settle=settle)
+        image = await client.screenshot(settle=settle)
+        if with_cursor and not (client.cursor and client.cursor.drawn):
+            app.warn(f"{name} shows no pointer on its screen (its cursor channel has no shape, or it is hidden "
+                     "or off screen): the picture has none")
+        return image
 
-    image = run_client(app, name, opts, work, inputs=False, allow_partial=allow_partial)
+    image = run_client(app, name, opts, work, inputs=False, allow_partial=allow_partial, cursor=with_cursor)
     _save_png(image, output)
     if output != "-":
         app.emit({"name": name, "output": output, "width": image.width, "height": image.height},

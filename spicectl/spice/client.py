@@ -23,6 +23,7 @@ from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.agent import AgentStream
 from spicectl.spice.channel import Message
+from spicectl.spice.cursor import Cursor
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
 from spicectl.spice.transport import Connection, Transport, open_stream
@@ -72,6 +73,8 @@ class Client:
         # a frame with parts this client could not draw is an error unless the caller accepts it
         self.allow_partial = allow_partial
         self.display = Display(cache_pixels=PIXMAP_CACHE_PIXELS, glz_window_pixels=GLZ_WINDOW_PIXELS)
+        self.cursor: Cursor | None = None          # the pointer's shape and place, with connect(cursor=True)
+        self.cursor_channel: Connection | None = None
         self.display_observer = display_observer  # sees every display message (bench/capture_frames.py records)
         self.session_id = 0
         self.channels_available: set[tuple[int, int]] = set()
@@ -145,7 +148,7 @@ class Client:
         if subject.replace(" ", "") != expected.replace(" ", ""):
             raise ProtocolError(f"server certificate subject {subject!r} is not {expected!r}")
 
-    async def connect(self, *, display: bool = True, inputs: bool = True) -> Client:
+    async def connect(self, *, display: bool = True, inputs: bool = True, cursor: bool = False) -> Client:
         self.main = await self._open(link.MAIN)
         self._spawn(self._main_loop())
         await self._wait(self._init, "the main channel's init message")
@@ -163,6 +166,12 @@ class Client:
                 glz_dictionary_id=1, glz_dictionary_window_size=GLZ_WINDOW_PIXELS))
             await self.display_channel.flush()
             self._spawn(self._display_loop())
+        if cursor:
+            if (link.CURSOR, 0) not in self.channels_available:
+                raise ProtocolError("the guest has no cursor channel")
+            self.cursor = Cursor()
+            self.cursor_channel = await self._open(link.CURSOR, 0)
+            self._spawn(self._cursor_loop())
         if inputs and (link.INPUTS, 0) in self.channels_available:
             self.inputs = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
             self._spawn(self._inputs_loop())
@@ -178,7 +187,7 @@ class Client:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for ch in (self.inputs, self.display_channel, self.main):
+        for ch in (self.inputs, self.cursor_channel, self.display_channel, self.main):
             if ch is not None:
                 ch.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -250,6 +259,13 @@ class Client:
             self._last_display_message = time.monotonic()
             self._changed.set()
 
+    async def _cursor_loop(self) -> None:
+        assert self.cursor_channel is not None and self.cursor is not None
+        while True:
+            msg_type, body = await self.cursor_channel.read()
+            self.cursor.handle(msg_type, body)
+            self._changed.set()
+
     async def _inputs_loop(self) -> None:
         assert self.inputs is not None
         while True:
@@ -289,16 +305,19 @@ class Client:
                 pass
 
     def _check_complete(self) -> None:
-        if self.display.warnings and not self.allow_partial:
-            raise IncompleteScreen("the screen could not be drawn completely: " +
-                                   "; ".join(sorted(self.display.warnings)),
+        missing = self.display.warnings | (self.cursor.warnings if self.cursor is not None else set())
+        if missing and not self.allow_partial:
+            raise IncompleteScreen("the screen could not be drawn completely: " + "; ".join(sorted(missing)),
                                    hint="--allow-partial saves what could be drawn")
 
     async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0):
-        """A PIL image of the guest's screen."""
+        """A PIL image of the guest's screen (with the pointer drawn in, if connected with cursor=True)."""
         from PIL import Image
 
-        return Image.fromarray(await self.frame(settle=settle, timeout=timeout), "RGB")
+        frame = await self.frame(settle=settle, timeout=timeout)
+        if self.cursor is not None:
+            frame = self.cursor.composite(frame)
+        return Image.fromarray(frame, "RGB")
 
     async def wait_for(self, predicate: Callable, *, timeout: float = 60.0, settle: float = 0.2):
         """Wait until predicate(frame) is true for a settled frame; return that frame (numpy RGB)."""

@@ -281,6 +281,16 @@ LZ_PLT_DATA = Layout("SpiceLZPLTData", [("flags", "B"), ("data_size", "I")])  # 
 JPEG_ALPHA_DATA = Layout("SpiceJPEGAlphaData", [("flags", "B"), ("jpeg_size", "I"), ("data_size", "I")])
 ZLIB_GLZ_DATA = Layout("SpiceZlibGlzRGBData", [("glz_data_size", "I"), ("data_size", "I")])
 
+# --- cursor channel -----------------------------------------------------------------------------
+POINT16 = Layout("SpicePoint16", [("x", "h"), ("y", "h")])
+CURSOR_INIT = Layout("SpiceMsgCursorInit", [("position", POINT16), ("trail_length", "H"), ("trail_frequency", "H"),
+                                            ("visible", "B")])  # then a SpiceCursor
+CURSOR_SET = Layout("SpiceMsgCursorSet", [("position", POINT16), ("visible", "B")])  # then a SpiceCursor
+CURSOR_MOVE = Layout("SpiceMsgCursorMove", [("position", POINT16)])
+CURSOR_FLAGS = Layout("SpiceCursor", [("flags", "H")])  # then, unless NONE, the header and the shape's data
+CURSOR_HEADER = Layout("SpiceCursorHeader", [("unique", "Q"), ("type", "B"), ("width", "H"), ("height", "H"),
+                                             ("hot_spot_x", "H"), ("hot_spot_y", "H")])
+
 # --- playback channel ---------------------------------------------------------------------------
 PLAYBACK_PACKET = Layout("SpiceMsgPlaybackPacket", [("time", "I")])  # then the samples
 PLAYBACK_MODE = Layout("SpiceMsgPlaybackMode", [("time", "I"), ("mode", "H")])

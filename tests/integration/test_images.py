@@ -272,6 +272,13 @@ def test_a_mouse_move_and_click_reach_the_guest_where_they_were_aimed(spicectl, 
     assert "button 1" in seen
 
 
+def test_cursor_says_so_when_the_guest_shows_no_pointer_shape(spicectl, scene, tmp_path):
+    # this image's X session gives the QXL device no hardware cursor shape (the cursor channel's INIT
+    # carries none), so the picture cannot have a pointer: the command must say so, not pretend
+    r = spicectl("screenshot", GUEST, "-o", str(tmp_path / "cursor.png"), "--cursor")
+    assert "shows no pointer" in r.stderr
+
+
 def test_each_usbredir_channel_completes_the_hello_with_qemus_usb_redir(spicectl, scene):
     channels = spicectl("usb", "status", GUEST, "--json").json()["channels"]
     assert [c["channel"] for c in channels] == [0, 1]  # the desktop template's two redirdevs

@@ -501,7 +501,10 @@ def test_sessions_leave_nothing_behind_once_their_tokens_expire(signer, monkeypa
         guest.close()
         return state
 
-    assert run(go()) == (0, 0, 0, 1, 1)
+    leaked_fds, *rest = run(go())
+    # (the count before may still hold the first session's closing sockets: fewer after is fine)
+    assert leaked_fds <= 0
+    assert rest == [0, 0, 1, 1]
 
 
 def test_an_oversized_websocket_message_closes_that_session_only(signer):

@@ -22,22 +22,26 @@ BYTES_PER_PIXEL = {FMT_16BIT: 2, FMT_24BIT: 3, FMT_32BIT: 4, FMT_RGBA: 4}
 MIN_MATCH = 4
 
 
+def _length(src: bytes | memoryview, i: int, base: int, what: str) -> tuple[int, int]:
+    """A 4-bit length from a token; 15 continues in bytes of 255 and a final one below 255."""
+    if base != 15:
+        return base, i
+    while True:
+        if i >= len(src):
+            raise ProtocolError(f"LZ4: {what} length runs past the block")
+        extra = src[i]
+        i += 1
+        base += extra
+        if extra != 255:
+            return base, i
+
+
 def lz4_block(src: bytes | memoryview, out: bytearray, limit: int) -> None:
     """Append one LZ4 block's output to `out` (which holds the earlier blocks'), never past `limit`."""
     i, n = 0, len(src)
     while i < n:
         token = src[i]
-        i += 1
-        literals = token >> 4
-        if literals == 15:
-            while True:
-                if i >= n:
-                    raise ProtocolError("LZ4: literal length runs past the block")
-                extra = src[i]
-                i += 1
-                literals += extra
-                if extra != 255:
-                    break
+        literals, i = _length(src, i + 1, token >> 4, "literal")
         if i + literals > n or len(out) + literals > limit:
             raise ProtocolError("LZ4: literals run past the block or the image")
         out += src[i:i + literals]
@@ -47,17 +51,7 @@ def lz4_block(src: bytes | memoryview, out: bytearray, limit: int) -> None:
         if i + 2 > n:
             raise ProtocolError("LZ4: truncated match offset")
         offset = src[i] | (src[i + 1] << 8)
-        i += 2
-        length = token & 15
-        if length == 15:
-            while True:
-                if i >= n:
-                    raise ProtocolError("LZ4: match length runs past the block")
-                extra = src[i]
-                i += 1
-                length += extra
-                if extra != 255:
-                    break
+        length, i = _length(src, i + 2, token & 15, "match")
         length += MIN_MATCH
         start = len(out) - offset
         if offset == 0 or start < 0:
