@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word ca cert clipboard completion connect console host image mouse proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert clipboard completion connect console host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -42,6 +42,7 @@ function __spicectl_path
     echo "$path"
 end
 complete -c spicectl -f
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'agent' -d 'Whether guest GUEST'\''s agent (spice-vdagent) is connected,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'clipboard' -d 'Read or set a guest'\''s clipboard through its agent (UTF-8...'
@@ -51,6 +52,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'console' -d 'Open gues
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS images built from recipes (images/*.toml, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'play-audio' -d 'Feed WAV (16-bit PCM) to guest GUEST'\''s microphone, once...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
@@ -74,6 +76,13 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -s v -d 'More detail on st
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l connect -r -d 'libvirt URI (env SPICECTL_CONNECT, then LIBVIRT_DEFAULT_URI;'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l state-dir -r -d 'Where spicectl keeps its CA, certificates and private libvir'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -s c -r -d 'libvirt URI (env SPICECTL_CONNECT, then LIBVIRT_DEFAULT_URI;'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "ca"' -a 'init' -d 'Create the CA (once).'
 complete -c spicectl -n 'test (__spicectl_path) = "ca"' -a 'show' -d 'Show the CA certificate.'
 complete -c spicectl -n 'test (__spicectl_path) = "ca"' -l help -d 'Show this message and exit.'
@@ -237,6 +246,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l click -r -a 'left 
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l move -r -d 'Move the pointer to X,Y.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l timeout -r -d 'Seconds to wait for the guest to start recording.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -a 'serve' -d 'Serve sessions minted by `spicectl connect NAME --proxy...'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -s h -d 'Show this message and exit.'

@@ -65,8 +65,11 @@ def clipboard_get(app: App, name: str, timeout: float, **opts) -> None:
     The guest's agent hands over a clipboard it has offered to a client: if it holds none (the text was
     copied before this command connected), the command waits for the next text copied in the guest.
     """
+    def waiting() -> None:
+        app.info(f"{name}: the agent holds no clipboard text; waiting up to {timeout:g}s for text copied in the guest")
+
     async def work(client):
-        return await client.clipboard_get(timeout=timeout)
+        return await client.clipboard_get(timeout=timeout, on_waiting=waiting)
 
     text = run_client(app, name, opts, work, display=False, inputs=False)
     app.emit({"name": name, "text": text}, lambda: click.echo(text, nl=not text.endswith("\n")))
@@ -99,3 +102,24 @@ def clipboard_set(app: App, name: str, text: str, timeout: float, **opts) -> Non
 
     run_client(app, name, opts, work, display=False, inputs=False)
     app.emit({"name": name, "pasted": True}, lambda: app.info(f"{name}: the guest pasted the clipboard"))
+
+
+@click.command("agent")
+@click.argument("name", metavar="GUEST")
+@server_options
+@json_option
+@pass_app
+def agent_status(app: App, name: str, **opts) -> None:
+    """Whether guest GUEST's agent (spice-vdagent) is connected, and what it can do."""
+    from spicectl.spice import agent as A
+
+    async def work(client):
+        if not client.agent_connected:
+            return None
+        return await client.agent_start()
+
+    caps = run_client(app, name, opts, work, display=False, inputs=False)
+    names = [A.CAP_NAMES.get(c, str(c)) for c in sorted(caps)] if caps is not None else []
+    data = {"name": name, "connected": caps is not None, "capabilities": names}
+    app.emit(data, lambda: click.echo(f"{name}: agent " + (f"connected ({', '.join(names)})" if caps is not None
+                                                           else "not connected")))

@@ -9,6 +9,7 @@ from spicectl.cli.options import TIMEOUT
 from spicectl.cli.screen import run_client, server_options
 
 MAX_SECONDS = 3600
+MAX_WAV_BYTES = 256 << 20
 
 
 @click.command("record-audio")
@@ -43,3 +44,30 @@ def record_audio(app: App, name: str, output: str, seconds: float, **opts) -> No
             "channels": playback.channels, "rate": playback.rate}
     shape = f"{playback.channels} channels, {playback.rate} Hz" if playback.started else "the guest played nothing"
     app.emit(data, lambda: app.info(f"{name}: {playback.seconds:.1f}s of audio ({shape}) saved to {path}"))
+
+
+@click.command("play-audio")
+@click.argument("name", metavar="GUEST")
+@click.argument("wav", metavar="WAV")
+@click.option("--timeout", type=TIMEOUT, default=30, show_default=True,
+              help="Seconds to wait for the guest to start recording.")
+@server_options
+@json_option
+@pass_app
+def play_audio(app: App, name: str, wav: str, timeout: float, **opts) -> None:
+    """Feed WAV (16-bit PCM) to guest GUEST's microphone, once something in the guest records.
+
+    The samples go out at the pace they play, converted to the channels and rate the guest asked for.
+    """
+    from pathlib import Path
+
+    from spicectl.files import read_bytes
+
+    data = read_bytes(Path(wav), what="WAV file", limit=MAX_WAV_BYTES)
+
+    async def work(client):
+        return await client.play_to_microphone(data, timeout=timeout)
+
+    seconds = run_client(app, name, opts, work, display=False, inputs=False)
+    app.emit({"name": name, "input": wav, "seconds": round(seconds, 3)},
+             lambda: app.info(f"{name}: {seconds:.1f}s of {wav} played into the guest's microphone"))

@@ -14,6 +14,7 @@ from spicectl.cli.options import refuse_empty
 from spicectl.errors import SpicectlError
 
 COMMANDS = {
+    "agent": ("spicectl.cli.agent:agent_status", "Whether a guest's agent is connected, and its capabilities."),
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
     "clipboard": ("spicectl.cli.agent:clipboard", "Read or set a guest's clipboard through its agent."),
@@ -29,6 +30,7 @@ COMMANDS = {
     "host": ("spicectl.cli.host:host", "Check and set up this host (and spicectl's private libvirt)."),
     "image": ("spicectl.cli.image:image", "Build, list, show and delete guest OS images made from recipes."),
     "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),
+    "play-audio": ("spicectl.cli.audio:play_audio", "Feed a WAV file to a guest's microphone."),
     "proxy": ("spicectl.cli.proxy:proxy", "Run a long-lived session proxy (WebSocket and HTTP CONNECT)."),
     "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
     "resize": ("spicectl.cli.agent:resize", "Change a guest's screen size through its agent."),

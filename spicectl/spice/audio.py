@@ -66,3 +66,30 @@ class Playback:
             out.setframerate(self.rate or 48000)
             out.writeframes(bytes(self.pcm))
         return buf.getvalue()
+
+
+def pcm_from_wav(data: bytes, channels: int, rate: int) -> bytes:
+    """A WAV file's samples as S16 PCM with `channels` and `rate` (what the guest's microphone asked for).
+
+    Mono is spread to every channel, extra channels are dropped, and other rates are resampled
+    linearly: a test tone or a recorded voice, not studio work.
+    """
+    import numpy as np
+
+    try:
+        with wave.open(io.BytesIO(data)) as wav:
+            if wav.getsampwidth() != SAMPLE_BYTES:
+                raise ProtocolError(f"the WAV file has {8 * wav.getsampwidth()}-bit samples; 16-bit PCM is needed")
+            src_channels, src_rate = wav.getnchannels(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ProtocolError(f"not a PCM WAV file ({exc})") from None
+    samples = np.frombuffer(frames, "<i2").reshape(-1, src_channels)
+    if src_rate != rate and len(samples):
+        positions = np.arange(0, len(samples) * rate // src_rate) * (src_rate / rate)
+        samples = np.stack([np.interp(positions, np.arange(len(samples)), samples[:, c])
+                            for c in range(src_channels)], axis=1).round().astype("<i2")
+    out = np.zeros((len(samples), channels), "<i2")
+    for c in range(channels):
+        out[:, c] = samples[:, min(c, src_channels - 1)]
+    return out.tobytes()

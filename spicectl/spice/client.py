@@ -414,7 +414,7 @@ class Client:
             except TimeoutError:
                 pass
 
-    async def clipboard_get(self, *, timeout: float = 30) -> str:
+    async def clipboard_get(self, *, timeout: float = 30, on_waiting: Callable[[], None] | None = None) -> str:
         """The guest's clipboard text: what the agent holds now, or else the next text copied in the guest.
 
         spice-vdagent hands over only a clipboard it has announced to a client (a grab); one taken before
@@ -439,6 +439,8 @@ class Client:
                 return data[A.CLIPBOARD_TYPE.size:].decode("utf-8", errors="replace")
             if kind != A.CLIPBOARD_NONE:
                 raise ProtocolError(f"the guest's clipboard holds type {kind}, not text")
+            if on_waiting is not None:
+                on_waiting()
 
     async def clipboard_set(self, text: str, *, timeout: float = 60,
                             on_offered: Callable[[], None] | None = None) -> None:
@@ -510,6 +512,51 @@ class Client:
             await asyncio.gather(task, return_exceptions=True)
             channel.close()
         return playback
+
+    async def play_to_microphone(self, wav: bytes, *, timeout: float = 30, chunk_ms: int = 20) -> float:
+        """Feed a WAV file to the guest's microphone once the guest records; the seconds sent.
+
+        The server asks for a format (START) when the guest opens its capture device; the samples go out
+        at the pace they play, as a microphone's would (spice-server keeps only a short buffer).
+        """
+        from spicectl.spice.audio import SAMPLE_BYTES, pcm_from_wav
+
+        if (link.RECORD, 0) not in self.channels_available:
+            raise ProtocolError("the guest has no record channel (no sound card with SPICE audio)")
+        channel = await self._open(link.RECORD, 0)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutExpired(f"the guest did not start recording within {timeout:g}s")
+                try:
+                    msg_type, body = await asyncio.wait_for(channel.read(), remaining)
+                except TimeoutError:
+                    continue
+                if msg_type == M.MSG_RECORD_START:
+                    start = W.RECORD_START.unpack(body)
+                    break
+            if start["format"] != M.AUDIO_FMT_S16:
+                raise ProtocolError(f"record channel: sample format {start['format']} is not S16")
+            channels, rate = start["channels"], start["frequency"]
+            if not (0 < channels <= 8 and 0 < rate <= 384_000):
+                raise ProtocolError(f"record channel: {channels} channels at {rate} Hz")
+            pcm = pcm_from_wav(wav, channels, rate)
+            step = channels * SAMPLE_BYTES * rate * chunk_ms // 1000
+            began = time.monotonic()
+            channel.send(M.MSGC_RECORD_MODE, W.RECORD_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_RAW))
+            channel.send(M.MSGC_RECORD_START_MARK, W.RECORD_START_MARK.pack(time=0))
+            for n, pos in enumerate(range(0, len(pcm), step)):
+                stamp = n * chunk_ms
+                channel.send(M.MSGC_RECORD_DATA, W.RECORD_PACKET.pack(time=stamp & 0xFFFFFFFF) + pcm[pos:pos + step])
+                await channel.flush()
+                ahead = began + (stamp + chunk_ms) / 1000 - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            return len(pcm) / (channels * SAMPLE_BYTES * rate)
+        finally:
+            channel.close()
 
     # --- inputs -------------------------------------------------------------------
     def _need_inputs(self) -> Connection:

@@ -296,6 +296,10 @@ PLAYBACK_PACKET = Layout("SpiceMsgPlaybackPacket", [("time", "I")])  # then the 
 PLAYBACK_MODE = Layout("SpiceMsgPlaybackMode", [("time", "I"), ("mode", "H")])
 PLAYBACK_START = Layout("SpiceMsgPlaybackStart", [("channels", "I"), ("format", "H"), ("frequency", "I"),
                                                   ("time", "I")])
+RECORD_START = Layout("SpiceMsgRecordStart", [("channels", "I"), ("format", "H"), ("frequency", "I")])
+RECORD_PACKET = Layout("SpiceMsgcRecordPacket", [("time", "I")])  # then the samples
+RECORD_MODE = Layout("SpiceMsgcRecordMode", [("time", "I"), ("mode", "H")])
+RECORD_START_MARK = Layout("SpiceMsgcRecordStartMark", [("time", "I")])
 
 # --- inputs channel ----------------------------------------------------------------------------------
 KEY_CODE = Layout("SpiceMsgcKeyCode", [("code", "I")])

@@ -238,6 +238,36 @@ def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path
 XEV_BOX = (600, 450, 300, 200)  # where the test opens xev's window (no window manager: X honours it)
 
 
+def test_a_wav_played_into_the_microphone_is_what_the_guest_records(spicectl, scene, tmp_path):
+    import base64
+    import io
+    import wave
+
+    rate = 48000
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(rate * 5) / rate) * 12000).astype("<i2")
+    source = tmp_path / "tone.wav"
+    with wave.open(str(source), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+    # a small recording (8 kHz mono) that comes back over the serial console in a few seconds
+    guest_shell(spicectl, "rm -f /tmp/mic.wav; (arecord -q -f S16_LE -c 1 -r 8000 -d 3 /tmp/mic.wav &); "
+                          "echo RECORDING", r"RECORDING\r?\n")
+    r = spicectl("play-audio", GUEST, str(source), "--json", "--timeout", "30")
+    assert r.json()["seconds"] == 5.0
+    out = guest_shell(spicectl, "while pgrep -x arecord >/dev/null; do sleep 0.2; done; echo BEGIN; "
+                                "base64 -w0 /tmp/mic.wav; echo; echo END", r"END\r?\n", timeout=120)
+    recorded = base64.b64decode(re.search(r"BEGIN\r?\n([A-Za-z0-9+/=]+)\r?\nEND", out).group(1))
+    with wave.open(io.BytesIO(recorded)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(float)
+        rate_in = wav.getframerate()
+    assert np.abs(samples).max() > 1000, "the guest recorded silence"
+    spectrum = np.abs(np.fft.rfft(samples))
+    peak = np.fft.rfftfreq(len(samples), 1 / rate_in)[spectrum.argmax()]
+    assert abs(peak - 1000) < 10, f"the guest's recording peaks at {peak:.0f} Hz"
+
+
 def test_a_mouse_move_and_click_reach_the_guest_where_they_were_aimed(spicectl, scene):
     x, y, w, h = XEV_BOX
     # xev reports every pointer event on its own window, with the root coordinates X saw
@@ -299,25 +329,26 @@ def test_resize_through_the_agent_changes_the_guests_screen(spicectl, scene, tmp
         spicectl("resize", GUEST, "1024x768", timeout=120)  # the scene's reference size, for the tests after
 
 
+def test_the_agent_reports_its_capabilities(spicectl, scene):
+    shown = spicectl("agent", GUEST, "--json").json()
+    assert shown["connected"] is True
+    assert {"monitors-config", "clipboard-by-demand", "clipboard-selection"} <= set(shown["capabilities"])
+
+
 def test_the_clipboard_goes_both_ways_through_the_agent(spicectl, scene):
-    # guest to client: the command waits for text copied in the guest (the agent offers the clipboard
-    # to a connected client only), and xclip copies once the command is connected
-    getter = popen(spicectl, "clipboard", "get", GUEST, "--json", "--timeout", "60")
+    # guest to client: the agent offers a clipboard only to a connected client, so the command says when
+    # it waits for text copied in the guest, and xclip copies then
+    getter = popen(spicectl, "clipboard", "get", GUEST, "--timeout", "60")
     try:
-        deadline = time.monotonic() + 60
-        copied = None
-        while getter.poll() is None and time.monotonic() < deadline:
-            copied = guest_shell(spicectl, "printf 'copied in the guest 42' | DISPLAY=:0 xclip -selection clipboard; "
-                                           "echo COPIED", r"COPIED\r?\n")
-            try:
-                out, err = getter.communicate(timeout=3)
-            except subprocess.TimeoutExpired:
-                continue  # copied before the command's agent was listening: copy again
-        assert copied is not None and getter.returncode == 0, getter.stderr.read() if getter.stderr else ""
-        assert json.loads(out)["text"] == "copied in the guest 42"
+        waiting = read_stderr_until(getter, "waiting up to")
+        guest_shell(spicectl, "printf 'copied in the guest 42' | DISPLAY=:0 xclip -selection clipboard; echo COPIED",
+                    r"COPIED\r?\n")
+        out, err = getter.communicate(timeout=60)
     finally:
         if getter.poll() is None:
             getter.kill()
+    assert getter.returncode == 0, waiting + err
+    assert out == "copied in the guest 42\n"
     # client to guest: the command offers the text until an application in the guest pastes it
     setter = popen(spicectl, "clipboard", "set", GUEST, "sent by spicectl 7", "--timeout", "60")
     try:

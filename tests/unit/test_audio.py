@@ -1,0 +1,61 @@
+"""Audio over SPICE: the playback channel's PCM kept as WAV, and a WAV made into what the microphone asked for."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import numpy as np
+import pytest
+
+from spicectl.errors import ProtocolError
+from spicectl.spice import messages as M
+from spicectl.spice import wire as W
+from spicectl.spice.audio import Playback, pcm_from_wav
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(samples.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def test_playback_keeps_the_pcm_and_writes_it_as_wav():
+    p = Playback()
+    p.handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_RAW))
+    p.handle(M.MSG_PLAYBACK_START, W.PLAYBACK_START.pack(channels=2, format=M.AUDIO_FMT_S16, frequency=48000,
+                                                         time=0))
+    p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + bytes(48000 * 4))
+    assert p.seconds == 1.0
+    with wave.open(io.BytesIO(p.wav())) as wav:
+        assert (wav.getnchannels(), wav.getframerate(), wav.getnframes()) == (2, 48000, 48000)
+
+
+def test_playback_refuses_codecs_and_ragged_frames():
+    with pytest.raises(ProtocolError, match="not raw PCM"):
+        Playback().handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+    p = Playback()
+    with pytest.raises(ProtocolError, match="before START"):
+        p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + bytes(4))
+    p.handle(M.MSG_PLAYBACK_START, W.PLAYBACK_START.pack(channels=2, format=M.AUDIO_FMT_S16, frequency=8000, time=0))
+    with pytest.raises(ProtocolError, match="whole"):
+        p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + bytes(3))
+
+
+def test_a_mono_wav_becomes_the_stereo_rate_the_microphone_asked_for_and_keeps_its_pitch():
+    rate = 8000
+    t = np.arange(rate) / rate
+    tone = (np.sin(2 * np.pi * 1000 * t) * 10000)[:, None]
+    pcm = np.frombuffer(pcm_from_wav(wav_bytes(tone, rate), 2, 48000), "<i2").reshape(-1, 2)
+    assert pcm.shape == (48000, 2) and (pcm[:, 0] == pcm[:, 1]).all()
+    spectrum = np.abs(np.fft.rfft(pcm[:, 0].astype(float)))
+    assert abs(np.fft.rfftfreq(len(pcm), 1 / 48000)[spectrum.argmax()] - 1000) < 2
+
+
+def test_a_file_that_is_not_16_bit_pcm_wav_is_refused():
+    with pytest.raises(ProtocolError, match="not a PCM WAV"):
+        pcm_from_wav(b"RIFFjunk", 2, 48000)
