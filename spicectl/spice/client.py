@@ -473,13 +473,8 @@ class Client:
                 parser = usbredir.Parser()
                 deadline = time.monotonic() + timeout
                 while parser.peer is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutExpired(f"usbredir channel {channel_id}: no hello within {timeout:g}s")
-                    try:
-                        msg_type, body = await asyncio.wait_for(conn.read(), remaining)
-                    except TimeoutError:
-                        continue
+                    msg_type, body = await _read_by(conn, deadline,
+                                                    f"usbredir channel {channel_id}: no hello within {timeout:g}s")
                     if msg_type == M.MSG_SPICEVMC_DATA:
                         parser.receive_data(body)
                 hellos[channel_id] = parser.peer
@@ -527,13 +522,8 @@ class Client:
         try:
             deadline = time.monotonic() + timeout
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutExpired(f"the guest did not start recording within {timeout:g}s")
-                try:
-                    msg_type, body = await asyncio.wait_for(channel.read(), remaining)
-                except TimeoutError:
-                    continue
+                msg_type, body = await _read_by(channel, deadline,
+                                                f"the guest did not start recording within {timeout:g}s")
                 if msg_type == M.MSG_RECORD_START:
                     start = W.RECORD_START.unpack(body)
                     break
@@ -626,6 +616,17 @@ class Client:
         self._buttons &= ~M.BUTTON_MASK.get(code, 0)
         ch.send(M.MSGC_INPUTS_MOUSE_RELEASE, W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
         await ch.flush()
+
+
+async def _read_by(conn: Connection, deadline: float, expired: str) -> Message:
+    """The channel's next message if it comes before `deadline` (a time.monotonic()); else `expired`."""
+    remaining = deadline - time.monotonic()
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(conn.read(), remaining)
+    except TimeoutError:
+        raise TimeoutExpired(expired) from None
 
 
 class _Timeout(TimeoutExpired):
