@@ -35,6 +35,11 @@ def parse_subject(text: str) -> x509.Name:
     return name
 
 
+def host_subject_of(der: bytes) -> str:
+    """The host-subject of a DER certificate (as a TLS handshake hands it over)."""
+    return host_subject(x509.load_der_x509_certificate(der).subject)
+
+
 def host_subject(name: x509.Name) -> str:
     """The `host-subject` string remote-viewer and spice-gtk compare with the server's subject.
 

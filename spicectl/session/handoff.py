@@ -15,19 +15,18 @@ from spicectl.session.vv import VVFile
 
 def server_identity(server: SpiceServer) -> str | None:
     """The host-subject of the guest's TLS certificate, read from a verified handshake."""
-    if not server.tls_port:
+    tls_port = server.tls_port
+    if not tls_port:
         return None
-    from cryptography import x509
+    from spicectl.pki.names import host_subject_of
+    from spicectl.spice.client import tls_context
+    from spicectl.spice.transport import open_stream
 
-    from spicectl.pki.names import host_subject
-
-    async def peek() -> bytes:
-        ctx = ssl.create_default_context(cafile=server.ca_file)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(server.host, server.tls_port, ssl=ctx, server_hostname=server.server_hostname),
-            10)
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        writer.close()
+    async def peek() -> bytes | None:
+        stream = await asyncio.wait_for(open_stream(server.host, tls_port, ssl_context=tls_context(
+            server.ca_file), server_hostname=server.server_hostname), 10)
+        der = stream.peer_certificate()
+        stream.close()
         return der
 
     try:
@@ -36,7 +35,9 @@ def server_identity(server: SpiceServer) -> str | None:
         raise ProtocolError(f"{server.name}'s TLS certificate was refused: {exc.verify_message}") from None
     except (TimeoutError, OSError) as exc:
         raise ProtocolError(f"cannot reach {server.name} at {server.host}:{server.tls_port}: {exc}") from None
-    return host_subject(x509.load_der_x509_certificate(der).subject)
+    if der is None:
+        raise ProtocolError(f"{server.name} sent no certificate")
+    return host_subject_of(der)
 
 
 def make_vv(server: SpiceServer, *, host_subject: str | None, proxy: str | None = None,

@@ -140,11 +140,9 @@ class Client:
 
     @staticmethod
     def _check_subject(der: bytes, expected: str) -> None:
-        from cryptography import x509
+        from spicectl.pki.names import host_subject_of
 
-        from spicectl.pki.names import host_subject
-
-        subject = host_subject(x509.load_der_x509_certificate(der).subject)
+        subject = host_subject_of(der)
         if subject.replace(" ", "") != expected.replace(" ", ""):
             raise ProtocolError(f"server certificate subject {subject!r} is not {expected!r}")
 

@@ -51,10 +51,12 @@ class GuestAccess:
     usbredir: bool                # the guest has usbredir channels
 
 
+GRAPHICS = "devices/graphics[@type='spice']"
+
+
 def live_graphics(dom) -> etree._Element | None:
     """The live SPICE <graphics> element of a domain, or None if it has no SPICE display."""
-    tree = etree.fromstring(dom.XMLDesc(0).encode())
-    return tree.find("devices/graphics[@type='spice']")
+    return etree.fromstring(dom.XMLDesc(0).encode()).find(GRAPHICS)
 
 
 def read_listen(graphics: etree._Element) -> SpiceListen:
@@ -73,10 +75,6 @@ def spice_listen(dom) -> SpiceListen | None:
     return None if graphics is None else read_listen(graphics)
 
 
-def has_usbredir(dom) -> bool:
-    return etree.fromstring(dom.XMLDesc(0).encode()).find("devices/redirdev") is not None
-
-
 def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = False,
                  state_dir: Path | None = None) -> GuestAccess:
     """Look the guest up, set a fresh ticket, and say where a client connects from here.
@@ -89,14 +87,16 @@ def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = Fals
     dom = lifecycle.lookup(hv, name)
     if not lifecycle.is_running(dom):
         raise NotFound(f"{name} is not running", hint=f"spicectl vm start {name}")
-    listen = spice_listen(dom)
-    if listen is None:
+    live = etree.fromstring(dom.XMLDesc(0).encode())  # read once: the listen address and the usbredir devices
+    graphics = live.find(GRAPHICS)
+    if graphics is None:
         raise NotFound(f"{name} has no SPICE display")
+    listen = read_listen(graphics)
     tls_port = None if plain else listen.tls_port
     if tls_port is None and listen.port is None:
         raise NotFound(f"{name} has no SPICE port open")
     if tls_port is None and not plain:
-        raise InvalidInput(f"{name} serves SPICE without TLS", hint="add --insecure to connect in the clear")
+        raise InvalidInput(f"{name} serves SPICE without TLS", hint="add --plain-port to connect in the clear")
     host = listen.connect_host
     if not hv.location.local:
         remote = urlsplit(hv.location.uri).hostname
@@ -108,7 +108,7 @@ def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = Fals
     subject = _embedded_subject(state_dir) if hv.location.embedded and tls_port and state_dir else None
     ticket = set_ticket(dom, ttl)
     return GuestAccess(name, host, listen.port, tls_port, ticket.password, ticket.as_dict()["valid_to"], subject,
-                       has_usbredir(dom))
+                       live.find("devices/redirdev") is not None)
 
 
 def _embedded_subject(state_dir: Path) -> str | None:
