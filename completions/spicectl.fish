@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert clipboard completion connect console host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -49,6 +49,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'clipboard' -d 'Read or
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'console' -d 'Open guest NAME'\''s serial console through libvirt (as...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'copy-to' -d 'Copy FILEs into guest GUEST through its agent, as...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS images built from recipes (images/*.toml, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
@@ -199,6 +200,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "console"' -l expect -r -d 'Re
 complete -c spicectl -n 'test (__spicectl_path) = "console"' -l retry-every -r -d 'Send TEXT again every SECONDS until REGEX matches (a console'
 complete -c spicectl -n 'test (__spicectl_path) = "console"' -l send -r -d 'Type TEXT on the console (\n is Enter), then read.'
 complete -c spicectl -n 'test (__spicectl_path) = "console"' -l timeout -r -d 'Seconds --expect may wait.'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "copy-to"' -l timeout -r -d 'Seconds to wait for the guest to accept, and then to save, e'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'check' -d 'Check QEMU (with SPICE), libvirt, KVM or TCG, SPICE TLS...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'setup' -d 'Set up spicectl'\''s private libvirt: CA, SPICE TLS server...'
 complete -c spicectl -n 'test (__spicectl_path) = "host"' -a 'stop' -d 'Shut down every guest of spicectl'\''s private libvirt...'

@@ -46,3 +46,22 @@ def read_text(path: Path, what: str, limit: int = LIMIT) -> str:
         return read_bytes(path, what, limit).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{what} {path} is not UTF-8 text") from None
+
+
+def open_regular(path: Path, what: str):
+    """A regular file opened for reading (binary), for content too large to read whole; its size is fstat's."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"no {what} at {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InvalidInput(f"{what} {path} is {kind}")
+    return os.fdopen(fd, "rb")

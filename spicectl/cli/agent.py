@@ -123,3 +123,40 @@ def agent_status(app: App, name: str, **opts) -> None:
     data = {"name": name, "connected": caps is not None, "capabilities": names}
     app.emit(data, lambda: click.echo(f"{name}: agent " + (f"connected ({', '.join(names)})" if caps is not None
                                                            else "not connected")))
+
+
+@click.command("copy-to")
+@click.argument("name", metavar="GUEST")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+@click.option("--timeout", type=TIMEOUT, default=60, show_default=True,
+              help="Seconds to wait for the guest to accept, and then to save, each file.")
+@server_options
+@json_option
+@pass_app
+def copy_to(app: App, name: str, files: tuple[str, ...], timeout: float, **opts) -> None:
+    """Copy FILEs into guest GUEST through its agent, as dropping them on a viewer window does.
+
+    The guest's agent (spice-vdagent) saves them in its session's save folder: the desktop or the
+    downloads folder, or the folder its `-f` option names; a name that exists there gets " (1)".
+    Returns once the agent has saved every file (exit 7 with its reason if it refuses one).
+    """
+    from pathlib import Path
+
+    from spicectl.files import open_regular
+
+    for file in files:  # a bad path is an error before any guest is asked
+        open_regular(Path(file), "file").close()
+    with app.progress() as progress:
+        def step(file: str, sent: int, size: int) -> None:
+            progress(f"{name}: {file} {sent * 100 // max(size, 1)}% ({sent >> 10} of {size >> 10} KiB)")
+
+        async def work(client):
+            return await client.copy_to([Path(f) for f in files], timeout=timeout, on_progress=step)
+
+        copied = run_client(app, name, opts, work, display=False, inputs=False)
+
+    def human() -> None:
+        for c in copied:
+            app.info(f"{name}: copied {c['file']} ({c['size']} bytes)")
+
+    app.emit({"name": name, "files": copied}, human)

@@ -27,6 +27,7 @@ COMMANDS = {
         "spicectl.cli.console:console",
         "A guest's serial console: interactive, or scripted with --send/--expect.",
     ),
+    "copy-to": ("spicectl.cli.agent:copy_to", "Copy files into a guest through its agent."),
     "host": ("spicectl.cli.host:host", "Check and set up this host (and spicectl's private libvirt)."),
     "image": ("spicectl.cli.image:image", "Build, list, show and delete guest OS images made from recipes."),
     "mouse": ("spicectl.cli.screen:mouse", "Move the pointer and click on a guest."),

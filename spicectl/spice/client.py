@@ -13,10 +13,11 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spicectl.errors import ProtocolError, TimeoutExpired
+from spicectl.errors import InvalidInput, ProtocolError, TimeoutExpired
 from spicectl.spice import agent as A
 from spicectl.spice import link, usbredir
 from spicectl.spice import messages as M
@@ -357,6 +358,8 @@ class Client:
         log.debug("agent: message %d (%d bytes) to the guest", msg_type, len(body))
         for chunk in AgentStream.chunks(msg_type, body):
             while self._agent_tokens <= 0:
+                # what is queued must go out first: the server returns tokens as the guest takes chunks
+                await self.main.flush()
                 self._agent_token.clear()
                 await self._wait(self._agent_token, "the agent to take more data", timeout=30)
             self._agent_tokens -= 1
@@ -456,6 +459,81 @@ class Client:
                                                "something in the guest to paste the clipboard")
         data = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT) + text.encode()
         await self._agent_send(A.CLIPBOARD, A.with_selection(caps, data))
+
+    async def copy_to(self, paths: Sequence[Path], *, timeout: float = 60,
+                      on_progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+        """Send files to the guest's agent, one after the other, as a viewer's drag and drop does.
+
+        The agent saves each in its session's save folder (the desktop or downloads folder, or what
+        `spice-vdagent -f` names), adding " (1)" to a name that exists. Every file is opened before the
+        first byte goes, so a bad path sends nothing. `on_progress(name, sent, size)` follows each file.
+        """
+        import os
+
+        from spicectl.files import open_regular
+
+        caps = await self.agent_start()
+        if A.CAP_FILE_XFER_DISABLED in caps:
+            raise ProtocolError("file transfer is disabled in the guest's agent")
+        opened = []
+        try:
+            for path in paths:
+                opened.append((Path(path), open_regular(Path(path), "file")))
+            done = []
+            for xfer_id, (path, fh) in enumerate(opened, start=1):
+                size = os.fstat(fh.fileno()).st_size
+                try:
+                    start = A.xfer_start(xfer_id, path.name, size)
+                except ValueError as exc:
+                    raise InvalidInput(str(exc)) from None
+                await self._agent_send(A.FILE_XFER_START, start)
+                await self._xfer_expect(xfer_id, A.XFER_CAN_SEND_DATA, timeout, f"the guest to accept {path.name}")
+                sent = 0
+                while True:
+                    chunk = fh.read(A.XFER_CHUNK)
+                    # the agent writes as it receives: an empty file still needs one (empty) DATA message
+                    if chunk or sent == 0:
+                        self._xfer_check(xfer_id)
+                        await self._agent_send(A.FILE_XFER_DATA, A.xfer_data(xfer_id, chunk))
+                        sent += len(chunk)
+                        if on_progress is not None:
+                            on_progress(path.name, sent, size)
+                    if not chunk or sent >= size:
+                        break
+                if sent != size:
+                    raise ProtocolError(f"{path} changed size while it was sent ({sent} of {size} bytes)")
+                await self._xfer_expect(xfer_id, A.XFER_SUCCESS, timeout, f"the guest to save {path.name}")
+                done.append({"file": str(path), "name": path.name, "size": size})
+            return done
+        finally:
+            for _path, fh in opened:
+                fh.close()
+
+    def _xfer_check(self, xfer_id: int) -> None:
+        """A status the agent sent while data was going out ends the transfer (cancel, error, no space)."""
+        while not self._agent_inbox.empty():
+            msg_type, body = self._agent_inbox.get_nowait()
+            if msg_type == A.FILE_XFER_STATUS:
+                got_id, _result, problem = A.xfer_status(body)
+                if got_id == xfer_id and problem:
+                    raise ProtocolError(f"copying to the guest failed: {problem}")
+
+    async def _xfer_expect(self, xfer_id: int, wanted: int, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            _type, body = await self._agent_expect({A.FILE_XFER_STATUS}, max(0.0, deadline - time.monotonic()), what)
+            got_id, result, problem = A.xfer_status(body)
+            if got_id != xfer_id:
+                continue
+            if result == A.XFER_DISABLED:
+                raise ProtocolError(f"copying to the guest failed: {problem}",
+                                    hint="spice-vdagent disables it when the guest user has no Downloads or "
+                                         "Desktop folder (xdg-user-dirs-update makes them) and no -f FOLDER")
+            if problem:
+                raise ProtocolError(f"copying to the guest failed: {problem}")
+            if result == wanted:
+                return
+            raise ProtocolError(f"the guest's agent answered status {result} out of turn")
 
     # --- USB redirection ------------------------------------------------------------
     async def usbredir_hellos(self, *, timeout: float = 15) -> dict[int, usbredir.Hello]:

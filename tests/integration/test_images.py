@@ -367,6 +367,35 @@ def test_the_clipboard_goes_both_ways_through_the_agent(spicectl, scene):
     assert setter.returncode == 0, err
 
 
+def downloads(spicectl) -> dict[str, str]:
+    """The guest user's Downloads folder: file name -> sha256 (names sent hex-encoded: the console is ASCII)."""
+    out = guest_shell(spicectl, "cd /root/Downloads && for f in *; do [ -f \"$f\" ] && echo \"FILE $(sha256sum < "
+                                "\"$f\" | cut -c1-64) $(printf %s \"$f\" | od -An -tx1 | tr -d ' \\n')\"; done; "
+                                "echo LIST-DONE", r"LIST-DONE\r?\n")
+    found = re.findall(r"^FILE ([0-9a-f]{64}) ([0-9a-f]*)\r?$", out, re.M)
+    return {bytes.fromhex(name).decode(): digest for digest, name in found}
+
+
+def test_files_copied_in_arrive_whole_in_the_guest_users_downloads(spicectl, scene, tmp_path):
+    import hashlib
+
+    big = tmp_path / "payload.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    empty = tmp_path / "empty file.txt"
+    empty.write_bytes(b"")
+    odd = tmp_path / "naïve \\ name.txt"
+    odd.write_text("spicectl copy-to\n")
+    r = spicectl("copy-to", GUEST, str(big), str(empty), str(odd), "--json", timeout=300)
+    assert [(f["name"], f["size"]) for f in r.json()["files"]] == [
+        ("payload.bin", 3 << 20), ("empty file.txt", 0), (odd.name, 17)]
+    there = downloads(spicectl)
+    for path in (big, empty, odd):
+        assert there.get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest(), (path.name, there)
+    # a name that exists in the guest gets " (1)", as the agent does for a viewer's drop
+    spicectl("copy-to", GUEST, str(odd), timeout=120)
+    assert downloads(spicectl).get("naïve \\ name (1).txt") == there[odd.name]
+
+
 def test_deleting_the_guest_keeps_the_base_image(spicectl, desktop_image):
     name = "scratch"
     spicectl("vm", "create", name, "--image", "debian-desktop", "--virt-type", "qemu", "--no-start")
