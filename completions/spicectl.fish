@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -45,6 +45,7 @@ complete -c spicectl -f
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'agent' -d 'Whether guest GUEST'\''s agent (spice-vdagent) is connected,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ca' -d 'Create and show spicectl'\''s certificate authority.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'cert' -d 'Issue, list, show, verify and renew TLS certificates.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'channels' -d 'List the SPICE channels guest GUEST'\''s server offers.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'clipboard' -d 'Read or set a guest'\''s clipboard through its agent (UTF-8...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'completion' -d 'Print the completion script for SHELL (bash, zsh or fish).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
@@ -157,6 +158,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l json -d 'Pri
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -l host -r -d 'Also check that the SANs cover NAME (a DNS name or IP).'
 complete -c spicectl -n 'test (__spicectl_path) = "cert verify"' -F
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "channels"' -l timeout -r -d 'Seconds to wait for each port channel'\''s init.'
 complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -a 'get' -d 'Print guest GUEST'\''s clipboard text.'
 complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -a 'set' -d 'Offer TEXT as guest GUEST'\''s clipboard, until something in...'
 complete -c spicectl -n 'test (__spicectl_path) = "clipboard"' -l help -d 'Show this message and exit.'

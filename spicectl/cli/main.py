@@ -17,6 +17,7 @@ COMMANDS = {
     "agent": ("spicectl.cli.agent:agent_status", "Whether a guest's agent is connected, and its capabilities."),
     "ca": ("spicectl.cli.ca:ca", "Create and show spicectl's certificate authority."),
     "cert": ("spicectl.cli.cert:cert", "Issue, list, show, verify and renew TLS certificates."),
+    "channels": ("spicectl.cli.channels:channels", "List the SPICE channels a guest offers, with its ports."),
     "clipboard": ("spicectl.cli.agent:clipboard", "Read or set a guest's clipboard through its agent."),
     "completion": ("spicectl.cli.completion:completion", "Print shell completion for bash, zsh or fish."),
     "connect": (

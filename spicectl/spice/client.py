@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from spicectl.errors import InvalidInput, ProtocolError, TimeoutExpired
 from spicectl.spice import agent as A
-from spicectl.spice import link, usbredir
+from spicectl.spice import link, port, usbredir
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.agent import AgentStream
@@ -27,6 +27,7 @@ from spicectl.spice.channel import Message
 from spicectl.spice.cursor import Cursor
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
+from spicectl.spice.port import PortState
 from spicectl.spice.transport import Connection, Transport, open_stream
 from spicectl.spice.transport import link as link_over
 from spicectl.spice.wire import caps_bits
@@ -534,6 +535,24 @@ class Client:
             if result == wanted:
                 return
             raise ProtocolError(f"the guest's agent answered status {result} out of turn")
+
+    # --- port channels ---------------------------------------------------------------
+    async def ports(self, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
+        """Link each port and WebDAV channel; its name and whether the guest holds it open."""
+        found: dict[tuple[int, int], PortState] = {}
+        for key in sorted(k for k in self.channels_available if k[0] in (link.PORT, link.WEBDAV)):
+            conn = await self._open(*key)
+            try:
+                deadline = time.monotonic() + timeout
+                while True:
+                    msg_type, body = await _read_by(conn, deadline, f"{link.CHANNEL_NAMES[key[0]]} channel {key[1]}: "
+                                                                    f"no port init within {timeout:g}s")
+                    if msg_type == M.MSG_PORT_INIT:
+                        found[key] = port.read_init(body)
+                        break
+            finally:
+                conn.close()
+        return found
 
     # --- USB redirection ------------------------------------------------------------
     async def usbredir_hellos(self, *, timeout: float = 15) -> dict[int, usbredir.Hello]:

@@ -52,6 +52,10 @@ CURSOR_TYPE_ALPHA, CURSOR_TYPE_MONO, CURSOR_TYPE_COLOR4, CURSOR_TYPE_COLOR8, CUR
 # spicevmc channels (usbredir, smartcard, ports): a byte stream in DATA messages
 MSG_SPICEVMC_DATA, MSG_SPICEVMC_COMPRESSED_DATA = 101, 102
 MSGC_SPICEVMC_DATA = 101
+# Port channels (named virtio-serial ports; the WebDAV one has its own channel type): spicevmc plus these
+MSG_PORT_INIT, MSG_PORT_EVENT = 201, 202
+MSGC_PORT_EVENT = 201
+PORT_EVENT_OPENED, PORT_EVENT_CLOSED, PORT_EVENT_BREAK = 0, 1, 2
 
 # Playback channel (the guest's speakers), server → client
 MSG_PLAYBACK_DATA, MSG_PLAYBACK_MODE, MSG_PLAYBACK_START, MSG_PLAYBACK_STOP, MSG_PLAYBACK_VOLUME, \

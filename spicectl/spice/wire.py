@@ -204,6 +204,9 @@ MAIN_INIT = Layout("SpiceMsgMainInit", [
 CHANNEL_ID = Layout("SpiceChannelId", [("type", "B"), ("id", "B")])
 CHANNELS_LIST = Struct("SpiceMsgChannels", [("channels", Counted("SpiceMsgChannels", "I", CHANNEL_ID,
                                                                   limit=MAX_CHANNELS))])
+# the port's name sits after the fixed part, at name_offset from the message start, NUL included in name_size
+PORT_INIT = Layout("SpiceMsgPortInit", [("name_size", "I"), ("name_offset", "I"), ("opened", "B")])
+PORT_EVENT = Layout("SpiceMsgPortEvent", [("event", "B")])
 AGENT_TOKENS = Layout("SpiceMsgMainAgentTokens", [("num_tokens", "I")])  # also AGENT_START's body
 MAIN_MOUSE_MODE = Layout("SpiceMsgMainMouseMode", [("supported_modes", "H"), ("current_mode", "H")])
 MOUSE_MODE_REQUEST = Layout("SpiceMsgcMainMouseModeRequest", [("mode", "H")])

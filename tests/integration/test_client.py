@@ -188,3 +188,9 @@ def test_the_library_client_sees_the_guest_without_the_cli(spicectl, menu_guest)
 
 def test_a_guest_without_usbredir_channels_reports_none(spicectl, menu_guest):
     assert spicectl("usb", "status", menu_guest, "--json").json()["channels"] == []
+
+
+def test_a_guest_without_folder_sharing_lists_no_port_channels(spicectl, menu_guest):
+    listed = spicectl("channels", menu_guest, "--json").json()["channels"]
+    assert {c["type"] for c in listed} >= {"main", "display", "inputs", "cursor"}
+    assert not [c for c in listed if c["type"] in ("port", "webdav")]

@@ -86,7 +86,8 @@ def scene(spicectl, desktop_image):
     # auto_glz, as on a real network: QUIC for the photographic parts, GLZ for the rest; and every
     # region that keeps changing becomes an MJPEG video stream
     spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=static",
-             "--image-compression", "auto_glz", "--streaming", "all", "--virt-type", "qemu", "--wait")
+             "--image-compression", "auto_glz", "--streaming", "all", "--folder-sharing", "--virt-type", "qemu",
+             "--wait")
     wait_for_desktop(spicectl, GUEST)
     yield GUEST
     spicectl("vm", "delete", GUEST, check=False)
@@ -108,7 +109,8 @@ def test_the_desktop_guest_reports_qxl_agent_audio_and_usb(spicectl, scene):
     assert seen["xorg_driver"] == "qxl"
     assert seen["screen"] == "1024x768"
     assert seen["vdagentd"] == "active" and seen["vdagent"] == "running"
-    assert "com.redhat.spice.0" in seen["virtio_port"].split(",")
+    assert {"com.redhat.spice.0", "org.spice-space.webdav.0"} <= set(seen["virtio_port"].split(","))
+    assert seen["webdavd"] == "active"
     assert seen["sound"]  # the HDA card, as ALSA names it
     controllers = seen["usb_controllers"].split(",")
     assert "ehci-pci" in controllers and "uhci_hcd" in controllers
@@ -327,6 +329,16 @@ def test_resize_through_the_agent_changes_the_guests_screen(spicectl, scene, tmp
         assert Image.open(shot).size == (1280, 800)
     finally:
         spicectl("resize", GUEST, "1024x768", timeout=120)  # the scene's reference size, for the tests after
+
+
+def test_channels_lists_the_servers_channels_and_the_webdav_port_the_guest_opened(spicectl, scene):
+    listed = spicectl("channels", GUEST, "--json").json()["channels"]
+    kinds = {(c["type"], c["id"]) for c in listed}
+    assert {("main", 0), ("display", 0), ("inputs", 0), ("cursor", 0), ("playback", 0), ("record", 0),
+            ("usbredir", 0), ("usbredir", 1)} <= kinds
+    webdav = [c for c in listed if c["type"] == "webdav"]
+    # spice-webdavd holds the port open in the guest
+    assert webdav == [{"type": "webdav", "id": 0, "port": "org.spice-space.webdav.0", "opened": True}]
 
 
 def test_the_agent_reports_its_capabilities(spicectl, scene):
