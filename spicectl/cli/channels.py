@@ -29,7 +29,8 @@ def channels(app: App, name: str, timeout: float, **opts) -> None:
 
     available, ports = run_client(app, name, opts, work, display=False, inputs=False)
     rows = []
-    for kind, cid in sorted(available):
+    # the server lists the channels besides main, which this command came through
+    for kind, cid in sorted(available | {(link.MAIN, 0)}):
         row: dict = {"type": link.CHANNEL_NAMES.get(kind, str(kind)), "id": cid}
         if (kind, cid) in ports:
             row.update(port=ports[kind, cid].name, opened=ports[kind, cid].opened)
