@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -64,6 +64,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ticket' -d 'Set a fresh random SPICE ticket on guest NAME, valid for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'type' -d 'Type TEXT on guest NAME (US keyboard layout); "\n"...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'usb' -d 'USB redirection over SPICE (usbredir).'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'view' -d 'Show guest GUEST'\''s screen in a window, with its keyboard...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed) or...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
@@ -191,6 +192,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show th
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l builtin -d 'Use spicectl'\''s own client for this session.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l view -d 'With --builtin: show the session in spicectl'\''s viewer window'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l viewer -d 'Start remote-viewer on a 0600 .vv file (default when remote-'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l ca-file -r -d 'CA of the guest'\''s SPICE certificate (default: spicectl'\''s CA)'
@@ -355,6 +357,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l ca-file -r -d
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l timeout -r -d 'Seconds to wait for each hello.'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l close-after -r -d 'Close the window after SECONDS (for scripts: with --json, wh'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'

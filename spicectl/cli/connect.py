@@ -24,12 +24,14 @@ from spicectl.cli.app import App, json_option, pass_app
     "--token-ttl", type=int, default=60, show_default=True, help="Seconds the proxy token may start a session."
 )
 @click.option("--screenshot", metavar="PNG", help="With --builtin: save a screenshot taken through the session.")
+@click.option("--view", is_flag=True, help="With --builtin: show the session in spicectl's viewer window "
+              "(as `spicectl view`).")
 @click.option("--ca-file", metavar="PEM", help="CA of the guest's SPICE certificate (default: spicectl's CA).")
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
 @json_option
 @pass_app
 def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: str | None, proxy_url: str | None,
-            listen: str, ttl: int, token_ttl: int, screenshot: str | None, ca_file: str | None,
+            listen: str, ttl: int, token_ttl: int, screenshot: str | None, view: bool, ca_file: str | None,
             html5_dir: str | None) -> None:
     """Open a session to guest NAME with a fresh one-time ticket (default TTL 30 s).
 
@@ -40,6 +42,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     spicectl connect web --proxy http-connect --vv web.vv   # remote-viewer through an HTTP CONNECT proxy
     spicectl connect web --proxy-url http://gw:3128 --proxy http-connect --vv web.vv  # via `proxy serve`
     spicectl connect web --builtin --screenshot web.png [--proxy ws]
+    spicectl connect web --builtin --view --proxy http-connect   # spicectl's window, through a proxy
     """
     import os
     import shutil
@@ -50,8 +53,10 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     from spicectl.session.server import from_access
     from spicectl.virt.child import fetch_access
 
-    if screenshot and mode != "builtin":
-        raise click.UsageError("--screenshot goes with --builtin")
+    if (screenshot or view) and mode != "builtin":
+        raise click.UsageError("--screenshot and --view go with --builtin")
+    if screenshot and view:
+        raise click.UsageError("--screenshot or --view, not both")
     if mode is None and not vv_path and not proxy:
         has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         if shutil.which("remote-viewer") and has_display:
@@ -72,7 +77,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     from spicectl.session import runner
 
     request = runner.SessionRequest(mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
-                                    listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot,
+                                    listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot, view=view,
                                     html5_dir=html5_dir, usbredir=access.usbredir)
     if proxy:
         app.proxy_logging()

@@ -43,6 +43,7 @@ COMMANDS = {
     "wait-screen": ("spicectl.cli.screen:wait_screen", "Wait until a guest's screen changes or matches a reference."),
     "ticket": ("spicectl.cli.ticket:ticket", "Set a fresh one-time SPICE ticket on a running guest."),
     "usb": ("spicectl.cli.usb:usb", "USB redirection over SPICE: what each usbredir channel reports."),
+    "view": ("spicectl.cli.view:view", "Show a guest's screen in a window of spicectl's own."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }
 

@@ -27,6 +27,7 @@ class SessionRequest:
     listen: tuple[str, int] = ("127.0.0.1", 0)
     token_ttl: int = 60
     screenshot: str | None = None      # with mode "builtin"
+    view: bool = False                 # with mode "builtin": a viewer window instead of a screenshot
     html5_dir: str | None = None
     usbredir: bool = False
 
@@ -80,7 +81,7 @@ def run(server: SpiceServer, request: SessionRequest, *, state_dir: Path, out: S
     identity = None if r.mode == "builtin" else server.host_subject or server_identity(server)
     if r.proxy is None:
         if r.mode == "builtin":
-            return _builtin(server, None, r.screenshot)
+            return _builtin(server, None, r)
         vvfile = make_vv(server, host_subject=identity, usbredir=r.usbredir)
         path = _write_vv(out, vvfile, r.vv_path)  # viewer without --vv: a private temporary file
         if path is None:
@@ -111,14 +112,14 @@ def _external(out: SessionOutput, signer, server: SpiceServer, r: SessionRequest
     token, grant = _mint(signer, server, r.proxy, r.token_ttl)
     if r.proxy == "ws":
         if r.mode == "builtin":
-            return _builtin(server, _ws_opener(phost, pport, token, scheme == "https", server), r.screenshot)
+            return _builtin(server, _ws_opener(phost, pport, token, scheme == "https", server), r)
         url = html5_url(r.proxy_url, token, server.password)
         out.announce({"name": server.name, "url": url, "expires": grant.expires}, url)
         return None
     if scheme != "http":
         raise InvalidInput("remote-viewer's proxy= speaks plain HTTP CONNECT: use an http:// --proxy-url")
     if r.mode == "builtin":
-        return _builtin(server, _connect_opener(phost, pport, token, server), r.screenshot)
+        return _builtin(server, _connect_opener(phost, pport, token, server), r)
     vvfile = make_vv(server, host_subject=identity, proxy=f"http://spicectl:{token}@{phost}:{pport}",
                      usbredir=r.usbredir)
     path = _write_vv(out, vvfile, r.vv_path)
@@ -151,20 +152,26 @@ def _connect_opener(host, port, token, server):
                           server_hostname=server.server_hostname)
 
 
-def _builtin(server: SpiceServer, opener, screenshot: str | None) -> dict:
-    return asyncio.run(_builtin_async(server, opener, screenshot))
+def _builtin(server: SpiceServer, opener, r: SessionRequest) -> dict:
+    return asyncio.run(_builtin_async(server, opener, r))
 
 
-async def _builtin_async(server: SpiceServer, opener, screenshot: str | None) -> dict:
+async def _builtin_async(server: SpiceServer, opener, r: SessionRequest) -> dict:
     # Through a proxy the opener supplies each channel's stream (the WebSocket proxy holds the TLS to
     # the guest; through CONNECT the opener runs TLS end to end).
-    client = server.client(opener=opener)
-    await client.connect(inputs=False)
+    client = server.client(opener=opener, allow_partial=r.view)
+    await client.connect(inputs=r.view)
     try:
+        if r.view:
+            from spicectl.session.viewer import view
+
+            stats = await view(client, f"{server.name} (spicectl)")
+            return {"name": server.name, "mode": "builtin", "view": True, "seconds": round(stats.seconds, 1),
+                    "frames_drawn": stats.frames_drawn}
         image = await client.screenshot()
     finally:
         await client.close()
-    return _builtin_result(server, image, screenshot)
+    return _builtin_result(server, image, r.screenshot)
 
 
 def _builtin_result(server, image, screenshot) -> dict:
@@ -197,7 +204,7 @@ async def _local(out: SessionOutput, signer, server: SpiceServer, r: SessionRequ
     try:
         if r.proxy == "ws":
             if r.mode == "builtin":
-                result = await _builtin_async(server, _ws_opener(host, port, token, False, server), r.screenshot)
+                result = await _builtin_async(server, _ws_opener(host, port, token, False, server), r)
                 await asyncio.sleep(0)  # let the proxy log the session
             else:
                 url = html5_url(f"http://{host}:{port}", token, server.password)
@@ -206,7 +213,7 @@ async def _local(out: SessionOutput, signer, server: SpiceServer, r: SessionRequ
                 await _wait_session(proxy, grant)
         else:
             if r.mode == "builtin":
-                result = await _builtin_async(server, _connect_opener(host, port, token, server), r.screenshot)
+                result = await _builtin_async(server, _connect_opener(host, port, token, server), r)
             else:
                 vvfile = make_vv(server, host_subject=identity, proxy=f"http://spicectl:{token}@{host}:{port}",
                                  usbredir=r.usbredir)

@@ -103,6 +103,7 @@ class Client:
         self._agent_token = asyncio.Event()
         self._agent_caps_known = asyncio.Event()
         self._agent_inbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=AGENT_WINDOW * 4)
+        self._offered_text: str | None = None
 
     # --- connection -----------------------------------------------------------------
     async def _open_transport(self, channel_type: int) -> Transport:
@@ -303,6 +304,12 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), max(0.01, wait))
             except TimeoutError:
                 pass
+
+    async def display_changed(self) -> None:
+        """Wait for display messages that arrived since the last call (raises what ended the client)."""
+        await self._changed.wait()
+        self._changed.clear()
+        self._raise_if_failed()
 
     def _check_complete(self) -> None:
         missing = self.display.warnings | (self.cursor.warnings if self.cursor is not None else set())
@@ -536,6 +543,33 @@ class Client:
                 return
             raise ProtocolError(f"the guest's agent answered status {result} out of turn")
 
+    async def clipboard_sync(self, on_guest_text: Callable[[str], None]) -> None:
+        """Run until cancelled, as a viewer does: text copied in the guest goes to `on_guest_text`, and
+        the guest's pastes get what `clipboard_offer` offered last."""
+        caps = await self.agent_start()
+        text_type = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT)
+        while True:
+            msg_type, body = await self._agent_inbox.get()
+            if msg_type not in (A.CLIPBOARD_GRAB, A.CLIPBOARD, A.CLIPBOARD_REQUEST):
+                continue
+            _selection, data = A.without_selection(caps, body)
+            if msg_type == A.CLIPBOARD_GRAB:
+                offered = {int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)}
+                if A.CLIPBOARD_UTF8_TEXT in offered:
+                    await self._agent_send(A.CLIPBOARD_REQUEST, A.with_selection(caps, text_type))
+            elif msg_type == A.CLIPBOARD:
+                if A.CLIPBOARD_TYPE.unpack(data)["type"] == A.CLIPBOARD_UTF8_TEXT:
+                    on_guest_text(data[A.CLIPBOARD_TYPE.size:].decode("utf-8", errors="replace"))
+            elif self._offered_text is not None:
+                await self._agent_send(A.CLIPBOARD, A.with_selection(caps, text_type + self._offered_text.encode()))
+
+    async def clipboard_offer(self, text: str) -> None:
+        """Take the guest's clipboard with `text`; clipboard_sync hands it over when the guest pastes."""
+        caps = await self.agent_start()
+        self._offered_text = text
+        await self._agent_send(A.CLIPBOARD_GRAB, A.with_selection(caps, A.CLIPBOARD_TYPE.pack(
+            type=A.CLIPBOARD_UTF8_TEXT)))
+
     # --- port channels ---------------------------------------------------------------
     async def ports(self, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
         """Link each port and WebDAV channel; its name and whether the guest holds it open."""
@@ -701,15 +735,21 @@ class Client:
         await ch.flush()
 
     async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
+        await self.mouse_button(button, True)
+        await asyncio.sleep(hold)
+        await self.mouse_button(button, False)
+
+    async def mouse_button(self, button: str, down: bool) -> None:
+        """Press or release 'left', 'middle', 'right', or the wheel's 'up'/'down'."""
         ch = self._need_inputs()
         code = {"left": M.BUTTON_LEFT, "middle": M.BUTTON_MIDDLE, "right": M.BUTTON_RIGHT,
                 "up": M.BUTTON_UP, "down": M.BUTTON_DOWN}[button]
-        self._buttons |= M.BUTTON_MASK.get(code, 0)
-        ch.send(M.MSGC_INPUTS_MOUSE_PRESS, W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
-        await ch.flush()
-        await asyncio.sleep(hold)
-        self._buttons &= ~M.BUTTON_MASK.get(code, 0)
-        ch.send(M.MSGC_INPUTS_MOUSE_RELEASE, W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
+        if down:
+            self._buttons |= M.BUTTON_MASK.get(code, 0)
+        else:
+            self._buttons &= ~M.BUTTON_MASK.get(code, 0)
+        ch.send(M.MSGC_INPUTS_MOUSE_PRESS if down else M.MSGC_INPUTS_MOUSE_RELEASE,
+                W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
         await ch.flush()
 
 

@@ -49,6 +49,26 @@ for _plain, _shifted, _name in zip(_UNSHIFTED, _SHIFTED, _NAMES, strict=True):
 CHARS.update({" ": (KEYS["space"], False), "\n": (KEYS["enter"], False), "\t": (KEYS["tab"], False)})
 
 
+# Linux input (evdev) key codes, as an X server with evdev keycodes reports them (X keycode - 8): the
+# first 88 are the set 1 scancodes themselves; these others are extended keys
+_EVDEV_EXTENDED = {
+    96: 0x1C, 97: 0x1D, 98: 0x35, 99: 0x37, 100: 0x38, 102: 0x47, 103: 0x48, 104: 0x49, 105: 0x4B,
+    106: 0x4D, 107: 0x4F, 108: 0x50, 109: 0x51, 110: 0x52, 111: 0x53, 125: 0x5B, 126: 0x5C, 127: 0x5D,
+}
+_EVDEV_PLAIN = {86: 0x56, 87: 0x57, 88: 0x58}  # 102nd key, F11, F12
+
+
+def scancode_from_evdev(code: int) -> int | None:
+    """The set 1 scancode (EXTENDED-flagged) of a Linux key code; None for keys a PC keyboard lacks."""
+    if 1 <= code <= 83:
+        return code
+    if code in _EVDEV_PLAIN:
+        return _EVDEV_PLAIN[code]
+    if code in _EVDEV_EXTENDED:
+        return EXTENDED | _EVDEV_EXTENDED[code]
+    return None
+
+
 def make_code(scancode: int) -> int:
     if scancode & EXTENDED:
         return 0xE0 | ((scancode & 0xFF) << 8)

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, require_binary
-from tests.integration.conftest import SPICECTL, grab_x, kill, libvirt_screenshot, popen, read_stderr_until
+from tests.integration.conftest import SPICECTL, finish, grab_x, kill, libvirt_screenshot, popen, read_stderr_until
 
 pytestmark = pytest.mark.integration
 GUEST = "scene"
@@ -302,6 +302,60 @@ def test_a_mouse_move_and_click_reach_the_guest_where_they_were_aimed(spicectl, 
     assert any(abs(px - aim[0]) <= 1 and abs(py - aim[1]) <= 1 for px, py in landed), \
         f"the guest saw no event at {aim}:\n{seen}"
     assert "button 1" in seen
+
+
+def test_view_shows_the_guest_in_a_window_and_keys_typed_there_reach_it(spicectl, scene, xdisplay):
+    xdotool = require_binary("xdotool")
+    x, y, w, h = XEV_BOX
+    guest_shell(spicectl, f"rm -f /tmp/xev.log; (DISPLAY=:0 xev -geometry {w}x{h}+{x}+{y} -event keyboard "
+                          f"> /tmp/xev.log 2>&1 &); "
+                          "timeout 30 sh -c \"until DISPLAY=:0 xwininfo -name 'Event Tester' >/dev/null 2>&1; "
+                          "do sleep 0.2; done\"; echo XEV-MAPPED", r"XEV-MAPPED\r?\n")
+    env = {**os.environ, "DISPLAY": xdisplay}
+    subprocess.run([xdotool, "mousemove", "1279", "799"], env=env, check=True)  # the X pointer off the window
+    viewer = popen(spicectl, "view", GUEST, "--close-after", "120", display=xdisplay)
+    try:
+        read_stderr_until(viewer, "window open", timeout=60)
+        # no window manager: the window sits at the screen's origin, the guest's frame in it as libvirt sees it
+        deadline = time.monotonic() + 60
+        while True:
+            theirs = libvirt_screenshot(spicectl, GUEST)
+            shown = grab_x(xdisplay)[:theirs.shape[0], :theirs.shape[1]]
+            same = (shown == theirs).all(axis=2)
+            ex, ey, ew, eh = EYES
+            same[ey:ey + eh, ex:ex + ew] = True
+            if same.all():
+                break
+            assert time.monotonic() < deadline, f"{(~same).sum()} pixels of the window differ from the guest's screen"
+            time.sleep(1)
+        # the pointer into the window over the guest's xev (guest X focus follows the pointer), then keys
+        subprocess.run([xdotool, "mousemove", str(x + 100), str(y + 100)], env=env, check=True)
+        time.sleep(1)
+        subprocess.run([xdotool, "type", "--delay", "120", "spice"], env=env, check=True)
+        seen = guest_shell(spicectl, "timeout 30 sh -c 'until [ $(grep -c KeyRelease /tmp/xev.log) -ge 5 ]; do "
+                                     "sleep 0.2; done'; grep -o 'keysym 0x[0-9a-f]*, [a-z]' /tmp/xev.log | "
+                                     "sed -n 'p;n' | cut -d, -f2 | paste -sd/ -; echo KEYS-DONE", r"KEYS-DONE\r?\n")
+        assert "s/p/i/c/e" in seen.replace(" ", ""), seen
+    finally:
+        guest_shell(spicectl, "pkill -x xev; echo XEV-GONE", r"XEV-GONE\r?\n")
+        viewer.send_signal(signal.SIGINT)
+        finish(viewer)
+
+
+def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy(spicectl, scene, xdisplay):
+    viewer = popen(spicectl, "connect", GUEST, "--builtin", "--view", "--proxy", "ws", display=xdisplay)
+    try:
+        deadline = time.monotonic() + 60
+        photo = crop(libvirt_screenshot(spicectl, GUEST), PHOTO)
+        while (where := find(grab_x(xdisplay), photo)) is None:
+            assert viewer.poll() is None, finish(viewer)
+            assert time.monotonic() < deadline, "the viewer window did not show the guest's screen"
+            time.sleep(1)
+        assert where == PHOTO[:2]  # the window at the screen's origin, the frame unscaled
+    finally:
+        viewer.send_signal(signal.SIGINT)
+        err = finish(viewer)
+    assert "session" in err  # the per-session proxy logged the viewer's session
 
 
 def test_cursor_says_so_when_the_guest_shows_no_pointer_shape(spicectl, scene, tmp_path):

@@ -1,0 +1,38 @@
+"""`spicectl view`: a guest's screen in a window of spicectl's own (Tk), for hosts without remote-viewer."""
+
+from __future__ import annotations
+
+import click
+
+from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import TIMEOUT
+from spicectl.cli.screen import run_client, server_options
+
+
+@click.command()
+@click.argument("name", metavar="GUEST")
+@click.option("--close-after", type=TIMEOUT, metavar="SECONDS",
+              help="Close the window after SECONDS (for scripts: with --json, what was drawn is printed).")
+@server_options
+@json_option
+@pass_app
+def view(app: App, name: str, close_after: float | None, **opts) -> None:
+    """Show guest GUEST's screen in a window, with its keyboard and mouse, until the window is closed.
+
+    A click in the window grabs keyboard and pointer; Shift+F12 releases them. With the guest's agent
+    running, resizing the window resizes the guest's screen and the clipboard is shared both ways
+    (text). Needs an X display and Tk (Debian: python3-tk); sound is not played. Through a proxy:
+    `spicectl connect GUEST --builtin --view --proxy ws`.
+    """
+    from spicectl.session.viewer import view as show
+
+    def shown() -> None:
+        app.info(f"{name}: window open (click in it to grab, Shift+F12 releases)")
+
+    async def work(client):
+        return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after)
+
+    stats = run_client(app, name, opts, work, allow_partial=True)
+    data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
+            "display_messages": stats.display_messages}
+    app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s"))

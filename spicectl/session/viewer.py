@@ -1,0 +1,296 @@
+"""`spicectl view`: a minimal viewer window (Tk) over spicectl's SPICE client.
+
+Tk runs in a thread of its own and the client stays on the caller's asyncio loop, where a
+per-session proxy may run beside it. The window hands what the user does to the loop with
+call_soon_threadsafe; the loop hands frames to the window through a one-frame slot (a newer
+frame replaces one not drawn yet, so a slow window skips frames instead of falling behind)
+and everything else through a queue the window polls.
+
+Tk comes with Python (Debian: python3-tk) and draws through Pillow's ImageTk: no toolkit to
+install beyond what the client needs. Audio is not played: no sound library fits here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from spicectl.errors import EnvironmentProblem
+
+log = logging.getLogger("spicectl.viewer")
+
+RELEASE_KEYS = "Shift+F12"   # remote-viewer's default release-cursor combination
+FRAME_INTERVAL = 1 / 60      # frames handed to the window at most this often
+RESIZE_DEBOUNCE_MS = 400     # a window being dragged asks the guest once it rests
+POLL_MS = 8
+BUTTONS = {1: "left", 2: "middle", 3: "right", 4: "up", 5: "down"}
+SHIFT_MASK = 0x1
+
+
+@dataclass
+class ViewStats:
+    """What a viewing session did: frames handed to the window and drawn, display messages received."""
+
+    frames_offered: int = 0
+    frames_drawn: int = 0
+    display_messages: int = 0
+    seconds: float = 0.0
+
+
+class _FrameSlot:
+    """The newest frame not yet drawn (the loop puts, the window takes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Any = None
+
+    def put(self, frame: Any) -> None:
+        with self._lock:
+            self._frame = frame
+
+    def take(self) -> Any:
+        with self._lock:
+            frame, self._frame = self._frame, None
+        return frame
+
+
+def tk_available() -> bool:
+    try:
+        import tkinter  # noqa: F401
+
+        from PIL import ImageTk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def view(client, title: str, *, on_shown: Callable[[], None] | None = None,
+               close_after: float | None = None) -> ViewStats:
+    """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
+    keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs)."""
+    if not tk_available():
+        raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
+    loop = asyncio.get_running_loop()
+    actions: asyncio.Queue[tuple] = asyncio.Queue()
+    slot = _FrameSlot()
+    to_window: queue.Queue[tuple] = queue.Queue()
+    stats = ViewStats()
+    counted = client.display_observer
+
+    def count(msg) -> None:
+        stats.display_messages += 1
+        if counted is not None:
+            counted(msg)
+    if client.display_channel is not None:
+        client.display_channel.observers.append(count)
+
+    def post(action: tuple) -> None:  # from the window's thread
+        loop.call_soon_threadsafe(actions.put_nowait, action)
+
+    window = threading.Thread(target=_window, args=(title, post, slot, to_window, stats), daemon=True,
+                              name="spicectl-viewer")
+    began = time.monotonic()
+    window.start()
+    tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, slot, stats))]
+    if client.agent_connected:
+        tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
+    resizing: asyncio.Task | None = None
+    if close_after is not None:
+        loop.call_later(close_after, actions.put_nowait, ("closed",))
+    try:
+        while True:
+            getter = asyncio.ensure_future(actions.get())
+            done, _ = await asyncio.wait({getter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {getter}:
+                tasks.remove(task)
+                task.result()  # a client failure ends the session with its error
+            if getter not in done:
+                getter.cancel()
+                continue
+            action = getter.result()
+            kind = action[0]
+            if kind == "closed":
+                break
+            if kind == "shown" and on_shown is not None:
+                on_shown()
+            elif kind == "key":
+                await _key(client, action[1], action[2])
+            elif kind == "move":
+                await client.mouse_move(action[1], action[2])
+            elif kind == "button":
+                await client.mouse_button(action[1], action[2])
+            elif kind == "resize" and client.agent_connected:
+                if resizing is not None:
+                    resizing.cancel()
+                resizing = asyncio.ensure_future(_resize(client, action[1], action[2]))
+            elif kind == "offer" and client.agent_connected:
+                await client.clipboard_offer(action[1])
+    finally:
+        to_window.put(("close",))
+        for task in [*tasks, *([resizing] if resizing else [])]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(window.join, 5)
+        stats.seconds = time.monotonic() - began
+    return stats
+
+
+async def _frames(client, slot: _FrameSlot, stats: ViewStats) -> None:
+    """Hand the window the guest's screen whenever it changed, at most every FRAME_INTERVAL."""
+    while True:
+        await client.display_changed()
+        frame = client.display.primary_rgb()
+        if frame is not None:
+            slot.put(frame)
+            stats.frames_offered += 1
+        await asyncio.sleep(FRAME_INTERVAL)
+
+
+async def _key(client, evdev: int, down: bool) -> None:
+    from spicectl.spice.keys import scancode_from_evdev
+
+    scancode = scancode_from_evdev(evdev)
+    if scancode is not None:
+        await (client.key_down(scancode) if down else client.key_up(scancode))
+
+
+async def _resize(client, width: int, height: int) -> None:
+    frame = client.display.primary_rgb()
+    if frame is not None and frame.shape[:2] == (height, width):
+        return
+    try:
+        await client.resize(max(320, width), max(200, height), timeout=30)
+    except Exception as exc:  # the window keeps its size; the guest keeps its own
+        log.info("the guest did not take %dx%d: %s", width, height, exc)
+
+
+async def _clipboard(client, to_window: queue.Queue) -> None:
+    try:
+        await client.clipboard_sync(lambda text: to_window.put(("clipboard", text)))
+    except Exception as exc:  # the view goes on without a shared clipboard
+        log.info("clipboard sharing stopped: %s", exc)
+
+
+def _window(title: str, post: Callable[[tuple], None], slot: _FrameSlot, inbox: queue.Queue,
+            stats: ViewStats) -> None:
+    """The Tk side; every Tk call happens in this thread."""
+    import tkinter as tk
+
+    from PIL import Image, ImageTk
+
+    root = tk.Tk()
+    root.title(title)
+    root.configure(background="black")
+    screen = tk.Label(root, borderwidth=0, highlightthickness=0, background="black", cursor="crosshair")
+    screen.pack(fill="both", expand=True)
+    state: dict[str, Any] = {"photo": None, "size": None, "grabbed": False, "clipboard": None,
+                             "resize_job": None, "shown": False}
+
+    def set_title() -> None:
+        root.title(f"{title} (press {RELEASE_KEYS} to release)" if state["grabbed"] else title)
+
+    def grab(on: bool) -> None:
+        if on == state["grabbed"]:
+            return
+        state["grabbed"] = on
+        if on:
+            screen.focus_set()
+            root.grab_set()
+        else:
+            root.grab_release()
+        set_title()
+
+    def on_key(event, down: bool) -> str:
+        if event.keysym == "F12" and event.state & SHIFT_MASK:
+            if down:
+                grab(False)
+            return "break"
+        post(("key", event.keycode - 8, down))  # X keycodes are evdev codes + 8
+        return "break"
+
+    def on_button(event, down: bool) -> None:
+        if down and event.num == 1:
+            grab(True)
+        if event.num in BUTTONS:
+            post(("button", BUTTONS[event.num], down))
+
+    def on_configure(event) -> None:
+        if event.widget is not root or state["size"] is None:
+            return
+        if state["resize_job"] is not None:
+            root.after_cancel(state["resize_job"])
+        width, height = event.width, event.height
+        state["resize_job"] = root.after(RESIZE_DEBOUNCE_MS, lambda: post(("resize", width, height))
+                                         if (width, height) != state["size"] else None)
+
+    def on_focus(_event) -> None:
+        try:
+            text = root.clipboard_get()
+        except tk.TclError:
+            return
+        if text and text != state["clipboard"]:
+            state["clipboard"] = text
+            post(("offer", text))
+
+    def closed() -> None:
+        post(("closed",))
+        root.destroy()
+
+    def poll() -> None:
+        frame = slot.take()
+        if frame is not None:
+            height, width = frame.shape[:2]
+            image = Image.fromarray(frame, "RGB")
+            if state["photo"] is None or state["size"] != (width, height):
+                state["photo"] = ImageTk.PhotoImage(image)
+                screen.configure(image=state["photo"])
+                if state["size"] is None or (root.winfo_width(), root.winfo_height()) == state["size"]:
+                    root.geometry(f"{width}x{height}")  # the window follows the guest unless the user resized it
+                state["size"] = (width, height)
+            else:
+                state["photo"].paste(image)
+            stats.frames_drawn += 1
+            if not state["shown"]:
+                state["shown"] = True
+                root.update_idletasks()
+                post(("shown",))
+        while True:
+            try:
+                message = inbox.get_nowait()
+            except queue.Empty:
+                break
+            if message[0] == "close":
+                root.destroy()
+                return
+            if message[0] == "clipboard":
+                state["clipboard"] = message[1]
+                root.clipboard_clear()
+                root.clipboard_append(message[1])
+        root.after(POLL_MS, poll)
+
+    root.bind("<KeyPress>", lambda e: on_key(e, True))
+    root.bind("<KeyRelease>", lambda e: on_key(e, False))
+    screen.bind("<Motion>", lambda e: post(("move", e.x, e.y)))
+    screen.bind("<ButtonPress>", lambda e: on_button(e, True))
+    screen.bind("<ButtonRelease>", lambda e: on_button(e, False))
+    root.bind("<Configure>", on_configure)
+    root.bind("<FocusIn>", on_focus)
+    root.protocol("WM_DELETE_WINDOW", closed)
+    screen.focus_set()
+    root.after(POLL_MS, poll)
+    try:
+        root.mainloop()
+    finally:
+        post(("closed",))
+        # Tcl's interpreter must be freed in the thread that made it, not at exit in the main thread
+        import gc
+
+        state.clear()
+        screen = root = None  # type: ignore[assignment]
+        gc.collect()
