@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,3 +209,39 @@ def read_stderr_until(proc, needle: str, *, before: int = 1, timeout: float = 30
                 assert chunk, f"stderr closed before {needle!r}: {text!r}"
                 text += chunk.decode(errors="replace")
     return text
+
+
+@contextmanager
+def html5_page(url: str, size: tuple[int, int] = (1024, 768)):
+    """Chromium (through Playwright) showing spice-html5 at `url`: yields a function that returns the
+    canvas's own pixels (None before there is one); an element screenshot would blend its border in."""
+    require_binary("chromium")
+    if not Path("/usr/share/spice-html5/spice_auto.html").exists():
+        pytest.fail("spice-html5 is not installed (scripts/test installs it)") if os.environ.get("CI") else \
+            pytest.skip("spice-html5 is not installed")
+    import base64
+    import io
+    import shutil
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+        page.goto(url)
+        page.wait_for_selector("canvas", timeout=20000)
+
+        def canvas():
+            data = page.evaluate("() => { const c = document.querySelector('canvas');"
+                                 " return c ? c.toDataURL('image/png') : null; }")
+            if not data:
+                return None
+            return np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB"))
+
+        try:
+            yield canvas
+        finally:
+            browser.close()

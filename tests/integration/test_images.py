@@ -24,7 +24,16 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, require_binary
-from tests.integration.conftest import SPICECTL, finish, grab_x, kill, libvirt_screenshot, popen, read_stderr_until
+from tests.integration.conftest import (
+    SPICECTL,
+    finish,
+    grab_x,
+    html5_page,
+    kill,
+    libvirt_screenshot,
+    popen,
+    read_stderr_until,
+)
 
 pytestmark = pytest.mark.integration
 GUEST = "scene"
@@ -356,6 +365,28 @@ def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy(spicec
         viewer.send_signal(signal.SIGINT)
         err = finish(viewer)
     assert "session" in err  # the per-session proxy logged the viewer's session
+
+
+def test_spice_html5_in_chromium_draws_the_desktop_as_libvirt_sees_it(spicectl, scene):
+    # the JavaScript client is the bar our own client clears (QUIC, GLZ, streams on a QXL desktop)
+    proc = popen(spicectl, "connect", GUEST, "--proxy", "ws", "--json")
+    try:
+        url = json.loads(proc.stdout.readline())["url"]
+        with html5_page(url) as canvas:
+            deadline = time.monotonic() + 60
+            while True:
+                shown, theirs = canvas(), libvirt_screenshot(spicectl, GUEST)
+                if shown is not None and shown.shape == theirs.shape:
+                    same = (shown == theirs).all(axis=2)
+                    ex, ey, ew, eh = EYES
+                    same[ey:ey + eh, ex:ex + ew] = True
+                    if same.all():
+                        break
+                assert time.monotonic() < deadline, "spice-html5 never drew the guest's screen as libvirt has it"
+                time.sleep(1)
+    finally:
+        err = finish(proc)
+    assert proc.returncode == 0, err
 
 
 def test_cursor_says_so_when_the_guest_shows_no_pointer_shape(spicectl, scene, tmp_path):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import shutil
 import signal
 import socket
 import time
@@ -17,7 +14,14 @@ from PIL import Image
 
 from tests.conftest import require_binary
 from tests.integration.conftest import (
-    differs_only_in_one_text_cell, finish, grab_x, kill, libvirt_screenshot, popen, read_stderr_until,
+    differs_only_in_one_text_cell,
+    finish,
+    grab_x,
+    html5_page,
+    kill,
+    libvirt_screenshot,
+    popen,
+    read_stderr_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,35 +69,11 @@ def guest(spicectl):
 
 
 def test_chromium_runs_spice_html5_through_the_websocket_proxy(spicectl, guest):
-    require_binary("chromium")
-    if not Path("/usr/share/spice-html5/spice_auto.html").exists():
-        pytest.fail("spice-html5 is not installed (scripts/test installs it)") if os.environ.get("CI") else \
-            pytest.skip("spice-html5 is not installed")
-    from playwright.sync_api import sync_playwright
-
     proc = popen(spicectl, "connect", guest, "--proxy", "ws", "--json")
     info = json.loads(proc.stdout.readline())
     assert info["url"].startswith("http://127.0.0.1:")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1024, "height": 768})
-        page.goto(info["url"])
-        page.wait_for_selector("canvas", timeout=20000)
-
-        def canvas():
-            # the canvas's own pixels (an element screenshot blends its border into the edges)
-            url = page.evaluate("() => { const c = document.querySelector('canvas');"
-                                " return c ? c.toDataURL('image/png') : null; }")
-            if not url:
-                return None
-            import base64
-
-            return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-
+    with html5_page(info["url"]) as canvas:
         wait_until_shown(canvas, spicectl)
-        browser.close()
     err = finish(proc)
     assert proc.returncode == 0, err
     assert f"session guest={guest}" in err and "via=websocket" in err
