@@ -138,8 +138,20 @@ class Cursor:
                     rgba[:, :, dst] = (c5 << 3) | (c5 >> 2)
             else:
                 rgba[:, :, 0], rgba[:, :, 1], rgba[:, :, 2] = raw[:, :, 2], raw[:, :, 1], raw[:, :, 0]
-            and_mask = bits(w * h * bpp)
-            rgba[:, :, 3] = np.where(and_mask, 0, 255)
+            invert = _masked(rgba, bits(w * h * bpp))
+        elif kind in (M.CURSOR_TYPE_COLOR4, M.CURSOR_TYPE_COLOR8):
+            # palette indices (4 bits, high nibble first, rows padded to a byte; or 8 bits), the palette
+            # (0x00RRGGBB words), then the AND mask
+            colors = 16 if kind == M.CURSOR_TYPE_COLOR4 else 256
+            stride = (w + 1) // 2 if colors == 16 else w
+            need(stride * h + 4 * colors + mask_stride * h)
+            rows = np.frombuffer(data, np.uint8, stride * h).reshape(h, stride)
+            index = np.stack([rows >> 4, rows & 15], axis=2).reshape(h, 2 * stride)[:, :w] if colors == 16 else rows
+            palette = np.frombuffer(data, "<u4", colors, stride * h)
+            rgb = palette[index]
+            for dst, shift in ((0, 16), (1, 8), (2, 0)):
+                rgba[:, :, dst] = (rgb >> shift) & 255
+            invert = _masked(rgba, bits(stride * h + 4 * colors))
         else:
             text = f"cursor type {kind} is not drawn by this client yet"
             if text not in self.warnings:
@@ -170,3 +182,13 @@ class Cursor:
         blended[inv] = 255 - dst[inv]
         out[y0:y1, x0:x1] = blended.astype(np.uint8)
         return out
+
+
+def _masked(rgba: np.ndarray, and_mask: np.ndarray) -> np.ndarray:
+    """Apply a colour cursor's AND mask: 0 is opaque, 1 transparent, and 1 over white inverts the screen
+    (as Windows draws it, and spice-gtk); the pixels to invert."""
+    white = (rgba[:, :, :3] == 255).all(axis=2)
+    rgba[:, :, 3] = np.where(and_mask, 0, 255)
+    invert = and_mask & white
+    rgba[invert] = 0
+    return invert

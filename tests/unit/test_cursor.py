@@ -41,6 +41,30 @@ def test_a_mono_cursor_is_black_white_transparent_and_inverting():
     assert frame[0].tolist() == [[0, 0, 0], [255, 255, 255], [100, 100, 100], [155, 155, 155]]
 
 
+def palette_bytes(colors: list[int], size: int) -> bytes:
+    return np.array(colors + [0] * (size - len(colors)), "<u4").tobytes()
+
+
+def test_a_color4_cursor_reads_nibbles_through_its_palette_and_its_and_mask():
+    c = Cursor()
+    # 3 pixels (odd width: the row pads to 2 bytes): indices 1, 2, 3; palette 1 red, 2 white, 3 blue
+    pixels = bytes((0x12, 0x30))
+    mask = bytes((0b01100000,))  # and bits 0,1,1: opaque, then white over "and" inverts, blue is see-through
+    c.handle(M.MSG_CURSOR_SET, cursor_set(0, 0, M.CURSOR_TYPE_COLOR4, 3, 1,
+                                          pixels + palette_bytes([0, 0xFF0000, 0xFFFFFF, 0x0000FF], 16) + mask))
+    frame = c.composite(np.full((1, 3, 3), 100, np.uint8))
+    assert frame[0].tolist() == [[255, 0, 0], [155, 155, 155], [100, 100, 100]]
+
+
+def test_a_color8_cursor_reads_bytes_through_its_palette():
+    c = Cursor()
+    pixels = bytes((5, 6))
+    c.handle(M.MSG_CURSOR_SET, cursor_set(0, 0, M.CURSOR_TYPE_COLOR8, 2, 1,
+                                          pixels + palette_bytes([0] * 5 + [0x00FF00, 0x123456], 256) + b"\0"))
+    assert c.composite(np.zeros((1, 2, 3), np.uint8))[0].tolist() == [[0, 255, 0], [0x12, 0x34, 0x56]]
+    assert not c.warnings
+
+
 def test_a_cached_shape_comes_back_and_moves_with_the_pointer():
     c = Cursor()
     data = np.full((2, 2, 4), 255, np.uint8).tobytes()
