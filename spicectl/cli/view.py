@@ -34,5 +34,6 @@ def view(app: App, name: str, close_after: float | None, **opts) -> None:
 
     stats = run_client(app, name, opts, work, allow_partial=True)
     data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
-            "display_messages": stats.display_messages}
+            "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
+            "cpu_seconds": round(stats.cpu_seconds, 2)}
     app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spicectl.errors import EnvironmentProblem
+from spicectl.spice import messages as M
 
 log = logging.getLogger("spicectl.viewer")
 
@@ -40,7 +41,9 @@ class ViewStats:
     frames_offered: int = 0
     frames_drawn: int = 0
     display_messages: int = 0
+    stream_frames: int = 0       # video frames the server sent (stream data messages)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0     # this process's, window and client together
 
 
 class _FrameSlot:
@@ -85,6 +88,8 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
 
     def count(msg) -> None:
         stats.display_messages += 1
+        if msg[0] in (M.MSG_DISPLAY_STREAM_DATA, M.MSG_DISPLAY_STREAM_DATA_SIZED):
+            stats.stream_frames += 1
         if counted is not None:
             counted(msg)
     if client.display_channel is not None:
@@ -95,7 +100,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
 
     window = threading.Thread(target=_window, args=(title, post, slot, to_window, stats), daemon=True,
                               name="spicectl-viewer")
-    began = time.monotonic()
+    began, cpu = time.monotonic(), time.process_time()
     window.start()
     tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, slot, stats))]
     if client.agent_connected:
@@ -138,6 +143,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(window.join, 5)
         stats.seconds = time.monotonic() - began
+        stats.cpu_seconds = time.process_time() - cpu
     return stats
 
 

@@ -1,0 +1,89 @@
+"""`spicectl view` against a guest redrawing continuously: frames drawn per second against the video
+frames the server sent, and CPU, side by side with remote-viewer on the same guest.
+
+    .venv/bin/python bench/view.py [--seconds 20] [--runs 2]
+
+Boots the desktop image's animated scene (a 240x180 animation at the scene's rate, sent as an MJPEG
+stream under `--streaming all`) in a private state dir, under Xvfb. Each run shows the guest for
+--seconds in `spicectl view` (which reports the server's stream frames, the frames it drew and its
+CPU time) and then in remote-viewer (its CPU time from /proc; it does not report frames). Runs
+alternate so a slow stretch of the machine hits both. Profile: `python -m cProfile -o view.prof -m
+spicectl view GUEST --close-after 20`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SPICECTL, ensure_apt  # noqa: E402
+
+GUEST = "bench-view"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--runs", type=int, default=2)
+    args = ap.parse_args()
+    ensure_apt("xvfb", "virt-viewer", "python3-tk", "mmdebstrap")
+    state = tempfile.mkdtemp(prefix="spicectl-bench-view-")
+    env = {**os.environ, "SPICECTL_STATE_DIR": state,
+           "SPICECTL_IMAGE_CACHE": os.environ.get("SPICECTL_IMAGE_CACHE", "/var/cache/spicectl-test/images")}
+
+    def spicectl(*a: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([SPICECTL, *a], env=env, check=True, capture_output=True, text=True, **kw)
+
+    xvfb = subprocess.Popen(["Xvfb", ":93", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    display = {**env, "DISPLAY": ":93"}
+    try:
+        spicectl("image", "build", "debian-desktop", timeout=1800)
+        spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=animated",
+                 "--streaming", "all", "--virt-type", "qemu", "--wait", timeout=300)
+        spicectl("console", GUEST, "--send", "spicectl-report\\n", "--expect", "desktop=ready",
+                 "--retry-every", "10", "--timeout", "300", timeout=400)
+        ours, theirs = [], []
+        for _ in range(args.runs):
+            r = subprocess.run([SPICECTL, "view", GUEST, "--close-after", str(args.seconds), "--json"], env=display,
+                               check=True, capture_output=True, text=True)
+            ours.append(json.loads(r.stdout))
+            vv = Path(state) / "bench.vv"
+            spicectl("connect", GUEST, "--vv", str(vv), "--ttl", "60")
+            viewer = subprocess.Popen(["remote-viewer", str(vv)], env=display, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(3)  # connected and drawing
+            before = cpu_seconds(viewer.pid)
+            time.sleep(args.seconds)
+            theirs.append(cpu_seconds(viewer.pid) - before)
+            viewer.terminate()
+            viewer.wait(10)
+        print(f"{'run':>3}  {'server frames/s':>15}  {'drawn/s':>8}  {'spicectl view CPU':>17}  "
+              f"{'remote-viewer CPU':>17}  ratio")
+        for n, (o, t) in enumerate(zip(ours, theirs, strict=True), 1):
+            sent, drawn = o["stream_frames"] / o["seconds"], o["frames_drawn"] / o["seconds"]
+            cpu_ours, cpu_theirs = o["cpu_seconds"] / o["seconds"], t / args.seconds
+            print(f"{n:>3}  {sent:>15.1f}  {drawn:>8.1f}  {cpu_ours:>16.0%}  {cpu_theirs:>16.0%}  "
+                  f"{cpu_ours / max(cpu_theirs, 1e-3):.1f}x")
+    finally:
+        subprocess.run([SPICECTL, "vm", "delete", GUEST], env=env, capture_output=True)
+        subprocess.run([SPICECTL, "host", "stop"], env=env, capture_output=True)
+        xvfb.terminate()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
