@@ -15,27 +15,11 @@ LIMIT = 1 << 20
 
 def read_bytes(path: Path, what: str, limit: int = LIMIT) -> bytes:
     """A regular file's bytes: a FIFO (which would block), a device or a directory is refused."""
-    import os
-    import stat
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"no {what} at {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise InvalidInput(f"{what} {path} is a directory, not a file")
-        if not stat.S_ISREG(mode):
-            raise InvalidInput(f"{what} {path} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
+    with open_regular(path, what) as fh:
+        try:
             data = fh.read(limit + 1)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(data) > limit:
         raise InvalidInput(f"{what} {path} is larger than {limit} bytes")
     return data
@@ -49,7 +33,8 @@ def read_text(path: Path, what: str, limit: int = LIMIT) -> str:
 
 
 def open_regular(path: Path, what: str):
-    """A regular file opened for reading (binary), for content too large to read whole; its size is fstat's."""
+    """A regular file opened for reading (binary), without blocking on a FIFO: a device, a FIFO or a
+    directory is refused. Its size is fstat's."""
     import os
     import stat
 
@@ -62,6 +47,6 @@ def open_regular(path: Path, what: str):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        kind = "a directory, not a file" if stat.S_ISDIR(mode) else "not a regular file"
         raise InvalidInput(f"{what} {path} is {kind}")
     return os.fdopen(fd, "rb")
