@@ -195,18 +195,19 @@ class Client:
         self._tasks.clear()
 
     def _spawn(self, coro) -> None:
-        self._tasks.append(asyncio.ensure_future(self._guard(coro)))
+        # a task of its own (not a wrapper coroutine): one cancelled before it ran leaves no coroutine
+        # that was never awaited
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(self._task_ended)
+        self._tasks.append(task)
 
-    async def _guard(self, coro) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # surface it to whoever waits next
-            self._error = exc
-            self._changed.set()
-            for ev in (self._init, self._channels_listed, self._inputs_ready):
-                ev.set()
+    def _task_ended(self, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._error = task.exception()  # surfaced to whoever waits next
+        self._changed.set()
+        for ev in (self._init, self._channels_listed, self._inputs_ready):
+            ev.set()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -290,14 +291,17 @@ class Client:
         while True:
             self._raise_if_failed()
             now = time.monotonic()
-            if self.display.primary is not None and self.display.marked:
+            # the cursor channel's INIT says what the pointer is; a picture taken before it has none
+            cursor_known = self.cursor is None or self.cursor.initialized
+            if self.display.primary is not None and self.display.marked and cursor_known:
                 first_seen = first_seen or now
                 quiet = now - self._last_display_message >= settle
                 if quiet or now - first_seen >= max_wait:
                     self._check_complete()
                     return self.display.primary_rgb()
             elif now > deadline:
-                raise TimeoutExpired(f"no display surface from the guest within {timeout:g}s")
+                what = "pointer state" if self.display.marked else "display surface"
+                raise TimeoutExpired(f"no {what} from the guest within {timeout:g}s")
             self._changed.clear()
             wait = settle if self.display.primary is not None else deadline - now
             try:

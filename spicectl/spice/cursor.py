@@ -42,6 +42,7 @@ class Cursor:
         self.cache: OrderedDict[int, Shape] = OrderedDict()
         self.warnings: set[str] = set()
         self.drawn = False  # whether the last composite() drew a pointer
+        self.initialized = False  # the server's INIT (the pointer as it is now) has arrived
 
     def handle(self, msg_type: int, body: bytes) -> None:
         if msg_type == M.MSG_CURSOR_INIT:
@@ -49,6 +50,7 @@ class Cursor:
             self._position(head["position"])
             self.visible = bool(head["visible"])
             self._cursor(body, W.CURSOR_INIT.size)
+            self.initialized = True
         elif msg_type == M.MSG_CURSOR_SET:
             head = W.CURSOR_SET.unpack(body)
             self._position(head["position"])

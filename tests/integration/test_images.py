@@ -389,11 +389,30 @@ def test_spice_html5_in_chromium_draws_the_desktop_as_libvirt_sees_it(spicectl, 
     assert proc.returncode == 0, err
 
 
-def test_cursor_says_so_when_the_guest_shows_no_pointer_shape(spicectl, scene, tmp_path):
-    # this image's X session gives the QXL device no hardware cursor shape (the cursor channel's INIT
-    # carries none), so the picture cannot have a pointer: the command must say so, not pretend
-    r = spicectl("screenshot", GUEST, "-o", str(tmp_path / "cursor.png"), "--cursor")
-    assert "shows no pointer" in r.stderr
+def test_cursor_draws_the_guests_pointer_shape_where_the_pointer_was_moved(spicectl, scene, tmp_path):
+    # the pointer is a hardware cursor: the QXL framebuffer (and libvirt's screenshot) never has it, so
+    # what --cursor adds is exactly the cursor channel's shape at the pointer's place
+    placed = []
+    for x, y in ((600, 600), (300, 650)):  # on the plain root background, below the scene
+        spicectl("mouse", GUEST, "--move", f"{x},{y}")
+        plain, drawn = tmp_path / "plain.png", tmp_path / "drawn.png"
+        spicectl("screenshot", GUEST, "-o", str(plain))
+        r = spicectl("screenshot", GUEST, "-o", str(drawn), "--cursor")
+        assert "no pointer" not in r.stderr
+        a = np.asarray(Image.open(plain).convert("RGB"))
+        b = np.asarray(Image.open(drawn).convert("RGB"))
+        changed = (a != b).any(axis=2)
+        ex, ey, ew, eh = EYES
+        changed[ey:ey + eh, ex:ex + ew] = False  # xeyes follows the pointer between the two shots
+        ys, xs = np.nonzero(changed)
+        assert len(xs) > 20, f"no pointer drawn at {x},{y}"
+        top, left, bottom, right = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+        # left_ptr's hot spot is its tip, at the top left of the shape (inside a few pixels of outline)
+        assert 0 <= x - left <= 4 and 0 <= y - top <= 4, (left, top, x, y)
+        assert right - left <= 64 and bottom - top <= 64
+        placed.append(((left - x, top - y), b[top:bottom, left:right].copy()))
+    (offset1, shape1), (offset2, shape2) = placed
+    assert offset1 == offset2 and (shape1 == shape2).all()  # the same shape, moved with the pointer
 
 
 def test_each_usbredir_channel_completes_the_hello_with_qemus_usb_redir(spicectl, scene):
