@@ -181,7 +181,7 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
     target = resolve(connect, state_dir)
     lock_fd = None
     if target.embedded and target.root is not None:
-        from spicectl.virt.host import prepare_embedded
+        from spicectl.virt.host import clear_interrupted_starts, prepare_embedded
 
         check_root_length(target.root)
 
@@ -189,6 +189,7 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
         try:
             if prepare:
                 prepare_embedded(state_dir, target.root, pki_dir=pki_dir, passphrase=passphrase)
+            clear_interrupted_starts(target.root)
         except BaseException:
             os.close(lock_fd)
             raise

@@ -9,6 +9,7 @@ certificate spicectl issued for 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -184,7 +185,6 @@ def find_orphans(root: Path) -> list[Orphan]:
     """QEMU processes of the private root that no guest accounts for: capability probes and guests
     left behind by a killed libvirt user. Call with the root's lock held and libvirt open, so that
     no probe of our own is under way."""
-    marker = str(root.resolve()) + "/"
     guests: set[int] = set()
     for pidfile in (root / "run" / "qemu").glob("*.pid"):
         try:
@@ -193,19 +193,67 @@ def find_orphans(root: Path) -> list[Orphan]:
             pass
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in guests:
+        if not entry.name.isdigit() or int(entry.name) in guests or not _our_qemu(int(entry.name), root):
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            probe = b"/lib/qemu/qmp-" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if not argv or not Path(argv[0].decode(errors="replace")).name.startswith("qemu-system"):
-            continue
-        args = [a.decode(errors="replace") for a in argv]
-        if any(marker in a for a in args):
-            probe = any("/lib/qemu/qmp-" in a for a in args)
-            found.append(Orphan(int(entry.name), "capability probe" if probe else "QEMU no guest accounts for"))
+        found.append(Orphan(int(entry.name), "capability probe" if probe else "QEMU no guest accounts for"))
     return found
+
+
+def _our_qemu(pid: int, root: Path) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    marker = (str(root.resolve()) + "/").encode()
+    return bool(argv) and Path(argv[0].decode(errors="replace")).name.startswith("qemu-system") and \
+        any(marker in a for a in argv)
+
+
+def clear_interrupted_starts(root: Path) -> list[str]:
+    """Forget guests whose start a killed libvirt user left half-done; return their names.
+
+    A status file that still records libvirt's `start` job means the process that ran it is gone
+    (call with the root's lock held, before libvirt opens it). libvirt would then wait on that
+    job's lock for every later call, and a guest whose QEMU never got past the start handshake
+    is not running anyway. Its QEMU, if any, is still paused before the guest's first instruction,
+    and libvirt kills a guest found starting up as well: end it and drop the status files, so
+    the guest is simply shut off (a `vm create` then finds its marker and remakes it).
+    """
+    import signal
+
+    ended = []
+    run = root / "run" / "qemu"
+    for status in run.glob("*.xml"):
+        try:
+            text = status.read_text(errors="replace")
+        except OSError:
+            continue
+        if "async='start'" not in text:
+            continue
+        name = status.stem
+        pidfile = run / f"{name}.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid > 0 and _our_qemu(pid, root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for leftover in (status, run / f"{name}.xml.new", pidfile):
+            leftover.unlink(missing_ok=True)
+        # its private folder (keys, monitor socket) would be taken up again by the next start
+        own = re.compile(r"domain-\d+-" + re.escape(name))
+        for folder in (root / "lib" / "qemu").glob("domain-*"):
+            if own.fullmatch(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+        ended.append(name)
+    return ended
 
 
 def end_orphans(root: Path, orphans: list[Orphan], grace: float = 3.0) -> list[Orphan]:

@@ -218,13 +218,11 @@ def test_host_stop_shuts_down_every_guest_of_the_private_libvirt(spicectl):
         spicectl("vm", "delete", name)
 
 
-# Killed while libvirt's start job runs ("started": QEMU's pid file exists, the wait is not over),
-# the embedded driver keeps that job's state-change lock and the next create times out on it
-# (exit 6); only the point before the start is covered here.
-@pytest.mark.parametrize("point", ["defined"])
+@pytest.mark.parametrize("point", ["defined", "started"])
 def test_a_vm_create_killed_half_way_is_cleaned_up_by_the_next_one(spicectl, point):
-    """SIGKILL once the guest is defined (before its disk is made): the next `vm create` of that name
-    says it removes the half-made guest and makes it anew, and nothing of the killed one is left running."""
+    """SIGKILL once the guest is defined (before its disk is made), or once libvirt's start job has
+    QEMU's pid file (the start handshake under way): the next `vm create` of that name says it removes
+    the half-made guest and makes it anew, and nothing of the killed one is left running."""
     import signal
     import subprocess
 

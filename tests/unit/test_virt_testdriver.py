@@ -109,3 +109,20 @@ def test_a_state_dir_too_long_for_qemus_sockets_is_refused_before_libvirt_starts
     assert r.exit_code == 2
     assert "monitor sockets" in r.stderr and "shorter state dir" in r.stderr
     assert not (deep / "libvirt").exists()
+
+
+def test_a_start_job_left_by_a_killed_libvirt_user_is_cleared_before_libvirt_opens(tmp_path):
+    from spicectl.virt.host import clear_interrupted_starts
+
+    run = tmp_path / "run" / "qemu"
+    lib = tmp_path / "lib" / "qemu"
+    run.mkdir(parents=True)
+    for name, job in (("half", "async='start'"), ("fine", "async='none'")):
+        (run / f"{name}.xml").write_text(f"<domstatus><job type='none' {job}/></domstatus>")
+        (run / f"{name}.pid").write_text("999999999")  # no such process
+        (lib / f"domain-1-{name}").mkdir(parents=True)
+    (run / "half.xml.new").write_text("<domstatus/>")
+    (lib / "domain-2-other-half").mkdir()
+    assert clear_interrupted_starts(tmp_path) == ["half"]
+    assert sorted(p.name for p in run.iterdir()) == ["fine.pid", "fine.xml"]
+    assert sorted(p.name for p in lib.iterdir()) == ["domain-1-fine", "domain-2-other-half"]
