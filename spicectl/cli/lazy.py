@@ -25,9 +25,9 @@ class LazyGroup(click.Group):
         if name in self.lazy:
             target, _ = self.lazy[name]
             module_name, attr = target.split(":")
-            from spicectl.cli.options import refuse_empty
+            from spicectl.cli.options import check_text_values
 
-            command = refuse_empty(getattr(importlib.import_module(module_name), attr))
+            command = check_text_values(getattr(importlib.import_module(module_name), attr))
             self.add_command(command, name)
             del self.lazy[name]
             return command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -10,7 +11,7 @@ from spicectl import __version__
 from spicectl.cli.app import App
 from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help, from_os_error
 from spicectl.cli.lazy import LazyGroup
-from spicectl.cli.options import refuse_empty
+from spicectl.cli.options import check_text_values
 from spicectl.errors import SpicectlError
 
 COMMANDS = {
@@ -118,12 +119,17 @@ def _help_width(max_width: int = 100) -> int:
 def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir) -> None:
     """Manage SPICE virtual machines end to end: CA and TLS certificates,
     libvirt domain XML, guests, tickets and sessions."""
+    # a path may hold bytes that are not UTF-8 (surrogates in Python): shown escaped, never a crash
+    # under a UTF-8 locale's strict output
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     app = ctx.ensure_object(App)
     app.connect, app.json, app.quiet, app.verbose, app.debug = connect, json_, quiet, verbose, debug
     app.state_dir_option = state_dir
 
 
-refuse_empty(cli)
+check_text_values(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

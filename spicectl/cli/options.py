@@ -60,14 +60,24 @@ def read_passphrase(passphrase_file: str | None, passphrase_fd: int | None,
 
 
 
-def refuse_empty(command: click.Command) -> click.Command:
+def check_text_values(command: click.Command) -> click.Command:
     """Every text option of `command` (and of its subcommands) refuses an empty value: '' would
-    otherwise read as "not given" and quietly mean the default."""
+    otherwise read as "not given" and quietly mean the default. Every option and argument that is
+    not a path refuses bytes that are not UTF-8 (Python hands them over as lone surrogates, which
+    no name, subject or XML text can carry); a path may hold any bytes."""
 
     def check(ctx, param, value):
         values = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, str) and v == "" for v in values):
+        texts = [v for v in values if isinstance(v, str)]
+        if isinstance(param, click.Option) and not param.is_flag and "" in texts:
             raise click.BadParameter("is empty; leave the option out for its default", ctx=ctx, param=param)
+        if not isinstance(param.type, (click.Path, click.File)):
+            for text in texts:
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    shown = repr(text.encode(errors="surrogateescape"))[1:]  # the bytes as given: '\xff'
+                    raise click.BadParameter(f"{shown} is not valid UTF-8", ctx=ctx, param=param) from None
         return value
 
     def chain(original):
@@ -77,10 +87,10 @@ def refuse_empty(command: click.Command) -> click.Command:
         return callback
 
     for param in command.params:
-        if isinstance(param, click.Option) and not param.is_flag and not getattr(param, "_refuses_empty", False):
+        if not (isinstance(param, click.Option) and param.is_flag) and not getattr(param, "_checked_text", False):
             param.callback = chain(param.callback)
-            param._refuses_empty = True  # type: ignore[attr-defined]
+            param._checked_text = True  # type: ignore[attr-defined]
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            refuse_empty(sub)
+            check_text_values(sub)
     return command

@@ -111,6 +111,11 @@ def init_ca(ca_dir: Path, profile: Profile, *, subject: str | None = None,
         key_usage_extension(profile, key), critical=True
     )
     cert = builder.sign(key, _hash_for(key))
+    # encoded before anything is touched: a passphrase the encryption refuses changes no file
+    files = {
+        ca_dir / CA_KEY: (key_to_pem(key, passphrase), store.KEY_MODE),
+        ca_dir / CA_CERT: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
+    }
     store.ensure_dir(ca_dir)
     with store.locked_dir(ca_dir):  # parallel runs: exactly one makes the CA, the others see it
         if ca_exists(ca_dir) and not force:
@@ -121,13 +126,7 @@ def init_ca(ca_dir: Path, profile: Profile, *, subject: str | None = None,
                 old = ca_dir / fname
                 if old.exists():
                     store.atomic_write(ca_dir / (fname + ".bak"), old.read_bytes(), mode)
-        with store.staged_files(
-            {
-                ca_dir / CA_KEY: (key_to_pem(key, passphrase), store.KEY_MODE),
-                ca_dir / CA_CERT: (cert.public_bytes(serialization.Encoding.PEM), store.CERT_MODE),
-            },
-            force=True,
-        ):
+        with store.staged_files(files, force=True):
             pass
     return CA(ca_dir, cert, key)
 

@@ -12,6 +12,7 @@ from spicectl.pki.profiles import check_key_type
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 EC_CURVES: dict[str, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
+MAX_PASSPHRASE = 1023  # OpenSSL's PEM encryption takes no longer passphrase
 
 
 def generate_key(key_type: str) -> PrivateKey:
@@ -32,6 +33,9 @@ def key_type_of(key) -> str:
 
 def key_to_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
     """PKCS#8 PEM, which QEMU's spice-server and OpenSSL read for both RSA and EC."""
+    if passphrase is not None and len(passphrase) > MAX_PASSPHRASE:
+        raise InvalidInput(f"the passphrase is {len(passphrase)} bytes long; a key's encryption takes at most "
+                           f"{MAX_PASSPHRASE}")
     encryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )

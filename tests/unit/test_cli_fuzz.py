@@ -76,7 +76,10 @@ def values(paths: list[str]) -> st.SearchStrategy[str]:
     # no NUL (a real command line cannot carry one: execve's strings end at it) and no lone
     # surrogates (Python decodes argv with surrogateescape, which never makes \ud800-\udc7f)
     text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=24)
-    return st.one_of(st.sampled_from(odd + paths), text)
+    # bytes that are not UTF-8, as Python hands them over from a real argv (\udc80-\udcff)
+    raw = st.binary(min_size=1, max_size=16).filter(lambda b: b"\0" not in b).map(
+        lambda b: os.fsdecode(b"\xff" + b))
+    return st.one_of(st.sampled_from(odd + paths), text, raw)
 
 
 @st.composite

@@ -4,6 +4,8 @@ Each is one `spicectl: error:` line with a usage exit code, never an internal er
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -175,3 +177,27 @@ def test_wrong_types_in_a_certificate_profile(run, tmp_path, text, needle):
     folder.mkdir()
     (folder / "ca.toml").write_text(text)
     one_error(run("ca", "init", env=config(tmp_path, f'pki_dir = "{folder}"\n')), 2, needle)
+
+
+def test_a_passphrase_longer_than_key_encryption_takes_changes_no_file(run, state_dir, tmp_path):
+    run("ca", "init")
+    run("ca", "init", "--force")  # a .bak of the first CA
+    ca = state_dir / "ca"
+    before = {p.name: p.read_bytes() for p in ca.iterdir() if p.is_file()}
+    long = tmp_path / "long"
+    long.write_bytes(b"p" * 1024)
+    r = run("ca", "init", "--force", "--passphrase-file", str(long))
+    assert r.exit_code == 2 and "at most 1023" in r.stderr
+    assert {p.name: p.read_bytes() for p in ca.iterdir() if p.is_file()} == before
+
+
+def test_arguments_that_are_not_utf8_are_refused_but_paths_may_hold_any_bytes(run, state_dir, tmp_path):
+    raw = os.fsdecode(b"\xffname")  # how Python hands over argv bytes that are not UTF-8
+    r = run("cert", "issue", "client", raw)
+    assert r.exit_code == 2 and "'\\xffname' is not valid UTF-8" in r.stderr
+    run("ca", "init")
+    out = tmp_path / raw
+    r = run("cert", "issue", "server", "--host", "h", "--out", str(out))
+    assert r.exit_code == 0 and (out / "server-cert.pem").exists()
+    listed = run("cert", "list")  # the path printed escaped, not a crash on strict UTF-8 output
+    assert listed.exit_code == 0 and "\\udcffname" in listed.stdout
