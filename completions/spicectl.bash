@@ -52,7 +52,7 @@ _spicectl_opts() {
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --tls -h' ;;
     'record-audio') echo '--ca-file --help --host-subject --json --output --password-file --plain-port --seconds -h -o' ;;
     'resize') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --output --password-file --plain-port --settle -h -o' ;;
+    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --monitor --output --password-file --plain-port --settle -h -o' ;;
     'send-keys') echo '--ca-file --help --hold --host-subject --json --password-file --plain-port -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;
@@ -109,7 +109,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

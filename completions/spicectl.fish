@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -310,6 +310,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l plain-port -d
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l monitor -r -d 'Only monitor N (0 is the first) of a guest that shows severa'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l output -r -d 'PNG file to write ('\''-'\'' for stdout).'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l settle -r -d 'Seconds without screen updates before the picture is taken.'

@@ -11,6 +11,7 @@ from spicectl.cli.options import TIMEOUT
 from spicectl.cli.screen import run_client, server_options
 
 MAX_SIDE = 8192
+MAX_MONITORS = 16  # what spice-vdagent takes in one configuration
 MAX_CLIPBOARD_TEXT = 1 << 20
 
 
@@ -26,25 +27,33 @@ def _size(text: str) -> tuple[int, int]:
 
 @click.command()
 @click.argument("name", metavar="GUEST")
-@click.argument("size", metavar="WIDTHxHEIGHT")
+@click.argument("sizes", metavar="WIDTHxHEIGHT...", nargs=-1, required=True)
 @click.option("--timeout", type=TIMEOUT, default=60, show_default=True,
               help="Seconds to wait until the guest's screen has the new size.")
 @server_options
 @json_option
 @pass_app
-def resize(app: App, name: str, size: str, timeout: float, **opts) -> None:
+def resize(app: App, name: str, sizes: tuple[str, ...], timeout: float, **opts) -> None:
     """Change guest GUEST's screen to WIDTHxHEIGHT through its agent, as a viewer window's resize does.
 
-    Returns once the guest's display has the new size (exit 9 if it does not within --timeout).
+    Several sizes ask for that many monitors, side by side from the left (the guest's video device
+    needs as many heads: vm create --heads N). Returns once the guest's display shows them (exit 9
+    if it does not within --timeout). `spicectl screenshot --monitor N` takes one of them.
     """
-    width, height = _size(size)
+    wanted = [_size(size) for size in sizes]
+    if len(wanted) > MAX_MONITORS:
+        raise click.BadParameter(f"{len(wanted)} monitors is more than a guest takes ({MAX_MONITORS})",
+                                 param_hint="WIDTHxHEIGHT...")
 
     async def work(client):
-        await client.resize(width, height, timeout=timeout)
+        return await client.set_monitors(wanted, timeout=timeout)
 
-    run_client(app, name, opts, work, inputs=False)
-    app.emit({"name": name, "width": width, "height": height},
-             lambda: app.info(f"{name}: screen is now {width}x{height}"))
+    monitors = run_client(app, name, opts, work, inputs=False)
+    width, height = sum(w for w, _h in wanted), max(h for _w, h in wanted)
+    placed = ", ".join(f"{m.width}x{m.height}+{m.x}+{m.y}" for m in monitors)
+    app.emit({"name": name, "width": width, "height": height, "monitors": [m.as_dict() for m in monitors]},
+             lambda: app.info(f"{name}: screen is now {width}x{height}"
+                              + (f" (monitors {placed})" if len(monitors) > 1 else "")))
 
 
 @click.group()

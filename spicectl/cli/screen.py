@@ -101,11 +101,13 @@ def _save_png(image, output: str) -> None:
               "cannot do yet (otherwise exit 7, naming what was missing).")
 @click.option("--cursor", "with_cursor", is_flag=True,
               help="Draw the guest's pointer into the picture, where it is, as a viewer shows it.")
+@click.option("--monitor", type=click.IntRange(0, 63), metavar="N",
+              help="Only monitor N (0 is the first) of a guest that shows several (default: the whole screen).")
 @server_options
 @json_option
 @pass_app
 def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, with_cursor: bool,
-               **opts) -> None:
+               monitor: int | None, **opts) -> None:
     """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client.
 
     A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
@@ -119,7 +121,7 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
         check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
-        image = await client.screenshot(settle=settle)
+        image = await client.screenshot(settle=settle, monitor=monitor)
         if with_cursor and not (client.cursor and client.cursor.drawn):
             app.warn(f"{name} shows no pointer on its screen (its cursor channel has no shape, or it is hidden "
                      "or off screen): the picture has none")
@@ -128,7 +130,8 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
     image = run_client(app, name, opts, work, inputs=False, allow_partial=allow_partial, cursor=with_cursor)
     _save_png(image, output)
     if output != "-":
-        app.emit({"name": name, "output": output, "width": image.width, "height": image.height},
+        app.emit({"name": name, "output": output, "width": image.width, "height": image.height,
+                  **({"monitor": monitor} if monitor is not None else {})},
                  lambda: app.info(f"{name}: {image.width}x{image.height} screenshot saved to {output}"))
 
 

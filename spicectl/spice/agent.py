@@ -9,7 +9,7 @@ per chunk), which `spice/client.py` keeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from spicectl.errors import ProtocolError
 from spicectl.spice.wire import Layout, caps_bits, caps_words
@@ -110,8 +110,14 @@ def read_caps(body: bytes) -> tuple[bool, set[int]]:
     return bool(request), caps_bits(words[:16])
 
 
-def monitors_config(width: int, height: int) -> bytes:
-    return MONITORS.pack(num_of_monitors=1, flags=0) + MON_CONFIG.pack(height=height, width=width, depth=32, x=0, y=0)
+def monitors_config(sizes: Sequence[tuple[int, int]]) -> bytes:
+    """Monitors of the given (width, height), side by side from the left, tops aligned."""
+    body = MONITORS.pack(num_of_monitors=len(sizes), flags=0)
+    x = 0
+    for width, height in sizes:
+        body += MON_CONFIG.pack(height=height, width=width, depth=32, x=x, y=0)
+        x += width
+    return body
 
 
 def with_selection(agent_caps: set[int], body: bytes) -> bytes:

@@ -25,7 +25,7 @@ from spicectl.spice import wire as W
 from spicectl.spice.agent import AgentStream
 from spicectl.spice.channel import Message
 from spicectl.spice.cursor import Cursor
-from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display
+from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display, Monitor
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
 from spicectl.spice.port import PortState
 from spicectl.spice.transport import Connection, Transport, open_stream
@@ -321,14 +321,29 @@ class Client:
             raise IncompleteScreen("the screen could not be drawn completely: " + "; ".join(sorted(missing)),
                                    hint="--allow-partial saves what could be drawn")
 
-    async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0):
-        """A PIL image of the guest's screen (with the pointer drawn in, if connected with cursor=True)."""
+    async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0, monitor: int | None = None):
+        """A PIL image of the guest's screen (with the pointer drawn in, if connected with cursor=True);
+        with `monitor`, just that monitor (0 is the first) of the several the screen may show."""
         from PIL import Image
 
         frame = await self.frame(settle=settle, timeout=timeout)
         if self.cursor is not None:
             frame = self.cursor.composite(frame)
+        if monitor is not None:
+            frame = self._monitor_part(frame, monitor)
         return Image.fromarray(frame, "RGB")
+
+    def _monitor_part(self, frame, index: int):
+        monitors = self.display.monitors or [Monitor(0, self.display.primary or 0, 0, 0, frame.shape[1],
+                                                     frame.shape[0])]
+        if not 0 <= index < len(monitors):
+            raise InvalidInput(f"the guest shows {len(monitors)} monitor{'s' if len(monitors) != 1 else ''}; "
+                               f"there is no monitor {index}", hint="monitors count from 0")
+        m = monitors[index]
+        if m.surface_id != self.display.primary or m.x + m.width > frame.shape[1] or m.y + m.height > frame.shape[0]:
+            raise ProtocolError(f"monitor {index} ({m.width}x{m.height}+{m.x}+{m.y} on surface {m.surface_id}) is not "
+                                "on the screen this client draws")
+        return frame[m.y:m.y + m.height, m.x:m.x + m.width].copy()
 
     async def wait_for(self, predicate: Callable, *, timeout: float = 60.0, settle: float = 0.2):
         """Wait until predicate(frame) is true for a settled frame; return that frame (numpy RGB)."""
@@ -407,20 +422,33 @@ class Client:
 
     async def resize(self, width: int, height: int, *, timeout: float = 60) -> None:
         """Ask the guest agent for a WIDTHxHEIGHT screen; return once the display has that size."""
+        await self.set_monitors([(width, height)], timeout=timeout)
+
+    async def set_monitors(self, sizes: Sequence[tuple[int, int]], *, timeout: float = 60) -> list[Monitor]:
+        """Ask the guest agent for monitors of these sizes, side by side from the left; return the
+        monitors once the display shows them so."""
         caps = await self.agent_start()
         if A.CAP_MONITORS_CONFIG not in caps:
             raise ProtocolError("the guest's agent does not take monitor configurations")
         # spice-server hands the configuration to the QXL device when the guest's driver takes it there
-        # (the agent then sees nothing and sends no reply): the display's new size is the answer
-        await self._agent_send(A.MONITORS_CONFIG, A.monitors_config(width, height))
+        # (the agent then sees nothing and sends no reply): the display's monitors are the answer
+        await self._agent_send(A.MONITORS_CONFIG, A.monitors_config(sizes))
+        wanted, x = [], 0
+        for width, height in sizes:
+            wanted.append((x, 0, width, height))
+            x += width
         deadline = time.monotonic() + timeout
         while True:
             frame = await self.frame(timeout=max(1.0, deadline - time.monotonic()))
-            if frame.shape[:2] == (height, width):
-                return
+            shown = [(m.x, m.y, m.width, m.height) for m in self.display.monitors]
+            if len(sizes) == 1 and not shown:
+                shown = [(0, 0, frame.shape[1], frame.shape[0])]  # a server that names no monitors: the surface
+            if shown == wanted and frame.shape[:2] == (max(h for _w, h in sizes), x):
+                return list(self.display.monitors)
             if time.monotonic() > deadline:
-                raise TimeoutExpired(f"the guest's screen is {frame.shape[1]}x{frame.shape[0]}, "
-                                     f"not {width}x{height}, after {timeout:g}s")
+                said = ", ".join(f"{w}x{h}+{mx}+{my}" for mx, my, w, h in shown) or "none"
+                raise TimeoutExpired(f"the guest's screen is {frame.shape[1]}x{frame.shape[0]} with monitors "
+                                     f"{said}, not as asked, after {timeout:g}s")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), 1.0)

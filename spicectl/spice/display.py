@@ -37,8 +37,7 @@ ROP_PUT, ROP_OR, ROP_AND, ROP_XOR, ROP_BLACKNESS, ROP_WHITENESS, ROP_INVERS = 8,
 ROP_INVERS_RES = 1024
 
 # known messages that change nothing a screenshot shows
-NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_MONITORS_CONFIG,
-               M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
+NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
 # known messages this client does not draw yet: a frame that had one is incomplete
 NOT_DRAWN_YET = {M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT,
                  M.MSG_DISPLAY_DRAW_COMPOSITE}
@@ -106,6 +105,21 @@ class Image:
     has_alpha: bool = False
 
 
+@dataclass(frozen=True)
+class Monitor:
+    """One of the guest's monitors: a rectangle of a surface (several may share the primary)."""
+
+    monitor_id: int
+    surface_id: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def as_dict(self) -> dict:
+        return {"monitor": self.monitor_id, "x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
 @dataclass
 class Stream:
     """A video stream: where its frames land on which surface, clipped how."""
@@ -128,6 +142,7 @@ class Display:
         self.marked = False          # the server has sent MARK: the primary surface is complete
         self.warnings: set[str] = set()
         self.streams: dict[int, Stream] = {}
+        self.monitors: list[Monitor] = []  # as the server last said; empty until it says
 
     # --- dispatch ------------------------------------------------------------
     def handle(self, msg_type: int, body: bytes) -> None:
@@ -182,6 +197,8 @@ class Display:
             self.streams.pop(p.take(W.STREAM_ID)["id"], None)
         elif msg_type == M.MSG_DISPLAY_STREAM_DESTROY_ALL:
             self.streams.clear()
+        elif msg_type == M.MSG_DISPLAY_MONITORS_CONFIG:
+            self._monitors_config(body)
         elif msg_type in NOT_DRAWING:
             pass
         elif msg_type in NOT_DRAWN_YET:
@@ -193,6 +210,17 @@ class Display:
         if text not in self.warnings:
             self.warnings.add(text)
             log.warning(text)
+
+    def _monitors_config(self, body: bytes) -> None:
+        head = W.MONITORS_CONFIG.unpack(body)
+        if head["count"] > W.MAX_HEADS:
+            raise ProtocolError(f"display channel: {head['count']} monitors is over the limit of {W.MAX_HEADS}")
+        monitors = []
+        for i in range(head["count"]):
+            h = W.HEAD.unpack(body, W.MONITORS_CONFIG.size + i * W.HEAD.size)
+            if h["width"] and h["height"]:  # a monitor the guest turned off keeps its slot, at 0x0
+                monitors.append(Monitor(h["monitor_id"], h["surface_id"], h["x"], h["y"], h["width"], h["height"]))
+        self.monitors = monitors
 
     # --- video streams -------------------------------------------------------------------
     def _stream_create(self, p: BodyParser) -> None:

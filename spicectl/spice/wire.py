@@ -267,6 +267,11 @@ DISPLAY_INIT = Layout("SpiceMsgcDisplayInit", [
 SURFACE_CREATE = Layout("SpiceMsgSurfaceCreate", [("surface_id", "I"), ("width", "I"), ("height", "I"),
                                                   ("format", "I"), ("flags", "I")])
 SURFACE_DESTROY = Layout("SpiceMsgSurfaceDestroy", [("surface_id", "I")])
+# the monitors the guest shows, as places on a surface (heads of one QXL device share the primary)
+MAX_HEADS = 64
+MONITORS_CONFIG = Layout("SpiceMsgDisplayMonitorsConfig", [("count", "H"), ("max_allowed", "H")])
+HEAD = Layout("SpiceHead", [("monitor_id", "I"), ("surface_id", "I"), ("width", "I"), ("height", "I"), ("x", "I"),
+                            ("y", "I"), ("flags", "I")])
 RESOURCE_ID = Layout("SpiceResourceID", [("type", "B"), ("id", "Q")])
 INVAL_LIST = Struct("SpiceResourceList", [("resources", Counted("SpiceResourceList", "H", RESOURCE_ID,
                                                                 limit=65535))])

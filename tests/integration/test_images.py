@@ -93,10 +93,11 @@ def desktop_image(spicectl) -> dict:
 @pytest.fixture(scope="module")
 def scene(spicectl, desktop_image):
     # auto_glz, as on a real network: QUIC for the photographic parts, GLZ for the rest; and every
-    # region that keeps changing becomes an MJPEG video stream
+    # region that keeps changing becomes an MJPEG video stream; a QXL device with two heads, for
+    # the test of two monitors
     spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=static",
-             "--image-compression", "auto_glz", "--streaming", "all", "--folder-sharing", "--virt-type", "qemu",
-             "--wait")
+             "--image-compression", "auto_glz", "--streaming", "all", "--folder-sharing", "--heads", "2",
+             "--virt-type", "qemu", "--wait")
     wait_for_desktop(spicectl, GUEST)
     yield GUEST
     spicectl("vm", "delete", GUEST, check=False)
@@ -432,13 +433,41 @@ def test_each_usbredir_channel_completes_the_hello_with_qemus_usb_redir(spicectl
 def test_resize_through_the_agent_changes_the_guests_screen(spicectl, scene, tmp_path):
     try:
         r = spicectl("resize", GUEST, "1280x800", "--json", timeout=120)
-        assert r.json() == {"name": GUEST, "width": 1280, "height": 800}
+        assert r.json() == {"name": GUEST, "width": 1280, "height": 800,
+                            "monitors": [{"monitor": 0, "x": 0, "y": 0, "width": 1280, "height": 800}]}
         assert report(spicectl)["screen"] == "1280x800"  # the guest's own X says so
         shot = tmp_path / "resized.png"
         spicectl("screenshot", GUEST, "-o", str(shot))
         assert Image.open(shot).size == (1280, 800)
     finally:
         spicectl("resize", GUEST, "1024x768", timeout=120)  # the scene's reference size, for the tests after
+
+
+def test_two_monitors_through_the_agent_and_a_screenshot_of_each(spicectl, scene, tmp_path):
+    try:
+        r = spicectl("resize", GUEST, "1024x768", "800x600", "--json", timeout=120)
+        assert r.json()["monitors"] == [{"monitor": 0, "x": 0, "y": 0, "width": 1024, "height": 768},
+                                        {"monitor": 1, "x": 1024, "y": 0, "width": 800, "height": 600}]
+        seen = report(spicectl)  # the guest's own X: two outputs, side by side
+        assert seen["screen"] == "1824x768"
+        assert seen["outputs"] == "Virtual-1:1024x768+0+0,Virtual-2:800x600+1024+0"
+        whole, second = tmp_path / "whole.png", tmp_path / "second.png"
+        spicectl("screenshot", GUEST, "-o", str(whole))
+        assert spicectl("screenshot", GUEST, "-o", str(second), "--monitor", "1", "--json").json()["monitor"] == 1
+        theirs = libvirt_screenshot(spicectl, GUEST)  # QEMU's screendump: the QXL primary, both heads
+        ours = np.asarray(Image.open(whole).convert("RGB"))
+        assert ours.shape == theirs.shape == (768, 1824, 3)
+        same = (ours == theirs).all(axis=2)
+        ex, ey, ew, eh = EYES
+        same[ey:ey + eh, ex:ex + ew] = True
+        assert same.all(), f"{(~same).sum()} pixels differ"
+        part = np.asarray(Image.open(second).convert("RGB"))
+        assert part.shape == (600, 800, 3) and (part == theirs[0:600, 1024:1824]).all()
+        r = spicectl("screenshot", GUEST, "-o", str(second), "--monitor", "2", check=False)
+        assert r.exit_code == 2 and "shows 2 monitors" in r.stderr
+    finally:
+        spicectl("resize", GUEST, "1024x768", timeout=120)
+    assert report(spicectl)["outputs"] == "Virtual-1:1024x768+0+0"  # the second output is off again
 
 
 def test_channels_lists_the_servers_channels_and_the_webdav_port_the_guest_opened(spicectl, scene):

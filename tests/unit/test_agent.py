@@ -66,3 +66,10 @@ def test_copy_to_refuses_a_bad_path_before_asking_any_guest(run, tmp_path):
     assert missing.exit_code == 3 and "no file at" in missing.stderr
     folder = run("copy-to", "no-such-guest", str(tmp_path))
     assert folder.exit_code == 2 and "is a directory" in folder.stderr
+
+
+def test_monitors_config_places_monitors_side_by_side_from_the_left():
+    body = A.monitors_config([(1024, 768), (800, 600)])
+    assert A.MONITORS.unpack(body) == {"num_of_monitors": 2, "flags": 0}
+    heads = [A.MON_CONFIG.unpack(body, A.MONITORS.size + i * A.MON_CONFIG.size) for i in range(2)]
+    assert [(h["x"], h["y"], h["width"], h["height"]) for h in heads] == [(0, 0, 1024, 768), (1024, 0, 800, 600)]

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from spicectl.errors import InvalidInput, ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.client import Client, IncompleteScreen
@@ -54,10 +55,39 @@ def test_allow_partial_returns_what_was_drawn():
     assert asyncio.run(client.frame(settle=0)).shape == (8, 8, 3)
 
 
+def monitors(*heads: tuple[int, int, int, int]) -> bytes:
+    """MONITORS_CONFIG with heads (x, y, width, height) on surface 0; a 0x0 head is one turned off."""
+    return W.MONITORS_CONFIG.pack(count=len(heads), max_allowed=4) + b"".join(
+        W.HEAD.pack(monitor_id=i, surface_id=0, x=x, y=y, width=w, height=h, flags=0)
+        for i, (x, y, w, h) in enumerate(heads))
+
+
 def test_layout_messages_that_draw_nothing_are_not_missing_parts():
     client = client_with_screen()
-    client.display.handle(M.MSG_DISPLAY_MONITORS_CONFIG, b"")
+    client.display.handle(M.MSG_DISPLAY_MONITORS_CONFIG, monitors((0, 0, 8, 8)))
+    client.display.handle(M.MSG_DISPLAY_MODE, b"")
     assert asyncio.run(client.frame(settle=0)).shape == (8, 8, 3)
+
+
+def test_a_screenshot_of_one_monitor_is_its_part_of_the_shared_surface():
+    client = client_with_screen()
+    client.display.surfaces[0][:, 5:, 2] = 200  # red on the second monitor (BGRX)
+    client.display.handle(M.MSG_DISPLAY_MONITORS_CONFIG, monitors((0, 0, 5, 8), (5, 0, 3, 6), (0, 0, 0, 0)))
+    assert [m.width for m in client.display.monitors] == [5, 3]  # the one turned off is not a monitor
+    second = np.asarray(asyncio.run(client.screenshot(settle=0, monitor=1)))
+    assert second.shape == (6, 3, 3) and (second[..., 0] == 200).all() and (second[..., 1:] == 0).all()
+    assert asyncio.run(client.screenshot(settle=0, monitor=0)).size == (5, 8)
+    with pytest.raises(InvalidInput, match="shows 2 monitors; there is no monitor 2"):
+        asyncio.run(client.screenshot(settle=0, monitor=2))
+
+
+def test_a_monitor_outside_the_surface_is_a_protocol_error():
+    client = client_with_screen()
+    client.display.handle(M.MSG_DISPLAY_MONITORS_CONFIG, monitors((4, 0, 8, 8)))
+    with pytest.raises(ProtocolError, match="not on the screen"):
+        asyncio.run(client.screenshot(settle=0, monitor=0))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        client.display.handle(M.MSG_DISPLAY_MONITORS_CONFIG, W.MONITORS_CONFIG.pack(count=1000, max_allowed=4))
 
 
 class StandInServer:
