@@ -21,12 +21,12 @@ import asyncio
 from pathlib import Path
 
 from spicectl.pki.ca import CA_CERT
+from spicectl.session.server import from_access
 from spicectl.spice import recording
 from spicectl.spice.channel import Message
-from spicectl.session.server import from_access
 from spicectl.virt import lifecycle
-from spicectl.virt.endpoint import guest_access
 from spicectl.virt.connection import open_hypervisor
+from spicectl.virt.endpoint import guest_access
 
 
 def main() -> None:

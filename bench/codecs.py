@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from spicectl.spice import messages as M
+from spicectl.spice import recording
 from spicectl.spice.codecs.lz import GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.quic import decode_quic
-from spicectl.spice import recording
 from spicectl.spice.display import copy_source
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"

@@ -8,8 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Base packages: a Python that can build libvirt-python, libvirt's schemas and clients.
-BASE_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt0 libvirt-clients openssl)
+# Base packages: a Python that can build libvirt-python, libvirt's schemas and clients;
+# pixman, which the SPICE client loads to draw DRAW_COMPOSITE as spice-server's own canvas does.
+BASE_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt0 libvirt-clients openssl libpixman-1-0)
 
 ensure_apt() {
   local missing=()

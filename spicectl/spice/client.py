@@ -40,9 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("spicectl.spice")
 
 INPUTS_CAP_KEY_SCANCODE = 0
-# what this client draws: sized streams, monitor configs, LZ4 images, and of the video codecs only MJPEG
+# what this client draws: sized streams, monitor configs, LZ4 images, of the video codecs only MJPEG,
+# and Render composites where pixman is installed (a guest's driver composites only for clients that say so)
 DISPLAY_CAPS = (M.DISPLAY_CAP_SIZED_STREAM, M.DISPLAY_CAP_MONITORS_CONFIG, M.DISPLAY_CAP_LZ4_COMPRESSION,
                 M.DISPLAY_CAP_MULTI_CODEC, M.DISPLAY_CAP_CODEC_MJPEG)
+
+
+def display_caps() -> tuple[int, ...]:
+    from spicectl.spice import pixman
+
+    return DISPLAY_CAPS + ((M.DISPLAY_CAP_COMPOSITE,) if pixman.available() else ())
 CONNECT_TIMEOUT = 15.0
 AGENT_WINDOW = 10  # agent chunks the server may send before we give tokens back
 
@@ -159,7 +166,7 @@ class Client:
         if display:
             if (link.DISPLAY, 0) not in self.channels_available:
                 raise ProtocolError("the guest has no display channel")
-            self.display_channel = await self._open(link.DISPLAY, 0, DISPLAY_CAPS)
+            self.display_channel = await self._open(link.DISPLAY, 0, display_caps())
             if self.display_observer is not None:
                 self.display_channel.observers.append(self.display_observer)
             self.display_channel.send(M.MSGC_DISPLAY_INIT, W.DISPLAY_INIT.pack(

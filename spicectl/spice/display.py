@@ -18,6 +18,7 @@ import numpy as np
 
 from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
+from spicectl.spice import pixman
 from spicectl.spice import wire as W
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.lz4 import decode_lz4
@@ -39,8 +40,7 @@ ROP_INVERS_RES = 1024
 # known messages that change nothing a screenshot shows
 NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
 # known messages this client does not draw yet: a frame that had one is incomplete
-NOT_DRAWN_YET = {M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT,
-                 M.MSG_DISPLAY_DRAW_COMPOSITE}
+NOT_DRAWN_YET = {M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT}
 STREAM_CODEC_MJPEG = 1
 STREAM_CODECS = {1: "MJPEG", 2: "VP8", 3: "H264", 4: "VP9", 5: "H265"}
 STREAM_FLAGS_TOP_DOWN = 1
@@ -103,6 +103,7 @@ class BodyParser:
 class Image:
     pixels: np.ndarray      # (h, w, 4) uint8, BGRX/BGRA
     has_alpha: bool = False
+    surface: bool = False   # a surface's pixels, not an image the server sent
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class Stream:
 class Display:
     def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS) -> None:
         self.surfaces: dict[int, np.ndarray] = {}
+        self.surface_formats: dict[int, int] = {}
         self.primary: int | None = None
         self.images: OrderedDict[int, Image] = OrderedDict()
         self.palettes: dict[int, list[int]] = {}
@@ -153,6 +155,7 @@ class Display:
         elif msg_type == M.MSG_DISPLAY_SURFACE_DESTROY:
             sid = p.take(W.SURFACE_DESTROY)["surface_id"]
             self.surfaces.pop(sid, None)
+            self.surface_formats.pop(sid, None)
             if sid == self.primary:
                 self.primary = None
                 self.marked = False
@@ -172,6 +175,8 @@ class Display:
             self._draw_alpha_blend(p)
         elif msg_type == M.MSG_DISPLAY_COPY_BITS:
             self._copy_bits(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_COMPOSITE:
+            self._draw_composite(p)
         elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
             for resource in p.take(W.INVAL_LIST)["resources"]:
                 self.images.pop(resource["id"], None)
@@ -266,6 +271,7 @@ class Display:
         if s["surface_id"] not in self.surfaces and len(self.surfaces) >= MAX_SURFACES:
             raise ProtocolError(f"display channel: more than {MAX_SURFACES} surfaces")
         self.surfaces[s["surface_id"]] = np.zeros((h, w, 4), dtype=np.uint8)
+        self.surface_formats[s["surface_id"]] = s["format"]
         if s["flags"] & M.SURFACE_FLAG_PRIMARY:
             self.primary = s["surface_id"]
             self.marked = False
@@ -351,7 +357,8 @@ class Display:
             self.images.move_to_end(d["id"])
             return img
         if kind == M.IMAGE_SURFACE:
-            return Image(self.surface(p.take(W.SURFACE_IMAGE)["surface_id"]).copy())
+            sid = p.take(W.SURFACE_IMAGE)["surface_id"]
+            return Image(self.surface(sid).copy(), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB, True)
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
             raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
         if kind == M.IMAGE_BITMAP:
@@ -609,6 +616,52 @@ class Display:
         for a in self._areas(surface, box, clips):
             surface[a.top:a.bottom, a.left:a.right] = snapshot[a.top - box.top:a.bottom - box.top,
                                                                a.left - box.left:a.right - box.left]
+
+
+    def _draw_composite(self, p: BodyParser) -> None:
+        """As spice-server's canvas does it: the box's pixels composited by pixman, kept where the clip allows."""
+        base = p.take(W.DISPLAY_BASE)
+        sid = base["surface_id"]
+        surface, box = self.surface(sid), Rect.of(base["box"])
+        clips = [Rect.of(r) for r in base["clip"].get("rects", ())]
+        head = p.take(W.COMPOSITE_HEAD)
+        flags = head["flags"]
+        mask_at = p.take(W.IMAGE_OFFSET)["offset"] if flags & W.COMPOSITE_HAS_MASK else 0
+        src_transform = p.take(W.TRANSFORM) if flags & W.COMPOSITE_HAS_SRC_TRANSFORM else None
+        mask_transform = p.take(W.TRANSFORM) if flags & W.COMPOSITE_HAS_MASK_TRANSFORM else None
+        origins = p.take(W.COMPOSITE_ORIGINS)
+        if box.empty:
+            return
+        h, w = surface.shape[:2]
+        if box.left < 0 or box.top < 0 or box.right > w or box.bottom > h:
+            raise ProtocolError(f"display channel: composite box {box} outside a {w}x{h} surface")
+        formats = {M.SURFACE_FMT_32_XRGB: pixman.X8R8G8B8, M.SURFACE_FMT_32_ARGB: pixman.A8R8G8B8}
+        target = self.surface_formats.get(sid)
+        if target not in formats:
+            self._warn(f"composite onto a surface of format {target} is not drawn by this client")
+            return
+
+        def layer(img: Image, origin: tuple[int, int], transform: dict | None, shift_filter: int, shift_repeat: int,
+                  opaque: bool) -> pixman.Layer:
+            alpha = img.has_alpha and not opaque
+            return pixman.Layer(img.pixels, pixman.A8R8G8B8 if alpha else pixman.X8R8G8B8, origin,
+                                tuple(transform.values()) if transform else None,
+                                (flags >> shift_filter) & 7, (flags >> shift_repeat) & 3)
+
+        src_img = self.image(p.at(head["src_bitmap"]))
+        # spice-server honours SOURCE_OPAQUE for surfaces only, and MASK_OPAQUE and DEST_OPAQUE not at all
+        src = layer(src_img, (origins["src_x"], origins["src_y"]), src_transform, W.COMPOSITE_SRC_FILTER_SHIFT,
+                    W.COMPOSITE_SRC_REPEAT_SHIFT, src_img.surface and bool(flags & W.COMPOSITE_SOURCE_OPAQUE))
+        mask = None
+        if flags & W.COMPOSITE_HAS_MASK:
+            mask = layer(self.image(p.at(mask_at)), (origins["mask_x"], origins["mask_y"]), mask_transform,
+                         W.COMPOSITE_MASK_FILTER_SHIFT, W.COMPOSITE_MASK_REPEAT_SHIFT, False)
+            mask.component_alpha = bool(flags & W.COMPOSITE_COMPONENT_ALPHA)
+        dest = surface[box.top:box.bottom, box.left:box.right].copy()  # the clip decides what goes back
+        pixman.composite(flags & W.COMPOSITE_OP_MASK, dest, formats[target], src, mask)
+        for a in self._areas(surface, box, clips):
+            surface[a.top:a.bottom, a.left:a.right] = dest[a.top - box.top:a.bottom - box.top,
+                                                           a.left - box.left:a.right - box.left]
 
 
 def _tile(pattern: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:

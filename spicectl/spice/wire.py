@@ -244,6 +244,19 @@ ALPHA_FLAGS_DEST_HAS_ALPHA, ALPHA_FLAGS_SRC_SURFACE_HAS_ALPHA = 1, 2
 ALPHA_BLEND = Layout("SpiceAlphaBlend", [("alpha_flags", "B"), ("alpha", "B"), ("src_bitmap", "I"),
                                          ("src_area", RECT)])
 COPY_BITS = Layout("SpiceMsgDisplayCopyBits", [("src_pos", POINT)])
+# DRAW_COMPOSITE: flags, the source, then what the flags say is present, then the two origins
+COMPOSITE_OP_MASK = 0xFF
+COMPOSITE_SRC_FILTER_SHIFT, COMPOSITE_MASK_FILTER_SHIFT = 8, 11
+COMPOSITE_SRC_REPEAT_SHIFT, COMPOSITE_MASK_REPEAT_SHIFT = 14, 16
+COMPOSITE_COMPONENT_ALPHA, COMPOSITE_HAS_MASK, COMPOSITE_HAS_SRC_TRANSFORM = 1 << 18, 1 << 19, 1 << 20
+COMPOSITE_HAS_MASK_TRANSFORM, COMPOSITE_SOURCE_OPAQUE, COMPOSITE_MASK_OPAQUE = 1 << 21, 1 << 22, 1 << 23
+COMPOSITE_DEST_OPAQUE = 1 << 24
+COMPOSITE_HEAD = Layout("SpiceComposite", [("flags", "I"), ("src_bitmap", "I")])
+IMAGE_OFFSET = Layout("SpiceImage*", [("offset", "I")])
+TRANSFORM = Layout("SpiceTransform", [("t00", "I"), ("t01", "I"), ("t02", "I"), ("t10", "I"), ("t11", "I"),
+                                      ("t12", "I")])
+COMPOSITE_ORIGINS = Layout("SpiceCompositeOrigins", [("src_x", "h"), ("src_y", "h"), ("mask_x", "h"),
+                                                     ("mask_y", "h")])
 
 # --- display channel: video streams -------------------------------------------------------------
 STREAM_CREATE = Struct("SpiceMsgDisplayStreamCreate", [

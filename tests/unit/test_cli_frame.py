@@ -6,9 +6,8 @@ import re
 import subprocess
 import sys
 
-from spicectl import __version__
+from spicectl import __version__, errors
 from spicectl.cli.errors import EXIT_CODES, exit_code_for
-from spicectl import errors
 
 
 def test_version_prints_the_package_version(run):

@@ -178,7 +178,7 @@ def test_draw_copy_of_a_bottom_up_bitmap():
     assert (rgb[0] == [0, 0, 255]).all() and (rgb[1] == [255, 0, 0]).all()
 
 
-@given(msg_type=st.sampled_from([302, 303, 304, 305, 306, 307, 308, 312, 313, 104, 105, 107, 314, 315]),
+@given(msg_type=st.sampled_from([302, 303, 304, 305, 306, 307, 308, 312, 313, 104, 105, 107, 314, 315, 317, 318]),
        body=st.binary(max_size=300))
 @settings(max_examples=500, deadline=None)
 def test_display_never_crashes_on_garbage(msg_type, body):
