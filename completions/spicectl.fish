@@ -279,6 +279,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -l help -d 'Show this
 complete -c spicectl -n 'test (__spicectl_path) = "proxy"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l require-client-cert -d 'With --tls: admit only clients presenting a certificate from'
+complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l reuse-port -d 'Share ADDR:PORT with other `proxy serve --reuse-port` proces'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l tls -d 'Serve TLS (https/wss) with a certificate from spicectl'\''s CA.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l cert-dir -r -d 'With --tls: directory with server-cert.pem and server-key.pe'

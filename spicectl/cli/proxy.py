@@ -20,14 +20,21 @@ def proxy() -> None:
 @click.option("--require-client-cert", is_flag=True, help="With --tls: admit only clients presenting a certificate "
               "from spicectl's CA (spicectl cert issue client NAME).")
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
+@click.option("--reuse-port", is_flag=True, help="Share ADDR:PORT with other `proxy serve --reuse-port` processes "
+              "of this state dir (SO_REUSEPORT): the kernel spreads connections among them, and a token is "
+              "still good for one session across all.")
 @pass_app
 def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client_cert: bool,
-          html5_dir: str | None) -> None:
+          html5_dir: str | None, reuse_port: bool) -> None:
     """Serve sessions minted by `spicectl connect NAME --proxy ws|http-connect --proxy-url URL`.
 
     Tokens are signed with STATE_DIR/proxy/secret, so the proxy and `connect` share a state dir.
     Each token opens one session, for the guest endpoint it names, before it expires. One log
     line per session on stderr. Stops on Ctrl-C or SIGTERM.
+
+    Several proxies (on one port with --reuse-port, or on several behind a TCP balancer) share
+    spent tokens through STATE_DIR/proxy/spent.db; a session whose channels land on different
+    proxies is one session.
     """
     import asyncio
     import signal
@@ -54,7 +61,7 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
                          spent=spent_store(app.settings.state_dir))
 
     async def main() -> None:
-        bound = await server.start(host, port)
+        bound = await server.start(host, port, reuse_port=reuse_port)
         app.info(f"spicectl proxy listening on {'https' if tls else 'http'}://{bound[0]}:{bound[1]}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

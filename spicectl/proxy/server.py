@@ -97,16 +97,18 @@ class ProxyServer:
         self.refusals: deque[str] = deque(maxlen=1000)  # recent reasons, for tests and diagnostics
         self._conns: set[asyncio.Task] = set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
         import errno
 
         try:
             self.server = await asyncio.start_server(self._handle, host, port, ssl=self.tls,
+                                                     reuse_port=reuse_port or None,
                                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None)
         except OSError as exc:
             where = f"{host}:{port}"
             if exc.errno == errno.EADDRINUSE:
-                raise Conflict(f"{where} is already in use", hint="choose another port with --listen") from None
+                raise Conflict(f"{where} is already in use", hint="choose another port with --listen"
+                               + ("" if reuse_port else " (proxies sharing a port each need --reuse-port)")) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise InvalidInput(f"cannot listen on {where}: no interface of this host has that address") from None
             if exc.errno == errno.EACCES:
@@ -292,7 +294,7 @@ class ProxyServer:
         session = self.sessions.join(grant, who, via)
         counts = Counts()
         try:
-            await relay(client, guest, counts, on_end=lambda: setattr(session, "closing", True))
+            await relay(client, guest, counts, on_end=lambda: self.sessions.close(session))
         finally:
             session.up += counts.up
             session.down += counts.down

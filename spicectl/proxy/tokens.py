@@ -133,6 +133,7 @@ class MemorySpent:
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}  # nonce -> expiry
+        self.open: set[str] = set()        # claimed, and their session still takes connections
         self._expiring: list[tuple[float, str]] = []  # a heap of the same, soonest first
 
     def claim(self, nonce: str, expires: float) -> bool:
@@ -141,12 +142,21 @@ class MemorySpent:
         if nonce in self.spent:
             return False
         self.spent[nonce] = expires
+        self.open.add(nonce)
         heapq.heappush(self._expiring, (expires, nonce))
         return True
 
+    def join(self, nonce: str) -> bool:
+        """Join a session another process holds: there is none, this store is one process's own."""
+        return False
+
+    def end(self, nonce: str) -> None:
+        """The session of `nonce` takes no more connections."""
+        self.open.discard(nonce)
+
     def is_spent(self, nonce: str) -> bool:
         self._prune()
-        return nonce in self.spent
+        return nonce in self.spent and nonce not in self.open
 
     def __len__(self) -> int:
         return len(self.spent)
@@ -158,12 +168,18 @@ class MemorySpent:
         while self._expiring and self._expiring[0][0] < now:
             _, nonce = heapq.heappop(self._expiring)
             self.spent.pop(nonce, None)
+            self.open.discard(nonce)
 
 
 class SqliteSpent:
-    """Spent tokens in STATE/proxy/spent.db: they stay spent across restarts, and every proxy
+    """Claimed tokens in STATE/proxy/spent.db: they stay spent across restarts, and every proxy
     process on the host (and `connect`'s per-session proxies) shares them. SQLite's own locking
-    makes the first INSERT of a nonce win; WAL keeps readers and that writer apart."""
+    makes the first INSERT of a nonce win; WAL keeps readers and that writer apart.
+
+    A row is a session, open (`closing` 0) until one of its connections ends anywhere. Behind
+    SO_REUSEPORT or a balancer a client's channels land on different proxy processes: a process
+    that did not claim the token joins the session while it is open and the token unexpired
+    (spice-server refuses an expired ticket on every channel anyway)."""
 
     PRUNE_EVERY = 1.0  # seconds between deletes of expired rows
 
@@ -178,7 +194,14 @@ class SqliteSpent:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash may lose the last claims, never corrupt
-            self.db.execute("CREATE TABLE IF NOT EXISTS spent (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS tokens "
+                            "(nonce TEXT PRIMARY KEY, expires REAL NOT NULL, closing INTEGER NOT NULL)")
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='spent'").fetchone():
+                # the store before sessions were shared: every token in it is spent
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("INSERT OR IGNORE INTO tokens SELECT nonce, expires, 1 FROM spent")
+                self.db.execute("DROP TABLE spent")
+                self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise InvalidInput(f"cannot open the spent-token store {path}: {exc}",
                                hint=f"remove {path} if it is damaged (tokens still valid become usable again)") \
@@ -189,23 +212,30 @@ class SqliteSpent:
     def claim(self, nonce: str, expires: float) -> bool:
         self._prune()
         try:
-            self.db.execute("INSERT INTO spent (nonce, expires) VALUES (?, ?)", (nonce, expires))
+            self.db.execute("INSERT INTO tokens (nonce, expires, closing) VALUES (?, ?, 0)", (nonce, expires))
             return True
         except self._sqlite.IntegrityError:
             return False
 
+    def join(self, nonce: str) -> bool:
+        return self.db.execute("SELECT 1 FROM tokens WHERE nonce = ? AND closing = 0 AND expires >= ?",
+                               (nonce, wall_clock())).fetchone() is not None
+
+    def end(self, nonce: str) -> None:
+        self.db.execute("UPDATE tokens SET closing = 1 WHERE nonce = ?", (nonce,))
+
     def is_spent(self, nonce: str) -> bool:
-        return self.db.execute("SELECT 1 FROM spent WHERE nonce = ? AND expires >= ?",
+        return self.db.execute("SELECT 1 FROM tokens WHERE nonce = ? AND closing = 1 AND expires >= ?",
                                (nonce, wall_clock())).fetchone() is not None
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM spent WHERE expires >= ?", (wall_clock(),)).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM tokens WHERE expires >= ?", (wall_clock(),)).fetchone()[0]
 
     def _prune(self) -> None:
         now = wall_clock()
         if now - self._pruned >= self.PRUNE_EVERY:
             self._pruned = now
-            self.db.execute("DELETE FROM spent WHERE expires < ?", (now,))
+            self.db.execute("DELETE FROM tokens WHERE expires < ?", (now,))
 
     def close(self) -> None:
         self.db.close()
@@ -230,6 +260,8 @@ class Sessions:
         """Raise AuthError unless `grant` may open or join a session now."""
         session = self.live.get(grant.nonce)
         if session is not None:
+            if not session.closing and self.spent.is_spent(grant.nonce):
+                session.closing = True  # a connection of it ended in another process
             if session.closing:
                 raise AuthError("token already used")
             return
@@ -240,23 +272,29 @@ class Sessions:
             raise AuthError("token already used")
 
     def join(self, grant: Grant, peer: str, via: str) -> Session:
+        self.check(grant)
         session = self.live.get(grant.nonce)
-        if session is not None and session.closing:
-            raise AuthError("token already used")
         if session is None:
-            self.check(grant)
-            if not self.spent.claim(grant.nonce, grant.expires):
+            # claimed here, or open in another process that shares the store
+            if not self.spent.claim(grant.nonce, grant.expires) and not self.spent.join(grant.nonce):
                 raise AuthError("token already used")
             session = self.live[grant.nonce] = Session(grant, peer, via)
         session.connections += 1
         session.channels += 1
         return session
 
+    def close(self, session: Session) -> None:
+        """One of the session's connections has ended: from now on nobody joins it, here or elsewhere."""
+        if not session.closing:
+            session.closing = True
+            self.spent.end(session.grant.nonce)
+
     def leave(self, session: Session) -> bool:
         """One connection closed; True if that ended the session."""
         session.connections -= 1
         if session.connections > 0:
             return False
+        self.close(session)
         session.ended = True
         self.live.pop(session.grant.nonce, None)
         return True

@@ -126,9 +126,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(spicectl):
-    port = free_port()
-    serve = popen(spicectl, "proxy", "serve", "--listen", f"127.0.0.1:{port}")
+def start_serve(spicectl, *extra, port=None):
+    port = port or free_port()
+    serve = popen(spicectl, "proxy", "serve", "--listen", f"127.0.0.1:{port}", *extra)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -192,3 +192,53 @@ def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, g
         serve.send_signal(signal.SIGTERM)
         err = finish(serve)
     assert "token already used" in err
+
+
+def test_two_proxies_on_one_port_share_sessions_and_spend_each_token_once(spicectl, guest, tmp_path):
+    """Two gateways behind one address (SO_REUSEPORT): the kernel spreads a client's channel
+    connections over both, each session still works, and a token spent through one is spent in both."""
+    import asyncio
+
+    from spicectl.session.openers import connect_opener
+    from spicectl.session.vv import parse
+    from spicectl.spice.client import Client, tls_context
+
+    first, port = start_serve(spicectl, "--reuse-port")
+    second, _ = start_serve(spicectl, "--reuse-port", port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for i in range(4):  # each session opens main, display, inputs, cursor: connections land on both
+            shot = tmp_path / f"gw-{i}.png"
+            spicectl("connect", guest, "--proxy-url", url, "--proxy", "ws", "--builtin", "--screenshot", str(shot))
+            assert Image.open(shot).size == (720, 400)
+        vv = tmp_path / "gw.vv"
+        spicectl("connect", guest, "--proxy-url", url, "--proxy", "http-connect", "--vv", str(vv))
+        keys = parse(vv.read_text())
+        token = keys["proxy"].split("spicectl:", 1)[1].split("@", 1)[0]
+        ca = tmp_path / "ca.pem"
+        ca.write_text(keys["ca"].replace("\\n", "\n"))
+
+        async def session():
+            opener = connect_opener("127.0.0.1", port, token, keys["host"], int(keys["tls-port"]),
+                                    ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
+            client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
+                            opener=opener)
+            await client.connect(inputs=False)
+            try:
+                return await client.screenshot()
+            finally:
+                await client.close()
+
+        assert asyncio.run(session()).size == (720, 400)
+        time.sleep(1)  # its connections' ends reach the proxies
+        for _ in range(16):  # replays spread over both proxies: each refuses
+            with pytest.raises(Exception, match="407"):
+                asyncio.run(session())
+    finally:
+        for serve in (first, second):
+            serve.send_signal(signal.SIGTERM)
+        errs = [finish(serve) for serve in (first, second)]
+    assert first.returncode == second.returncode == 0, errs
+    for err in errs:
+        assert f"session guest={guest}" in err, "the kernel gave one proxy no connection"
+        assert "token already used" in err

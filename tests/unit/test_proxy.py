@@ -581,7 +581,7 @@ def test_expired_rows_are_pruned_from_the_store(tmp_path, monkeypatch):
     now = time.time() + 5
     monkeypatch.setattr(time, "time", lambda: now)
     store.claim("another", now + 600)
-    rows = [r[0] for r in store.db.execute("SELECT nonce FROM spent ORDER BY nonce")]
+    rows = [r[0] for r in store.db.execute("SELECT nonce FROM tokens ORDER BY nonce")]
     assert rows == ["another", "new"]
 
 
@@ -677,3 +677,39 @@ def test_once_a_sessions_connection_ends_its_token_admits_no_one_else(signer):
 
     first, again = run(go())
     assert first.endswith("200 Connection established") and "407" in again
+
+
+def test_a_session_spread_over_two_proxy_processes_is_joined_while_open_then_spent_in_both(signer, tmp_path):
+    """Behind SO_REUSEPORT a client's channels land on either process: the one that did not claim
+    the token joins the open session, and once a connection of it ends neither admits it again."""
+    from spicectl.proxy.tokens import SqliteSpent
+
+    db = tmp_path / "spent.db"
+    a, b = Sessions(SqliteSpent(db)), Sessions(SqliteSpent(db))
+    _, grant = signer.mint(guest="g", host="h", port=1, tls=False, kind="connect", ttl=60)
+    main = a.join(grant, "peer", "x")        # claims the token
+    display = b.join(grant, "peer", "x")     # another channel, through the other process
+    a.join(grant, "peer", "x")
+    b.close(display)                         # a connection ended (in b)
+    for sessions in (a, b):
+        with pytest.raises(AuthError, match="already used"):
+            sessions.join(grant, "peer", "x")
+    assert b.leave(display) and not a.leave(main) and a.leave(main)
+    for sessions in (a, b):
+        with pytest.raises(AuthError, match="already used"):
+            sessions.check(grant)
+
+
+def test_tokens_spent_in_the_older_store_stay_spent(tmp_path):
+    import sqlite3
+
+    from spicectl.proxy.tokens import SqliteSpent
+
+    db = tmp_path / "spent.db"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE spent (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+    old.execute("INSERT INTO spent VALUES ('n1', ?)", (time.time() + 60,))
+    old.commit()
+    old.close()
+    store = SqliteSpent(db)
+    assert store.is_spent("n1") and not store.claim("n1", time.time() + 60) and not store.join("n1")
