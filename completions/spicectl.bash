@@ -39,7 +39,7 @@ _spicectl_opts() {
     'copy-to') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
     'host') echo '--help -h' ;;
     'host check') echo '--help --json -h' ;;
-    'host setup') echo '--help --json --passphrase-env --passphrase-fd --passphrase-file -h' ;;
+    'host setup') echo '--apply --help --json --passphrase-env --passphrase-fd --passphrase-file -h' ;;
     'host stop') echo '--help --json --timeout -h' ;;
     'image') echo '--help -h' ;;
     'image build') echo '--force --help --json -h' ;;

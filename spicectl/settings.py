@@ -13,6 +13,7 @@ from pathlib import Path
 
 from spicectl.errors import InvalidInput
 
+DEFAULT_HOST = "default"   # a [hosts] value naming spicectl's private libvirt
 _KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts"}
 
 
@@ -96,6 +97,8 @@ class Settings:
         hosts = cfg.get("hosts", {})
         if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
             raise InvalidInput(f"config file {path}: [hosts] must map names to libvirt URIs")
+        if connect in hosts:  # --connect NAME: a host the config file names
+            connect = None if hosts[connect] == DEFAULT_HOST else hosts[connect]
         return cls(
             state_dir=sd.expanduser().absolute(),
             connect=connect or None,

@@ -39,30 +39,39 @@ def check_cmd(app: App) -> None:
 
 
 @host.command("setup")
+@click.option("--apply", "apply_", is_flag=True,
+              help="For a libvirt named by --connect qemu+ssh://…: install a SPICE server "
+              "certificate from spicectl's CA for the URI's host into its SPICE certificate directory and set "
+              "spice_tls in its qemu.conf, over the URI's own SSH; backs up what it replaces.")
 @passphrase_options
 @json_option
 @pass_app
-def setup_cmd(app: App, passphrase_file, passphrase_fd, passphrase_env) -> None:
+def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase_env) -> None:
     """Set up spicectl's private libvirt: CA, SPICE TLS server certificate, qemu.conf.
 
-    Safe to repeat. For a system libvirt (--connect qemu:///system) it says what to do by hand.
+    Safe to repeat. For another libvirt (--connect qemu:///system, qemu+ssh://…) it lists what to
+    do by hand, or does it with --apply and says what it changed and what to restart.
     """
     from spicectl.virt import host as H
     from spicectl.virt.connection import resolve
 
     s = app.settings
     target = resolve(s.connect, s.state_dir)
+    passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    if (not target.embedded or target.root is None) and apply_:
+        _apply_remote(app, target.uri, passphrase)
+        return
     if not target.embedded or target.root is None:
         steps = H.manual_setup_steps(s.certs_dir)
         def human() -> None:
             click.echo(f"{target.uri} is not spicectl's private libvirt; by hand:")
             for i, step in enumerate(steps, 1):
                 click.echo(f"  {i}. {step}")
+            click.echo("or let spicectl do it over the URI's SSH: spicectl host setup --apply")
 
         app.emit({"uri": target.uri, "manual_steps": steps}, human)
         return
-    report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir,
-                             passphrase=read_passphrase(passphrase_file, passphrase_fd, passphrase_env))
+    report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir, passphrase=passphrase)
     data = {"uri": target.uri, "root": str(report.root), "cert_dir": str(report.cert_dir),
             "created_ca": report.created_ca, "issued_server_cert": report.issued_server_cert,
             "wrote_qemu_conf": report.wrote_qemu_conf}
@@ -73,6 +82,46 @@ def setup_cmd(app: App, passphrase_file, passphrase_fd, passphrase_env) -> None:
                    f"{'issued' if report.issued_server_cert else 'valid'} in {report.cert_dir}")
 
     app.emit(data, ready)
+
+
+def _apply_remote(app: App, uri: str, passphrase: bytes | None) -> None:
+    from spicectl.errors import VerificationFailed
+    from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
+    from spicectl.pki.issue import SERVER_CERT, SERVER_KEY, issue_server
+    from spicectl.pki.profiles import load_profile
+    from spicectl.pki.verify import verify_directory
+    from spicectl.virt.remote import SshHost, apply_spice_tls
+
+    s = app.settings
+    ssh = SshHost.from_uri(uri)
+    name = ssh.host
+    local = s.certs_dir / "server" / name
+    issued = created_ca = False
+    if not ca_exists(s.ca_dir):
+        if any(s.certs_dir.glob(f"server/*/{SERVER_CERT}")):
+            raise VerificationFailed(f"spicectl's CA ({s.ca_dir}) is missing, but {s.certs_dir} holds certificates "
+                                     "it issued; not making a new CA behind your back",
+                                     hint=f"restore {s.ca_dir} from a backup, or run spicectl ca init")
+        init_ca(s.ca_dir, load_profile("ca", s.pki_dir), passphrase=passphrase)
+        created_ca = True
+    if not local.exists() or not all(c.ok for c in verify_directory(local, host=name, trusted_ca=s.ca_dir / CA_CERT)):
+        issue_server(load_ca(s.ca_dir, passphrase), load_profile("server", s.pki_dir), local, host=name,
+                     force=True)
+        issued = True
+    report = apply_spice_tls(ssh, ca_pem=(local / CA_CERT).read_bytes(), cert_pem=(local / SERVER_CERT).read_bytes(),
+                             key_pem=(local / SERVER_KEY).read_bytes())
+    data = {"uri": uri, "host": name, "cert_dir": report.cert_dir, "created_ca": created_ca,
+            "issued_server_cert": issued, "local_copy": str(local), "changed": report.changed,
+            "restart": report.restart or None}
+
+    def human() -> None:
+        click.echo(f"{uri}: SPICE TLS with spicectl's CA{' (created)' if created_ca else ''} for {name}")
+        for line in report.changed or ["nothing to change: already set up"]:
+            click.echo(f"  {line}")
+        if report.restart:
+            click.echo(f"next: {report.restart}")
+
+    app.emit(data, human)
 
 
 @host.command("stop")

@@ -106,7 +106,8 @@ def _help_width(max_width: int = 100) -> int:
 @click.group(cls=RootGroup, lazy=dict(COMMANDS), epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"], "terminal_width": _help_width()})
 @click.option("--connect", "-c", metavar="URI", envvar="SPICECTL_CONNECT",
-              help="libvirt URI (env SPICECTL_CONNECT, then LIBVIRT_DEFAULT_URI; default: spicectl's private libvirt).")
+              help="libvirt URI, or a host named in the config file's [hosts] (env SPICECTL_CONNECT, then "
+              "LIBVIRT_DEFAULT_URI; default: spicectl's private libvirt).")
 @click.option("--json", "json_", is_flag=True, help="Print JSON objects for scripts instead of tables.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")

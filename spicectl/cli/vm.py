@@ -218,11 +218,13 @@ def delete_cmd(app: App, name: str, keep_disks: bool) -> None:
 
 
 @vm.command("list")
-@click.option("--all-hosts", is_flag=True, help="List guests on every host named in spicectl.toml's [hosts].")
+@click.option("--all-hosts", is_flag=True, help="List guests on every host named in spicectl.toml's [hosts] "
+              "(a host = \"default\" is spicectl's private libvirt).")
 @json_option
 @pass_app
 def list_cmd(app: App, all_hosts: bool) -> None:
     """List guests with their state and SPICE endpoint."""
+    from spicectl.settings import DEFAULT_HOST
     from spicectl.virt import lifecycle
     from spicectl.virt.connection import open_hypervisor
 
@@ -234,8 +236,9 @@ def list_cmd(app: App, all_hosts: bool) -> None:
 
             raise InvalidInput("no [hosts] in the config file", hint=f"add them to {s.config_path}")
         for host, uri in sorted(s.hosts.items()):
-            with open_hypervisor(uri, s.state_dir) as hv:
-                rows += [{**d, "host": host, "uri": uri} for d in lifecycle.list_domains(hv)]
+            # "default": spicectl's private libvirt (under its lock, as every command opens it)
+            with open_hypervisor(None if uri == DEFAULT_HOST else uri, s.state_dir) as hv:
+                rows += [{**d, "host": host, "uri": hv.location.uri} for d in lifecycle.list_domains(hv)]
     else:
         with app.hypervisor() as hv:
             rows = [{**d, "host": None, "uri": hv.location.uri} for d in lifecycle.list_domains(hv)]

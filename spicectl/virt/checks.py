@@ -72,6 +72,11 @@ def run_checks(s: Settings) -> list[HostCheck]:
                                           "; spicectl host stop ends them"))
     except SpicectlError as exc:
         checks.append(HostCheck("libvirt", False, exc.message))
+    if not target.embedded and not target.local and "+ssh" in target.uri.split("://", 1)[0]:
+        checks += _remote_checks(target.uri, s.ca_dir / CA_CERT)
+        return checks
+    if not target.embedded and target.local:
+        checks.append(_kvm_for_qemu_user(_local_kvm_facts()))
     if target.embedded and target.root is not None:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
         cert_dir = conf.get("spice_tls_x509_cert_dir")
@@ -97,3 +102,60 @@ def run_checks(s: Settings) -> list[HostCheck]:
             checks.append(HostCheck("spice_cert", not bad, f"{cert_dir} valid for {listen}" if not bad else
                                       f"{cert_dir}: " + "; ".join(c.detail for c in bad)))
     return checks
+
+
+def _remote_checks(uri: str, our_ca: Path) -> list[HostCheck]:
+    """SPICE TLS on a qemu+ssh host, read through the URI's SSH: qemu.conf, the certificate, /dev/kvm."""
+    from spicectl.errors import SpicectlError
+    from spicectl.virt.remote import SshHost, kvm_facts, read_spice_tls, verify_remote
+
+    ssh = SshHost.from_uri(uri)
+    try:
+        tls = read_spice_tls(ssh)
+        kvm = kvm_facts(ssh)
+    except SpicectlError as exc:
+        return [HostCheck("spice_tls", False, exc.message)]
+    checks = [HostCheck("spice_tls", tls.tls_on, f"spice_tls = 1 in {ssh.host}'s qemu.conf" if tls.tls_on else
+                        f"spice_tls is off in {ssh.host}'s qemu.conf: guests cannot serve TLS "
+                        "(spicectl host setup --apply turns it on)")]
+    if tls.tls_on:
+        bad = [c for c in verify_remote(tls, host=ssh.host, trusted_ca=our_ca) if not c.ok]
+        checks.append(HostCheck("spice_cert", not bad,
+                                f"{ssh.host}:{tls.cert_dir} valid for {ssh.host} and issued by spicectl's CA"
+                                if not bad else f"{ssh.host}:{tls.cert_dir}: " + "; ".join(c.detail for c in bad)))
+    checks.append(_kvm_for_qemu_user(kvm))
+    return checks
+
+
+def _local_kvm_facts() -> tuple[str, str, str, list[str]] | None:
+    import grp
+    import os
+    import pwd
+    import stat
+
+    from spicectl.virt.remote import QEMU_USER
+
+    try:
+        st = os.stat("/dev/kvm")
+        user = pwd.getpwnam(QEMU_USER)
+    except (OSError, KeyError):
+        return None
+    groups = [g.gr_name for g in grp.getgrall() if QEMU_USER in g.gr_mem]
+    groups.append(grp.getgrgid(user.pw_gid).gr_name)
+    owner = pwd.getpwuid(st.st_uid).pw_name
+    return f"{stat.S_IMODE(st.st_mode):o}", owner, grp.getgrgid(st.st_gid).gr_name, groups
+
+
+def _kvm_for_qemu_user(facts: tuple[str, str, str, list[str]] | None) -> HostCheck:
+    """libvirt caches QEMU's capabilities with KVM on, then finds that its QEMU user cannot open
+    /dev/kvm, calls the cache stale and probes QEMU again: on every define (about 50 s each here)."""
+    from spicectl.virt.remote import QEMU_USER, kvm_open_to
+
+    if facts is None:
+        return HostCheck("kvm_user", True, f"no /dev/kvm (or no {QEMU_USER} user): nothing to re-probe")
+    mode, owner, group, groups = facts
+    ok = kvm_open_to(QEMU_USER, groups, mode=mode, owner=owner, group=group)
+    return HostCheck("kvm_user", ok, f"{QEMU_USER} can open /dev/kvm" if ok else
+                     f"/dev/kvm ({owner}:{group} {mode}) is closed to {QEMU_USER}: libvirt probes QEMU again on "
+                     f"every call (a define takes about a minute); chgrp kvm /dev/kvm; chmod 660 /dev/kvm",
+                     severity="error" if ok else "warning")

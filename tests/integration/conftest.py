@@ -106,6 +106,23 @@ LIBVIRT_SHOT = (
 )
 
 
+def locate(big: np.ndarray, small: np.ndarray) -> bool:
+    """Whether `small` appears in `big` pixel for pixel (but for a blinking cursor cell)."""
+    h, w = small.shape[:2]
+    H, W = big.shape[:2]
+    ys, xs = np.nonzero(small.any(axis=2))
+    if len(ys) == 0:
+        return False
+    idx = np.linspace(0, len(ys) - 1, 64).astype(int)
+    probe_y, probe_x = ys[idx], xs[idx]
+    for y in range(0, H - h + 1):
+        for x in range(0, W - w + 1):
+            hits = (big[probe_y + y, probe_x + x] == small[probe_y, probe_x]).all(axis=1).mean()
+            if hits > 0.9 and differs_only_in_one_text_cell(big[y:y + h, x:x + w], small):
+                return True
+    return False
+
+
 def libvirt_screenshot(spicectl: Spicectl, name: str):
     """libvirt's own virDomainScreenshot of the guest, as an RGB numpy array (the oracle)."""
     import io

@@ -126,3 +126,11 @@ def test_a_start_job_left_by_a_killed_libvirt_user_is_cleared_before_libvirt_ope
     assert clear_interrupted_starts(tmp_path) == ["half"]
     assert sorted(p.name for p in run.iterdir()) == ["fine.pid", "fine.xml"]
     assert sorted(p.name for p in lib.iterdir()) == ["domain-1-fine", "domain-2-other-half"]
+
+
+def test_connect_takes_a_host_named_in_the_config_file(run, tmp_path):
+    cfg = tmp_path / "hosts.toml"
+    cfg.write_text('[hosts]\nlab = "test:///default"\n')
+    r = run("--connect", "lab", "vm", "list", "--json", env={"SPICECTL_CONFIG": str(cfg)})
+    assert r.exit_code == 0, r.stderr
+    assert [(row["name"], row["uri"]) for row in r.json()] == [("test", "test:///default")]

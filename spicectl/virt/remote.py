@@ -1,0 +1,211 @@
+"""A remote libvirt host's SPICE TLS files, reached through the SSH that its qemu+ssh URI names.
+
+libvirt carries the API; this module only reads and writes a few files on the host
+(qemu.conf and the SPICE certificate directory), running the same `ssh` with the same
+user, port, key and command as libvirt's own ssh transport does for that URI.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput
+
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+DEFAULT_CERT_DIR = "/etc/pki/libvirt-spice"   # libvirt's spice_tls_x509_cert_dir when qemu.conf names none
+QEMU_USER = QEMU_GROUP = "libvirt-qemu"       # Debian's system QEMU runs as this user and group
+BACKUP_SUFFIX = ".spicectl-bak"
+SSH_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """How to run a command on the host of a qemu+ssh URI, as libvirt's ssh transport would."""
+
+    uri: str
+    host: str
+    argv: tuple[str, ...]   # ssh and its options, up to and including the destination
+
+    @classmethod
+    def from_uri(cls, uri: str) -> SshHost:
+        parts = urlsplit(uri)
+        if "+ssh" not in parts.scheme or not parts.hostname:
+            raise InvalidInput(f"--apply works over a qemu+ssh:// URI, not {uri}",
+                               hint="for other transports, follow the steps `spicectl host setup` lists")
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        argv = [params.get("command") or "ssh", "-T", "-o", "BatchMode=yes"]
+        if parts.port:
+            argv += ["-p", str(parts.port)]
+        if parts.username:
+            argv += ["-l", parts.username]
+        if params.get("keyfile"):
+            argv += ["-i", params["keyfile"]]
+        if params.get("no_verify") == "1":
+            argv += ["-o", "StrictHostKeyChecking=no"]
+        argv += ["--", parts.hostname]
+        return cls(uri, parts.hostname, tuple(argv))
+
+    def run(self, script: str, *, stdin: bytes = b"", what: str) -> bytes:
+        """Run a POSIX shell script on the host; its stdout, or HypervisorError naming `what` failed."""
+        try:
+            r = subprocess.run([*self.argv, "sh -c " + shlex.quote(script)], input=stdin, capture_output=True,
+                               timeout=SSH_TIMEOUT)
+        except FileNotFoundError:
+            raise EnvironmentProblem(f"cannot run {self.argv[0]}", hint="apt-get install openssh-client") from None
+        except subprocess.TimeoutExpired:
+            raise HypervisorError(f"{what} on {self.host}: ssh gave no answer in {SSH_TIMEOUT:.0f} s") from None
+        if r.returncode != 0:
+            err = r.stderr.decode(errors="replace").strip().splitlines()
+            raise HypervisorError(f"{what} on {self.host} failed: {err[-1] if err else f'exit {r.returncode}'}")
+        return r.stdout
+
+    def read(self, path: str) -> bytes | None:
+        """A file's bytes, or None if it does not exist."""
+        out = self.run(f"if [ -e {shlex.quote(path)} ]; then printf y; cat -- {shlex.quote(path)}; fi",
+                       what=f"reading {path}")
+        return out[1:] if out[:1] == b"y" else None
+
+    def write(self, path: str, data: bytes, mode: int, *, group: str | None = None) -> None:
+        """Replace a file whole (a temporary file renamed over it), keeping the first original as a backup."""
+        p, tmp, bak = shlex.quote(path), shlex.quote(path + ".spicectl-new"), shlex.quote(path + BACKUP_SUFFIX)
+        chgrp = (f"if getent group {group} >/dev/null; then chgrp {group} {tmp}; "
+                 f"else chmod {mode & 0o700:o} {tmp}; fi; ") if group else ""
+        # folders as libvirt's own packages make them (QEMU's user must reach the certificates); files private
+        self.run(f"set -e; umask 022; mkdir -p -- \"$(dirname -- {p})\"; umask 077; "
+                 f"if [ -e {p} ] && [ ! -e {bak} ]; then cp -p -- {p} {bak}; fi; "
+                 f"cat > {tmp}; chmod {mode:o} {tmp}; {chgrp}mv -f -- {tmp} {p}",
+                 stdin=data, what=f"writing {path}")
+
+
+def parse_qemu_conf(text: str) -> dict[str, str]:
+    """The `key = value` settings of a qemu.conf (comments dropped, quotes stripped)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def set_qemu_conf(text: str, settings: dict[str, str]) -> str:
+    """`text` with each key set to its (already quoted) value: a live line is replaced in place,
+    a missing key is appended; comments and every other line stay as they were."""
+    lines = text.splitlines()
+    done: set[str] = set()
+    for i, line in enumerate(lines):
+        key = line.split("#", 1)[0].partition("=")[0].strip()
+        if "=" in line.split("#", 1)[0] and key in settings:
+            lines[i] = f"{key} = {settings[key]}" if key not in done else f"# {line}  (spicectl: set above)"
+            done.add(key)
+    missing = [k for k in settings if k not in done]
+    if missing:
+        lines += ["", "# SPICE TLS with spicectl's CA (spicectl host setup --apply)"]
+        lines += [f"{k} = {settings[k]}" for k in missing]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ApplyReport:
+    host: str
+    cert_dir: str
+    changed: list[str] = field(default_factory=list)   # what was written, one line each
+    restart: str = ""                                  # what the user must restart, if anything
+
+
+def apply_spice_tls(ssh: SshHost, *, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ApplyReport:
+    """Install a SPICE server certificate and turn SPICE TLS on in the host's qemu.conf."""
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.pki.issue import SERVER_CERT, key_name
+
+    old = ssh.read(QEMU_CONF)
+    if old is None:
+        raise HypervisorError(f"{ssh.host} has no {QEMU_CONF}", hint="is libvirt's QEMU driver installed there?")
+    text = old.decode("utf-8", errors="surrogateescape")
+    cert_dir = parse_qemu_conf(text).get("spice_tls_x509_cert_dir") or DEFAULT_CERT_DIR
+    report = ApplyReport(ssh.host, cert_dir)
+    files = [(CA_CERT, ca_pem, 0o644, None), (SERVER_CERT, cert_pem, 0o644, None),
+             (key_name("server"), key_pem, 0o640, QEMU_GROUP)]   # QEMU reads the key as its own user
+    for name, data, mode, group in files:
+        path = f"{cert_dir}/{name}"
+        if ssh.read(path) != data:
+            ssh.write(path, data, mode, group=group)
+            report.changed.append(f"wrote {path}")
+    new = set_qemu_conf(text, {"spice_tls": "1", "spice_tls_x509_cert_dir": f'"{cert_dir}"'})
+    if new != text:
+        ssh.write(QEMU_CONF, new.encode("utf-8", errors="surrogateescape"), 0o600)
+        report.changed.append(f"set spice_tls = 1 and spice_tls_x509_cert_dir = \"{cert_dir}\" in {QEMU_CONF} "
+                              f"(the original is {QEMU_CONF}{BACKUP_SUFFIX})")
+    if report.changed:
+        report.restart = (f"restart libvirt's QEMU driver on {ssh.host} (systemctl restart libvirtd, or "
+                          "virtqemud): running guests keep their old settings until they are restarted")
+    return report
+
+
+@dataclass
+class RemoteTls:
+    """What a remote host's qemu.conf and SPICE certificate directory hold."""
+
+    tls_on: bool
+    cert_dir: str
+    ca_pem: bytes | None
+    cert_pem: bytes | None
+    key_mode: str | None      # octal mode of the key, None if it is missing
+
+
+def read_spice_tls(ssh: SshHost) -> RemoteTls:
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.pki.issue import SERVER_CERT, key_name
+
+    conf = parse_qemu_conf((ssh.read(QEMU_CONF) or b"").decode("utf-8", errors="replace"))
+    cert_dir = conf.get("spice_tls_x509_cert_dir") or DEFAULT_CERT_DIR
+    key = shlex.quote(f"{cert_dir}/{key_name('server')}")
+    mode = ssh.run(f"if [ -e {key} ]; then stat -c %a -- {key}; fi", what="reading the key's mode").decode().strip()
+    return RemoteTls(conf.get("spice_tls") == "1", cert_dir, ssh.read(f"{cert_dir}/{CA_CERT}"),
+                     ssh.read(f"{cert_dir}/{SERVER_CERT}"), mode or None)
+
+
+def verify_remote(tls: RemoteTls, *, host: str, trusted_ca: Path) -> list:
+    """verify_directory's checks on a remote certificate (the key stays on the host: only its mode is read)."""
+    import tempfile
+
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.pki.issue import SERVER_CERT
+    from spicectl.pki.verify import Check, verify_directory
+
+    if tls.cert_pem is None:
+        return [Check("files", False, f"no {SERVER_CERT} in {tls.cert_dir}")]
+    with tempfile.TemporaryDirectory(prefix="spicectl-remote-") as d:
+        (Path(d) / SERVER_CERT).write_bytes(tls.cert_pem)
+        if tls.ca_pem is not None:
+            (Path(d) / CA_CERT).write_bytes(tls.ca_pem)
+        checks = [c for c in verify_directory(Path(d), host=host, trusted_ca=trusted_ca)
+                  if c.name not in ("files", "key_file", "key_permissions")]
+    if tls.key_mode is None:
+        checks.append(Check("key_file", False, f"no server key in {tls.cert_dir}"))
+    else:
+        private = int(tls.key_mode, 8) & 0o007 == 0
+        checks.append(Check("key_permissions", private, f"key mode {tls.key_mode}" if private else
+                            f"the key in {tls.cert_dir} (mode {tls.key_mode}) is readable by any user"))
+    return checks
+
+
+def kvm_open_to(user: str, groups: list[str], *, mode: str, owner: str, group: str) -> bool:
+    """Whether `user` (a member of `groups`) may read and write a device of this mode and ownership."""
+    bits = int(mode, 8)
+    return (owner == user and bits & 0o600 == 0o600) or (group in groups and bits & 0o060 == 0o060) \
+        or bits & 0o006 == 0o006
+
+
+def kvm_facts(ssh: SshHost) -> tuple[str, str, str, list[str]] | None:
+    """/dev/kvm's mode, owner and group on the host, and the QEMU user's groups; None without either."""
+    out = ssh.run(f"if [ -e /dev/kvm ] && id {QEMU_USER} >/dev/null 2>&1; then stat -c '%a %U %G' /dev/kvm; "
+                  f"id -Gn {QEMU_USER}; fi", what="reading /dev/kvm's mode").decode().split("\n")
+    if len(out) < 2 or not out[0].strip():
+        return None
+    mode, owner, group = out[0].split()
+    return mode, owner, group, out[1].split()
