@@ -346,3 +346,11 @@ def _until_shown(grab, truth: np.ndarray, timeout: float = 40) -> None:
             return
         time.sleep(1)
     pytest.fail("the client never showed the remote guest's screen")
+
+
+def test_deleting_the_remote_guest_removes_it_on_that_host(remote, far_guest):
+    remote.sc("--connect", "lab", "vm", "delete", far_guest)
+    listed = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert far_guest not in listed
+    assert far_guest not in [r["name"] for r in remote.sc("--connect", "lab", "vm", "list", "--json").json()]
