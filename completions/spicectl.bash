@@ -16,7 +16,7 @@ _spicectl_subs() {
 }
 _spicectl_opts() {
   case "$1" in
-    '') echo '--connect --debug --help --json --quiet --state-dir --verbose --version -c -h -q -v' ;;
+    '') echo '--connect --debug --help --json --persist --quiet --state-dir --verbose --version -c -h -q -v' ;;
     'agent') echo '--ca-file --help --host-subject --json --password-file --plain-port -h' ;;
     'ca') echo '--help -h' ;;
     'ca init') echo '--days --force --help --json --key-type --passphrase-env --passphrase-fd --passphrase-file --subject -h' ;;
@@ -109,7 +109,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -77,6 +77,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -s h -d 'Show this message
 complete -c spicectl -n 'test (__spicectl_path) = ""' -s q -d 'Print only results and errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -s v -d 'More detail on stderr (repeatable).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l connect -r -d 'libvirt URI, or a host named in the config file'\''s [hosts] (e'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -l persist -r -d 'Keep a session holder (libvirt connection, SPICE sessions) f'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l state-dir -r -d 'Where spicectl keeps its CA, certificates and private libvir'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -s c -r -d 'libvirt URI, or a host named in the config file'\''s [hosts] (e'
 complete -c spicectl -n 'test (__spicectl_path) = "agent"' -l help -d 'Show this message and exit.'

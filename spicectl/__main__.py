@@ -1,4 +1,4 @@
-from spicectl.cli.main import main
+from spicectl.holder.fast import main
 
 if __name__ == "__main__":  # guarded: multiprocessing's spawn re-imports this module
     main()

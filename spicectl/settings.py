@@ -12,35 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spicectl.errors import InvalidInput
+from spicectl.paths import config_file_path, default_state_dir
 
 DEFAULT_HOST = "default"   # a [hosts] value naming spicectl's private libvirt
 _KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts"}
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def default_state_dir() -> Path:
-    if _is_root():
-        return Path("/var/lib/spicectl")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "spicectl"
-
-
-def default_config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "spicectl"
-
-
-def config_file_path() -> Path:
-    explicit = os.environ.get("SPICECTL_CONFIG")
-    if explicit:
-        return Path(explicit)
-    user = default_config_dir() / "spicectl.toml"
-    if not user.exists() and _is_root() and Path("/etc/spicectl/spicectl.toml").exists():
-        return Path("/etc/spicectl/spicectl.toml")
-    return user
 
 
 def load_config_file(path: Path) -> dict:

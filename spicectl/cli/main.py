@@ -115,9 +115,13 @@ def _help_width(max_width: int = 100) -> int:
 @click.option("--state-dir", metavar="DIR", envvar="SPICECTL_STATE_DIR",
               help="Where spicectl keeps its CA, certificates and private libvirt "
                    "(env SPICECTL_STATE_DIR; default /var/lib/spicectl as root, else ~/.local/share/spicectl).")
+@click.option("--persist", type=click.FloatRange(min=0), metavar="SECONDS", envvar="SPICECTL_PERSIST",
+              help="Keep a session holder (libvirt connection, SPICE sessions) for repeated vm list/show, ticket, "
+                   "screenshot, send-keys, type, mouse and wait-screen; it exits after SECONDS without one "
+                   "(env SPICECTL_PERSIST; default 60; 0: none, each command does its own work).")
 @click.version_option(__version__, "--version", prog_name="spicectl")
 @click.pass_context
-def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir) -> None:
+def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir, persist) -> None:
     """Manage SPICE virtual machines end to end: CA and TLS certificates,
     libvirt domain XML, guests, tickets and sessions."""
     # a path may hold bytes that are not UTF-8 (surrogates in Python): shown escaped, never a crash

@@ -41,6 +41,12 @@ def _server(app: App, guest: str, opts: dict):
     return from_access(access, ca_file=opts["ca_file"] or str(s.ca_dir / CA_CERT))
 
 
+def _is_uri(guest: str) -> bool:
+    from spicectl.session.server import is_spice_uri
+
+    return is_spice_uri(guest)
+
+
 def _import_client() -> None:
     import PIL.Image  # noqa: F401
 
@@ -52,6 +58,14 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
     import asyncio
     import threading
+
+    from spicectl.holder import warm as holder
+
+    if holder.ACTIVE is not None and not _is_uri(name):
+        s = app.settings
+        key = (s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"])
+        return holder.ACTIVE.run(key, lambda: _server(app, name, opts), work, cursor=cursor,
+                                 allow_partial=allow_partial)
 
     # The client's imports (numpy, Pillow, cryptography: ~100 ms) overlap with the libvirt work,
     # which mostly waits on a child process or on libvirt's socket.

@@ -23,7 +23,10 @@ T = TypeVar("T")
 
 def run_libvirt_work(connect: str | None, state_dir: Path, work: Callable[..., T], *args: object) -> T:
     """`work(*args)` in a spawned child for the embedded default, else here. `work` must be importable."""
-    if not resolve(connect, state_dir).embedded:
+    from spicectl.virt import connection
+
+    # the session holder owns the private libvirt for its life: its work runs in it
+    if not resolve(connect, state_dir).embedded or connection.POOL is not None:
         return work(*args)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(work, args)

@@ -175,16 +175,49 @@ def check_root_length(root: Path) -> None:
         )
 
 
+class _Borrowed(Hypervisor):
+    """A pooled connection lent to one command: closing it leaves it open for the next."""
+
+    def close(self) -> None:
+        pass
+
+
+# the session holder's open connections by (URI, state dir); None in every other process
+POOL: dict[tuple[str | None, str], Hypervisor] | None = None
+
+
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,
                     passphrase: bytes | None = None, prepare: bool = True) -> Hypervisor:
     """Open the user's URI, or the private embedded default (set up on first use unless not `prepare`)."""
+    if POOL is None:
+        return _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
+    key = (connect, str(state_dir))
+    hv = POOL.get(key)
+    if hv is None or hv.conn is None or not _alive(hv):
+        if hv is not None:
+            hv.close()
+        hv = POOL[key] = _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
+    return _Borrowed(hv.conn, hv.location)
+
+
+def _alive(hv: Hypervisor) -> bool:
+    try:
+        return bool(hv.conn.isAlive())
+    except Exception:  # libvirt raises its own error class for a dead connection
+        return False
+
+
+def _open(connect: str | None, state_dir: Path, *, pki_dir: Path | None, passphrase: bytes | None,
+          prepare: bool) -> Hypervisor:
     target = resolve(connect, state_dir)
     lock_fd = None
     if target.embedded and target.root is not None:
+        from spicectl.holder.fast import release
         from spicectl.virt.host import clear_interrupted_starts, prepare_embedded
 
         check_root_length(target.root)
-
+        if POOL is None:   # (in the holder itself, the pool is what owns it)
+            release(state_dir)   # a session holder owns the private libvirt until it exits: ask it to
         lock_fd = lock_root(target.root)
         try:
             if prepare:

@@ -45,7 +45,9 @@ class Spicectl:
         self.env = {**os.environ, "SPICECTL_STATE_DIR": str(state_dir), "SPICECTL_CONFIG": str(config),
                     # built guest images outlive the run (scripts/test sets where; building takes minutes)
                     "SPICECTL_IMAGE_CACHE": os.environ.get("SPICECTL_TEST_IMAGE_CACHE",
-                                                           "/var/cache/spicectl-test/images")}
+                                                           "/var/cache/spicectl-test/images"),
+                    # each command does its own work; test_holder.py turns the session holder on
+                    "SPICECTL_PERSIST": "0"}
         for key in ("SPICECTL_CONNECT", "LIBVIRT_DEFAULT_URI", "SPICECTL_CA_PASSPHRASE"):
             self.env.pop(key, None)
 
