@@ -41,12 +41,6 @@ def _server(app: App, guest: str, opts: dict):
     return from_access(access, ca_file=opts["ca_file"] or str(s.ca_dir / CA_CERT))
 
 
-def _is_uri(guest: str) -> bool:
-    from spicectl.session.server import is_spice_uri
-
-    return is_spice_uri(guest)
-
-
 def _import_client() -> None:
     import PIL.Image  # noqa: F401
 
@@ -60,8 +54,9 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     import threading
 
     from spicectl.holder import warm as holder
+    from spicectl.session.server import is_spice_uri
 
-    if holder.ACTIVE is not None and not _is_uri(name):
+    if holder.ACTIVE is not None and not is_spice_uri(name):
         s = app.settings
         key = (s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"])
         return holder.ACTIVE.run(key, lambda: _server(app, name, opts), work, cursor=cursor,

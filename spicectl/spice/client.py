@@ -50,6 +50,8 @@ def display_caps() -> tuple[int, ...]:
     from spicectl.spice import pixman
 
     return DISPLAY_CAPS + ((M.DISPLAY_CAP_COMPOSITE,) if pixman.available() else ())
+
+
 CONNECT_TIMEOUT = 15.0
 AGENT_WINDOW = 10  # agent chunks the server may send before we give tokens back
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spicectl.virt.host import HostCheck
+from spicectl.virt.host import QEMU_USER, HostCheck
 
 if TYPE_CHECKING:
     from spicectl.settings import Settings
@@ -41,7 +41,7 @@ def run_checks(s: Settings) -> list[HostCheck]:
     except EnvironmentProblem as exc:
         checks.append(HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
     target = resolve(s.connect, s.state_dir)
-    user_needed = "libvirt-qemu"
+    user_needed = QEMU_USER
     has_user = H.user_exists(user_needed)
     checks.append(
         HostCheck(
@@ -81,8 +81,8 @@ def run_checks(s: Settings) -> list[HostCheck]:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
         cert_dir = conf.get("spice_tls_x509_cert_dir")
     elif target.local:
-        conf = H.read_qemu_conf(Path("/etc/libvirt/qemu.conf"))
-        cert_dir = conf.get("spice_tls_x509_cert_dir", "/etc/pki/libvirt-spice")
+        conf = H.read_qemu_conf(Path(H.QEMU_CONF))
+        cert_dir = conf.get("spice_tls_x509_cert_dir", H.DEFAULT_CERT_DIR)
     else:
         conf, cert_dir = None, None
     if conf is None:
@@ -133,7 +133,6 @@ def _local_kvm_facts() -> tuple[str, str, str, list[str]] | None:
     import pwd
     import stat
 
-    from spicectl.virt.remote import QEMU_USER
 
     try:
         st = os.stat("/dev/kvm")
@@ -149,7 +148,7 @@ def _local_kvm_facts() -> tuple[str, str, str, list[str]] | None:
 def _kvm_for_qemu_user(facts: tuple[str, str, str, list[str]] | None) -> HostCheck:
     """libvirt caches QEMU's capabilities with KVM on, then finds that its QEMU user cannot open
     /dev/kvm, calls the cache stale and probes QEMU again: on every define (about 50 s each here)."""
-    from spicectl.virt.remote import QEMU_USER, kvm_open_to
+    from spicectl.virt.remote import kvm_open_to
 
     if facts is None:
         return HostCheck("kvm_user", True, f"no /dev/kvm (or no {QEMU_USER} user): nothing to re-probe")

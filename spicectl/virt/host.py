@@ -21,6 +21,12 @@ from spicectl.pki import store
 TLS_HOST = "127.0.0.1"
 
 
+# a system libvirt's QEMU driver on Debian
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+DEFAULT_CERT_DIR = "/etc/pki/libvirt-spice"   # its spice_tls_x509_cert_dir when qemu.conf names none
+QEMU_USER = QEMU_GROUP = "libvirt-qemu"       # QEMU runs as this user and group
+
+
 def server_cert_dir(state_dir: Path) -> Path:
     return state_dir / "certs" / "server" / TLS_HOST
 
@@ -113,8 +119,8 @@ def manual_setup_steps(certs_dir: Path) -> list[str]:
     cert = certs_dir / "server" / "HOSTNAME"
     return [
         f"spicectl cert issue server --host HOSTNAME --out {cert}",
-        f"in /etc/libvirt/qemu.conf: spice_tls = 1 and spice_tls_x509_cert_dir = \"{cert}\"",
-        f"make {key_name('server')} readable by the QEMU user (group libvirt-qemu, mode 0640), then restart libvirtd",
+        f"in {QEMU_CONF}: spice_tls = 1 and spice_tls_x509_cert_dir = \"{cert}\"",
+        f"make {key_name('server')} readable by the QEMU user (group {QEMU_GROUP}, mode 0640), then restart libvirtd",
     ]
 
 
@@ -160,19 +166,23 @@ def user_exists(name: str) -> bool:
         return False
 
 
-def read_qemu_conf(path: Path) -> dict[str, str]:
-    """The few keys spicectl cares about, from a qemu.conf (simple `key = value` lines)."""
+def parse_qemu_conf(text: str) -> dict[str, str]:
+    """The `key = value` settings of a qemu.conf (comments dropped, quotes stripped)."""
     values: dict[str, str] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return values
-    for line in lines:
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if "=" in line:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip().strip('"')
     return values
+
+
+def read_qemu_conf(path: Path) -> dict[str, str]:
+    """The few keys spicectl cares about, from a qemu.conf file (none if it cannot be read)."""
+    try:
+        return parse_qemu_conf(path.read_text())
+    except OSError:
+        return {}
 
 
 @dataclass

@@ -14,10 +14,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput
+from spicectl.virt.host import DEFAULT_CERT_DIR, QEMU_CONF, QEMU_GROUP, QEMU_USER, parse_qemu_conf
 
-QEMU_CONF = "/etc/libvirt/qemu.conf"
-DEFAULT_CERT_DIR = "/etc/pki/libvirt-spice"   # libvirt's spice_tls_x509_cert_dir when qemu.conf names none
-QEMU_USER = QEMU_GROUP = "libvirt-qemu"       # Debian's system QEMU runs as this user and group
 BACKUP_SUFFIX = ".spicectl-bak"
 SSH_TIMEOUT = 60.0
 
@@ -79,17 +77,6 @@ class SshHost:
                  f"if [ -e {p} ] && [ ! -e {bak} ]; then cp -p -- {p} {bak}; fi; "
                  f"cat > {tmp}; chmod {mode:o} {tmp}; {chgrp}mv -f -- {tmp} {p}",
                  stdin=data, what=f"writing {path}")
-
-
-def parse_qemu_conf(text: str) -> dict[str, str]:
-    """The `key = value` settings of a qemu.conf (comments dropped, quotes stripped)."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip('"')
-    return values
 
 
 def set_qemu_conf(text: str, settings: dict[str, str]) -> str:

@@ -123,12 +123,38 @@ def start_serve(spicectl, *extra, port=None):
             time.sleep(0.1)
 
 
-def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, guest, tmp_path):
+def minted_connect_session(spicectl, guest: str, url: str, tmp_path: Path):
+    """Mint a token for `connect --proxy http-connect` at `url`; return a function that runs one
+    builtin-client session with it through a proxy port and returns its screenshot."""
     import asyncio
 
     from spicectl.session.openers import connect_opener
     from spicectl.session.vv import parse
     from spicectl.spice.client import Client, tls_context
+
+    vv = tmp_path / "minted.vv"
+    spicectl("connect", guest, "--proxy-url", url, "--proxy", "http-connect", "--vv", str(vv))
+    keys = parse(vv.read_text())
+    token = keys["proxy"].split("spicectl:", 1)[1].split("@", 1)[0]
+    ca = tmp_path / "ca.pem"
+    ca.write_text(keys["ca"].replace("\\n", "\n"))
+
+    async def session(proxy_port):
+        opener = connect_opener("127.0.0.1", proxy_port, token, keys["host"], int(keys["tls-port"]),
+                                ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
+        client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
+                        opener=opener)
+        await client.connect(inputs=False)
+        try:
+            return await client.screenshot()
+        finally:
+            await client.close()
+
+    return lambda proxy_port: asyncio.run(session(proxy_port))
+
+
+def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, guest, tmp_path):
+
 
     serve, port = start_serve(spicectl)
     try:
@@ -137,29 +163,12 @@ def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, g
         spicectl("connect", guest, "--proxy-url", url, "--proxy", "ws", "--builtin", "--screenshot", str(shot))
         assert Image.open(shot).size == (720, 400)
 
-        vv = tmp_path / "serve.vv"
-        spicectl("connect", guest, "--proxy-url", url, "--proxy", "http-connect", "--vv", str(vv))
-        keys = parse(vv.read_text())
-        token = keys["proxy"].split("spicectl:", 1)[1].split("@", 1)[0]
-        ca = tmp_path / "ca.pem"
-        ca.write_text(keys["ca"].replace("\\n", "\n"))
-
-        async def session(proxy_port):
-            opener = connect_opener("127.0.0.1", proxy_port, token, keys["host"], int(keys["tls-port"]),
-                                    ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
-            client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
-                            opener=opener)
-            await client.connect(inputs=False)
-            try:
-                return await client.screenshot()
-            finally:
-                await client.close()
-
-        assert asyncio.run(session(port)).size == (720, 400)
+        session = minted_connect_session(spicectl, guest, url, tmp_path)
+        assert session(port).size == (720, 400)
         # the proxy logs a session once it has ended: from then on its token joins nothing
         logged = read_stderr_until(serve, f"session guest={guest}", before=2)
         with pytest.raises(Exception, match="407"):
-            asyncio.run(session(port))  # the same token again: spent
+            session(port)  # the same token again: spent
     finally:
         serve.send_signal(signal.SIGTERM)
         err = logged + finish(serve)
@@ -171,7 +180,7 @@ def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, g
     serve, port = start_serve(spicectl)
     try:
         with pytest.raises(Exception, match="407"):
-            asyncio.run(session(port))
+            session(port)
     finally:
         serve.send_signal(signal.SIGTERM)
         err = finish(serve)
@@ -181,11 +190,7 @@ def test_proxy_serve_admits_minted_tokens_once_even_across_a_restart(spicectl, g
 def test_two_proxies_on_one_port_share_sessions_and_spend_each_token_once(spicectl, guest, tmp_path):
     """Two gateways behind one address (SO_REUSEPORT): the kernel spreads a client's channel
     connections over both, each session still works, and a token spent through one is spent in both."""
-    import asyncio
 
-    from spicectl.session.openers import connect_opener
-    from spicectl.session.vv import parse
-    from spicectl.spice.client import Client, tls_context
 
     first, port = start_serve(spicectl, "--reuse-port")
     second, _ = start_serve(spicectl, "--reuse-port", port=port)
@@ -195,29 +200,12 @@ def test_two_proxies_on_one_port_share_sessions_and_spend_each_token_once(spicec
             shot = tmp_path / f"gw-{i}.png"
             spicectl("connect", guest, "--proxy-url", url, "--proxy", "ws", "--builtin", "--screenshot", str(shot))
             assert Image.open(shot).size == (720, 400)
-        vv = tmp_path / "gw.vv"
-        spicectl("connect", guest, "--proxy-url", url, "--proxy", "http-connect", "--vv", str(vv))
-        keys = parse(vv.read_text())
-        token = keys["proxy"].split("spicectl:", 1)[1].split("@", 1)[0]
-        ca = tmp_path / "ca.pem"
-        ca.write_text(keys["ca"].replace("\\n", "\n"))
-
-        async def session():
-            opener = connect_opener("127.0.0.1", port, token, keys["host"], int(keys["tls-port"]),
-                                    ssl_context=tls_context(str(ca)), server_hostname=keys["host"])
-            client = Client(keys["host"], tls_port=int(keys["tls-port"]), password=keys["password"].encode(),
-                            opener=opener)
-            await client.connect(inputs=False)
-            try:
-                return await client.screenshot()
-            finally:
-                await client.close()
-
-        assert asyncio.run(session()).size == (720, 400)
+        session = minted_connect_session(spicectl, guest, url, tmp_path)
+        assert session(port).size == (720, 400)
         time.sleep(1)  # its connections' ends reach the proxies
         for _ in range(16):  # replays spread over both proxies: each refuses
             with pytest.raises(Exception, match="407"):
-                asyncio.run(session())
+                session(port)
     finally:
         for serve in (first, second):
             serve.send_signal(signal.SIGTERM)
