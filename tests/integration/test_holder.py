@@ -37,8 +37,8 @@ def warm(spicectl):
 
 def test_repeated_commands_go_through_one_holder_and_draw_the_same_screen(spicectl, warm, tmp_path):
     before = set(holder_pids())
-    rows = warm("vm", "list", "--json").json()
-    assert [r["name"] for r in rows] == [GUEST]
+    rows = warm("vm", "list", "--json").json()   # (other modules' guests may still be there)
+    assert [r["state"] for r in rows if r["name"] == GUEST] == ["running"]
     sock = spicectl.state_dir / "holder.sock"
     assert sock.exists() and sock.stat().st_mode & 0o777 == 0o600
     started = set(holder_pids()) - before
@@ -62,8 +62,8 @@ def test_repeated_commands_go_through_one_holder_and_draw_the_same_screen(spicec
 
 def test_persist_0_never_starts_a_holder_and_an_idle_one_exits(spicectl, warm):
     before = set(holder_pids())
-    spicectl("vm", "list")   # SPICECTL_PERSIST=0
-    assert set(holder_pids()) == before and not (spicectl.state_dir / "holder.sock").exists()
+    spicectl("vm", "list")   # SPICECTL_PERSIST=0: starts none (and a running one lets go of the root)
+    assert set(holder_pids()) <= before and not (spicectl.state_dir / "holder.sock").exists()
     warm("--persist", "1", "vm", "list")
     assert (spicectl.state_dir / "holder.sock").exists()
     deadline = time.monotonic() + 15
