@@ -1,33 +1,39 @@
-"""Where spicectl's state and config live by default: standard library only, so that the
-fast path in front of every command (spicectl.holder.fast) can find the state dir cheaply."""
+"""Where spicectl's state and config live by default.
+
+Plain strings and os.path underneath, so that the fast path in front of every command
+(spicectl.holder.fast) finds the state dir without importing pathlib or typing (together
+half of a served command's start-up); settings.py gives the rest of spicectl Paths.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+SYSTEM_CONFIG = "/etc/spicectl/spicectl.toml"
 
 
 def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def default_state_dir() -> Path:
+def state_dir_str() -> str:
     if _is_root():
-        return Path("/var/lib/spicectl")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "spicectl"
+        return "/var/lib/spicectl"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "spicectl")
 
 
-def default_config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "spicectl"
+def config_dir_str() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "spicectl")
 
 
-def config_file_path() -> Path:
+def config_file_str() -> str:
     explicit = os.environ.get("SPICECTL_CONFIG")
     if explicit:
-        return Path(explicit)
-    user = default_config_dir() / "spicectl.toml"
-    if not user.exists() and _is_root() and Path("/etc/spicectl/spicectl.toml").exists():
-        return Path("/etc/spicectl/spicectl.toml")
+        return explicit
+    user = os.path.join(config_dir_str(), "spicectl.toml")
+    if not os.path.exists(user) and _is_root() and os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG
     return user
+

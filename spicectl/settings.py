@@ -11,8 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spicectl import paths
 from spicectl.errors import InvalidInput
-from spicectl.paths import config_file_path, default_state_dir
 
 DEFAULT_HOST = "default"   # a [hosts] value naming spicectl's private libvirt
 _KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts"}
@@ -59,7 +59,7 @@ class Settings:
     @classmethod
     def resolve(cls, *, connect: str | None = None, state_dir: str | None = None) -> Settings:
         """Build settings from explicit values (options or their env vars) over the config file."""
-        path = config_file_path()
+        path = Path(paths.config_file_str())
         cfg = load_config_file(path)
         cfg_dir = path.parent
         connect = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or cfg.get("connect")
@@ -68,7 +68,7 @@ class Settings:
         elif cfg.get("state_dir"):
             sd = Path(cfg["state_dir"]).expanduser()
         else:
-            sd = default_state_dir()
+            sd = Path(paths.state_dir_str())
         hosts = cfg.get("hosts", {})
         if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
             raise InvalidInput(f"config file {path}: [hosts] must map names to libvirt URIs")

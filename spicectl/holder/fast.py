@@ -1,18 +1,17 @@
 """The console script's first step: hand a served command to the holder, else run the CLI here.
 
-Only the standard library is imported on this path (a served command then costs an interpreter
-start and one round trip); anything unusual about the command line runs the CLI as before.
+Only modules built into the interpreter are imported on this path (no socket, pathlib, json,
+subprocess or typing: their imports cost more than the holder's answer), so a served command costs
+an interpreter start and one round trip; anything unusual about the command line runs the CLI as
+before.
 """
 
 from __future__ import annotations
 
-import base64
+import _socket
 import os
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SOCKET, wire
 
@@ -73,27 +72,28 @@ def persist_seconds(options: dict[str, str]) -> float | None:
     return value if value >= 0 else None
 
 
-def state_dir(options: dict[str, str]) -> Path | None:
-    from spicectl.paths import config_file_path, default_state_dir
+def state_dir(options: dict[str, str]) -> str | None:
+    from spicectl import paths
 
     explicit = options.get("--state-dir") or os.environ.get("SPICECTL_STATE_DIR")
     if explicit:
-        return Path(explicit).expanduser().absolute()
-    config = config_file_path()
-    if config.exists():
+        return os.path.abspath(os.path.expanduser(explicit))
+    config = paths.config_file_str()
+    if os.path.exists(config):
         import tomllib
 
         try:
-            value = tomllib.loads(config.read_text()).get("state_dir")
+            with open(config, encoding="utf-8") as f:
+                value = tomllib.loads(f.read()).get("state_dir")
         except (OSError, ValueError, UnicodeDecodeError):
             return None
         if value is not None:
-            return Path(value).expanduser().absolute() if isinstance(value, str) and value else None
-    return default_state_dir().absolute()
+            return os.path.abspath(os.path.expanduser(value)) if isinstance(value, str) and value else None
+    return os.path.abspath(paths.state_dir_str())
 
 
-def socket_path(state: Path) -> Path:
-    return state / SOCKET
+def socket_path(state: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(state), SOCKET)
 
 
 def forward(argv: list[str]) -> int | None:
@@ -104,7 +104,7 @@ def forward(argv: list[str]) -> int | None:
     options, command = parsed
     persist = persist_seconds(options)
     state = state_dir(options)
-    if not persist or state is None or len(str(socket_path(state)).encode()) > 100:
+    if not persist or state is None or len(socket_path(state).encode()) > 100:
         return None
     sock = _connect(socket_path(state))
     if sock is None:
@@ -115,19 +115,20 @@ def forward(argv: list[str]) -> int | None:
             return None
     request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": _umask(),
                "persist": persist}
-    with sock:
-        try:
-            wire.send(sock, request)
-            reply = wire.receive(sock)
-        except (OSError, ValueError):
-            if command in READ_ONLY:
-                return None   # nothing was changed: run it here
-            sys.stderr.write("spicectl: error: the session holder ended before it answered; the command may or "
-                             "may not have run\nhint: rerun it with --persist 0 to run it without the holder\n")
-            return 1
-    sys.stdout.buffer.write(base64.b64decode(reply.get("stdout", "")))
+    try:
+        wire.send(sock, request)
+        reply = wire.receive(sock)
+    except (OSError, ValueError):
+        if command in READ_ONLY:
+            return None   # nothing was changed: run it here
+        sys.stderr.write("spicectl: error: the session holder ended before it answered; the command may or "
+                         "may not have run\nhint: rerun it with --persist 0 to run it without the holder\n")
+        return 1
+    finally:
+        sock.close()
+    sys.stdout.buffer.write(bytes(reply.get("stdout", b"")))
     sys.stdout.flush()
-    sys.stderr.buffer.write(base64.b64decode(reply.get("stderr", "")))
+    sys.stderr.buffer.write(bytes(reply.get("stderr", b"")))
     sys.stderr.flush()
     return int(reply.get("exit", 1))
 
@@ -138,24 +139,27 @@ def _umask() -> int:
     return mask
 
 
-def _connect(path: Path) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
         return sock
     except OSError:
         sock.close()
         return None
 
 
-def _start(state: Path, persist: float) -> bool:
+def _start(state: str, persist: float) -> bool:
     """Start a holder for `state` (detached, its own session); True once it listens."""
-    if not state.is_dir():
+    import subprocess
+
+    if not os.path.isdir(state):
         return False   # the first command of a new state dir sets it up itself
+    log_path = os.path.join(state, LOG)
     try:
-        with open(state / LOG, "ab") as log:
-            os.chmod(state / LOG, 0o600)
-            subprocess.Popen([sys.executable, "-m", "spicectl.holder", str(state), str(persist)],
+        with open(log_path, "ab") as log:
+            os.chmod(log_path, 0o600)
+            subprocess.Popen([sys.executable, "-m", "spicectl.holder", state, str(persist)],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                              close_fds=True)
     except OSError:
@@ -170,17 +174,18 @@ def _start(state: Path, persist: float) -> bool:
     return False
 
 
-def release(state: Path) -> None:
+def release(state: str | os.PathLike[str]) -> None:
     """Ask the holder of `state` to exit (and so to let go of the private libvirt); returns once it said so."""
     path = socket_path(state)
-    if not path.exists():
+    if not os.path.exists(path):
         return
     sock = _connect(path)
     if sock is None:
         return
-    with sock:
-        try:
-            wire.send(sock, {"op": "exit"})
-            wire.receive(sock)
-        except (OSError, ValueError):
-            pass
+    try:
+        wire.send(sock, {"op": "exit"})
+        wire.receive(sock)
+    except (OSError, ValueError):
+        pass
+    finally:
+        sock.close()

@@ -4,7 +4,6 @@ with libvirt connections (connection.POOL) and SPICE sessions (warm.WarmSessions
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import io
@@ -125,5 +124,4 @@ def run(request: dict) -> dict:
         os.environ.update(saved_env)
         with contextlib.suppress(OSError):
             os.chdir(saved_cwd)
-    return {"exit": code, "stdout": base64.b64encode(out.getvalue()).decode(),
-            "stderr": base64.b64encode(err.getvalue()).decode()}
+    return {"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}

@@ -1,21 +1,28 @@
-"""Frames between a command and the holder: a 4-byte big-endian length, then a JSON object."""
+"""Frames between a command and the holder: a 4-byte big-endian length, then a marshalled dict.
+
+marshal, not JSON: it is built into the interpreter, so the command's side imports nothing for it
+(json pulls in re, which with socket's enum was half of a served command's start-up), and output
+bytes travel as they are, not base64. marshal is not meant for data from someone untrusted; both
+ends are the same user (the holder checks SO_PEERCRED before reading, the socket lives in that
+user's state dir at 0600), and the same interpreter (the command starts the holder with its own
+sys.executable), so the format always matches.
+"""
 
 from __future__ import annotations
 
-import json
-import socket
-import struct
+import _socket
+import marshal
 
-MAX_FRAME = 256 << 20   # a screenshot PNG of a large screen, base64-encoded, fits many times over
-_LEN = struct.Struct(">I")
-
-
-def send(sock: socket.socket, obj: dict) -> None:
-    data = json.dumps(obj).encode()
-    sock.sendall(_LEN.pack(len(data)) + data)
+MAX_FRAME = 256 << 20   # a screenshot PNG of a large screen fits many times over
+_LEN = 4
 
 
-def _exactly(sock: socket.socket, n: int) -> bytes:
+def send(sock: _socket.socket, obj: dict) -> None:
+    data = marshal.dumps(obj)
+    sock.sendall(len(data).to_bytes(_LEN, "big") + data)
+
+
+def _exactly(sock: _socket.socket, n: int) -> bytes:
     parts = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -26,11 +33,14 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return b"".join(parts)
 
 
-def receive(sock: socket.socket) -> dict:
-    (size,) = _LEN.unpack(_exactly(sock, _LEN.size))
+def receive(sock: _socket.socket) -> dict:
+    size = int.from_bytes(_exactly(sock, _LEN), "big")
     if size > MAX_FRAME:
         raise ConnectionError(f"a frame of {size} bytes is over the limit")
-    obj = json.loads(_exactly(sock, size))
+    try:
+        obj = marshal.loads(_exactly(sock, size))
+    except (EOFError, ValueError, TypeError):
+        raise ConnectionError("a frame is not in the holder's format") from None
     if not isinstance(obj, dict):
-        raise ConnectionError("a frame is not a JSON object")
+        raise ConnectionError("a frame is not a dict")
     return obj

@@ -737,18 +737,21 @@ class Client:
 
     async def send_keys(self, *combos: str, hold: float = 0.05, gap: float = 0.05) -> None:
         """Press each combo ('esc', 'ctrl-alt-delete'): keys down in order, up in reverse."""
-        for combo in combos:
+        for i, combo in enumerate(combos):
+            if i:
+                await asyncio.sleep(gap)   # between combinations only: nothing follows the last
             codes = parse_combo(combo)
             for code in codes:
                 await self.key_down(code)
             await asyncio.sleep(hold)
             for code in reversed(codes):
                 await self.key_up(code)
-            await asyncio.sleep(gap)
 
     async def type_text(self, text: str, *, delay: float = 0.02) -> None:
         shift = 0x2A
-        for scancode, shifted in text_to_strokes(text):
+        for i, (scancode, shifted) in enumerate(text_to_strokes(text)):
+            if i:
+                await asyncio.sleep(delay)
             if shifted:
                 await self.key_down(shift)
             await self.key_down(scancode)
@@ -756,7 +759,6 @@ class Client:
             await self.key_up(scancode)
             if shifted:
                 await self.key_up(shift)
-            await asyncio.sleep(delay)
 
     async def mouse_move(self, x: int, y: int) -> None:
         """Absolute in client mouse mode (a tablet or agent); relative steps from (0,0) otherwise."""
