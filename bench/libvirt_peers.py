@@ -7,7 +7,7 @@
     .venv/bin/python bench/libvirt_peers.py [--runs 7]
 
 Guests here listen on 127.0.0.1 without TLS (a stock qemu.conf has spice_tls off), so spicectl's
-client runs with --insecure; everything else is the same path as on the private default.
+client uses the plain port (--plain-port); everything else is the same path as on the private default.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
             print("== screenshot of the same guest")
             report(side_by_side({
                 "virsh screenshot": ["virsh", "-c", uri, "screenshot", f"{PREFIX}-shot", "/tmp/spbench-virsh.ppm"],
-                "spicectl screenshot": [*sc, "screenshot", f"{PREFIX}-shot", "--insecure", "-o",
+                "spicectl screenshot": [*sc, "screenshot", f"{PREFIX}-shot", "--plain-port", "-o",
                                         "/tmp/spbench-ours.png"],
             }, args.runs), "virsh screenshot")
 
