@@ -31,3 +31,19 @@ def test_persist_comes_from_the_option_then_the_environment(monkeypatch):
     assert persist_seconds({}) == 5
     assert persist_seconds({"--persist": "0"}) == 0
     assert persist_seconds({"--persist": "x"}) is None and persist_seconds({"--persist": "-1"}) is None
+
+
+def test_the_fast_path_imports_nothing_heavier_than_the_interpreter_builtins():
+    # a served command's cost is an interpreter start and one round trip: these imports each cost
+    # more than the holder's answer (typing 11 ms, pathlib, json and socket with re and enum ~4 ms)
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys, spicectl.holder.fast as f; f.state_dir({}); "
+             "print(' '.join(m for m in ('typing', 'pathlib', 'json', 're', 'socket', 'subprocess', 'enum', "
+             "'base64') if m in sys.modules))")
+    env = {**os.environ, "SPICECTL_CONFIG": "/nonexistent/spicectl.toml"}   # no config file to parse
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env=env).stdout
+    assert out.strip() == ""
