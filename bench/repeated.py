@@ -40,9 +40,9 @@ STATE = Path("/tmp/spb-rep")
 FAILURES: dict[str, int] = {}
 
 
-def call(cmd: list[str], env: dict | None = None) -> float:
+def call(cmd: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
     if done.returncode:
         if cmd[0] != "virsh":
@@ -61,9 +61,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def series(cmd: list[str], calls: int, env: dict | None = None) -> list[float]:
-    call(cmd, env)  # warm: page cache, .pyc files, the holder and its session
-    return [call(cmd, env) for _ in range(calls)]
+def series(cmd: list[str], calls: int) -> list[float]:
+    call(cmd)  # warm: page cache, .pyc files, the holder and its session
+    return [call(cmd) for _ in range(calls)]
 
 
 def table(rows: list[tuple[str, str, list[float], list[float]]]) -> None:

@@ -36,4 +36,3 @@ def config_file_str() -> str:
     if not os.path.exists(user) and _is_root() and os.path.exists(SYSTEM_CONFIG):
         return SYSTEM_CONFIG
     return user
-

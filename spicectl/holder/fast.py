@@ -104,13 +104,16 @@ def forward(argv: list[str]) -> int | None:
     options, command = parsed
     persist = persist_seconds(options)
     state = state_dir(options)
-    if not persist or state is None or len(socket_path(state).encode()) > 100:
+    if not persist or state is None:
         return None
-    sock = _connect(socket_path(state))
+    path = socket_path(state)
+    if len(path.encode()) > 100:   # sun_path's limit, less a margin
+        return None
+    sock = _connect(path)
     if sock is None:
         if not _start(state, persist):
             return None
-        sock = _connect(socket_path(state))
+        sock = _connect(path)
         if sock is None:
             return None
     request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": _umask(),
