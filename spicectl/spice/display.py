@@ -9,6 +9,7 @@ the start of the body; `BodyParser` follows them with bounds checks.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import zlib
 from collections import OrderedDict
@@ -18,7 +19,7 @@ import numpy as np
 
 from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
-from spicectl.spice import pixman
+from spicectl.spice import pixman, raster
 from spicectl.spice import wire as W
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.lz4 import decode_lz4
@@ -39,8 +40,6 @@ ROP_INVERS_RES = 1024
 
 # known messages that change nothing a screenshot shows
 NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
-# known messages this client does not draw yet: a frame that had one is incomplete
-NOT_DRAWN_YET = {M.MSG_DISPLAY_DRAW_ROP3, M.MSG_DISPLAY_DRAW_STROKE, M.MSG_DISPLAY_DRAW_TEXT}
 STREAM_CODEC_MJPEG = 1
 STREAM_CODECS = {1: "MJPEG", 2: "VP8", 3: "H264", 4: "VP9", 5: "H265"}
 STREAM_FLAGS_TOP_DOWN = 1
@@ -177,6 +176,12 @@ class Display:
             self._copy_bits(p)
         elif msg_type == M.MSG_DISPLAY_DRAW_COMPOSITE:
             self._draw_composite(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_ROP3:
+            self._draw_rop3(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_STROKE:
+            self._draw_stroke(p)
+        elif msg_type == M.MSG_DISPLAY_DRAW_TEXT:
+            self._draw_text(p)
         elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
             for resource in p.take(W.INVAL_LIST)["resources"]:
                 self.images.pop(resource["id"], None)
@@ -206,8 +211,6 @@ class Display:
             self._monitors_config(body)
         elif msg_type in NOT_DRAWING:
             pass
-        elif msg_type in NOT_DRAWN_YET:
-            self._warn(f"display message {msg_type} is not drawn by this client yet")
         else:
             raise ProtocolError(f"display channel: unknown message type {msg_type} ({len(body)} bytes)")
 
@@ -318,8 +321,9 @@ class Display:
             mask = ~mask
         return (qmask["pos"]["x"], qmask["pos"]["y"]), mask
 
-    def _brush_region(self, p: BodyParser, brush: dict, h: int, w: int) -> np.ndarray:
-        """What a brush paints over an h×w box (a pattern is anchored at its own origin)."""
+    def _brush_region(self, p: BodyParser, brush: dict, h: int, w: int, top: int = 0, left: int = 0) -> np.ndarray:
+        """What a brush paints over an h×w box at (top, left): a pattern's origin is at its position on
+        the surface, as the canvas tiles it (text passes the box's own corner as 0, 0, as the canvas does)."""
         if brush["type"] == W.BRUSH_TYPE_SOLID:
             color = brush["color"]
             bgrx = np.array([color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF, 0xFF], np.uint8)
@@ -327,8 +331,8 @@ class Display:
         if brush["type"] == W.BRUSH_TYPE_PATTERN:
             pattern = brush["pattern"]
             pixels = self.image(p.at(pattern["pat"])).pixels
-            return _tile(pixels, -pattern["pos"]["y"], -pattern["pos"]["x"], h, w)
-        return np.zeros((h, w, 4), np.uint8)
+            return _tile(pixels, top - pattern["pos"]["y"], left - pattern["pos"]["x"], h, w)
+        return np.zeros((h, w, 4), np.uint8)  # no brush: the canvas still applies the operation, with black
 
     # --- images -----------------------------------------------------------------
     def _palette(self, p: BodyParser, flags: int) -> list[int] | None:
@@ -504,21 +508,24 @@ class Display:
         return region
 
     @staticmethod
-    def _apply(dst: np.ndarray, src: np.ndarray, rop: int, mask: np.ndarray | None) -> None:
-        s = ~src if rop & ROP_INVERS_SRC else src
-        d = ~dst if rop & ROP_INVERS_DEST else dst
-        if rop & ROP_OR:
+    def _apply(dst: np.ndarray, src: np.ndarray, rop: int, mask: np.ndarray | None,
+               src_invers: int = ROP_INVERS_SRC, dest_invers: int = ROP_INVERS_DEST) -> None:
+        """dst = src ROP dst where mask allows. Which descriptor bits invert the two inputs depends on
+        the draw (a fill's source is its brush; opaque's brush lands on its source), as in the canvas."""
+        s = ~src if rop & src_invers else src
+        d = ~dst if rop & dest_invers else dst
+        if rop & ROP_PUT:
+            res = s
+        elif rop & ROP_OR:
             res = s | d
         elif rop & ROP_AND:
             res = s & d
         elif rop & ROP_XOR:
             res = s ^ d
-        elif rop & ROP_BLACKNESS:
-            res = np.zeros_like(d)
-        elif rop & ROP_WHITENESS:
-            res = np.full_like(d, 0xFF)
-        elif rop & ROP_INVERS:
-            res = ~d
+        elif rop & (ROP_BLACKNESS | ROP_WHITENESS | ROP_INVERS):  # these ignore every inversion bit
+            res = np.zeros_like(dst) if rop & ROP_BLACKNESS else np.full_like(dst, 0xFF) \
+                if rop & ROP_WHITENESS else ~dst
+            rop &= ~ROP_INVERS_RES
         else:
             res = s
         if rop & ROP_INVERS_RES:
@@ -529,13 +536,14 @@ class Display:
             dst[mask] = res[mask]
 
     def _draw_image(self, surface: np.ndarray, box: Rect, clips: list[Rect], region: np.ndarray, rop: int,
-                    mask: np.ndarray | None = None, mask_pos: tuple[int, int] = (0, 0)) -> None:
+                    mask: np.ndarray | None = None, mask_pos: tuple[int, int] = (0, 0),
+                    src_invers: int = ROP_INVERS_SRC, dest_invers: int = ROP_INVERS_DEST) -> None:
         for a in self._areas(surface, box, clips):
             src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
             m = None
             if mask is not None:
                 m = _tile(mask, a.top - box.top + mask_pos[1], a.left - box.left + mask_pos[0], a.height, a.width)
-            self._apply(surface[a.top:a.bottom, a.left:a.right], src, rop, m)
+            self._apply(surface[a.top:a.bottom, a.left:a.right], src, rop, m, src_invers, dest_invers)
 
     def _source(self, p: BodyParser, offset: int) -> Image | None:
         """The source image of a draw, or None (with one warning) if its format is not decoded yet."""
@@ -556,13 +564,18 @@ class Display:
         self._draw_image(surface, box, clips, region, copy["rop_descriptor"] or ROP_PUT, mask, mpos)
 
     def _draw_opaque(self, p: BodyParser) -> None:
+        """The source copied in, then the brush applied onto it by the operation, as the canvas draws it."""
         surface, box, clips = self._base(p)
         opaque = p.take(W.OPAQUE)
+        mpos, mask = self._qmask(p, opaque["mask"])
         img = self._source(p, opaque["src_bitmap"])
-        if img is None:
+        if img is None or box.empty:
             return
-        self._draw_image(surface, box, clips, self._src_region(img, Rect.of(opaque["src_area"]), box),
-                         opaque["rop_descriptor"] or ROP_PUT)
+        self._draw_image(surface, box, clips, self._src_region(img, Rect.of(opaque["src_area"]), box), ROP_PUT,
+                         mask, mpos)
+        brush = self._brush_region(p, opaque["brush"], box.height, box.width, box.top, box.left)
+        self._draw_image(surface, box, clips, brush, opaque["rop_descriptor"] or ROP_PUT, mask, mpos,
+                         src_invers=ROP_INVERS_BRUSH, dest_invers=ROP_INVERS_SRC)
 
     def _draw_fill(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
@@ -570,8 +583,9 @@ class Display:
         mpos, mask = self._qmask(p, fill["mask"])
         if box.empty:
             return
-        region = self._brush_region(p, fill["brush"], box.height, box.width)
-        self._draw_image(surface, box, clips, region, fill["rop_descriptor"] or ROP_PUT, mask, mpos)
+        region = self._brush_region(p, fill["brush"], box.height, box.width, box.top, box.left)
+        self._draw_image(surface, box, clips, region, fill["rop_descriptor"] or ROP_PUT, mask, mpos,
+                         src_invers=ROP_INVERS_BRUSH)
 
     def _draw_solid_op(self, p: BodyParser, msg_type: int) -> None:
         surface, box, clips = self._base(p)
@@ -623,6 +637,118 @@ class Display:
             surface[a.top:a.bottom, a.left:a.right] = snapshot[a.top - box.top:a.bottom - box.top,
                                                                a.left - box.left:a.right - box.left]
 
+    def _draw_rop3(self, p: BodyParser) -> None:
+        """Pattern, source and destination combined by the ternary operation over the whole box, then
+        put back where clip and mask allow (the canvas computes the box, then blits through its region)."""
+        surface, box, clips = self._base(p)
+        op = p.take(W.ROP3)
+        mpos, mask = self._qmask(p, op["mask"])
+        img = self._source(p, op["src_bitmap"])
+        if img is None or box.empty:
+            return
+        src = self._src_region(img, Rect.of(op["src_area"]), box)
+        dest = np.zeros((box.height, box.width, 4), np.uint8)
+        inside = box.intersect(Rect(0, 0, *surface.shape[:2]))
+        if not inside.empty:
+            dest[inside.top - box.top:inside.bottom - box.top, inside.left - box.left:inside.right - box.left] = \
+                surface[inside.top:inside.bottom, inside.left:inside.right]
+        brush = self._brush_region(p, op["brush"], box.height, box.width, box.top, box.left)
+        self._draw_image(surface, box, clips, raster.rop3(op["rop3"], brush, src, dest), ROP_PUT, mask, mpos)
+
+    def _pointers(self, p: BodyParser, count: int, what: str) -> list[BodyParser]:
+        """`count` u32 offsets at p (an array of pointers), each as a parser at its target."""
+        if p.pos + 4 * count > len(p.body):
+            raise ProtocolError(f"display channel: {what}'s {count} pointers run past the message")
+        offsets = np.frombuffer(p.body, "<u4", count, p.pos)
+        p.pos += 4 * count
+        return [p.at(int(o)) for o in offsets]
+
+    def _region_mask(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> np.ndarray:
+        """Which of the surface's pixels a draw with this box and clip may change."""
+        allowed = np.zeros(surface.shape[:2], bool)
+        for a in self._areas(surface, box, clips):
+            allowed[a.top:a.bottom, a.left:a.right] = True
+        return allowed
+
+    def _draw_stroke(self, p: BodyParser) -> None:
+        """A path of zero-width lines in the brush, by the fore mode; dashed lines are not drawn yet."""
+        surface, box, clips = self._base(p)
+        head = p.take(W.STROKE_HEAD)
+        styled = bool(head["attr_flags"] & W.LINE_FLAGS_STYLED)
+        if styled:
+            p.take(W.LINE_STYLE)
+        tail = p.take(W.STROKE_TAIL)
+        path = p.at(head["path"])
+        segments = []
+        for seg in self._pointers(path, path.take(W.PATH)["num_segments"], "a stroke's path"):
+            s = seg.take(W.PATH_SEG)
+            if seg.pos + 8 * s["count"] > len(seg.body):
+                raise ProtocolError("display channel: a stroke's path segment runs past the message")
+            xy = np.frombuffer(seg.body, "<i4", 2 * s["count"], seg.pos).reshape(-1, 2)
+            segments.append((s["flags"], [(int(x), int(y)) for x, y in xy]))
+        if styled:
+            # the canvas draws dashes as X's one-pixel-wide dashed lines (miWideDash), not done here
+            self._warn("dashed strokes are not drawn by this client")
+            return
+        allowed = self._region_mask(surface, box, clips)
+        h, w = surface.shape[:2]
+        brush = tail["brush"]
+        patterned = brush["type"] == W.BRUSH_TYPE_PATTERN
+        tile = self.image(p.at(brush["pattern"]["pat"])).pixels if patterned else self._brush_region(p, brush, 1, 1)
+        for line in raster.polylines(segments):
+            for (x1, y1), (x2, y2) in itertools.pairwise(line):
+                xs, ys = raster.zero_line(x1, y1, x2, y2, w, h)
+                keep = allowed[ys, xs]
+                xs, ys = xs[keep], ys[keep]
+                if not len(xs):
+                    continue
+                if patterned:
+                    pos = brush["pattern"]["pos"]
+                    src = tile[(ys - pos["y"]) % tile.shape[0], (xs - pos["x"]) % tile.shape[1]]
+                else:
+                    src = np.broadcast_to(tile[0, 0], (len(xs), 4))
+                pixels = surface[ys, xs]
+                self._apply(pixels, src, tail["fore_mode"] or ROP_PUT, None, src_invers=ROP_INVERS_BRUSH)
+                surface[ys, xs] = pixels
+
+    def _draw_text(self, p: BodyParser) -> None:
+        """The back area filled with the back brush, then the fore brush composited through the glyphs."""
+        surface, box, clips = self._base(p)
+        text = p.take(W.TEXT)
+        string = p.at(text["str"])
+        head = string.take(W.STRING)
+        flags = head["flags"]
+        bpp = 1 if flags & W.STRING_RASTER_A1 else 4 if flags & W.STRING_RASTER_A4 else \
+            8 if flags & W.STRING_RASTER_A8 else 0
+        glyphs = []
+        for g in self._pointers(string, head["length"], "a text's string"):
+            glyph = g.take(W.RASTER_GLYPH)
+            size = ((glyph["width"] * bpp + 7) // 8) * glyph["height"]
+            left = glyph["render_pos"]["x"] + glyph["glyph_origin"]["x"]
+            top = glyph["render_pos"]["y"] + glyph["glyph_origin"]["y"]
+            glyphs.append((left, top, glyph["width"], glyph["height"], self._slice(g, size)))
+        back = Rect.of(text["back_area"])
+        if not back.empty and text["fore_mode"] != ROP_PUT:
+            self._warn("text with a back area and a fore mode other than put is not drawn by this client")
+            return
+        if not bpp:
+            self._warn("text of vector glyphs is not drawn by this client")
+            return
+        areas = self._areas(surface, box, clips)  # the region the canvas draws text in
+        if not back.empty:
+            for a in (a.intersect(back) for a in areas):
+                if not a.empty:
+                    region = self._brush_region(p, text["back_brush"], a.height, a.width, a.top, a.left)
+                    surface[a.top:a.bottom, a.left:a.right] = region
+        if text["fore_brush"]["type"] == W.BRUSH_TYPE_NONE or not glyphs:
+            return
+        left, top, coverage = raster.glyph_mask(glyphs, bpp)
+        mh, mw = coverage.shape
+        brush = self._brush_region(p, text["fore_brush"], mh, mw)  # anchored at the mask's corner, as drawn
+        for a in (a.intersect(Rect(top, left, top + mh, left + mw)) for a in areas):
+            if not a.empty:
+                part = (slice(a.top - top, a.bottom - top), slice(a.left - left, a.right - left))
+                raster.over_through_mask(surface[a.top:a.bottom, a.left:a.right], brush[part], coverage[part])
 
     def _draw_composite(self, p: BodyParser) -> None:
         """As spice-server's canvas does it: the box's pixels composited by pixman, kept where the clip allows."""
