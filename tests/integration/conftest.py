@@ -250,8 +250,19 @@ def html5_page(url: str, size: tuple[int, int] = (1024, 768)):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+        said: list[str] = []  # what the page logged: the only account of a connection that never drew
+        page.on("console", lambda m: said.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: said.append(f"pageerror: {e}"))
+        page.on("websocket", lambda ws: (said.append(f"websocket opened {ws.url.split('?')[0]}"),
+                                         ws.on("close", lambda _: said.append("websocket closed"))))
         page.goto(url)
-        page.wait_for_selector("canvas", timeout=20000)
+        try:
+            page.wait_for_selector("canvas", timeout=20000)
+        except Exception:
+            message = page.evaluate("() => document.getElementById('message-div')?.innerText ?? ''")
+            browser.close()
+            pytest.fail("spice-html5 drew no canvas within 20 s; its messages: "
+                        + " | ".join(said + [f"message-div: {message}"]))
 
         def canvas():
             data = page.evaluate("() => { const c = document.querySelector('canvas');"
