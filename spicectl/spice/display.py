@@ -655,14 +655,6 @@ class Display:
         brush = self._brush_region(p, op["brush"], box.height, box.width, box.top, box.left)
         self._draw_image(surface, box, clips, raster.rop3(op["rop3"], brush, src, dest), ROP_PUT, mask, mpos)
 
-    def _pointers(self, p: BodyParser, count: int, what: str) -> list[BodyParser]:
-        """`count` u32 offsets at p (an array of pointers), each as a parser at its target."""
-        if p.pos + 4 * count > len(p.body):
-            raise ProtocolError(f"display channel: {what}'s {count} pointers run past the message")
-        offsets = np.frombuffer(p.body, "<u4", count, p.pos)
-        p.pos += 4 * count
-        return [p.at(int(o)) for o in offsets]
-
     def _region_mask(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> np.ndarray:
         """Which of the surface's pixels a draw with this box and clip may change."""
         allowed = np.zeros(surface.shape[:2], bool)
@@ -680,11 +672,12 @@ class Display:
         tail = p.take(W.STROKE_TAIL)
         path = p.at(head["path"])
         segments = []
-        for seg in self._pointers(path, path.take(W.PATH)["num_segments"], "a stroke's path"):
-            s = seg.take(W.PATH_SEG)
-            if seg.pos + 8 * s["count"] > len(seg.body):
+        for _ in range(path.take(W.PATH)["num_segments"]):  # inline, one after another
+            s = path.take(W.PATH_SEG)
+            if path.pos + 8 * s["count"] > len(path.body):
                 raise ProtocolError("display channel: a stroke's path segment runs past the message")
-            xy = np.frombuffer(seg.body, "<i4", 2 * s["count"], seg.pos).reshape(-1, 2)
+            xy = np.frombuffer(path.body, "<i4", 2 * s["count"], path.pos).reshape(-1, 2)
+            path.pos += 8 * s["count"]
             segments.append((s["flags"], [(int(x), int(y)) for x, y in xy]))
         if styled:
             # the canvas draws dashes as X's one-pixel-wide dashed lines (miWideDash), not done here
@@ -721,12 +714,12 @@ class Display:
         bpp = 1 if flags & W.STRING_RASTER_A1 else 4 if flags & W.STRING_RASTER_A4 else \
             8 if flags & W.STRING_RASTER_A8 else 0
         glyphs = []
-        for g in self._pointers(string, head["length"], "a text's string"):
-            glyph = g.take(W.RASTER_GLYPH)
+        for _ in range(head["length"]):  # inline, each with its bits
+            glyph = string.take(W.RASTER_GLYPH)
             size = ((glyph["width"] * bpp + 7) // 8) * glyph["height"]
             left = glyph["render_pos"]["x"] + glyph["glyph_origin"]["x"]
             top = glyph["render_pos"]["y"] + glyph["glyph_origin"]["y"]
-            glyphs.append((left, top, glyph["width"], glyph["height"], self._slice(g, size)))
+            glyphs.append((left, top, glyph["width"], glyph["height"], self._slice(string, size)))
         back = Rect.of(text["back_area"])
         if not back.empty and text["fore_mode"] != ROP_PUT:
             self._warn("text with a back area and a fore mode other than put is not drawn by this client")

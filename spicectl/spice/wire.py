@@ -251,13 +251,14 @@ LINE_FLAGS_START_WITH_GAP, LINE_FLAGS_STYLED = 4, 8
 STROKE_HEAD = Layout("SpiceStroke", [("path", "I"), ("attr_flags", "B")])
 LINE_STYLE = Layout("SpiceLineAttr", [("style_nseg", "B"), ("style", "I")])  # style: offset of nseg fixed28_4
 STROKE_TAIL = Struct("SpiceStroke", [("brush", BRUSH), ("fore_mode", "H"), ("back_mode", "H")])
-PATH = Layout("SpicePath", [("num_segments", "I")])  # then num_segments offsets of PATH_SEGs
+# a path's segments and a string's glyphs follow their head inline (spice.proto's @ptr_array is the
+# demarshalled C structure's, not the wire's)
+PATH = Layout("SpicePath", [("num_segments", "I")])  # then num_segments PATH_SEGs
 PATH_SEG = Layout("SpicePathSeg", [("flags", "B"), ("count", "I")])  # then count 28.4 (x, y) pairs
-OFFSET = Layout("offset", [("offset", "I")])
 TEXT = Struct("SpiceText", [("str", "I"), ("back_area", RECT), ("fore_brush", BRUSH), ("back_brush", BRUSH),
                             ("fore_mode", "H"), ("back_mode", "H")])
 STRING_RASTER_A1, STRING_RASTER_A4, STRING_RASTER_A8, STRING_RASTER_TOP_DOWN = 1, 2, 4, 8
-STRING = Layout("SpiceString", [("length", "H"), ("flags", "B")])  # then length offsets of RASTER_GLYPHs
+STRING = Layout("SpiceString", [("length", "H"), ("flags", "B")])  # then length RASTER_GLYPHs
 RASTER_GLYPH = Layout("SpiceRasterGlyph", [("render_pos", POINT), ("glyph_origin", POINT), ("width", "H"),
                                            ("height", "H")])  # then ((width*bpp+7)/8)*height bytes
 # DRAW_COMPOSITE: flags, the source, then what the flags say is present, then the two origins

@@ -165,13 +165,8 @@ def stroke(segments: list[tuple[int, list[tuple[float, float]]]], brush: dict, f
     path_at = len(head) + W.STROKE_HEAD.size + len(style) + len(tail)
     segs = [W.PATH_SEG.pack(flags=f, count=len(pts)) + b"".join(
         W.POINT.pack(x=fix(x), y=fix(y)) for x, y in pts) for f, pts in segments]
-    first = path_at + W.PATH.size + 4 * len(segs)
-    offsets, at = [], first
-    for s in segs:
-        offsets.append(W.OFFSET.pack(offset=at))
-        at += len(s)
     return (head + W.STROKE_HEAD.pack(path=path_at, attr_flags=W.LINE_FLAGS_STYLED if styled else 0) + style
-            + tail + W.PATH.pack(num_segments=len(segs)) + b"".join(offsets) + b"".join(segs))
+            + tail + W.PATH.pack(num_segments=len(segs)) + b"".join(segs))
 
 
 RECTANGLE = [(raster.PATH_BEGIN | raster.PATH_END | raster.PATH_CLOSE, [(1, 1), (5, 1), (5, 3), (1, 3)])]
@@ -228,14 +223,9 @@ def text(glyphs: list[tuple[int, int, int, int, bytes]], flags: int, fore: dict,
     fields = dict(back_area=dict(zip(("top", "left", "bottom", "right"), back_area, strict=True)), fore_brush=fore,
                   back_brush=back or {"type": W.BRUSH_TYPE_NONE}, fore_mode=ROP_PUT, back_mode=ROP_PUT)
     str_at = len(head) + len(W.TEXT.pack(str=0, **fields))
-    at = str_at + W.STRING.size + 4 * len(glyphs)
-    offsets, data = [], b""
-    for x, y, w, h, rows in glyphs:
-        offsets.append(W.OFFSET.pack(offset=at + len(data)))
-        data += W.RASTER_GLYPH.pack(render_pos=dict(x=x, y=y), glyph_origin=dict(x=0, y=0), width=w,
-                                    height=h) + rows
-    return head + W.TEXT.pack(str=str_at, **fields) + W.STRING.pack(length=len(glyphs), flags=flags) + \
-        b"".join(offsets) + data
+    data = b"".join(W.RASTER_GLYPH.pack(render_pos=dict(x=x, y=y), glyph_origin=dict(x=0, y=0), width=w,
+                                        height=h) + rows for x, y, w, h, rows in glyphs)
+    return head + W.TEXT.pack(str=str_at, **fields) + W.STRING.pack(length=len(glyphs), flags=flags) + data
 
 
 def test_one_bit_glyphs_are_read_bottom_up_most_significant_bit_first():
