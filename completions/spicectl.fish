@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -60,6 +60,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Reco
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'share' -d 'Share DIR with guest GUEST until Ctrl-C, as...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'template' -d 'List and show VM profiles (built-in ones, plus...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'ticket' -d 'Set a fresh random SPICE ticket on guest NAME, valid for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'type' -d 'Type TEXT on guest NAME (US keyboard layout); "\n"...'
@@ -326,6 +327,16 @@ complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l ca-file -r -d 
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l hold -r -d 'Seconds each combination is held.'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "send-keys"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l writable -d 'Let the guest create, change and delete files in DIR (read-o'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -l seconds -r -d 'Stop after this long (default: until Ctrl-C or SIGTERM).'
+complete -c spicectl -n 'test (__spicectl_path) = "share"' -F
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'list' -d 'List the VM profiles.'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -a 'show' -d 'Show a profile'\''s values (the keys match `vm create`...'
 complete -c spicectl -n 'test (__spicectl_path) = "template"' -l help -d 'Show this message and exit.'

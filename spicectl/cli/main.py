@@ -38,6 +38,7 @@ COMMANDS = {
     "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
     "resize": ("spicectl.cli.agent:resize", "Change a guest's screen size through its agent."),
     "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
+    "share": ("spicectl.cli.share:share", "Share a host folder with a guest (WebDAV over SPICE) until Ctrl-C."),
     "send-keys": ("spicectl.cli.screen:send_keys", "Press keys or combinations (esc, ctrl-alt-delete) on a guest."),
     "template": ("spicectl.cli.template:template", "List and show VM profiles."),
     "type": ("spicectl.cli.screen:type_cmd", "Type text on a guest (US layout)."),

@@ -480,6 +480,62 @@ def test_channels_lists_the_servers_channels_and_the_webdav_port_the_guest_opene
     assert webdav == [{"type": "webdav", "id": 0, "port": "org.spice-space.webdav.0", "opened": True}]
 
 
+def guest_python(spicectl, program: str, expect: str) -> str:
+    """Run a Python program in the guest (through a here-document on its console); its output."""
+    return guest_shell(spicectl, f"python3 - <<'EOF'\n{program}\nEOF".replace("\n", "\\n"), expect, timeout=90)
+
+
+# in the guest: read the shared folder through spice-webdavd (127.0.0.1:9843), list it, write into it
+WEBDAV_CHECK = """import urllib.request as u
+base = 'http://127.0.0.1:9843/'
+print('WEBDAV get=' + u.urlopen(base + 'hello.txt', timeout=30).read().hex())
+listing = u.urlopen(u.Request(base, method='PROPFIND', headers={'Depth': '1'}), timeout=30).read().decode()
+print('WEBDAV listed=%d' % ('hello.txt' in listing))
+put = u.urlopen(u.Request(base + 'from-guest.txt', data=b'written in the guest', method='PUT'), timeout=30)
+print('WEBDAV put=%d' % put.status)"""
+WEBDAV_WRITE = """import urllib.request as u, urllib.error as e
+code = 0
+try:
+    u.urlopen(u.Request('http://127.0.0.1:9843/x.txt', data=b'x', method='PUT'), timeout=30)
+except e.HTTPError as x:
+    code = x.code
+print('WEBDAV refused=%d' % code)"""
+
+
+def test_a_shared_folder_is_read_and_written_by_the_guest_over_webdav(spicectl, scene, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_bytes("hello from the host \u2713\n".encode())
+    proc = popen(spicectl, "share", GUEST, str(shared), "--writable", "--json")
+    try:
+        started = json.loads(proc.stdout.readline())
+        assert started["event"] == "sharing" and started["writable"] is True
+        out = guest_python(spicectl, WEBDAV_CHECK, r"WEBDAV put=\d+\r?\n")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    found = dict(re.findall(r"^WEBDAV (\w+)=(\S*?)\r?$", out, re.M))
+    assert bytes.fromhex(found["get"]) == (shared / "hello.txt").read_bytes(), out
+    assert found["listed"] == "1" and found["put"] == "201", out
+    assert (shared / "from-guest.txt").read_bytes() == b"written in the guest"
+    stopped = json.loads(rest)
+    assert stopped["event"] == "stopped" and stopped["connections"] >= 3
+
+
+def test_a_read_only_share_refuses_the_guests_writes(spicectl, scene, tmp_path):
+    (tmp_path / "hello.txt").write_text("read me")
+    proc = popen(spicectl, "share", GUEST, str(tmp_path), "--seconds", "90")
+    try:
+        assert "(read-only)" in proc.stdout.readline()
+        out = guest_python(spicectl, WEBDAV_WRITE, r"WEBDAV refused=\d+")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        finish(proc)
+    assert "WEBDAV refused=403" in out, out
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_the_agent_reports_its_capabilities(spicectl, scene):
     shown = spicectl("agent", GUEST, "--json").json()
     assert shown["connected"] is True
