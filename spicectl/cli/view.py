@@ -13,16 +13,21 @@ from spicectl.cli.screen import run_client, server_options
 @click.argument("name", metavar="GUEST")
 @click.option("--close-after", type=TIMEOUT, metavar="SECONDS",
               help="Close the window after SECONDS (for scripts: with --json, what was drawn is printed).")
+@click.option("--mute", is_flag=True, help="Do not play the guest's sound (played on this host's default output "
+              "otherwise).")
+@click.option("--audio-device", metavar="NAME", help="Play on this output instead (a PortAudio device name or "
+              "number; python3 -m sounddevice lists them).")
 @server_options
 @json_option
 @pass_app
-def view(app: App, name: str, close_after: float | None, **opts) -> None:
+def view(app: App, name: str, close_after: float | None, mute: bool, audio_device: str | None, **opts) -> None:
     """Show guest GUEST's screen in a window, with its keyboard and mouse, until the window is closed.
 
     A click in the window grabs keyboard and pointer; Shift+F12 releases them. With the guest's agent
     running, resizing the window resizes the guest's screen and the clipboard is shared both ways
-    (text). Needs an X display and Tk (Debian: python3-tk); sound is not played. Through a proxy:
-    `spicectl connect GUEST --builtin --view --proxy ws`.
+    (text). The guest's sound plays on this host's default output, at the guest's mixer volume
+    (PortAudio; Debian: libportaudio2). Needs an X display and Tk (Debian: python3-tk). Through a
+    proxy: `spicectl connect GUEST --builtin --view --proxy ws`.
     """
     from spicectl.session.viewer import view as show
 
@@ -30,10 +35,11 @@ def view(app: App, name: str, close_after: float | None, **opts) -> None:
         app.info(f"{name}: window open (click in it to grab, Shift+F12 releases)")
 
     async def work(client):
-        return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after)
+        return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after, sound=not mute,
+                          audio_device=audio_device, on_note=lambda m: app.warn(f"{name}: {m}"))
 
     stats = run_client(app, name, opts, work, allow_partial=True)
     data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
             "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
-            "cpu_seconds": round(stats.cpu_seconds, 2)}
+            "audio_seconds": round(stats.audio_seconds, 1), "cpu_seconds": round(stats.cpu_seconds, 2)}
     app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s"))

@@ -7,7 +7,8 @@ frame replaces one not drawn yet, so a slow window skips frames instead of falli
 and everything else through a queue the window polls.
 
 Tk comes with Python (Debian: python3-tk) and draws through Pillow's ImageTk: no toolkit to
-install beyond what the client needs. Audio is not played: no sound library fits here.
+install beyond what the client needs. The guest's sound plays through `sound.Speaker` (PortAudio)
+when the host has it; without it the window opens all the same, and says why there is no sound.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ RESIZE_DEBOUNCE_MS = 400     # a window being dragged asks the guest once it res
 POLL_MS = 8
 BUTTONS = {1: "left", 2: "middle", 3: "right", 4: "up", 5: "down"}
 SHIFT_MASK = 0x1
+LIKELY_FORMAT = (2, 48000)   # channels and rate QEMU's SPICE audio plays at, until the guest's START says
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ViewStats:
     stream_frames: int = 0       # video frames the server sent (stream data messages)
     seconds: float = 0.0
     cpu_seconds: float = 0.0     # this process's, window and client together
+    audio_seconds: float = 0.0   # of the guest's sound handed to the host's output
 
 
 class _FrameSlot:
@@ -74,9 +77,11 @@ def tk_available() -> bool:
 
 
 async def view(client, title: str, *, on_shown: Callable[[], None] | None = None,
-               close_after: float | None = None) -> ViewStats:
+               close_after: float | None = None, sound: bool = True, audio_device: str | None = None,
+               on_note: Callable[[str], None] = log.warning) -> ViewStats:
     """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
-    keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs)."""
+    keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs),
+    and with `sound` its playback to this host's output. `on_note` hears why something is missing."""
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
@@ -105,6 +110,8 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, slot, stats))]
     if client.agent_connected:
         tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
+    if sound:
+        tasks.append(asyncio.ensure_future(_sound(client, stats, audio_device, on_note)))
     resizing: asyncio.Task | None = None
     if close_after is not None:
         loop.call_later(close_after, actions.put_nowait, ("closed",))
@@ -156,6 +163,47 @@ async def _frames(client, slot: _FrameSlot, stats: ViewStats) -> None:
             slot.put(frame)
             stats.frames_offered += 1
         await asyncio.sleep(FRAME_INTERVAL)
+
+
+async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable[[str], None]) -> None:
+    """The guest's playback channel on this host's output, following its mixer, until cancelled."""
+    from spicectl.session.sound import Speaker, speaker_problem
+    from spicectl.spice import link
+    from spicectl.spice.audio import Playback
+
+    if (link.PLAYBACK, 0) not in client.channels_available:
+        on_note("no sound: the guest has no sound card with SPICE audio")
+        return
+    problem = speaker_problem()
+    if problem is not None:
+        on_note(f"no sound: {problem}")
+        return
+    playback = Playback(limit=0)
+    # opened before the guest plays, and kept open between sounds: a sound server can take a second or
+    # more to start a new stream, and a desktop starts and stops playback with every sound it makes
+    try:
+        speaker = await asyncio.to_thread(Speaker, *LIKELY_FORMAT, device)
+    except EnvironmentProblem as exc:
+        on_note(f"no sound: {exc.message}")
+        return
+    try:
+        async for msg_type, body in client.playback_messages():
+            samples = playback.handle(msg_type, body)
+            if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
+                                                                                        playback.rate):
+                speaker.close()
+                try:
+                    speaker = await asyncio.to_thread(Speaker, playback.channels, playback.rate, device)
+                except EnvironmentProblem as exc:
+                    on_note(f"no sound: {exc.message}")
+                    return
+            if msg_type in (M.MSG_PLAYBACK_START, M.MSG_PLAYBACK_VOLUME, M.MSG_PLAYBACK_MUTE):
+                speaker.set_mixer(playback.volume, playback.muted)
+            elif samples:
+                speaker.write(samples)
+                stats.audio_seconds += len(samples) / (2 * playback.channels * playback.rate)
+    finally:
+        speaker.close()
 
 
 async def _key(client, evdev: int, down: bool) -> None:

@@ -27,8 +27,11 @@ class Playback:
     pcm: bytearray = field(default_factory=bytearray)
     started: bool = False
     limit: int = 1 << 30   # bytes kept at most
+    volume: tuple[float, ...] = ()   # per channel, 0..1, as the guest's mixer last said (with PLAYBACK_CAP_VOLUME)
+    muted: bool = False
 
-    def handle(self, msg_type: int, body: bytes) -> None:
+    def handle(self, msg_type: int, body: bytes) -> bytes:
+        """Follow one playback-channel message; a DATA message's samples are returned (b"" otherwise)."""
         if msg_type == M.MSG_PLAYBACK_START:
             start = W.PLAYBACK_START.unpack(body)
             if start["format"] != M.AUDIO_FMT_S16:
@@ -51,7 +54,18 @@ class Playback:
                 raise ProtocolError(f"playback channel: {len(samples)} bytes is not whole {frame}-byte frames")
             if len(self.pcm) + len(samples) <= self.limit:
                 self.pcm += samples
-        # STOP, VOLUME, MUTE, LATENCY: nothing to keep
+            return samples
+        elif msg_type == M.MSG_PLAYBACK_VOLUME:
+            count = body[0] if body else 0
+            if not 0 < count <= MAX_CHANNELS or len(body) < 1 + 2 * count:
+                raise ProtocolError(f"playback channel: a volume message of {len(body)} bytes for {count} channels")
+            self.volume = tuple(int.from_bytes(body[1 + 2 * i:3 + 2 * i], "little") / 0xFFFF for i in range(count))
+        elif msg_type == M.MSG_PLAYBACK_MUTE:
+            if not body:
+                raise ProtocolError("playback channel: an empty mute message")
+            self.muted = bool(body[0])
+        # STOP, LATENCY: nothing to keep
+        return b""
 
     @property
     def seconds(self) -> float:

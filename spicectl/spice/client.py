@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -727,6 +727,17 @@ class Client:
         return hellos
 
     # --- audio --------------------------------------------------------------------
+    async def playback_messages(self) -> AsyncIterator[tuple[int, bytes]]:
+        """The playback channel's messages as they come, volume and mute included, until the caller stops."""
+        if (link.PLAYBACK, 0) not in self.channels_available:
+            raise ProtocolError("the guest has no playback channel (no sound card with SPICE audio)")
+        channel = await self._open(link.PLAYBACK, 0, caps=(M.PLAYBACK_CAP_VOLUME,))
+        try:
+            while True:
+                yield await channel.read()
+        finally:
+            channel.close()
+
     async def record_playback(self, seconds: float) -> Playback:
         """What the guest plays during the next `seconds`, as raw PCM (the channel announces no codec)."""
         from spicectl.spice.audio import Playback

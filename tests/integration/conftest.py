@@ -183,6 +183,42 @@ def xdisplay():
     proc.wait(10)
 
 
+class SoundServer:
+    """A private PulseAudio with one null sink (timed like a sound card): what reaches it is recorded."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        (base / "run").mkdir()
+        # a PortAudio program reaches it as a desktop program does: ALSA's default device, the pulse plugin
+        (base / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+        self.env = {"PULSE_SERVER": f"unix:{base}/pulse.sock", "PULSE_RUNTIME_PATH": str(base / "run"),
+                    "HOME": str(base)}
+
+    def record(self, path: Path) -> subprocess.Popen:
+        return subprocess.Popen([require_binary("parec"), "-d", "out.monitor", "--format=s16le", "--rate=48000",
+                                 "--channels=2"], stdout=path.open("wb"), stderr=subprocess.DEVNULL,
+                                env={**os.environ, **self.env})
+
+
+@pytest.fixture(scope="module")
+def sound_server():
+    pulseaudio = require_binary("pulseaudio")
+    base = Path(tempfile.mkdtemp(prefix="spicectl-pulse-"))
+    server = SoundServer(base)
+    proc = subprocess.Popen([pulseaudio, "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no",
+                             "--load=module-null-sink sink_name=out rate=48000 channels=2",
+                             f"--load=module-native-protocol-unix socket={base}/pulse.sock auth-anonymous=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **server.env})
+    deadline = time.monotonic() + 15
+    while not (base / "pulse.sock").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "PulseAudio did not start"
+        time.sleep(0.1)
+    yield server
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def grab_x(display: str) -> np.ndarray:
     from PIL import ImageGrab
 

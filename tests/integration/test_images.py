@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, require_binary
-from tests.integration.conftest import (
+from tests.integration.conftest import (  # noqa: F401 (sound_server: a fixture)
     SPICECTL,
     finish,
     grab_x,
@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     libvirt_screenshot,
     popen,
     read_stderr_until,
+    sound_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -350,6 +351,32 @@ def test_view_shows_the_guest_in_a_window_and_keys_typed_there_reach_it(spicectl
         guest_shell(spicectl, "pkill -x xev; echo XEV-GONE", r"XEV-GONE\r?\n")
         viewer.send_signal(signal.SIGINT)
         finish(viewer)
+
+
+def test_view_plays_the_guests_sound_on_the_hosts_sound_server(spicectl, scene, xdisplay, sound_server, tmp_path):
+    heard = tmp_path / "heard.raw"
+    capture = sound_server.record(heard)
+    viewer = subprocess.Popen([*SPICECTL, "view", GUEST, "--close-after", "20"], text=True,
+                              env={**spicectl.env, **sound_server.env, "DISPLAY": xdisplay},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        read_stderr_until(viewer, "window open", timeout=60)
+        guest_shell(spicectl, "(spicectl-tone 6 1000 &); echo TONE", r"TONE\r?\n")
+        _out, err = viewer.communicate(timeout=90)
+    finally:
+        viewer.kill()
+        capture.terminate()
+        capture.wait(10)
+    assert viewer.returncode == 0, err
+    assert "no sound" not in err, err
+    # speaker-test's tone goes to the left channel, then the right, in turn: 0.1 s windows with either loud
+    samples = np.frombuffer(heard.read_bytes(), "<i2").reshape(-1, 2).astype(float)
+    windows = len(samples) // 4800
+    loudness = np.sqrt((samples[:windows * 4800].reshape(windows, 4800, 2) ** 2).mean(axis=1)).max(axis=1)
+    assert (loudness > 1000).sum() / 10 > 5, f"the sound server heard {(loudness > 1000).sum() / 10:.1f}s of a 6s tone"
+    spectrum = np.abs(np.fft.rfft(samples.sum(axis=1)))
+    peak = np.fft.rfftfreq(len(samples), 1 / 48000)[spectrum.argmax()]
+    assert abs(peak - 1000) < 5, f"what the sound server heard peaks at {peak:.0f} Hz"
 
 
 def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy(spicectl, scene, xdisplay):

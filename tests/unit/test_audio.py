@@ -59,3 +59,21 @@ def test_a_mono_wav_becomes_the_stereo_rate_the_microphone_asked_for_and_keeps_i
 def test_a_file_that_is_not_16_bit_pcm_wav_is_refused():
     with pytest.raises(ProtocolError, match="not a PCM WAV"):
         pcm_from_wav(b"RIFFjunk", 2, 48000)
+
+
+def test_the_guests_mixer_volume_and_mute_are_followed_and_samples_handed_on():
+    p = Playback(limit=0)
+    p.handle(M.MSG_PLAYBACK_START, W.PLAYBACK_START.pack(channels=2, format=M.AUDIO_FMT_S16, frequency=48000,
+                                                         time=0))
+    p.handle(M.MSG_PLAYBACK_VOLUME, bytes([2]) + (0xFFFF).to_bytes(2, "little") + (0x8000).to_bytes(2, "little"))
+    assert p.volume == (1.0, 0x8000 / 0xFFFF)
+    p.handle(M.MSG_PLAYBACK_MUTE, b"\x01")
+    assert p.muted
+    assert p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + b"\x01\x00\x02\x00") == b"\x01\x00\x02\x00"
+    assert not p.pcm  # limit 0: handed on, not kept
+
+
+@pytest.mark.parametrize("body", [b"", bytes([0]), bytes([3, 0, 0]), bytes([9]) + bytes(18)])
+def test_a_malformed_volume_message_is_a_protocol_error(body):
+    with pytest.raises(ProtocolError, match="volume message"):
+        Playback().handle(M.MSG_PLAYBACK_VOLUME, body)

@@ -1,0 +1,81 @@
+"""The guest's sound on this host's default output, for `spicectl view`.
+
+PortAudio (through the sounddevice binding; Debian's libportaudio2) plays to the host's default
+device: PipeWire or PulseAudio through ALSA on a desktop, or whatever ALSA's configuration names.
+Samples go into a bounded buffer that PortAudio's callback drains, so a slow device never stalls
+the SPICE channels: past MAX_BACKLOG_SECONDS the oldest samples are dropped, and an empty buffer
+plays silence. The guest's mixer (volume, mute) scales what is played.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from spicectl.errors import EnvironmentProblem
+
+MAX_BACKLOG_SECONDS = 0.5
+BLOCK_FRAMES = 480   # 10 ms at 48 kHz, PortAudio's unit of work
+
+
+def speaker_problem() -> str | None:
+    """Why sound cannot be played here, or None if it can."""
+    try:
+        import sounddevice  # noqa: F401  (loads PortAudio, so a missing library shows here)
+    except (ImportError, OSError) as exc:
+        return f"no PortAudio ({exc}); Debian: apt-get install libportaudio2"
+    return None
+
+
+class Speaker:
+    """One open output stream of `channels` S16 channels at `rate` Hz."""
+
+    def __init__(self, channels: int, rate: int, device: str | None = None) -> None:
+        import sounddevice as sd
+
+        self.channels, self.rate = channels, rate
+        self._frame = 2 * channels
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._gain = np.ones(channels)
+        self.frames_played = 0
+        self.frames_dropped = 0
+        try:
+            self._stream = sd.RawOutputStream(samplerate=rate, channels=channels, dtype="int16", device=device,
+                                              blocksize=BLOCK_FRAMES, callback=self._fill)
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise EnvironmentProblem(f"cannot play {channels} channels at {rate} Hz here: {exc}") from None
+
+    def set_mixer(self, volume: tuple[float, ...], muted: bool) -> None:
+        gain = np.zeros(self.channels) if muted else np.ones(self.channels)
+        if volume and not muted:
+            gain[:] = [volume[min(i, len(volume) - 1)] for i in range(self.channels)]
+        self._gain = gain
+
+    def write(self, pcm: bytes) -> None:
+        if not (self._gain == 1).all():
+            samples = np.frombuffer(pcm, "<i2").reshape(-1, self.channels) * self._gain
+            pcm = samples.round().astype("<i2").tobytes()
+        with self._lock:
+            self._buffer += pcm
+            excess = len(self._buffer) - int(MAX_BACKLOG_SECONDS * self.rate) * self._frame
+            if excess > 0:
+                excess += -excess % self._frame
+                del self._buffer[:excess]
+                self.frames_dropped += excess // self._frame
+
+    def _fill(self, out, frames: int, _time, _status) -> None:  # PortAudio's thread
+        want = frames * self._frame
+        with self._lock:
+            have = min(want, len(self._buffer))
+            out[:have] = self._buffer[:have]
+            del self._buffer[:have]
+        out[have:want] = bytes(want - have)
+        self.frames_played += have // self._frame
+
+    def close(self) -> None:
+        if not self._stream.closed:
+            self._stream.stop()
+            self._stream.close()
