@@ -17,29 +17,47 @@ from spicectl.cli.screen import run_client, server_options
               "otherwise).")
 @click.option("--audio-device", metavar="NAME", help="Play on this output instead (a PortAudio device name or "
               "number; python3 -m sounddevice lists them).")
+@click.option("--share", "share", metavar="DIR", type=click.Path(file_okay=False),
+              help="Share DIR with the guest while the window is open, as `spicectl share` does.")
+@click.option("--writable", is_flag=True, help="With --share: let the guest change DIR (read-only by default).")
 @server_options
 @json_option
 @pass_app
-def view(app: App, name: str, close_after: float | None, mute: bool, audio_device: str | None, **opts) -> None:
+def view(app: App, name: str, close_after: float | None, mute: bool, audio_device: str | None, share: str | None,
+         writable: bool, **opts) -> None:
     """Show guest GUEST's screen in a window, with its keyboard and mouse, until the window is closed.
 
     A click in the window grabs keyboard and pointer; Shift+F12 releases them. With the guest's agent
     running, resizing the window resizes the guest's screen and the clipboard is shared both ways
     (text). The guest's sound plays on this host's default output, at the guest's mixer volume
-    (PortAudio; Debian: libportaudio2). Needs an X display and Tk (Debian: python3-tk). Through a
-    proxy: `spicectl connect GUEST --builtin --view --proxy ws`.
+    (PortAudio; Debian: libportaudio2). --share DIR shares a folder meanwhile (in the guest:
+    http://127.0.0.1:9843/, spice-webdavd). Needs an X display and Tk (Debian: python3-tk). Through
+    a proxy: `spicectl connect GUEST --builtin --view --proxy ws`.
     """
+    import asyncio
+    import contextlib
+    from pathlib import Path
+
+    from spicectl.session.share import FolderServer
     from spicectl.session.viewer import view as show
+
+    if writable and not share:
+        raise click.UsageError("--writable needs --share DIR")
 
     def shown() -> None:
         app.info(f"{name}: window open (click in it to grab, Shift+F12 releases)")
 
-    async def work(client):
-        return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after, sound=not mute,
-                          audio_device=audio_device, on_note=lambda m: app.warn(f"{name}: {m}"))
+    with FolderServer(Path(share), writable=writable) if share else contextlib.nullcontext() as folder:
+        connector = (lambda: asyncio.open_unix_connection(folder.socket_path)) if folder else None
 
-    stats = run_client(app, name, opts, work, allow_partial=True)
+        async def work(client):
+            return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after,
+                              sound=not mute, audio_device=audio_device, share=connector,
+                              on_note=lambda m: app.warn(f"{name}: {m}"))
+
+        stats = run_client(app, name, opts, work, allow_partial=True)
     data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
             "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
-            "audio_seconds": round(stats.audio_seconds, 1), "cpu_seconds": round(stats.cpu_seconds, 2)}
+            "audio_seconds": round(stats.audio_seconds, 1), "share_connections": stats.share_connections,
+            "cpu_seconds": round(stats.cpu_seconds, 2)}
     app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s"))

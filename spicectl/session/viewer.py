@@ -18,11 +18,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spicectl.errors import EnvironmentProblem
+from spicectl.errors import EnvironmentProblem, SpicectlError
 from spicectl.spice import messages as M
 
 log = logging.getLogger("spicectl.viewer")
@@ -47,6 +47,7 @@ class ViewStats:
     seconds: float = 0.0
     cpu_seconds: float = 0.0     # this process's, window and client together
     audio_seconds: float = 0.0   # of the guest's sound handed to the host's output
+    share_connections: int = 0   # guest connections to the shared folder
 
 
 class _FrameSlot:
@@ -78,10 +79,12 @@ def tk_available() -> bool:
 
 async def view(client, title: str, *, on_shown: Callable[[], None] | None = None,
                close_after: float | None = None, sound: bool = True, audio_device: str | None = None,
+               share: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] | None = None,
                on_note: Callable[[str], None] = log.warning) -> ViewStats:
     """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
     keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs),
-    and with `sound` its playback to this host's output. `on_note` hears why something is missing."""
+    with `sound` its playback to this host's output, and with `share` (a WebDAV server's connector, see
+    `Client.serve_webdav`) a folder to its spice-webdavd. `on_note` hears why something is missing."""
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
@@ -112,6 +115,8 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
         tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
     if sound:
         tasks.append(asyncio.ensure_future(_sound(client, stats, audio_device, on_note)))
+    if share is not None:
+        tasks.append(asyncio.ensure_future(_share(client, share, stats, on_note)))
     resizing: asyncio.Task | None = None
     if close_after is not None:
         loop.call_later(close_after, actions.put_nowait, ("closed",))
@@ -204,6 +209,16 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
                 stats.audio_seconds += len(samples) / (2 * playback.channels * playback.rate)
     finally:
         speaker.close()
+
+
+async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], None]) -> None:
+    def counted(n: int) -> None:
+        stats.share_connections = n
+
+    try:
+        await client.serve_webdav(connect, on_connection=counted)
+    except SpicectlError as exc:  # the window goes on without the folder
+        on_note(f"not sharing the folder: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
 
 
 async def _key(client, evdev: int, down: bool) -> None:

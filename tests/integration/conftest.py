@@ -225,6 +225,16 @@ def grab_x(display: str) -> np.ndarray:
     return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
 
 
+def console_run(spicectl: Spicectl, name: str, command: str, expect: str, timeout: float = 60) -> str:
+    """Run `command` on guest `name`'s serial console; its output once `expect` (a regex) appears."""
+    nonce = f"run-{time.monotonic_ns()}"
+    # the nonce on a line of its own is the command's output, not the echo of what was typed
+    r = spicectl("console", name, "--send", f"echo {nonce}; {command}\\n", "--expect",
+                 rf"{nonce}\r?\n(?s:.*){expect}", "--json", "--timeout", str(timeout), timeout=timeout + 30)
+    output = r.json()["output"]
+    return output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
+
+
 def popen(spicectl, *args, display=None):
     env = dict(spicectl.env)
     if display:

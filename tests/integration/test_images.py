@@ -24,8 +24,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, require_binary
-from tests.integration.conftest import (  # noqa: F401 (sound_server: a fixture)
+from tests.integration.conftest import (
     SPICECTL,
+    console_run,
     finish,
     grab_x,
     html5_page,
@@ -33,7 +34,6 @@ from tests.integration.conftest import (  # noqa: F401 (sound_server: a fixture)
     libvirt_screenshot,
     popen,
     read_stderr_until,
-    sound_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -184,11 +184,7 @@ def test_our_screenshot_equals_libvirts_with_quic_and_glz(spicectl, scene, tmp_p
 
 def guest_shell(spicectl, command: str, expect: str, timeout: float = 60) -> str:
     """Run `command` on the guest's serial console; its output once `expect` (a regex) appears."""
-    nonce = f"run-{time.monotonic_ns()}"
-    r = spicectl("console", GUEST, "--send", f"echo {nonce}; {command}\\n", "--expect",
-                 rf"{nonce}\r?\n(?s:.*){expect}", "--json", "--timeout", str(timeout), timeout=timeout + 30)
-    output = r.json()["output"]
-    return output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
+    return console_run(spicectl, GUEST, command, expect, timeout)
 
 
 ANIMATION = (400, 40, 240, 180)
@@ -548,6 +544,21 @@ def test_a_shared_folder_is_read_and_written_by_the_guest_over_webdav(spicectl, 
     assert (shared / "from-guest.txt").read_bytes() == b"written in the guest"
     stopped = json.loads(rest)
     assert stopped["event"] == "stopped" and stopped["connections"] >= 3
+
+
+def test_view_shares_a_folder_while_its_window_is_open(spicectl, scene, xdisplay, tmp_path):
+    (tmp_path / "hello.txt").write_bytes(b"shared by the viewer")
+    viewer = popen(spicectl, "view", GUEST, "--share", str(tmp_path), "--mute", "--close-after", "120",
+                   display=xdisplay)
+    try:
+        read_stderr_until(viewer, "window open", timeout=60)
+        out = guest_python(spicectl, "import urllib.request as u\nprint('WEBDAV get=' + "
+                                     "u.urlopen('http://127.0.0.1:9843/hello.txt', timeout=30).read().hex())",
+                           r"WEBDAV get=[0-9a-f]+\r?\n")
+    finally:
+        viewer.send_signal(signal.SIGINT)
+        finish(viewer)
+    assert b"shared by the viewer".hex() in out, out
 
 
 def test_a_read_only_share_refuses_the_guests_writes(spicectl, scene, tmp_path):

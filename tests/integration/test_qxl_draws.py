@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections import Counter
 
 import numpy as np
@@ -20,7 +19,7 @@ import pytest
 from spicectl.spice import Client
 from spicectl.spice import messages as M
 from tests.conftest import REPO
-from tests.integration.conftest import libvirt_screenshot
+from tests.integration.conftest import console_run, libvirt_screenshot
 from tests.integration.test_images import SHELL_PROMPT, desktop_image  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -45,11 +44,7 @@ def raw_qxl(spicectl, desktop_image):  # noqa: F811
 
 
 def shell(spicectl, command: str, expect: str, timeout: float = 120) -> str:
-    nonce = f"run-{time.monotonic_ns()}"
-    r = spicectl("console", GUEST, "--send", f"echo {nonce}; {command}\\n", "--expect",
-                 rf"{nonce}\r?\n(?s:.*){expect}", "--json", "--timeout", str(timeout), timeout=timeout + 30)
-    output = r.json()["output"]
-    return output[output.index(nonce + "\r\n"):] if nonce + "\r\n" in output else output
+    return console_run(spicectl, GUEST, command, expect, timeout)
 
 
 def test_rop3_strokes_and_text_from_the_device_equal_spice_servers_own_drawing(spicectl, raw_qxl):
