@@ -50,7 +50,7 @@ _spicectl_opts() {
     'play-audio') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
     'proxy') echo '--help -h' ;;
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --reuse-port --tls -h' ;;
-    'record-audio') echo '--ca-file --help --host-subject --json --output --password-file --plain-port --seconds -h -o' ;;
+    'record-audio') echo '--ca-file --help --host-subject --json --output --password-file --plain-port --raw --seconds -h -o' ;;
     'resize') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
     'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --monitor --output --password-file --plain-port --settle -h -o' ;;
     'send-keys') echo '--ca-file --help --hold --host-subject --json --password-file --plain-port -h' ;;

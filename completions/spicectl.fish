@@ -291,6 +291,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "proxy serve"' -l listen -r -d
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l raw -d 'Ask for raw PCM only: the exact samples, even where the gues'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l ca-file -r -d 'CA that signed the SPICE server'\''s certificate (default: spic'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'

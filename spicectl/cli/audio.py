@@ -16,14 +16,17 @@ MAX_WAV_BYTES = 256 << 20
 @click.argument("name", metavar="GUEST")
 @click.option("-o", "--output", required=True, metavar="WAV", help="WAV file to write.")
 @click.option("--seconds", type=TIMEOUT, default=5, show_default=True, help="How long to record.")
+@click.option("--raw", is_flag=True, help="Ask for raw PCM only: the exact samples, even where the guest's "
+              "playback compression is on (Opus otherwise, a tenth of the bandwidth, lossy).")
 @server_options
 @json_option
 @pass_app
-def record_audio(app: App, name: str, output: str, seconds: float, **opts) -> None:
+def record_audio(app: App, name: str, output: str, seconds: float, raw: bool, **opts) -> None:
     """Record what guest GUEST plays on its sound card for --seconds, into a WAV file.
 
-    The audio arrives as raw 16-bit PCM over SPICE's playback channel (no codec is announced); the
-    file has the guest's channels and rate. A guest that plays nothing gives an empty recording.
+    The audio arrives over SPICE's playback channel as Opus (decoded here) when the guest's playback
+    compression is on, as QEMU has it by default, or as raw 16-bit PCM (--raw, or compression off);
+    the file has the guest's channels and rate. A guest that plays nothing gives an empty recording.
     """
     from pathlib import Path
 
@@ -35,14 +38,18 @@ def record_audio(app: App, name: str, output: str, seconds: float, **opts) -> No
     path = Path(output)
     check_output_path(path)
 
+    from spicectl.spice import messages as M
+
     async def work(client):
-        return await client.record_playback(seconds)
+        return await client.record_playback(seconds, opus=not raw)
 
     playback = run_client(app, name, opts, work, display=False, inputs=False)
     atomic_write(path, playback.wav(), 0o644)
+    codec = "opus" if playback.mode == M.AUDIO_DATA_MODE_OPUS else "raw"
     data = {"name": name, "output": str(path), "seconds": round(playback.seconds, 3),
-            "channels": playback.channels, "rate": playback.rate}
-    shape = f"{playback.channels} channels, {playback.rate} Hz" if playback.started else "the guest played nothing"
+            "channels": playback.channels, "rate": playback.rate, "codec": codec}
+    shape = f"{playback.channels} channels, {playback.rate} Hz, {codec}" if playback.started \
+        else "the guest played nothing"
     app.emit(data, lambda: app.info(f"{name}: {playback.seconds:.1f}s of audio ({shape}) saved to {path}"))
 
 

@@ -174,7 +174,7 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
     """The guest's playback channel on this host's output, following its mixer, until cancelled."""
     from spicectl.session.sound import Speaker, speaker_problem
     from spicectl.spice import link
-    from spicectl.spice.audio import Playback
+    from spicectl.spice.audio import Playback, opus_available
 
     if (link.PLAYBACK, 0) not in client.channels_available:
         on_note("no sound: the guest has no sound card with SPICE audio")
@@ -183,7 +183,7 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
     if problem is not None:
         on_note(f"no sound: {problem}")
         return
-    playback = Playback(limit=0)
+    playback = Playback(limit=0, opus_ok=opus_available())  # Opus: a tenth of raw PCM's bandwidth
     # opened before the guest plays, and kept open between sounds: a sound server can take a second or
     # more to start a new stream, and a desktop starts and stops playback with every sound it makes
     try:
@@ -192,7 +192,7 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
         on_note(f"no sound: {exc.message}")
         return
     try:
-        async for msg_type, body in client.playback_messages():
+        async for msg_type, body in client.playback_messages(playback):
             samples = playback.handle(msg_type, body)
             if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
                                                                                         playback.rate):

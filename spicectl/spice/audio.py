@@ -1,8 +1,11 @@
 """The playback channel's audio, kept as the PCM the guest played, and written as WAV.
 
-spicectl announces no audio codec, so the server sends raw signed 16-bit
-little-endian PCM (SPICE_AUDIO_DATA_MODE_RAW); a stream is START (channels,
-rate), DATA packets, STOP. `Playback.handle` is fed the channel's messages.
+A stream is MODE (raw PCM or Opus), START (channels, rate), DATA packets, STOP;
+`Playback.handle` is fed the channel's messages. Raw is signed 16-bit
+little-endian PCM (SPICE_AUDIO_DATA_MODE_RAW). Opus comes when the client
+announces it and the guest's playback compression is on (QEMU's default): one
+Opus packet per DATA, decoded with PyAV (FFmpeg's decoder, a well-kept
+binding), and only then announced (`opus_available`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,44 @@ MAX_RATE = 384_000
 SAMPLE_BYTES = 2  # S16
 
 
+def opus_available() -> bool:
+    """Whether Opus packets can be decoded here (PyAV with FFmpeg's Opus decoder)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "opus" in av.codecs_available
+
+
+class OpusDecoder:
+    """Opus packets to S16 PCM, `channels` interleaved at `rate` (SPICE sends 48 kHz)."""
+
+    def __init__(self, channels: int, rate: int) -> None:
+        import av
+
+        self._av = av
+        self._ctx = av.CodecContext.create("opus", "r")
+        self._ctx.sample_rate = rate
+        self._ctx.layout = "stereo" if channels == 2 else "mono" if channels == 1 else f"{channels}c"
+        self.channels = channels
+
+    def decode(self, packet: bytes) -> bytes:
+        import numpy as np
+
+        try:
+            frames = self._ctx.decode(self._av.Packet(packet))
+        except self._av.error.FFmpegError as exc:
+            raise ProtocolError(f"playback channel: a bad Opus packet ({exc})") from None
+        out = []
+        for frame in frames:
+            samples = frame.to_ndarray()  # planar float, one row per channel
+            if samples.shape[0] != self.channels:
+                raise ProtocolError(f"playback channel: Opus decoded to {samples.shape[0]} channels, "
+                                    f"not {self.channels}")
+            out.append(np.clip(np.round(samples.T * 32768), -32768, 32767).astype("<i2").tobytes())
+        return b"".join(out)
+
+
 @dataclass
 class Playback:
     channels: int = 0
@@ -29,6 +70,9 @@ class Playback:
     limit: int = 1 << 30   # bytes kept at most
     volume: tuple[float, ...] = ()   # per channel, 0..1, as the guest's mixer last said (with PLAYBACK_CAP_VOLUME)
     muted: bool = False
+    opus_ok: bool = False            # the client announced Opus (PLAYBACK_CAP_OPUS)
+    mode: int = M.AUDIO_DATA_MODE_RAW
+    _opus: OpusDecoder | None = None
 
     def handle(self, msg_type: int, body: bytes) -> bytes:
         """Follow one playback-channel message; a DATA message's samples are returned (b"" otherwise)."""
@@ -41,14 +85,22 @@ class Playback:
             if self.started and (start["channels"], start["frequency"]) != (self.channels, self.rate):
                 raise ProtocolError("playback channel: the audio format changed within one recording")
             self.channels, self.rate, self.started = start["channels"], start["frequency"], True
+            self._opus = None
         elif msg_type == M.MSG_PLAYBACK_MODE:
             mode = W.PLAYBACK_MODE.unpack(body)["mode"]
-            if mode != M.AUDIO_DATA_MODE_RAW:
-                raise ProtocolError(f"playback channel: the server chose audio mode {mode}, not raw PCM")
+            if mode == M.AUDIO_DATA_MODE_OPUS and not self.opus_ok:
+                raise ProtocolError("playback channel: the server sent Opus, which this client did not announce")
+            if mode not in (M.AUDIO_DATA_MODE_RAW, M.AUDIO_DATA_MODE_OPUS):
+                raise ProtocolError(f"playback channel: the server chose audio mode {mode}, not raw PCM or Opus")
+            self.mode = mode
         elif msg_type == M.MSG_PLAYBACK_DATA:
             if not self.started:
                 raise ProtocolError("playback channel: audio data before START")
             samples = body[W.PLAYBACK_PACKET.size:]
+            if self.mode == M.AUDIO_DATA_MODE_OPUS:
+                if self._opus is None:
+                    self._opus = OpusDecoder(self.channels, self.rate)
+                samples = self._opus.decode(samples)
             frame = self.channels * SAMPLE_BYTES
             if len(samples) % frame:
                 raise ProtocolError(f"playback channel: {len(samples)} bytes is not whole {frame}-byte frames")

@@ -727,29 +727,28 @@ class Client:
         return hellos
 
     # --- audio --------------------------------------------------------------------
-    async def playback_messages(self) -> AsyncIterator[tuple[int, bytes]]:
-        """The playback channel's messages as they come, volume and mute included, until the caller stops."""
+    async def playback_messages(self, playback: Playback) -> AsyncIterator[tuple[int, bytes]]:
+        """The playback channel's messages as they come, volume and mute included, until the caller stops;
+        Opus is announced if `playback` takes it (its `opus_ok`)."""
         if (link.PLAYBACK, 0) not in self.channels_available:
             raise ProtocolError("the guest has no playback channel (no sound card with SPICE audio)")
-        channel = await self._open(link.PLAYBACK, 0, caps=(M.PLAYBACK_CAP_VOLUME,))
+        caps = (M.PLAYBACK_CAP_VOLUME,) + ((M.PLAYBACK_CAP_OPUS,) if playback.opus_ok else ())
+        channel = await self._open(link.PLAYBACK, 0, caps=caps)
         try:
             while True:
                 yield await channel.read()
         finally:
             channel.close()
 
-    async def record_playback(self, seconds: float) -> Playback:
-        """What the guest plays during the next `seconds`, as raw PCM (the channel announces no codec)."""
-        from spicectl.spice.audio import Playback
+    async def record_playback(self, seconds: float, *, opus: bool = True) -> Playback:
+        """What the guest plays during the next `seconds`, as PCM: sent raw, or as Opus when `opus`, this
+        host decodes it, and the guest's playback compression is on (`Playback.mode` says which came)."""
+        from spicectl.spice.audio import Playback, opus_available
 
-        if (link.PLAYBACK, 0) not in self.channels_available:
-            raise ProtocolError("the guest has no playback channel (no sound card with SPICE audio)")
-        channel = await self._open(link.PLAYBACK, 0)
-        playback = Playback()
+        playback = Playback(opus_ok=opus and opus_available())
 
         async def collect() -> None:
-            while True:
-                msg_type, body = await channel.read()
+            async for msg_type, body in self.playback_messages(playback):
                 playback.handle(msg_type, body)
 
         task = asyncio.ensure_future(collect())
@@ -760,7 +759,6 @@ class Client:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            channel.close()
         return playback
 
     async def play_to_microphone(self, wav: bytes, *, timeout: float = 30, chunk_ms: int = 20) -> float:

@@ -229,13 +229,15 @@ def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicect
     assert streamed.any()
 
 
-def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path):
+@pytest.mark.parametrize("codec", ["opus", "raw"])
+def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path, codec):
     import wave
 
     guest_shell(spicectl, "(spicectl-tone 8 1000 &); echo TONE", r"TONE\r?\n")
     out = tmp_path / "tone.wav"
-    r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "3", "--json")
-    assert r.json()["seconds"] > 1.0
+    # Opus unless asked for raw PCM: the guest's playback compression is QEMU's default, on
+    r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "3", "--json", *(["--raw"] * (codec == "raw")))
+    assert r.json()["seconds"] > 1.0 and r.json()["codec"] == codec
     with wave.open(str(out)) as wav:
         rate, channels = wav.getframerate(), wav.getnchannels()
         samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, channels)[:, 0]

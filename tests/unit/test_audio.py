@@ -35,9 +35,12 @@ def test_playback_keeps_the_pcm_and_writes_it_as_wav():
         assert (wav.getnchannels(), wav.getframerate(), wav.getnframes()) == (2, 48000, 48000)
 
 
-def test_playback_refuses_codecs_and_ragged_frames():
-    with pytest.raises(ProtocolError, match="not raw PCM"):
+def test_playback_refuses_codecs_it_did_not_announce_and_ragged_frames():
+    with pytest.raises(ProtocolError, match="did not announce"):
         Playback().handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+    with pytest.raises(ProtocolError, match="not raw PCM or Opus"):
+        Playback(opus_ok=True).handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(
+            time=0, mode=M.AUDIO_DATA_MODE_CELT_0_5_1))
     p = Playback()
     with pytest.raises(ProtocolError, match="before START"):
         p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + bytes(4))
@@ -77,3 +80,44 @@ def test_the_guests_mixer_volume_and_mute_are_followed_and_samples_handed_on():
 def test_a_malformed_volume_message_is_a_protocol_error(body):
     with pytest.raises(ProtocolError, match="volume message"):
         Playback().handle(M.MSG_PLAYBACK_VOLUME, body)
+
+
+def opus_packets(samples: np.ndarray) -> list[bytes]:
+    """Stereo S16 samples as 20 ms Opus packets, from libopus (a peer encoder: FFmpeg's libopus in PyAV)."""
+    import av
+
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format, enc.bit_rate = 48000, "stereo", "s16", 96000
+    enc.open()
+    packets = []
+    for i in range(0, len(samples) - 959, 960):
+        frame = av.AudioFrame.from_ndarray(samples[i:i + 960].reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        packets += [bytes(p) for p in enc.encode(frame)]
+    return packets
+
+
+def test_opus_playback_is_decoded_to_pcm_at_the_tones_pitch():
+    rate = 48000
+    tone = (np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 12000).astype("<i2")
+    p = Playback(opus_ok=True)
+    p.handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+    p.handle(M.MSG_PLAYBACK_START, W.PLAYBACK_START.pack(channels=2, format=M.AUDIO_FMT_S16, frequency=rate, time=0))
+    for packet in opus_packets(np.stack([tone, tone], axis=1)):
+        p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + packet)
+    left = np.frombuffer(bytes(p.pcm), "<i2").reshape(-1, 2)[:, 0].astype(float)
+    assert 0.9 < p.seconds <= 1.0
+    peak = np.fft.rfftfreq(len(left), 1 / rate)[np.abs(np.fft.rfft(left)).argmax()]
+    assert abs(peak - 440) < 2 and 8000 < np.abs(left).max() < 16000
+
+
+def test_a_garbled_opus_packet_is_a_protocol_error_or_decodes():
+    p = Playback(opus_ok=True)
+    p.handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+    p.handle(M.MSG_PLAYBACK_START, W.PLAYBACK_START.pack(channels=2, format=M.AUDIO_FMT_S16, frequency=48000, time=0))
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        try:
+            p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + rng.bytes(int(rng.integers(0, 400))))
+        except ProtocolError:
+            pass
