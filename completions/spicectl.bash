@@ -62,7 +62,7 @@ _spicectl_opts() {
     'type') echo '--ca-file --help --host-subject --json --no-escapes --password-file --plain-port -h' ;;
     'usb') echo '--help -h' ;;
     'usb status') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --mute --password-file --plain-port --share --writable -h' ;;
+    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --mute --password-file --plain-port --share --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
     'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
@@ -86,6 +86,7 @@ _spicectl_values() {
     'connect|--proxy') echo 'choice:ws http-connect' ;;
     'mouse|--click') echo 'choice:left middle right up down' ;;
     'view|--share') echo 'dir' ;;
+    'view|--video-codec') echo 'choice:vp8 h264 vp9 h265 mjpeg' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
     'vm create|--jpeg') echo 'choice:auto never always' ;;
     'vm create|--mouse-mode') echo 'choice:client server' ;;
@@ -112,7 +113,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -385,6 +385,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "view"' -l close-after -r -d '
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l share -r -F -d 'Share DIR with the guest while the window is open, as `spice'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l video-codec -r -a 'vp8 h264 vp9 h265 mjpeg' -d 'Ask for video streams in CODEC first (repeatable, best first'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'

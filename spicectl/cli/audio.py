@@ -17,7 +17,7 @@ MAX_WAV_BYTES = 256 << 20
 @click.option("-o", "--output", required=True, metavar="WAV", help="WAV file to write.")
 @click.option("--seconds", type=TIMEOUT, default=5, show_default=True, help="How long to record.")
 @click.option("--raw", is_flag=True, help="Ask for raw PCM only: the exact samples, even where the guest's "
-              "playback compression is on (Opus otherwise, a tenth of the bandwidth, lossy).")
+              "playback compression is on (Opus otherwise: compressed, lossy).")
 @server_options
 @json_option
 @pass_app

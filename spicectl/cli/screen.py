@@ -48,7 +48,7 @@ def _import_client() -> None:
 
 
 def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True,
-               allow_partial: bool = False, cursor: bool = False):
+               allow_partial: bool = False, cursor: bool = False, prefer_video: tuple[str, ...] = ()):
     """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
     import asyncio
     import threading
@@ -70,7 +70,7 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
     warm.join()
 
     async def go():
-        client = server.client(allow_partial=allow_partial)
+        client = server.client(allow_partial=allow_partial, prefer_video=prefer_video)
         try:
             await client.connect(display=display, inputs=inputs, cursor=cursor)
             return await work(client)

@@ -17,14 +17,18 @@ from spicectl.cli.screen import run_client, server_options
               "otherwise).")
 @click.option("--audio-device", metavar="NAME", help="Play on this output instead (a PortAudio device name or "
               "number; python3 -m sounddevice lists them).")
+@click.option("--video-codec", "video_codecs", multiple=True, metavar="CODEC",
+              type=click.Choice(["vp8", "h264", "vp9", "h265", "mjpeg"]),
+              help="Ask for video streams in CODEC first (repeatable, best first): VP8, H.264 and the rest "
+                   "compress better than MJPEG, where the host's spice-server has a GStreamer encoder for them.")
 @click.option("--share", "share", metavar="DIR", type=click.Path(file_okay=False),
               help="Share DIR with the guest while the window is open, as `spicectl share` does.")
 @click.option("--writable", is_flag=True, help="With --share: let the guest change DIR (read-only by default).")
 @server_options
 @json_option
 @pass_app
-def view(app: App, name: str, close_after: float | None, mute: bool, audio_device: str | None, share: str | None,
-         writable: bool, **opts) -> None:
+def view(app: App, name: str, close_after: float | None, mute: bool, audio_device: str | None,
+         video_codecs: tuple[str, ...], share: str | None, writable: bool, **opts) -> None:
     """Show guest GUEST's screen in a window, with its keyboard and mouse, until the window is closed.
 
     A click in the window grabs keyboard and pointer; Shift+F12 releases them. With the guest's agent
@@ -55,7 +59,7 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
                               sound=not mute, audio_device=audio_device, share=connector,
                               on_note=lambda m: app.warn(f"{name}: {m}"))
 
-        stats = run_client(app, name, opts, work, allow_partial=True)
+        stats = run_client(app, name, opts, work, allow_partial=True, prefer_video=video_codecs)
     data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
             "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
             "audio_seconds": round(stats.audio_seconds, 1), "share_connections": stats.share_connections,

@@ -22,6 +22,7 @@ from spicectl.domain.spec import (
 from spicectl.errors import InvalidInput
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+QEMU_ENV = (("GST_REGISTRY_FORK", "no"),)   # see to_xml
 SPICECTL_NS = "https://spicectl.dev/xmlns/vm/1"
 
 
@@ -123,10 +124,13 @@ def to_element(spec: VMSpec) -> etree._Element:
                  product=_hex(rule.product, 4), version=rule.version, allow=rule.allow)
     if spec.smartcard:
         _sub(devices, "smartcard", mode="passthrough", type="spicevmc")
-    if spec.qemu_args:
-        cmd = etree.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-        for arg in spec.qemu_args:
-            etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
+    cmd = etree.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    for arg in spec.qemu_args:
+        etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
+    # spice-server's GStreamer video encoders (VP8, H.264: what a client that prefers them gets) would
+    # fork GStreamer's plugin scanner, which libvirt's seccomp sandbox answers by killing QEMU
+    for name, value in QEMU_ENV:
+        etree.SubElement(cmd, f"{{{QEMU_NS}}}env", name=name, value=value)
     return dom
 
 

@@ -183,7 +183,7 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
     if problem is not None:
         on_note(f"no sound: {problem}")
         return
-    playback = Playback(limit=0, opus_ok=opus_available())  # Opus: a tenth of raw PCM's bandwidth
+    playback = Playback(limit=0, opus_ok=opus_available())  # Opus where the guest compresses playback
     # opened before the guest plays, and kept open between sounds: a sound server can take a second or
     # more to start a new stream, and a desktop starts and stops playback with every sound it makes
     try:

@@ -40,16 +40,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("spicectl.spice")
 
 INPUTS_CAP_KEY_SCANCODE = 0
-# what this client draws: sized streams, monitor configs, LZ4 images, of the video codecs only MJPEG,
-# and Render composites where pixman is installed (a guest's driver composites only for clients that say so)
+# what this client draws: sized streams, monitor configs, LZ4 images, the video codecs it decodes (MJPEG,
+# and with PyAV VP8, H.264, VP9, H.265), and Render composites where pixman is installed (a guest's driver
+# composites only for clients that say so)
 DISPLAY_CAPS = (M.DISPLAY_CAP_SIZED_STREAM, M.DISPLAY_CAP_MONITORS_CONFIG, M.DISPLAY_CAP_LZ4_COMPRESSION,
-                M.DISPLAY_CAP_MULTI_CODEC, M.DISPLAY_CAP_CODEC_MJPEG)
+                M.DISPLAY_CAP_MULTI_CODEC, M.DISPLAY_CAP_PREF_VIDEO_CODEC_TYPE)
 
 
 def display_caps() -> tuple[int, ...]:
-    from spicectl.spice import pixman
+    from spicectl.spice import pixman, video
 
-    return DISPLAY_CAPS + ((M.DISPLAY_CAP_COMPOSITE,) if pixman.available() else ())
+    codecs = tuple(M.VIDEO_CODECS[code][1] for code in sorted(video.decodable()))
+    return DISPLAY_CAPS + codecs + ((M.DISPLAY_CAP_COMPOSITE,) if pixman.available() else ())
 
 
 CONNECT_TIMEOUT = 15.0
@@ -70,9 +72,23 @@ class Client:
                  password: bytes | None = None, ca_file: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
                  host_subject: str | None = None, opener: Opener | None = None,
-                 allow_partial: bool = False, display_observer: Callable[[Message], None] | None = None) -> None:
+                 allow_partial: bool = False, display_observer: Callable[[Message], None] | None = None,
+                 prefer_video: Sequence[str] = ()) -> None:
         if port is None and tls_port is None:
             raise ValueError("give port or tls_port")
+        from spicectl.spice import video
+
+        # the video codecs to ask the server for first, best first: names of codecs this host decodes
+        self.prefer_video = []
+        for name in prefer_video:
+            try:
+                code = video.codec_number(name)
+            except ValueError:
+                raise InvalidInput(f"unknown video codec {name!r}", hint="one of: " + ", ".join(
+                    n for n, _, _ in M.VIDEO_CODECS.values())) from None
+            if code not in video.decodable():
+                raise InvalidInput(f"{name} video is not decoded here", hint="PyAV (pip install av) decodes it")
+            self.prefer_video.append(code)
         self.host = host
         self.port = port
         self.tls_port = tls_port
@@ -174,6 +190,9 @@ class Client:
             self.display_channel.send(M.MSGC_DISPLAY_INIT, W.DISPLAY_INIT.pack(
                 pixmap_cache_id=1, pixmap_cache_size=PIXMAP_CACHE_PIXELS,
                 glz_dictionary_id=1, glz_dictionary_window_size=GLZ_WINDOW_PIXELS))
+            if self.prefer_video and M.DISPLAY_CAP_PREF_VIDEO_CODEC_TYPE in self.display_channel.channel_caps:
+                self.display_channel.send(M.MSGC_DISPLAY_PREFERRED_VIDEO_CODEC_TYPE,
+                                          bytes([len(self.prefer_video), *self.prefer_video]))
             await self.display_channel.flush()
             self._spawn(self._display_loop())
         if cursor:

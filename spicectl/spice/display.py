@@ -19,7 +19,7 @@ import numpy as np
 
 from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
-from spicectl.spice import pixman, raster
+from spicectl.spice import pixman, raster, video
 from spicectl.spice import wire as W
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.lz4 import decode_lz4
@@ -40,8 +40,6 @@ ROP_INVERS_RES = 1024
 
 # known messages that change nothing a screenshot shows
 NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
-STREAM_CODEC_MJPEG = 1
-STREAM_CODECS = {1: "MJPEG", 2: "VP8", 3: "H264", 4: "VP9", 5: "H265"}
 STREAM_FLAGS_TOP_DOWN = 1
 
 
@@ -129,6 +127,7 @@ class Stream:
     top_down: bool
     dest: Rect
     clips: list[Rect]
+    decoder: video.VideoDecoder | None = None   # the stream's own (not MJPEG's): frames depend on earlier ones
 
 
 class Display:
@@ -249,10 +248,19 @@ class Display:
         stream = self._stream(stream_id)
         if dest is not None:
             stream.dest = dest
-        if stream.codec != STREAM_CODEC_MJPEG:
-            self._warn(f"{STREAM_CODECS.get(stream.codec, stream.codec)} video is not decoded by this client")
+        if stream.codec == M.VIDEO_CODEC_MJPEG:
+            frame = _from_jpeg(data).pixels
+        elif stream.codec in video.decodable():
+            if stream.decoder is None:
+                stream.decoder = video.VideoDecoder(stream.codec)
+            decoded = stream.decoder.decode(data)
+            if decoded is None:
+                return  # the decoder holds it back for a later frame
+            frame = decoded
+        else:
+            name = M.VIDEO_CODECS.get(stream.codec, (str(stream.codec),))[0].upper()
+            self._warn(f"{name} video is not decoded by this client")
             return
-        frame = _from_jpeg(data).pixels
         if size is not None and (frame.shape[1], frame.shape[0]) != size:
             raise ProtocolError(f"display channel: a video frame says {size[0]}x{size[1]} but decodes to "
                                 f"{frame.shape[1]}x{frame.shape[0]}")

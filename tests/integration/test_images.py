@@ -229,6 +229,54 @@ def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicect
     assert streamed.any()
 
 
+def test_the_animation_streams_in_vp8_when_the_client_prefers_it(spicectl, scene):
+    import asyncio
+
+    from spicectl.spice import Client
+    from spicectl.spice import messages as M
+
+    tls_port = spicectl("vm", "show", GUEST, "--json").json()["spice"]["tls_port"]
+    password = spicectl("ticket", GUEST, "--ttl", "120").stdout.strip().encode()
+
+    async def watch():
+        async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file,
+                          prefer_video=("vp8",)) as client:
+            codecs, drawn = set(), []   # the animation's area after each video frame
+            handle = client.display.handle
+
+            def watched(msg_type: int, body: bytes) -> None:
+                handle(msg_type, body)
+                if msg_type in (M.MSG_DISPLAY_STREAM_DATA, M.MSG_DISPLAY_STREAM_DATA_SIZED):
+                    codecs.update(s.codec for s in client.display.streams.values())
+                    drawn.append(crop(client.display.primary_rgb(), ANIMATION))
+
+            client.display.handle = watched  # type: ignore[method-assign]
+            await client.frame()
+            await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl animated; echo ANIMATED",
+                                    r"ANIMATED\r?\n")
+            try:
+                deadline = time.monotonic() + 60
+                while len(drawn) < 20:
+                    assert time.monotonic() < deadline, f"{len(drawn)} video frames in 60s"
+                    await asyncio.sleep(0.2)
+                assert not client.display.warnings, client.display.warnings
+            finally:
+                await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl static; echo STILL",
+                                        r"STILL\r?\n")
+            still = crop(await asyncio.to_thread(libvirt_screenshot, spicectl, GUEST), ANIMATION)
+            deadline = time.monotonic() + 60
+            while not (crop(await client.frame(), ANIMATION) == still).all():  # then losslessly, as ever
+                assert time.monotonic() < deadline, "the stopped stream's area never became exact"
+                await asyncio.sleep(0.5)
+            return codecs, drawn, still
+
+    codecs, drawn, still = asyncio.run(watch())
+    assert codecs == {M.VIDEO_CODEC_VP8}
+    # the last video frame is the still picture, lossy: close to it, and not upside down
+    error = np.abs(drawn[-1].astype(int) - still).mean()
+    assert error < 12 and error < np.abs(drawn[-1][::-1].astype(int) - still).mean() / 2, error
+
+
 @pytest.mark.parametrize("codec", ["opus", "raw"])
 def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path, codec):
     import wave

@@ -34,25 +34,25 @@ def test_an_undrawn_dashed_stroke_makes_the_frame_an_error_naming_it():
         asyncio.run(client.frame(settle=0))
 
 
-def h264_stream(client: Client) -> None:
+def unknown_codec_stream(client: Client) -> None:
     box = dict(top=0, left=0, bottom=8, right=8)
     client.display.handle(M.MSG_DISPLAY_STREAM_CREATE, W.STREAM_CREATE.pack(
-        surface_id=0, id=3, flags=1, codec_type=3, stamp=0, stream_width=8, stream_height=8, src_width=8,
+        surface_id=0, id=3, flags=1, codec_type=9, stamp=0, stream_width=8, stream_height=8, src_width=8,
         src_height=8, dest=box, clip={"type": W.CLIP_TYPE_NONE}))
     client.display.handle(M.MSG_DISPLAY_STREAM_DATA, W.STREAM_DATA.pack(
-        base=dict(id=3, multi_media_time=0), data_size=4) + b"h264")
+        base=dict(id=3, multi_media_time=0), data_size=4) + b"av1?")
 
 
 def test_a_video_codec_the_client_lacks_makes_the_frame_an_error():
     client = client_with_screen()
-    h264_stream(client)
-    with pytest.raises(IncompleteScreen, match="H264 video is not decoded"):
+    unknown_codec_stream(client)
+    with pytest.raises(IncompleteScreen, match="9 video is not decoded"):
         asyncio.run(client.frame(settle=0))
 
 
 def test_allow_partial_returns_what_was_drawn():
     client = client_with_screen(allow_partial=True)
-    h264_stream(client)
+    unknown_codec_stream(client)
     assert asyncio.run(client.frame(settle=0)).shape == (8, 8, 3)
 
 
