@@ -47,7 +47,7 @@ def record_audio(app: App, name: str, output: str, seconds: float, raw: bool, **
     atomic_write(path, playback.wav(), 0o644)
     codec = "opus" if playback.mode == M.AUDIO_DATA_MODE_OPUS else "raw"
     data = {"name": name, "output": str(path), "seconds": round(playback.seconds, 3),
-            "channels": playback.channels, "rate": playback.rate, "codec": codec}
+            "channels": playback.channels, "rate": playback.rate, "codec": codec, "received_bytes": playback.received}
     shape = f"{playback.channels} channels, {playback.rate} Hz, {codec}" if playback.started \
         else "the guest played nothing"
     app.emit(data, lambda: app.info(f"{name}: {playback.seconds:.1f}s of audio ({shape}) saved to {path}"))

@@ -72,6 +72,7 @@ class Playback:
     muted: bool = False
     opus_ok: bool = False            # the client announced Opus (PLAYBACK_CAP_OPUS)
     mode: int = M.AUDIO_DATA_MODE_RAW
+    received: int = 0                # audio bytes as they came over the wire (compressed, for Opus)
     _opus: OpusDecoder | None = None
 
     def handle(self, msg_type: int, body: bytes) -> bytes:
@@ -97,6 +98,7 @@ class Playback:
             if not self.started:
                 raise ProtocolError("playback channel: audio data before START")
             samples = body[W.PLAYBACK_PACKET.size:]
+            self.received += len(samples)
             if self.mode == M.AUDIO_DATA_MODE_OPUS:
                 if self._opus is None:
                     self._opus = OpusDecoder(self.channels, self.rate)

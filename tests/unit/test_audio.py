@@ -107,6 +107,7 @@ def test_opus_playback_is_decoded_to_pcm_at_the_tones_pitch():
         p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + packet)
     left = np.frombuffer(bytes(p.pcm), "<i2").reshape(-1, 2)[:, 0].astype(float)
     assert 0.9 < p.seconds <= 1.0
+    assert p.received < len(p.pcm) / 8  # what came over the wire: compressed
     peak = np.fft.rfftfreq(len(left), 1 / rate)[np.abs(np.fft.rfft(left)).argmax()]
     assert abs(peak - 440) < 2 and 8000 < np.abs(left).max() < 16000
 
