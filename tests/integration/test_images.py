@@ -229,7 +229,8 @@ def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicect
     assert streamed.any()
 
 
-def test_the_animation_streams_in_vp8_when_the_client_prefers_it(spicectl, scene):
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_the_animation_streams_in_the_codec_the_client_prefers(spicectl, scene, codec):
     import asyncio
 
     from spicectl.spice import Client
@@ -240,7 +241,7 @@ def test_the_animation_streams_in_vp8_when_the_client_prefers_it(spicectl, scene
 
     async def watch():
         async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file,
-                          prefer_video=("vp8",)) as client:
+                          prefer_video=(codec,)) as client:
             codecs, drawn = set(), []   # the animation's area after each video frame
             handle = client.display.handle
 
@@ -271,7 +272,7 @@ def test_the_animation_streams_in_vp8_when_the_client_prefers_it(spicectl, scene
             return codecs, drawn, still
 
     codecs, drawn, still = asyncio.run(watch())
-    assert codecs == {M.VIDEO_CODEC_VP8}
+    assert codecs == {{"vp8": M.VIDEO_CODEC_VP8, "h264": M.VIDEO_CODEC_H264}[codec]}
     # the last video frame is the still picture, lossy: close to it, and not upside down
     error = np.abs(drawn[-1].astype(int) - still).mean()
     assert error < 12 and error < np.abs(drawn[-1][::-1].astype(int) - still).mean() / 2, error
