@@ -671,12 +671,25 @@ class Display:
         return allowed
 
     def _draw_stroke(self, p: BodyParser) -> None:
-        """A path of zero-width lines in the brush, by the fore mode; dashed lines are not drawn yet."""
+        """A path of one-pixel lines in the brush, by the fore mode: zero-width lines (X's miZeroLine), or
+        dashed ones as X draws them (miWideDash, one pixel wide), as the canvas does."""
         surface, box, clips = self._base(p)
         head = p.take(W.STROKE_HEAD)
-        styled = bool(head["attr_flags"] & W.LINE_FLAGS_STYLED)
-        if styled:
-            p.take(W.LINE_STYLE)
+        dash: list[int] = []
+        dash_offset = 0
+        if head["attr_flags"] & W.LINE_FLAGS_STYLED:
+            attr = p.take(W.LINE_STYLE)
+            nseg = attr["style_nseg"]
+            at = p.at(attr["style"]) if nseg else p
+            if at.pos + 4 * nseg > len(p.body):
+                raise ProtocolError("display channel: a stroke's dash style runs past the message")
+            style = [raster.fix_to_int(int(v)) & 0xFF for v in np.frombuffer(p.body, "<i4", nseg, at.pos)]
+            if head["attr_flags"] & W.LINE_FLAGS_START_WITH_GAP and style:
+                style = style[1:] + style[:1]
+                dash_offset = style[0]
+            dash = style
+            if not dash:
+                raise ProtocolError("display channel: a dashed stroke with no dash lengths")
         tail = p.take(W.STROKE_TAIL)
         path = p.at(head["path"])
         segments = []
@@ -687,30 +700,44 @@ class Display:
             xy = np.frombuffer(path.body, "<i4", 2 * s["count"], path.pos).reshape(-1, 2)
             path.pos += 8 * s["count"]
             segments.append((s["flags"], [(int(x), int(y)) for x, y in xy]))
-        if styled:
-            # the canvas draws dashes as X's one-pixel-wide dashed lines (miWideDash), not done here
-            self._warn("dashed strokes are not drawn by this client")
-            return
         allowed = self._region_mask(surface, box, clips)
         h, w = surface.shape[:2]
         brush = tail["brush"]
+        mode = tail["fore_mode"] or ROP_PUT
         patterned = brush["type"] == W.BRUSH_TYPE_PATTERN
         tile = self.image(p.at(brush["pattern"]["pat"])).pixels if patterned else self._brush_region(p, brush, 1, 1)
+        careful = raster.careful_rop(_gx_code(mode))
+
+        def paint(xs: np.ndarray, ys: np.ndarray) -> None:
+            keep = allowed[ys, xs]
+            xs, ys = xs[keep], ys[keep]
+            if not len(xs):
+                return
+            if patterned:
+                pos = brush["pattern"]["pos"]
+                src = tile[(ys - pos["y"]) % tile.shape[0], (xs - pos["x"]) % tile.shape[1]]
+            else:
+                src = np.broadcast_to(tile[0, 0], (len(xs), 4))
+            pixels = surface[ys, xs]
+            self._apply(pixels, src, mode, None, src_invers=ROP_INVERS_BRUSH)
+            surface[ys, xs] = pixels
+
         for line in raster.polylines(segments):
-            for (x1, y1), (x2, y2) in itertools.pairwise(line):
-                xs, ys = raster.zero_line(x1, y1, x2, y2, w, h)
-                keep = allowed[ys, xs]
-                xs, ys = xs[keep], ys[keep]
-                if not len(xs):
-                    continue
-                if patterned:
-                    pos = brush["pattern"]["pos"]
-                    src = tile[(ys - pos["y"]) % tile.shape[0], (xs - pos["x"]) % tile.shape[1]]
-                else:
-                    src = np.broadcast_to(tile[0, 0], (len(xs), 4))
-                pixels = surface[ys, xs]
-                self._apply(pixels, src, tail["fore_mode"] or ROP_PUT, None, src_invers=ROP_INVERS_BRUSH)
-                surface[ys, xs] = pixels
+            if not dash:
+                for (x1, y1), (x2, y2) in itertools.pairwise(line):
+                    paint(*raster.zero_line(x1, y1, x2, y2, w, h))
+                continue
+            spans = [(y, x, n) for y, x, n in raster.dashed_spans(line, dash, dash_offset, careful and len(line) >= 3)
+                     if 0 <= y < h and x < w and x + n > 0]
+            if not spans:
+                continue
+            rows = np.array(spans, np.int64)
+            starts = np.maximum(rows[:, 1], 0)
+            widths = np.minimum(rows[:, 1] + rows[:, 2], w) - starts
+            ys = np.repeat(rows[:, 0], widths)
+            xs = np.repeat(starts - np.cumsum(widths) + widths, widths) + np.arange(widths.sum())
+            flat = np.unique(ys * w + xs)  # one span group: each pixel once
+            paint(flat % w, flat // w)
 
     def _draw_text(self, p: BodyParser) -> None:
         """The back area filled with the back brush, then the fore brush composited through the glyphs."""
@@ -795,6 +822,18 @@ class Display:
         for a in self._areas(surface, box, clips):
             surface[a.top:a.bottom, a.left:a.right] = dest[a.top - box.top:a.bottom - box.top,
                                                            a.left - box.left:a.right - box.left]
+
+
+def _gx_code(rop: int, src_invers: int = ROP_INVERS_BRUSH) -> int:
+    """A rop descriptor as the X/pixman operation code it amounts to (bit 2*(1-src) + (1-dest) of the
+    code is the result for those inputs), by running it on the four input pairs."""
+    code = 0
+    for s in (0, 1):
+        for d in (0, 1):
+            dst = np.full((1, 4), 0xFF * d, np.uint8)
+            Display._apply(dst, np.full((1, 4), 0xFF * s, np.uint8), rop, None, src_invers=src_invers)
+            code |= (int(dst[0, 0]) & 1) << (2 * (1 - s) + (1 - d))
+    return code
 
 
 def _tile(pattern: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:

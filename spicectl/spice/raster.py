@@ -16,7 +16,10 @@ Pure functions over numpy arrays: no I/O, no protocol parsing.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -190,3 +193,243 @@ def over_through_mask(dest: np.ndarray, brush: np.ndarray, coverage: np.ndarray)
     s = _mul(brush[:, :, :3], m)
     d = _mul(dest[:, :, :3], 255 - m)
     dest[:, :, :3] = np.minimum(s.astype(np.uint16) + d, 255).astype(np.uint8)
+
+
+# --- dashed strokes: X's one-pixel-wide dashed lines (miWideDash with CapNotLast, JoinMiter) ------------------
+MAX_DASHES = 1 << 14        # dash polygons in one stroke: more is a hostile path, not a drawing
+_SQSECANT = 108.856472512142   # X's miter limit (1/sin^2(11/2))
+_TOP, _RIGHT, _BOTTOM, _LEFT = 0, 1, 2, 3
+
+
+def careful_rop(alu: int) -> bool:
+    """X's rule: rops that must touch each pixel once (XOR-like), for which X gathers spans first."""
+    return (alu & 0xC) == 0x8 or (alu & 0x3) == 0x2
+
+
+def _iceil(x: float) -> int:
+    t = int(x)
+    return t if x == t or x < 0 else t + 1
+
+
+def _build_edge(y0: float, k: float, dx: int, dy: int, xi: int, yi: int, left: int) -> tuple[int, list[int]]:
+    if dy < 0:
+        dy, dx, k = -dy, -dx, -k
+    y = _iceil(y0)
+    xady = _iceil(k) + y * dx
+    x = -((-xady) // dy) - 1 if xady <= 0 else (xady - 1) // dy
+    e = xady - x * dy
+    if dx >= 0:
+        signdx, stepx, edx = 1, dx // dy, dx % dy
+    else:
+        signdx, stepx, edx = -1, -((-dx) // dy), (-dx) % dy
+        e = dy - e + 1
+    # [height, x, stepx, signdx, e, dy, dx]
+    return y + yi, [0, x + left + xi, stepx, signdx, e - dy, dy, edx]
+
+
+def _step_around(v: int, incr: int, top: int) -> int:
+    return top - 1 if v + incr < 0 else 0 if v + incr == top else v + incr
+
+
+def _build_poly(vertices: list[list[float]], slopes: list[list], xi: int, yi: int):
+    count = len(slopes)
+    miny = maxy = vertices[0][1]
+    top = bottom = 0
+    for i in range(1, count):
+        if vertices[i][1] < miny:
+            top, miny = i, vertices[i][1]
+        if vertices[i][1] >= maxy:
+            bottom, maxy = i, vertices[i][1]
+    clockwise, slopeoff = 1, 0
+    j = _step_around(top, -1, count)
+    if slopes[j][1] * slopes[top][0] > slopes[top][1] * slopes[j][0]:
+        clockwise, slopeoff = -1, -1
+    bottomy = _iceil(maxy) + yi
+    sides = []
+    topy = lasty = 0
+    for side, (direction, off) in enumerate(((clockwise, slopeoff), (-clockwise, -1 if slopeoff == 0 else 0))):
+        edges: list[list[int]] = []
+        s = _step_around(top, off, count)
+        i = top
+        while i != bottom:
+            if slopes[s][1] != 0:
+                y, edge = _build_edge(vertices[i][1], slopes[s][2], slopes[s][0], slopes[s][1], xi, yi, side)
+                if edges:
+                    edges[-1][0] = y - lasty
+                elif side == 0:
+                    topy = y
+                edges.append(edge)
+                lasty = y
+            i = _step_around(i, direction, count)
+            s = _step_around(s, direction, count)
+        if edges:
+            edges[-1][0] = bottomy - lasty
+        sides.append(edges)
+    return topy, sides[1], sides[0]   # y, left edges, right edges
+
+
+def _fill_poly(spans: list[tuple[int, int, int]], y: int, left: list[list[int]], right: list[list[int]]) -> None:
+    li = ri = 0
+    lh = rh = 0
+    lx = le = lstep = lsign = ldy = ldx = 0
+    rx = re_ = rstep = rsign = rdy = rdx = 0
+    while (li < len(left) or lh) and (ri < len(right) or rh):
+        if not lh and li < len(left):
+            lh, lx, lstep, lsign, le, ldy, ldx = left[li]
+            li += 1
+        if not rh and ri < len(right):
+            rh, rx, rstep, rsign, re_, rdy, rdx = right[ri]
+            ri += 1
+        height = min(lh, rh)
+        lh -= height
+        rh -= height
+        if len(spans) + max(height, 0) > MAX_DASHES * 4:
+            raise ProtocolError("display channel: a dashed stroke covers too many lines")
+        for _ in range(height):
+            if rx >= lx:
+                spans.append((y, lx, rx - lx + 1))
+            y += 1
+            lx += lstep
+            le += ldx
+            if le > 0:
+                lx += lsign
+                le -= ldy
+            rx += rstep
+            re_ += rdx
+            if re_ > 0:
+                rx += rsign
+                re_ -= rdy
+
+
+def _line_join(spans, careful: bool, pleft: dict, pright: dict) -> None:
+    if not careful:  # X's shortcut for one-pixel lines drawn straight (no span groups)
+        if pleft["dx"] > 0 or (pleft["dx"] == 0 and pleft["dy"] > 0):
+            return
+        if pright["dx"] > 0 or (pright["dx"] == 0 and pright["dy"] > 0):
+            return
+    denom = -pleft["dx"] * float(pright["dy"]) + pright["dx"] * float(pleft["dy"])
+    if denom == 0:
+        return
+    swap = denom <= 0
+    face = pright if swap else pleft
+    for key in ("xa", "ya", "dx", "dy"):
+        face[key] = -face[key]
+    vertices = [[pright["xa"], pright["ya"]], [0.0, 0.0], [pleft["xa"], pleft["ya"]]]
+    slopes: list[list] = [[-pright["dy"], pright["dx"], 0.0], [pleft["dy"], -pleft["dx"], 0.0]]
+    my = (pleft["dy"] * (pright["xa"] * pright["dy"] - pright["ya"] * pright["dx"])
+          - pright["dy"] * (pleft["xa"] * pleft["dy"] - pleft["ya"] * pleft["dx"])) / denom
+    if pleft["dy"] != 0:
+        mx = pleft["xa"] + (my - pleft["ya"]) * float(pleft["dx"]) / float(pleft["dy"])
+    else:
+        mx = pright["xa"] + (my - pright["ya"]) * float(pright["dx"]) / float(pright["dy"])
+    sign = -1 if swap else 1
+    if (mx * mx + my * my) * 4 <= _SQSECANT:
+        slopes.append([sign * pleft["dx"], sign * pleft["dy"], sign * pleft["k"]])
+        vertices.append([mx, my])
+        slopes.append([sign * pright["dx"], sign * pright["dy"], sign * pright["k"]])
+    else:  # past the miter limit: a bevel
+        dx, dy = pright["xa"] - pleft["xa"], pright["ya"] - pleft["ya"]
+        scale = max(abs(dx), abs(dy))
+        if scale == 0:
+            return
+        sdx, sdy = int((dx * 65536) / scale), int((dy * 65536) / scale)
+        slopes.append([sdx, sdy, ((pleft["xa"] + pright["xa"]) * sdy - (pleft["ya"] + pright["ya"]) * sdx) / 2.0])
+    y, left, right = _build_poly(vertices, slopes, pleft["x"], pleft["y"])
+    _fill_poly(spans, y, left, right)
+
+
+def _dash_segment(spans, state: dict, x1: int, y1: int, x2: int, y2: int) -> tuple[dict, dict]:
+    dash = state["dash"]
+    dx, dy = x2 - x1, y2 - y1
+    index = state["index"]
+    remain = dash[index] - state["offset"]
+    half = 0.5
+    if dx == 0:
+        length, rdx, rdy = float(abs(dy)), 0.0, (half if dy >= 0 else -half)
+    elif dy == 0:
+        length, rdx, rdy = float(abs(dx)), (half if dx >= 0 else -half), 0.0
+    else:
+        length = math.hypot(dx, dy)
+        rdx, rdy = half / length * dx, half / length * dy
+    k = half * length
+    left_remain = length
+    slopes: list[list] = [[dx, dy, k], [-dy, dx, 0.0], [-dx, -dy, k], [dy, -dx, 0.0]]
+    v = [[rdy, -rdx], [rdy, -rdx], [-rdy, rdx], [-rdy, rdx]]
+    while left_remain > remain:
+        state["polygons"] += 1
+        if state["polygons"] > MAX_DASHES:
+            raise ProtocolError(f"display channel: a dashed stroke of over {MAX_DASHES} dashes")
+        ddx, ddy = (remain * dx) / length, (remain * dy) / length
+        v[_RIGHT] = [v[_RIGHT][0] + ddx, v[_RIGHT][1] + ddy]
+        v[_BOTTOM] = [v[_BOTTOM][0] + ddx, v[_BOTTOM][1] + ddy]
+        slopes[_RIGHT][2] = v[_RIGHT][0] * dx + v[_RIGHT][1] * dy
+        if not index & 1:
+            y, left, right = _build_poly(v, slopes, x1, y1)
+            _fill_poly(spans, y, left, right)
+        left_remain -= remain
+        index = (index + 1) % len(dash)
+        remain = dash[index]
+        v[_TOP] = list(v[_RIGHT])
+        v[_LEFT] = list(v[_BOTTOM])
+        slopes[_LEFT][2] = -slopes[_RIGHT][2]
+    if not index & 1:
+        v[_TOP] = [v[_TOP][0] - dx, v[_TOP][1] - dy]
+        v[_LEFT] = [v[_LEFT][0] - dx, v[_LEFT][1] - dy]
+        v[_RIGHT] = [rdy, -rdx]
+        v[_BOTTOM] = [-rdy, rdx]
+        slopes[_RIGHT][2] = 0.0
+        slopes[_LEFT][2] += dx * dx + dy * dy
+        y, left, right = _build_poly(v, slopes, x2, y2)
+        _fill_poly(spans, y, left, right)
+    remain = int(remain - left_remain)
+    if remain == 0:
+        index = (index + 1) % len(dash)
+        remain = dash[index]
+    state["index"], state["offset"] = index, dash[index] - remain
+    return ({"x": x1, "y": y1, "dx": dx, "dy": dy, "xa": rdy, "ya": -rdx, "k": k},
+            {"x": x2, "y": y2, "dx": -dx, "dy": -dy, "xa": -rdy, "ya": rdx, "k": k})
+
+
+def dashed_spans(line: list[tuple[int, int]], dash: list[int], dash_offset: int,
+                 careful: bool) -> list[tuple[int, int, int]]:
+    """The spans (y, x, width) X's one-pixel-wide on-off dashed polyline covers (CapNotLast, JoinMiter);
+    `dash` is the list of on and off lengths (1..255), `careful` whether the rop must touch pixels once."""
+    if not dash or not any(dash):
+        raise ProtocolError("display channel: a dashed stroke with no dash lengths")
+    state: dict[str, Any] = {"dash": dash, "index": 0, "offset": 0, "polygons": 0}
+    # miStepDash: start dash_offset pixels into the pattern
+    dist = dash_offset
+    if dist < dash[0]:
+        state["offset"] = dist
+    else:
+        dist -= dash[0]
+        index = 1 % len(dash)
+        dist %= sum(dash)
+        while dist >= dash[index]:
+            dist -= dash[index]
+            index = (index + 1) % len(dash)
+        state["index"], state["offset"] = index, dist
+    spans: list[tuple[int, int, int]] = []
+    self_join = line[0] == line[-1]
+    first, something, prev_fg, first_fg = True, False, False, False
+    first_face: dict | None = None
+    prev_right: dict | None = None
+    end_fg = False
+    for n, ((x1, y1), (x2, y2)) in enumerate(itertools.pairwise(line)):
+        last = n == len(line) - 2
+        if (x1, y1) != (x2, y2):
+            something = True
+            prev_index = state["index"]
+            left_face, right_face = _dash_segment(spans, state, x1, y1, x2, y2)
+            start_fg = not prev_index & 1
+            end_fg = bool((state["index"] & 1) ^ (state["offset"] != 0))
+            if start_fg:
+                if first or not prev_fg:
+                    if first and self_join:
+                        first_face, first_fg = dict(left_face), start_fg
+                elif prev_right is not None:
+                    _line_join(spans, careful, left_face, dict(prev_right))
+            prev_right, prev_fg, first = right_face, end_fg, False
+        if last and something and end_fg and self_join and first_fg and first_face is not None:
+            _line_join(spans, careful, first_face, dict(prev_right or {}))
+    return spans

@@ -159,12 +159,20 @@ def fix(v: float) -> int:
     return int(round(v * 16))
 
 
-def stroke(box: tuple, segments: list, brush_bytes: bytes, mode=ROPD_PUT, clip=None) -> None:
+LINE_START_WITH_GAP, LINE_STYLED = 4, 8
+
+
+def stroke(box: tuple, segments: list, brush_bytes: bytes, mode=ROPD_PUT, clip=None, dashes=(), gap=False) -> None:
     data = b"".join(struct.pack("<II", flags, len(points)) + b"".join(struct.pack("<ii", fix(x), fix(y))
                                                                        for x, y in points)
                     for flags, points in segments)
     path = alloc(struct.pack("<I", len(data)) + chunk(data))
-    attr = struct.pack("<BBBBiiQ", 0, 0, 0, 0, 0, 0, 0)
+    if dashes:  # a styled (dashed) line: its on and off lengths, 28.4 fixed point
+        style = alloc(b"".join(struct.pack("<i", fix(d)) for d in dashes))
+        flags = LINE_STYLED | (LINE_START_WITH_GAP if gap else 0)
+        attr = struct.pack("<BBBBiiQ", flags, 0, 0, len(dashes), 0, 0, style)
+    else:
+        attr = struct.pack("<BBBBiiQ", 0, 0, 0, 0, 0, 0, 0)
     submit(drawable(DRAW_STROKE, rect(*box), struct.pack("<Q", path) + attr + brush_bytes
                     + struct.pack("<HH", mode, ROPD_PUT), clip))
 
@@ -239,6 +247,19 @@ stroke((0, 0, HEIGHT, WIDTH), [(PATH_BEGIN | PATH_END, [(-400, 480.5), (1300, 59
 stroke((200, 600, 300, 800), [(PATH_BEGIN | PATH_END, [(600, 200), (800, 300)]), (PATH_BEGIN | PATH_END,
                               [(600, 300), (800, 200)])], brush(color=0x80FF80),
        clip=[rect(210, 610, 250, 700), rect(260, 700, 290, 790)])
+
+# --- dashed strokes: patterns, joins, a closed path, XOR (each pixel once), a pattern brush, a gap first
+dashed = [((5, 3), False, ROPD_PUT, brush(color=0xFFFF00), [(PATH_BEGIN | PATH_END, [(600, 330), (780, 345)])]),
+          ((2, 2), False, ROPD_PUT, brush(color=0x00FF00), [(PATH_BEGIN | PATH_END, [(600, 350), (700, 440.5),
+                                                                                       (780, 360)])]),
+          ((7, 2, 1, 2), True, ROPD_PUT, brush(color=0xFF4040),
+           [(PATH_BEGIN | PATH_END | PATH_CLOSE, [(610, 370), (690, 372), (650, 430)])]),
+          ((4, 4), False, ROPD_XOR, brush(color=0x00FFFF), [(PATH_BEGIN | PATH_END, [(595, 335), (785, 435),
+                                                                                       (600, 435), (770, 330)])]),
+          ((9, 3), False, ROPD_PUT, brush(BRUSH_PATTERN, pat=checker, x=2, y=1),
+           [(PATH_BEGIN | PATH_END, [(720, 380), (720.5, 450), (790, 450)])])]
+for dashes, gap, mode, b, segments in dashed:
+    stroke((320, 590, 460, 795), segments, b, mode=mode, dashes=dashes, gap=gap)
 
 # --- text: 1-, 4- and 8-bit glyphs along baselines, a back area, a pattern fore brush, a clip
 a1 = [(40 + 11 * i, 500, 0, -12, 9, 12, glyph_rows(9, 12, 1, i)) for i in range(20)]

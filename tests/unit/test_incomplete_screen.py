@@ -11,7 +11,9 @@ from spicectl.errors import InvalidInput, ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.client import Client, IncompleteScreen
-from tests.unit.test_raster_draws import RECTANGLE, solid, stroke
+from tests.unit.test_raster_draws import solid, text
+
+VECTOR_TEXT = text([(0, 0, 1, 1, b"")], 0, solid(0xFFFFFF))  # no raster flag: vector glyphs
 
 
 def client_with_screen(**kwargs) -> Client:
@@ -27,10 +29,10 @@ def test_a_complete_screen_is_returned():
     assert frame.shape == (8, 8, 3)
 
 
-def test_an_undrawn_dashed_stroke_makes_the_frame_an_error_naming_it():
+def test_undrawn_vector_glyph_text_makes_the_frame_an_error_naming_it():
     client = client_with_screen()
-    client.display.handle(M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(0xFF0000), styled=True))
-    with pytest.raises(IncompleteScreen, match="could not be drawn completely: dashed strokes are not drawn"):
+    client.display.handle(M.MSG_DISPLAY_DRAW_TEXT, VECTOR_TEXT)
+    with pytest.raises(IncompleteScreen, match="could not be drawn completely: text of vector glyphs is not drawn"):
         asyncio.run(client.frame(settle=0))
 
 
@@ -149,7 +151,7 @@ class StandInServer:
             elif mess["channel_type"] == link.DISPLAY:
                 send(M.MSG_DISPLAY_SURFACE_CREATE, W.SURFACE_CREATE.pack(surface_id=0, width=64, height=48,
                                                                          format=32, flags=1))
-                send(M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(0xFF0000), styled=True))
+                send(M.MSG_DISPLAY_DRAW_TEXT, VECTOR_TEXT)
                 send(M.MSG_DISPLAY_MARK)
             await writer.drain()
             await reader.read()  # until the client goes
@@ -171,7 +173,7 @@ def test_a_screenshot_the_client_cannot_draw_completely_exits_7_and_writes_nothi
     uri = f"spice://127.0.0.1:{stand_in.port}"
     r = run("screenshot", uri, "-o", str(out))
     assert r.exit_code == 7
-    assert "could not be drawn completely: dashed strokes are not drawn" in r.stderr and "--allow-partial" in r.stderr
+    assert "could not be drawn completely: text of vector glyphs" in r.stderr and "--allow-partial" in r.stderr
     assert not out.exists()
     r = run("screenshot", uri, "-o", str(out), "--allow-partial")
     assert r.exit_code == 0 and out.exists()

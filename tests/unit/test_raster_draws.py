@@ -158,15 +158,21 @@ def fix(v: float) -> int:
 
 
 def stroke(segments: list[tuple[int, list[tuple[float, float]]]], brush: dict, fore_mode: int = ROP_PUT,
-           box=(0, 0, 8, 8), styled: bool = False) -> bytes:
+           box=(0, 0, 8, 8), dashes: tuple[float, ...] = (), gap: bool = False) -> bytes:
     head = base(0, *box)
-    style = W.LINE_STYLE.pack(style_nseg=0, style=0) if styled else b""
+    style_size = W.LINE_STYLE.size if dashes else 0
     tail = W.STROKE_TAIL.pack(brush=brush, fore_mode=fore_mode, back_mode=ROP_PUT)
-    path_at = len(head) + W.STROKE_HEAD.size + len(style) + len(tail)
+    path_at = len(head) + W.STROKE_HEAD.size + style_size + len(tail)
     segs = [W.PATH_SEG.pack(flags=f, count=len(pts)) + b"".join(
         W.POINT.pack(x=fix(x), y=fix(y)) for x, y in pts) for f, pts in segments]
-    return (head + W.STROKE_HEAD.pack(path=path_at, attr_flags=W.LINE_FLAGS_STYLED if styled else 0) + style
-            + tail + W.PATH.pack(num_segments=len(segs)) + b"".join(segs))
+    path = W.PATH.pack(num_segments=len(segs)) + b"".join(segs)
+    style = b""
+    flags = 0
+    if dashes:
+        flags = W.LINE_FLAGS_STYLED | (W.LINE_FLAGS_START_WITH_GAP if gap else 0)
+        style = W.LINE_STYLE.pack(style_nseg=len(dashes), style=path_at + len(path))
+    return (head + W.STROKE_HEAD.pack(path=path_at, attr_flags=flags) + style + tail + path
+            + b"".join(fix(d).to_bytes(4, "little", signed=True) for d in dashes))
 
 
 RECTANGLE = [(raster.PATH_BEGIN | raster.PATH_END | raster.PATH_CLOSE, [(1, 1), (5, 1), (5, 3), (1, 3)])]
@@ -207,11 +213,25 @@ def test_curves_flatten_to_the_chord_when_straight_and_end_on_their_end_point():
     assert all(0 <= x <= 40 and 0 <= y <= 30 for x, y in curve)  # inside the hull, short of the control points
 
 
-def test_a_dashed_stroke_is_reported_not_drawn():
-    d = surface()
-    d.handle(M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(RED), styled=True))
-    assert "dashed strokes are not drawn by this client" in d.warnings
-    assert not rgb_of(d).any()
+def test_a_dashed_stroke_draws_its_on_dashes_and_leaves_out_its_end():
+    d = surface(14, 3)
+    d.handle(M.MSG_DISPLAY_DRAW_STROKE, stroke([(raster.PATH_BEGIN | raster.PATH_END, [(0, 1), (12, 1)])],
+                                               solid(WHITE), box=(0, 0, 3, 14), dashes=(3, 2)))
+    assert "".join("#" if v else "." for v in rgb_of(d)[1]) == "###..###..##.."
+    assert not rgb_of(d)[0].any() and not rgb_of(d)[2].any()
+
+
+def test_a_dashed_stroke_that_starts_with_a_gap_moves_its_first_dash_last():
+    d = surface(14, 3)
+    d.handle(M.MSG_DISPLAY_DRAW_STROKE, stroke([(raster.PATH_BEGIN | raster.PATH_END, [(0, 1), (12, 1)])],
+                                               solid(WHITE), box=(0, 0, 3, 14), dashes=(2, 3), gap=True))
+    # dashes (3 on, 2 off), begun 3 pixels in: the gap first
+    assert "".join("#" if v else "." for v in rgb_of(d)[1]) == "..###..###...."
+
+
+def test_a_dash_list_of_zeros_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="no dash lengths"):
+        surface().handle(M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(RED), dashes=(0, 0)))
 
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -265,6 +285,7 @@ def test_vector_glyph_text_is_reported_not_drawn():
 
 @pytest.mark.parametrize("msg_type, body", [
     (M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(RED))),
+    (M.MSG_DISPLAY_DRAW_STROKE, stroke(RECTANGLE, solid(RED), dashes=(3, 1, 2))),
     (M.MSG_DISPLAY_DRAW_TEXT, text([(2, 1, 3, 3, bytes(3))], W.STRING_RASTER_A1, solid(WHITE))),
     (M.MSG_DISPLAY_DRAW_TEXT, text([(1, 0, 2, 1, bytes(2))], W.STRING_RASTER_A8, solid(WHITE))),
 ])
