@@ -64,4 +64,5 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
             "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
             "audio_seconds": round(stats.audio_seconds, 1), "share_connections": stats.share_connections,
             "cpu_seconds": round(stats.cpu_seconds, 2)}
-    app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s"))
+    sound_note = f", {stats.audio_seconds:.1f}s of the guest's sound played" if stats.audio_seconds else ""
+    app.emit(data, lambda: app.info(f"{name}: window closed after {stats.seconds:.0f}s{sound_note}"))

@@ -407,9 +407,9 @@ def test_view_plays_the_guests_sound_on_the_hosts_sound_server(spicectl, scene, 
                               env={**spicectl.env, **sound_server.env, "DISPLAY": xdisplay},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        read_stderr_until(viewer, "window open", timeout=60)
-        guest_shell(spicectl, "(spicectl-tone 6 1000 &); echo TONE", r"TONE\r?\n")
-        _out, err = viewer.communicate(timeout=90)
+        err = read_stderr_until(viewer, "window open", timeout=60)
+        played = guest_shell(spicectl, "spicectl-tone 6 1000; echo TONE-PLAYED", r"TONE-PLAYED\r?\n")
+        err += viewer.communicate(timeout=90)[1]
     finally:
         viewer.kill()
         capture.terminate()
@@ -420,7 +420,8 @@ def test_view_plays_the_guests_sound_on_the_hosts_sound_server(spicectl, scene, 
     samples = np.frombuffer(heard.read_bytes(), "<i2").reshape(-1, 2).astype(float)
     windows = len(samples) // 4800
     loudness = np.sqrt((samples[:windows * 4800].reshape(windows, 4800, 2) ** 2).mean(axis=1)).max(axis=1)
-    assert (loudness > 1000).sum() / 10 > 5, f"the sound server heard {(loudness > 1000).sum() / 10:.1f}s of a 6s tone"
+    assert (loudness > 1000).sum() / 10 > 5, \
+        f"the sound server heard {(loudness > 1000).sum() / 10:.1f}s of a 6s tone; view said {err!r}; guest: {played!r}"
     spectrum = np.abs(np.fft.rfft(samples.sum(axis=1)))
     peak = np.fft.rfftfreq(len(samples), 1 / 48000)[spectrum.argmax()]
     assert abs(peak - 1000) < 5, f"what the sound server heard peaks at {peak:.0f} Hz"

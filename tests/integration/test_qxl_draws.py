@@ -1,4 +1,5 @@
-"""ROP3, strokes and raster text from a real QXL device, drawn by our client as spice-server draws them.
+"""ROP3, strokes (solid and dashed) and raster text from a real QXL device, drawn by our client as
+spice-server draws them.
 
 No Linux or X driver sends these (only old Windows XPDM drivers do), so a guest with the qxl kernel
 driver left unloaded drives the device itself (tests/data/qxl_draws.py): it submits those commands
@@ -74,7 +75,8 @@ def test_rop3_strokes_and_text_from_the_device_equal_spice_servers_own_drawing(s
         theirs = libvirt_screenshot(spicectl, GUEST)
     except AssertionError as exc:  # spice-server draws in QEMU: when it fails, QEMU's log says why
         pytest.fail(f"{exc}\nQEMU's log ends:\n{spicectl.domain_log(GUEST)[-3000:]}")
-    assert seen[M.MSG_DISPLAY_DRAW_ROP3] >= 14 and seen[M.MSG_DISPLAY_DRAW_STROKE] >= 28 \
+    # the script's 14 ROP3s, 30 solid and 5 dashed strokes and 4 strings, each as that draw message
+    assert seen[M.MSG_DISPLAY_DRAW_ROP3] >= 14 and seen[M.MSG_DISPLAY_DRAW_STROKE] >= 35 \
         and seen[M.MSG_DISPLAY_DRAW_TEXT] >= 4, dict(seen)
     assert ours.shape == theirs.shape == (600, 800, 3)
     differ = (ours != theirs).any(axis=2)
