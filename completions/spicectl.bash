@@ -86,7 +86,7 @@ _spicectl_values() {
     'connect|--proxy') echo 'choice:ws http-connect' ;;
     'mouse|--click') echo 'choice:left middle right up down' ;;
     'view|--share') echo 'dir' ;;
-    'view|--video-codec') echo 'choice:vp8 h264 vp9 h265 mjpeg' ;;
+    'view|--video-codec') echo 'choice:mjpeg vp8 h264 vp9 h265' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
     'vm create|--jpeg') echo 'choice:auto never always' ;;
     'vm create|--mouse-mode') echo 'choice:client server' ;;

@@ -53,8 +53,7 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
                 loop.add_signal_handler(sig, stop.set)
             out.announce({"event": "sharing", **shared}, f"sharing {path} with {name} ({access}), in the guest at "
                          f"{GUEST_URL}" + ("" if seconds else "; Ctrl-C stops"))
-            return await client.serve_webdav(lambda: asyncio.open_unix_connection(server.socket_path),
-                                             seconds=seconds, stop=stop)
+            return await client.serve_webdav(server.connect, seconds=seconds, stop=stop)
 
         carried = run_client(app, name, opts, work, display=False, inputs=False)
     out.announce({"event": "stopped", **shared, "connections": carried,

@@ -7,6 +7,7 @@ import click
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
 from spicectl.cli.screen import run_client, server_options
+from spicectl.spice import messages as M
 
 
 @click.command()
@@ -18,7 +19,7 @@ from spicectl.cli.screen import run_client, server_options
 @click.option("--audio-device", metavar="NAME", help="Play on this output instead (a PortAudio device name or "
               "number; python3 -m sounddevice lists them).")
 @click.option("--video-codec", "video_codecs", multiple=True, metavar="CODEC",
-              type=click.Choice(["vp8", "h264", "vp9", "h265", "mjpeg"]),
+              type=click.Choice([name for name, _, _ in M.VIDEO_CODECS.values()]),
               help="Ask for video streams in CODEC first (repeatable, best first): VP8, H.264 and the rest "
                    "compress better than MJPEG, where the host's spice-server has a GStreamer encoder for them.")
 @click.option("--share", "share", metavar="DIR", type=click.Path(file_okay=False),
@@ -38,7 +39,6 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
     http://127.0.0.1:9843/, spice-webdavd). Needs an X display and Tk (Debian: python3-tk). Through
     a proxy: `spicectl connect GUEST --builtin --view --proxy ws`.
     """
-    import asyncio
     import contextlib
     from pathlib import Path
 
@@ -52,11 +52,9 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
         app.info(f"{name}: window open (click in it to grab, Shift+F12 releases)")
 
     with FolderServer(Path(share), writable=writable) if share else contextlib.nullcontext() as folder:
-        connector = (lambda: asyncio.open_unix_connection(folder.socket_path)) if folder else None
-
         async def work(client):
             return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after,
-                              sound=not mute, audio_device=audio_device, share=connector,
+                              sound=not mute, audio_device=audio_device, share=folder.connect if folder else None,
                               on_note=lambda m: app.warn(f"{name}: {m}"))
 
         stats = run_client(app, name, opts, work, allow_partial=True, prefer_video=video_codecs)

@@ -7,6 +7,7 @@ connection that spice-webdavd carries over SPICE becomes one connection to it.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import threading
@@ -39,6 +40,10 @@ class FolderServer:
         self._server.prepare()
         self._thread = threading.Thread(target=self._server.serve, name="webdav", daemon=True)
         self._thread.start()
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the server, for one guest connection (`Client.serve_webdav`'s connector)."""
+        return await asyncio.open_unix_connection(self.socket_path)
 
     def close(self) -> None:
         self._server.stop()

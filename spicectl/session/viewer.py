@@ -184,12 +184,18 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
         on_note(f"no sound: {problem}")
         return
     playback = Playback(limit=0, opus_ok=opus_available())  # Opus where the guest compresses playback
+
+    async def open_speaker(channels: int, rate: int) -> Speaker | None:
+        try:
+            return await asyncio.to_thread(Speaker, channels, rate, device)
+        except EnvironmentProblem as exc:
+            on_note(f"no sound: {exc.message}")
+            return None
+
     # opened before the guest plays, and kept open between sounds: a sound server can take a second or
     # more to start a new stream, and a desktop starts and stops playback with every sound it makes
-    try:
-        speaker = await asyncio.to_thread(Speaker, *LIKELY_FORMAT, device)
-    except EnvironmentProblem as exc:
-        on_note(f"no sound: {exc.message}")
+    speaker = await open_speaker(*LIKELY_FORMAT)
+    if speaker is None:
         return
     try:
         async for msg_type, body in client.playback_messages(playback):
@@ -197,10 +203,8 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
             if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
                                                                                         playback.rate):
                 speaker.close()
-                try:
-                    speaker = await asyncio.to_thread(Speaker, playback.channels, playback.rate, device)
-                except EnvironmentProblem as exc:
-                    on_note(f"no sound: {exc.message}")
+                speaker = await open_speaker(playback.channels, playback.rate)
+                if speaker is None:
                     return
             if msg_type in (M.MSG_PLAYBACK_START, M.MSG_PLAYBACK_VOLUME, M.MSG_PLAYBACK_MUTE):
                 speaker.set_mixer(playback.volume, playback.muted)
@@ -208,7 +212,8 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
                 speaker.write(samples)
                 stats.audio_seconds += len(samples) / (2 * playback.channels * playback.rate)
     finally:
-        speaker.close()
+        if speaker is not None:
+            speaker.close()
 
 
 async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], None]) -> None:

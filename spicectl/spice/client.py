@@ -707,16 +707,12 @@ class Client:
                         servers.pop(client_id, None)
                         writer.close()
 
-        task = asyncio.ensure_future(carry())
-        stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
         try:
-            done, _ = await asyncio.wait({task, stopped}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()  # raises what ended the channel
+            await _run_for(carry(), seconds, stop)
         finally:
-            for t in (task, stopped, *pumps):
+            for t in pumps:
                 t.cancel()
-            await asyncio.gather(task, stopped, *pumps, return_exceptions=True)
+            await asyncio.gather(*pumps, return_exceptions=True)
             for writer in servers.values():
                 writer.close()
             channel.close()
@@ -770,14 +766,7 @@ class Client:
             async for msg_type, body in self.playback_messages(playback):
                 playback.handle(msg_type, body)
 
-        task = asyncio.ensure_future(collect())
-        try:
-            done, _ = await asyncio.wait({task}, timeout=seconds)
-            if task in done:
-                task.result()  # raises what ended the channel
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await _run_for(collect(), seconds)
         return playback
 
     async def play_to_microphone(self, wav: bytes, *, timeout: float = 30, chunk_ms: int = 20) -> float:
@@ -896,6 +885,21 @@ class Client:
         ch.send(M.MSGC_INPUTS_MOUSE_PRESS if down else M.MSGC_INPUTS_MOUSE_RELEASE,
                 W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
         await ch.flush()
+
+
+async def _run_for(work: Awaitable[None], seconds: float | None, stop: asyncio.Event | None = None) -> None:
+    """Run `work` for `seconds` (None: no limit) or until `stop` is set, then cancel it; what ended it
+    earlier (a closed channel, a protocol error) is raised."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    try:
+        done, _ = await asyncio.wait({task, stopped}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+    finally:
+        for t in (task, stopped):
+            t.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
 
 
 async def _read_by(conn: Connection, deadline: float, expired: str) -> Message:

@@ -411,14 +411,13 @@ def dashed_spans(line: list[tuple[int, int]], dash: list[int], dash_offset: int,
         state["index"], state["offset"] = index, dist
     spans: list[tuple[int, int, int]] = []
     self_join = line[0] == line[-1]
-    first, something, prev_fg, first_fg = True, False, False, False
+    first, prev_fg, first_fg = True, False, False
     first_face: dict | None = None
-    prev_right: dict | None = None
+    prev_right: dict | None = None   # set once a segment was drawn (X's somethingDrawn)
     end_fg = False
     for n, ((x1, y1), (x2, y2)) in enumerate(itertools.pairwise(line)):
         last = n == len(line) - 2
         if (x1, y1) != (x2, y2):
-            something = True
             prev_index = state["index"]
             left_face, right_face = _dash_segment(spans, state, x1, y1, x2, y2)
             start_fg = not prev_index & 1
@@ -430,6 +429,6 @@ def dashed_spans(line: list[tuple[int, int]], dash: list[int], dash_offset: int,
                 elif prev_right is not None:
                     _line_join(spans, careful, left_face, dict(prev_right))
             prev_right, prev_fg, first = right_face, end_fg, False
-        if last and something and end_fg and self_join and first_fg and first_face is not None:
-            _line_join(spans, careful, first_face, dict(prev_right or {}))
+        if last and end_fg and self_join and first_fg and first_face is not None and prev_right is not None:
+            _line_join(spans, careful, first_face, dict(prev_right))
     return spans
