@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import passphrase_options, read_passphrase
+from spicectl.cli.options import Integer, passphrase_options, read_passphrase
 from spicectl.pki.profiles import KEY_TYPES
 
 KEY_TYPE_CHOICE = click.Choice(KEY_TYPES)
@@ -21,7 +21,7 @@ def ca() -> None:
 
 @ca.command("init")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the ca profile: ec-p256).")
-@click.option("--days", type=int, help="Lifetime in days (default from the ca profile: 3650).")
+@click.option("--days", type=Integer(), help="Lifetime in days (default from the ca profile: 3650).")
 @click.option("--subject", metavar="DN", help="Subject as 'CN=My CA,O=Example' (default: CN=spicectl CA on HOST).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (the old pair is kept as .bak).")
 @passphrase_options

@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.ca import KEY_TYPE_CHOICE, show_cert_fields
-from spicectl.cli.options import passphrase_options, read_passphrase
+from spicectl.cli.options import Integer, passphrase_options, read_passphrase
 
 
 @click.group()
@@ -56,7 +56,7 @@ def _report(app: App, issued, verb: str) -> None:
 )
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="Another IP address clients may use (repeatable).")
 @click.option("--dns", "dns", multiple=True, metavar="NAME", help="Another DNS name clients may use (repeatable).")
-@click.option("--days", type=int, help="Lifetime in days (default from the server profile: 365).")
+@click.option("--days", type=Integer(), help="Lifetime in days (default from the server profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the server profile: ec-p256).")
 @click.option(
     "--out",
@@ -90,7 +90,7 @@ def issue_server_cmd(app: App, host, ips, dns, days, key_type, out, force,
 
 @issue.command("client")
 @click.argument("name")
-@click.option("--days", type=int, help="Lifetime in days (default from the client profile: 365).")
+@click.option("--days", type=Integer(), help="Lifetime in days (default from the client profile: 365).")
 @click.option("--key-type", type=KEY_TYPE_CHOICE, help="Key type (default from the client profile: ec-p256).")
 @click.option(
     "--out",
@@ -135,7 +135,7 @@ def show_cmd(app: App, path: str) -> None:
 
 @cert.command("list")
 @click.option(
-    "--warn-days", type=int, default=30, show_default=True, help="Mark certificates expiring within this many days."
+    "--warn-days", type=Integer(), default=30, show_default=True, help="Mark certificates expiring within this many days."
 )
 @json_option
 @pass_app
@@ -214,7 +214,7 @@ def verify_cmd(app: App, directory: str, host: str | None) -> None:
 
 @cert.command("renew")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--days", type=int, help="Lifetime in days (default from the profile).")
+@click.option("--days", type=Integer(), help="Lifetime in days (default from the profile).")
 @click.option("--keep-key", is_flag=True, help="Keep the existing private key instead of generating a new one.")
 @passphrase_options
 @json_option

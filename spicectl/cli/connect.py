@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import Integer
 
 
 @click.command()
@@ -19,9 +20,9 @@ from spicectl.cli.app import App, json_option, pass_app
               "instead of starting a proxy here.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="ADDR:PORT",
               help="Where the per-session proxy listens (port 0: any free port).")
-@click.option("--ttl", type=int, default=30, show_default=True, help="Seconds the SPICE ticket stays valid.")
+@click.option("--ttl", type=Integer(), default=30, show_default=True, help="Seconds the SPICE ticket stays valid.")
 @click.option(
-    "--token-ttl", type=int, default=60, show_default=True, help="Seconds the proxy token may start a session."
+    "--token-ttl", type=Integer(), default=60, show_default=True, help="Seconds the proxy token may start a session."
 )
 @click.option("--screenshot", metavar="PNG", help="With --builtin: save a screenshot taken through the session.")
 @click.option("--view", is_flag=True, help="With --builtin: show the session in spicectl's viewer window "

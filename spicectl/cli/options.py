@@ -7,6 +7,9 @@ import click
 PASSPHRASE_ENV = "SPICECTL_CA_PASSPHRASE"
 
 
+MAX_SECONDS = 366 * 86400
+
+
 class Seconds(click.ParamType):
     """A finite number of seconds: positive (a timeout), or also zero where `zero` allows it."""
 
@@ -16,20 +19,47 @@ class Seconds(click.ParamType):
         self.zero = zero
 
     def convert(self, value, param, ctx) -> float:
-        import math
+        from spicectl.domain.units import parse_number
 
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # a default
+        exact = parse_number(value) if isinstance(value, str) else None
+        if exact is None:
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not self.zero):
-            self.fail(f"{value!r} must be a finite number of seconds, more than zero" +
-                      (" (or zero)" if self.zero else ""), param, ctx)
-        return seconds
+        # at most a year: more is a typo, and a float of a 400-digit number is infinite
+        if exact > MAX_SECONDS or (exact == 0 and not self.zero):
+            self.fail(f"{value!r} must be a number of seconds, more than zero" + (" (or zero)" if self.zero else "")
+                      + f" and at most {MAX_SECONDS}", param, ctx)
+        return float(exact)
 
 
 TIMEOUT = Seconds()
 DELAY = Seconds(zero=True)
+
+
+class Integer(click.ParamType):
+    """A whole number in ASCII digits (click's int takes '٣' and '1_000'), within [low, high]."""
+
+    name = "integer"
+
+    def __init__(self, low: int = -(2 ** 31), high: int = 2 ** 31 - 1) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx) -> int:
+        import re
+
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,40}\s*", value, re.ASCII):
+            number = int(value)
+        else:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not in the range {self.low} to {self.high}", param, ctx)
+        return number
+
+    def __repr__(self) -> str:
+        return f"Integer({self.low}, {self.high})"
 
 
 def passphrase_options(func):
@@ -39,7 +69,7 @@ def passphrase_options(func):
         metavar="VAR",
         help=f"Read the CA key passphrase from environment variable VAR (default: {PASSPHRASE_ENV} if set).",
     )(func)
-    func = click.option("--passphrase-fd", type=click.IntRange(0, 2 ** 31 - 1), metavar="FD",
+    func = click.option("--passphrase-fd", type=Integer(0, 2 ** 31 - 1), metavar="FD",
                         help="Read the CA key passphrase from file descriptor FD.")(func)
     func = click.option("--passphrase-file", metavar="PATH",
                         help="Read the CA key passphrase from PATH ('-' for stdin).")(func)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import DELAY, TIMEOUT
+from spicectl.cli.options import DELAY, TIMEOUT, Integer
 
 
 def server_options(func):
@@ -110,7 +110,7 @@ def _save_png(image, output: str) -> None:
               "cannot do yet (otherwise exit 7, naming what was missing).")
 @click.option("--cursor", "with_cursor", is_flag=True,
               help="Draw the guest's pointer into the picture, where it is, as a viewer shows it.")
-@click.option("--monitor", type=click.IntRange(0, 63), metavar="N",
+@click.option("--monitor", type=Integer(0, 63), metavar="N",
               help="Only monitor N (0 is the first) of a guest that shows several (default: the whole screen).")
 @server_options
 @json_option

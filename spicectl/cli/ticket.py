@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
+from spicectl.cli.options import Integer
 
 
 @click.command()
 @click.argument("name")
-@click.option("--ttl", type=int, default=30, show_default=True, help="Seconds the ticket stays valid.")
+@click.option("--ttl", type=Integer(), default=30, show_default=True, help="Seconds the ticket stays valid.")
 @click.option("--output", "-o", metavar="FILE", help="Write the ticket to FILE (mode 0600) instead of stdout.")
 @json_option
 @pass_app

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from spicectl.cli.options import Integer
 from spicectl.domain.settings import SETTINGS, Setting
 
 
@@ -24,7 +25,7 @@ def _option(s: Setting) -> Callable:
     if s.choices:
         kwargs["type"] = click.Choice(s.choices)
     elif s.kind == "int":
-        kwargs["type"] = int
+        kwargs["type"] = Integer()
     if s.metavar:
         kwargs["metavar"] = s.metavar
     return click.option(*names, s.key, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 
 from spicectl.domain import spec as S
 from spicectl.domain.settings import GRAPHICS, SETTINGS, TEMPLATE_ONLY, set_path
-from spicectl.domain.units import check_choice, check_domain_name, parse_size_kib
+from spicectl.domain.units import check_choice, check_domain_name, parse_number, parse_size_kib
 from spicectl.errors import InvalidInput
 
 # every key a template may hold -> (kind, description); kind drives type checks of template values
@@ -129,12 +129,12 @@ def parse_disk(text: str, name: str, index: int, images_dir: Path, machine: str)
     kv = _kv(text, "--disk", ("path", "size", "format", "bus"), "path")
     size = None
     if "size" in kv:
-        try:
-            size = float(kv["size"].rstrip("GgBbIi"))
-        except ValueError:
-            raise InvalidInput(f"--disk size {kv['size']!r} is not a number of GiB") from None
-        if not 0 < size <= MAX_DISK_GIB:  # also refuses nan and inf
+        exact = parse_number(kv["size"].rstrip("GgBbIi"))
+        if exact is None:
+            raise InvalidInput(f"--disk size {kv['size']!r} is not a number of GiB")
+        if not 0 < exact <= MAX_DISK_GIB:
             raise InvalidInput(f"--disk size {kv['size']!r} must be more than zero and at most {MAX_DISK_GIB} GiB")
+        size = float(exact)
     path = kv.get("path")
     if not path and size is None:
         raise InvalidInput(f"--disk {text!r} needs a path or size=GB")

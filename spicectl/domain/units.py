@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from spicectl.errors import InvalidInput
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+# ASCII digits only: Python's \d and float() take any script's digits ('٣G' would be 3 GiB)
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_SIZE = re.compile(rf"^\s*({_NUMBER})\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE | re.ASCII)
+_PLAIN = re.compile(rf"^\s*({_NUMBER})\s*$", re.ASCII)
+
+
+def parse_number(text: str) -> Fraction | None:
+    """A plain decimal number ('12', '0.5') of any length, exactly; None for anything else (signs,
+    exponents, 'inf', '1_000', other scripts' digits)."""
+    match = _PLAIN.match(text)
+    return Fraction(match.group(1)) if match else None
 _FACTOR_KIB = {"K": 1, "M": 1024, "G": 1024 ** 2, "T": 1024 ** 3}
 
 
@@ -17,7 +28,8 @@ def parse_size_kib(text: str | int, *, default_unit: str = "M", what: str = "siz
     match = _SIZE.match(str(text))
     if not match:
         raise InvalidInput(f"malformed {what} {text!r}", hint="write it like 2G, 512M or 1536 (MiB)")
-    number, unit = float(match.group(1)), (match.group(2) or default_unit).upper()
+    # exact: a float overflows to infinity on a 30-digit number
+    number, unit = Fraction(match.group(1)), (match.group(2) or default_unit).upper()
     kib = int(number * _FACTOR_KIB[unit])
     if kib <= 0:
         raise InvalidInput(f"{what} {text!r} must be more than zero")

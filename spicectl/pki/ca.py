@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from spicectl.errors import Conflict, InvalidInput, NotFound, SpicectlError
+from spicectl.errors import Conflict, InvalidInput, NotFound, SpicectlError, VerificationFailed
 from spicectl.files import read_bytes
 from spicectl.pki import store
 from spicectl.pki.keys import PrivateKey, generate_key, key_to_pem, load_key
@@ -146,7 +146,20 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> CA:
     key = load_key(ca_dir / CA_KEY, passphrase)
     if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
         raise InvalidInput(f"{ca_dir / CA_KEY} does not belong to {ca_dir / CA_CERT}")
+    check_is_ca(cert, ca_dir / CA_CERT)
     return CA(ca_dir, cert, key)
+
+
+def check_is_ca(cert: x509.Certificate, path: Path) -> None:
+    """A certificate that is to sign others must say it is a CA: no TLS stack accepts what a leaf signs."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise VerificationFailed(
+            f"{path} is not a CA certificate (no basicConstraints CA:TRUE): what it signed would be refused",
+            hint=f"put the CA's own certificate there, or move {path.parent} aside and run: spicectl ca init")
 
 
 def load_cert(path: Path) -> x509.Certificate:

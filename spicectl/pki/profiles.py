@@ -75,6 +75,8 @@ def _apply(profile: Profile, data: dict, source: Path) -> Profile:
                                    f"not {values[key]!r}")
         if values.get("organization") == "" or any(ord(c) < 32 for c in values.get("organization", "")):
             raise InvalidInput(f"organization {values['organization']!r} must be non-empty text")
+        if values.get("path_length") is not None and not 0 <= values["path_length"] <= 16:
+            raise InvalidInput(f"path_length must be a whole number from 0 to 16, not {values['path_length']!r}")
         if "key_type" in values:
             check_key_type(values["key_type"])
         if "days" in values:

@@ -79,7 +79,12 @@ def values(paths: list[str]) -> st.SearchStrategy[str]:
     # bytes that are not UTF-8, as Python hands them over from a real argv (\udc80-\udcff)
     raw = st.binary(min_size=1, max_size=16).filter(lambda b: b"\0" not in b).map(
         lambda b: os.fsdecode(b"\xff" + b))
-    return st.one_of(st.sampled_from(odd + paths), text, raw)
+    # numbers of any length, with a unit or a fraction, in ASCII or another script's digits
+    digits = st.text("0123456789", min_size=1, max_size=80) | st.text("\u0660\u0663\u0966\uff11", min_size=1,
+                                                                   max_size=4)
+    numbers = st.builds(lambda d, frac, unit: d + frac + unit, digits, st.sampled_from(["", ".5", "." + "9" * 40]),
+                        st.sampled_from(["", "G", "T", "MiB", "K"]))
+    return st.one_of(st.sampled_from(odd + paths), text, raw, numbers)
 
 
 @st.composite

@@ -475,3 +475,25 @@ def test_parallel_issues_into_one_folder_let_exactly_one_write(run, ca, state_di
                      12)
     assert codes == [0] + [4] * 11
     assert run("cert", "verify", str(out), "--host", "spice.example.org").exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "17"])
+def test_a_profile_path_length_out_of_range_names_the_file_and_key(run, tmp_path, value):
+    cfg_dir = tmp_path / "cfg"
+    (cfg_dir / "pki").mkdir(parents=True)
+    (cfg_dir / "pki" / "ca.toml").write_text(f"path_length = {value}\n")
+    (cfg_dir / "spicectl.toml").write_text(f'pki_dir = "{cfg_dir / "pki"}"\n')
+    r = run("ca", "init", env={"SPICECTL_CONFIG": str(cfg_dir / "spicectl.toml")})
+    assert r.exit_code == 2, r.stderr
+    assert "ca.toml" in r.stderr and "path_length" in r.stderr
+
+
+def test_a_leaf_certificate_in_place_of_the_ca_signs_nothing(run, ca, tmp_path):
+    leaf = tmp_path / "leaf"
+    assert run("cert", "issue", "server", "--host", "h", "--out", str(leaf)).exit_code == 0
+    (ca / "ca-cert.pem").write_bytes((leaf / "server-cert.pem").read_bytes())
+    (ca / "ca-key.pem").write_bytes((leaf / "server-key.pem").read_bytes())
+    r = run("cert", "issue", "client", "bob")
+    assert r.exit_code == 8, r.stderr
+    assert "not a CA certificate" in r.stderr and "hint:" in r.stderr
+    assert not any(p.name.startswith("bob") for p in tmp_path.rglob("*"))
