@@ -135,7 +135,8 @@ def show_cmd(app: App, path: str) -> None:
 
 @cert.command("list")
 @click.option(
-    "--warn-days", type=Integer(), default=30, show_default=True, help="Mark certificates expiring within this many days."
+    "--warn-days", type=Integer(), default=30, show_default=True,
+    help="Mark certificates expiring within this many days."
 )
 @json_option
 @pass_app
