@@ -21,6 +21,7 @@ from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import pixman, raster, video
 from spicectl.spice import wire as W
+from spicectl.spice.budget import Budget
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.lz4 import decode_lz4
 from spicectl.spice.codecs.quic import decode_quic
@@ -127,16 +128,19 @@ class Stream:
     top_down: bool
     dest: Rect
     clips: list[Rect]
+    size: tuple[int, int]                       # a frame's width and height, unless a sized frame says
     decoder: video.VideoDecoder | None = None   # the stream's own (not MJPEG's): frames depend on earlier ones
 
 
 class Display:
-    def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS) -> None:
+    def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS,
+                 budget: Budget | None = None) -> None:
+        self.budget = budget or Budget()
         self.surfaces: dict[int, np.ndarray] = {}
         self.surface_formats: dict[int, int] = {}
         self.primary: int | None = None
         self.images: OrderedDict[int, Image] = OrderedDict()
-        self.palettes: dict[int, list[int]] = {}
+        self.palettes: dict[int, np.ndarray] = {}
         self.cache_pixels = cache_pixels
         self.glz = GlzWindow(glz_window_pixels)
         self.marked = False          # the server has sent MARK: the primary surface is complete
@@ -154,6 +158,7 @@ class Display:
             sid = p.take(W.SURFACE_DESTROY)["surface_id"]
             self.surfaces.pop(sid, None)
             self.surface_formats.pop(sid, None)
+            self._count_surfaces()
             if sid == self.primary:
                 self.primary = None
                 self.marked = False
@@ -184,12 +189,16 @@ class Display:
         elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
             for resource in p.take(W.INVAL_LIST)["resources"]:
                 self.images.pop(resource["id"], None)
+            self._trim_cache()
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PIXMAPS:
             self.images.clear()
+            self._trim_cache()
         elif msg_type == M.MSG_DISPLAY_INVAL_PALETTE:
             self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
+            self._count_palettes()
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PALETTES:
             self.palettes.clear()
+            self._count_palettes()
         elif msg_type == M.MSG_DISPLAY_STREAM_CREATE:
             self._stream_create(p)
         elif msg_type == M.MSG_DISPLAY_STREAM_DATA:
@@ -235,8 +244,10 @@ class Display:
         self.surface(c["surface_id"])
         if len(self.streams) >= MAX_STREAMS and c["id"] not in self.streams:
             raise ProtocolError(f"display channel: more than {MAX_STREAMS} video streams")
+        size = (c["stream_width"], c["stream_height"])
+        _check_frame_size(size)
         self.streams[c["id"]] = Stream(c["surface_id"], c["codec_type"], bool(c["flags"] & STREAM_FLAGS_TOP_DOWN),
-                                       Rect.of(c["dest"]), [Rect.of(r) for r in c["clip"].get("rects", ())])
+                                       Rect.of(c["dest"]), [Rect.of(r) for r in c["clip"].get("rects", ())], size)
 
     def _stream(self, stream_id: int) -> Stream:
         try:
@@ -248,12 +259,16 @@ class Display:
         stream = self._stream(stream_id)
         if dest is not None:
             stream.dest = dest
+        if size is not None:
+            _check_frame_size(size)
+        expected = size or stream.size
+        self.budget.need(2 * expected[0] * expected[1] * 4, f"a {expected[0]}x{expected[1]} video frame")
         if stream.codec == M.VIDEO_CODEC_MJPEG:
-            frame = _from_jpeg(data).pixels
+            frame = _from_jpeg(data, expected, exact=False).pixels
         elif stream.codec in video.decodable():
             if stream.decoder is None:
                 stream.decoder = video.VideoDecoder(stream.codec)
-            decoded = stream.decoder.decode(data)
+            decoded = stream.decoder.decode(data, expected)
             if decoded is None:
                 return  # the decoder holds it back for a later frame
             frame = decoded
@@ -269,9 +284,11 @@ class Display:
         box = stream.dest
         if box.empty:
             return
+        surface = self.surface(stream.surface_id)
+        vis = self._visible(surface, box, stream.clips)
         full = Rect(0, 0, frame.shape[0], frame.shape[1])
-        region = self._src_region(Image(frame), full, box)
-        self._draw_image(self.surface(stream.surface_id), box, stream.clips, region, ROP_PUT)
+        region = self._src_region(Image(frame), full, box, vis)
+        self._draw_image(surface, box, stream.clips, region, ROP_PUT, at=vis)
 
     # --- surfaces --------------------------------------------------------------
     def _surface_create(self, p: BodyParser) -> None:
@@ -281,11 +298,23 @@ class Display:
             raise ProtocolError(f"display channel: surface of {w}x{h} is out of bounds")
         if s["surface_id"] not in self.surfaces and len(self.surfaces) >= MAX_SURFACES:
             raise ProtocolError(f"display channel: more than {MAX_SURFACES} surfaces")
+        old = self.surfaces.get(s["surface_id"])
+        self.budget.set("surfaces", self._surface_bytes() - (old.nbytes if old is not None else 0) + w * h * 4,
+                        f"a {w}x{h} surface")
         self.surfaces[s["surface_id"]] = np.zeros((h, w, 4), dtype=np.uint8)
         self.surface_formats[s["surface_id"]] = s["format"]
         if s["flags"] & M.SURFACE_FLAG_PRIMARY:
             self.primary = s["surface_id"]
             self.marked = False
+
+    def _surface_bytes(self) -> int:
+        return sum(a.nbytes for a in self.surfaces.values())
+
+    def _count_surfaces(self) -> None:
+        self.budget.set("surfaces", self._surface_bytes(), "surfaces")
+
+    def _count_palettes(self) -> None:
+        self.budget.set("palettes", sum(a.nbytes for a in self.palettes.values()), "cached palettes")
 
     def surface(self, sid: int) -> np.ndarray:
         try:
@@ -320,6 +349,15 @@ class Display:
             return [bounded]
         return [a for a in (bounded.intersect(c) for c in clips) if not a.empty]
 
+    def _visible(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> Rect:
+        """The part of `box` a draw can change (inside the surface and the clip; empty if none): what a
+        draw computes is computed for this part only, so a box of 2^31 pixels costs what it shows."""
+        areas = self._areas(surface, box, clips)
+        if not areas:
+            return Rect(box.top, box.left, box.top, box.left)
+        return Rect(min(a.top for a in areas), min(a.left for a in areas),
+                    max(a.bottom for a in areas), max(a.right for a in areas))
+
     def _qmask(self, p: BodyParser, qmask: dict) -> tuple[tuple[int, int], np.ndarray | None]:
         """The mask's offset and bits (inverted already when its flags say so), or no mask."""
         if not qmask["bitmap"]:
@@ -343,7 +381,7 @@ class Display:
         return np.zeros((h, w, 4), np.uint8)  # no brush: the canvas still applies the operation, with black
 
     # --- images -----------------------------------------------------------------
-    def _palette(self, p: BodyParser, flags: int) -> list[int] | None:
+    def _palette(self, p: BodyParser, flags: int) -> np.ndarray | None:
         if flags & M.BITMAP_PAL_FROM_CACHE:
             pid = p.take(W.PALETTE_ID)["palette_id"]
             if pid not in self.palettes:
@@ -357,11 +395,12 @@ class Display:
         n = head["num_ents"]
         if sub.pos + 4 * n > len(sub.body):
             raise ProtocolError("display channel: palette runs past the message")
-        ents = list(np.frombuffer(sub.body, "<u4", n, sub.pos))
+        ents = np.frombuffer(sub.body, "<u4", n, sub.pos).copy()  # not a view that keeps the message alive
         if flags & M.BITMAP_PAL_CACHE_ME:
             if len(self.palettes) > 4096:
                 self.palettes.clear()
             self.palettes[head["unique"]] = ents
+            self._count_palettes()
         return ents
 
     def image(self, p: BodyParser) -> Image:
@@ -379,6 +418,8 @@ class Display:
             return Image(self.surface(sid).copy(), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB, True)
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
             raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
+        # a decode holds its output and about one working copy
+        self.budget.need(2 * w * h * 4, f"a {w}x{h} image")
         if kind == M.IMAGE_BITMAP:
             img = self._bitmap(p)
         elif kind in (M.IMAGE_LZ_RGB, M.IMAGE_GLZ_RGB, M.IMAGE_JPEG):
@@ -387,8 +428,9 @@ class Display:
                 img = _from_decoded(decode_lz(data))
             elif kind == M.IMAGE_GLZ_RGB:
                 img = _from_decoded(decode_glz(data, self.glz))
+                self._count_glz()
             else:
-                img = _from_jpeg(data)
+                img = _from_jpeg(data, (w, h))
         elif kind == M.IMAGE_LZ_PLT:
             head = p.take(W.LZ_PLT_DATA)
             palette = self._palette(p, head["flags"])
@@ -404,6 +446,7 @@ class Display:
             except zlib.error as exc:
                 raise ProtocolError(f"display channel: bad zlib data ({exc})") from None
             img = _from_decoded(decode_glz(glz, self.glz))
+            self._count_glz()
         elif kind == M.IMAGE_QUIC:
             img = _from_decoded(decode_quic(self._slice(p, p.take(W.IMAGE_DATA)["data_size"])))
         elif kind == M.IMAGE_LZ4:
@@ -413,7 +456,7 @@ class Display:
             if head["jpeg_size"] > head["data_size"]:
                 raise ProtocolError("display channel: JPEG-alpha image's JPEG is larger than its data")
             data = self._slice(p, head["data_size"])
-            img = _from_jpeg(data[:head["jpeg_size"]])
+            img = _from_jpeg(data[:head["jpeg_size"]], (w, h))
             alpha = decode_lz(data[head["jpeg_size"]:])
             if (alpha.width, alpha.height) != (img.pixels.shape[1], img.pixels.shape[0]) or not alpha.has_alpha:
                 raise ProtocolError("display channel: JPEG-alpha image's alpha plane does not fit its picture")
@@ -434,6 +477,10 @@ class Display:
         while total > self.cache_pixels * 2 and len(self.images) > 1:
             _, old = self.images.popitem(last=False)
             total -= old.pixels.shape[0] * old.pixels.shape[1]
+        self.budget.set("image cache", sum(i.pixels.nbytes for i in self.images.values()), "cached images")
+
+    def _count_glz(self) -> None:
+        self.budget.set("GLZ window", self.glz.nbytes, "the GLZ window")
 
     def _slice(self, p: BodyParser, size: int) -> bytes:
         if p.pos + size > len(p.body):
@@ -474,11 +521,11 @@ class Display:
         elif fmt == M.BITMAP_8BIT_A:
             out[:, :, 3] = raw[:, :w]
         else:
-            if not palette and bits == 1:
-                palette = [0, 0xFFFFFF]  # a 1-bit mask carries no palette
-            if not palette:
+            if (palette is None or not len(palette)) and bits == 1:
+                palette = np.array([0, 0xFFFFFF], np.uint32)  # a 1-bit mask carries no palette
+            if palette is None or not len(palette):
                 raise ProtocolError("display channel: palette bitmap without a palette")
-            table = np.array([[e & 0xFF, (e >> 8) & 0xFF, (e >> 16) & 0xFF, 0] for e in palette], np.uint8)
+            table = (palette.astype("<u4") & 0xFFFFFF).view(np.uint8).reshape(-1, 4)  # BGRX, X zero
             if bits == 8:
                 idx = raw[:, :w]
             elif bits == 4:
@@ -502,18 +549,19 @@ class Display:
         return np.asarray(img.pixels[:, :, :3].any(axis=2))
 
     # --- drawing ----------------------------------------------------------------
-    def _src_region(self, img: Image, src: Rect, box: Rect) -> np.ndarray:
+    def _src_region(self, img: Image, src: Rect, box: Rect, part: Rect) -> np.ndarray:
+        """The source area, scaled to the box as the canvas scales it (nearest), for `part` of the box."""
         h, w = img.pixels.shape[:2]
         if src.empty or src.left < 0 or src.top < 0 or src.right > w or src.bottom > h:
             raise ProtocolError(f"display channel: source area {src} outside a {w}x{h} image")
-        region = img.pixels[src.top:src.bottom, src.left:src.right]
-        if (src.width, src.height) != (box.width, box.height):
-            if box.empty or box.width * box.height > MAX_PIXELS:
-                raise ProtocolError("display channel: bad scale target")
-            ys = (np.arange(box.height) * src.height // box.height)
-            xs = (np.arange(box.width) * src.width // box.width)
-            region = region[ys][:, xs]
-        return region
+        if box.empty:
+            raise ProtocolError("display channel: bad scale target")
+        if (src.width, src.height) == (box.width, box.height):
+            return img.pixels[src.top + part.top - box.top:src.top + part.bottom - box.top,
+                              src.left + part.left - box.left:src.left + part.right - box.left]
+        ys = src.top + np.arange(part.top - box.top, part.bottom - box.top, dtype=np.int64) * src.height // box.height
+        xs = src.left + np.arange(part.left - box.left, part.right - box.left, dtype=np.int64) * src.width // box.width
+        return img.pixels[ys][:, xs]
 
     @staticmethod
     def _apply(dst: np.ndarray, src: np.ndarray, rop: int, mask: np.ndarray | None,
@@ -545,9 +593,13 @@ class Display:
 
     def _draw_image(self, surface: np.ndarray, box: Rect, clips: list[Rect], region: np.ndarray, rop: int,
                     mask: np.ndarray | None = None, mask_pos: tuple[int, int] = (0, 0),
-                    src_invers: int = ROP_INVERS_SRC, dest_invers: int = ROP_INVERS_DEST) -> None:
+                    src_invers: int = ROP_INVERS_SRC, dest_invers: int = ROP_INVERS_DEST,
+                    at: Rect | None = None) -> None:
+        """`region` holds what lands on `at` (the box, or the visible part of it); a mask is anchored
+        on the box."""
+        at = at or box
         for a in self._areas(surface, box, clips):
-            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            src = region[a.top - at.top:a.bottom - at.top, a.left - at.left:a.right - at.left]
             m = None
             if mask is not None:
                 m = _tile(mask, a.top - box.top + mask_pos[1], a.left - box.left + mask_pos[0], a.height, a.width)
@@ -568,8 +620,9 @@ class Display:
         img = self._source(p, copy["src_bitmap"])
         if img is None:
             return
-        region = self._src_region(img, Rect.of(copy["src_area"]), box)
-        self._draw_image(surface, box, clips, region, copy["rop_descriptor"] or ROP_PUT, mask, mpos)
+        vis = self._visible(surface, box, clips)
+        region = self._src_region(img, Rect.of(copy["src_area"]), box, vis)
+        self._draw_image(surface, box, clips, region, copy["rop_descriptor"] or ROP_PUT, mask, mpos, at=vis)
 
     def _draw_opaque(self, p: BodyParser) -> None:
         """The source copied in, then the brush applied onto it by the operation, as the canvas draws it."""
@@ -577,43 +630,47 @@ class Display:
         opaque = p.take(W.OPAQUE)
         mpos, mask = self._qmask(p, opaque["mask"])
         img = self._source(p, opaque["src_bitmap"])
-        if img is None or box.empty:
+        vis = self._visible(surface, box, clips)
+        if img is None or vis.empty:
             return
-        self._draw_image(surface, box, clips, self._src_region(img, Rect.of(opaque["src_area"]), box), ROP_PUT,
-                         mask, mpos)
-        brush = self._brush_region(p, opaque["brush"], box.height, box.width, box.top, box.left)
+        self._draw_image(surface, box, clips, self._src_region(img, Rect.of(opaque["src_area"]), box, vis), ROP_PUT,
+                         mask, mpos, at=vis)
+        brush = self._brush_region(p, opaque["brush"], vis.height, vis.width, vis.top, vis.left)
         self._draw_image(surface, box, clips, brush, opaque["rop_descriptor"] or ROP_PUT, mask, mpos,
-                         src_invers=ROP_INVERS_BRUSH, dest_invers=ROP_INVERS_SRC)
+                         src_invers=ROP_INVERS_BRUSH, dest_invers=ROP_INVERS_SRC, at=vis)
 
     def _draw_fill(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
         fill = p.take(W.FILL)
         mpos, mask = self._qmask(p, fill["mask"])
-        if box.empty:
+        vis = self._visible(surface, box, clips)
+        if vis.empty:
             return
-        region = self._brush_region(p, fill["brush"], box.height, box.width, box.top, box.left)
+        region = self._brush_region(p, fill["brush"], vis.height, vis.width, vis.top, vis.left)
         self._draw_image(surface, box, clips, region, fill["rop_descriptor"] or ROP_PUT, mask, mpos,
-                         src_invers=ROP_INVERS_BRUSH)
+                         src_invers=ROP_INVERS_BRUSH, at=vis)
 
     def _draw_solid_op(self, p: BodyParser, msg_type: int) -> None:
         surface, box, clips = self._base(p)
         mpos, mask = self._qmask(p, p.take(W.MASK_ONLY)["mask"])
-        if box.empty:
+        vis = self._visible(surface, box, clips)
+        if vis.empty:
             return
         rop = {M.MSG_DISPLAY_DRAW_BLACKNESS: ROP_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS: ROP_WHITENESS,
                M.MSG_DISPLAY_DRAW_INVERS: ROP_INVERS}[msg_type]
-        region = np.zeros((box.height, box.width, 4), np.uint8)
-        self._draw_image(surface, box, clips, region, rop, mask, mpos)
+        region = np.zeros((vis.height, vis.width, 4), np.uint8)
+        self._draw_image(surface, box, clips, region, rop, mask, mpos, at=vis)
 
     def _draw_transparent(self, p: BodyParser) -> None:
         surface, box, clips = self._base(p)
         transparent = p.take(W.TRANSPARENT)
         img = self.image(p.at(transparent["src_bitmap"]))
-        region = self._src_region(img, Rect.of(transparent["src_area"]), box)
+        vis = self._visible(surface, box, clips)
+        region = self._src_region(img, Rect.of(transparent["src_area"]), box, vis)
         src_color = transparent["src_color"]
         key = np.array([src_color & 0xFF, (src_color >> 8) & 0xFF, (src_color >> 16) & 0xFF], np.uint8)
         for a in self._areas(surface, box, clips):
-            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            src = region[a.top - vis.top:a.bottom - vis.top, a.left - vis.left:a.right - vis.left]
             keep = (src[:, :, :3] != key).any(axis=2)
             surface[a.top:a.bottom, a.left:a.right][keep] = src[keep]
 
@@ -622,9 +679,10 @@ class Display:
         blend = p.take(W.ALPHA_BLEND)
         alpha_flags, alpha = blend["alpha_flags"], blend["alpha"]
         img = self.image(p.at(blend["src_bitmap"]))
-        region = self._src_region(img, Rect.of(blend["src_area"]), box).astype(np.uint16)
+        vis = self._visible(surface, box, clips)
+        region = self._src_region(img, Rect.of(blend["src_area"]), box, vis).astype(np.uint16)
         for a in self._areas(surface, box, clips):
-            src = region[a.top - box.top:a.bottom - box.top, a.left - box.left:a.right - box.left]
+            src = region[a.top - vis.top:a.bottom - vis.top, a.left - vis.left:a.right - vis.left]
             dst = surface[a.top:a.bottom, a.left:a.right]
             if alpha_flags & W.ALPHA_FLAGS_SRC_SURFACE_HAS_ALPHA:  # premultiplied per-pixel alpha
                 sa = (src[:, :, 3:4] * alpha) // 255
@@ -652,16 +710,14 @@ class Display:
         op = p.take(W.ROP3)
         mpos, mask = self._qmask(p, op["mask"])
         img = self._source(p, op["src_bitmap"])
-        if img is None or box.empty:
+        vis = self._visible(surface, box, clips)
+        if img is None or vis.empty:
             return
-        src = self._src_region(img, Rect.of(op["src_area"]), box)
-        dest = np.zeros((box.height, box.width, 4), np.uint8)
-        inside = box.intersect(Rect(0, 0, *surface.shape[:2]))
-        if not inside.empty:
-            dest[inside.top - box.top:inside.bottom - box.top, inside.left - box.left:inside.right - box.left] = \
-                surface[inside.top:inside.bottom, inside.left:inside.right]
-        brush = self._brush_region(p, op["brush"], box.height, box.width, box.top, box.left)
-        self._draw_image(surface, box, clips, raster.rop3(op["rop3"], brush, src, dest), ROP_PUT, mask, mpos)
+        src = self._src_region(img, Rect.of(op["src_area"]), box, vis)
+        dest = surface[vis.top:vis.bottom, vis.left:vis.right].copy()
+        brush = self._brush_region(p, op["brush"], vis.height, vis.width, vis.top, vis.left)
+        self._draw_image(surface, box, clips, raster.rop3(op["rop3"], brush, src, dest), ROP_PUT, mask, mpos,
+                         at=vis)
 
     def _region_mask(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> np.ndarray:
         """Which of the surface's pixels a draw with this box and clip may change."""
@@ -770,9 +826,13 @@ class Display:
                     surface[a.top:a.bottom, a.left:a.right] = region
         if text["fore_brush"]["type"] == W.BRUSH_TYPE_NONE or not glyphs:
             return
-        left, top, coverage = raster.glyph_mask(glyphs, bpp)
+        vis = self._visible(surface, box, clips)
+        if vis.empty:
+            return
+        # only the part of the string's mask that can show; the brush stays anchored at the whole mask's corner
+        left, top, origin, coverage = raster.glyph_mask(glyphs, bpp, (vis.top, vis.left, vis.bottom, vis.right))
         mh, mw = coverage.shape
-        brush = self._brush_region(p, text["fore_brush"], mh, mw)  # anchored at the mask's corner, as drawn
+        brush = self._brush_region(p, text["fore_brush"], mh, mw, top - origin[0], left - origin[1])
         for a in (a.intersect(Rect(top, left, top + mh, left + mw)) for a in areas):
             if not a.empty:
                 part = (slice(a.top - top, a.bottom - top), slice(a.left - left, a.right - left))
@@ -848,13 +908,32 @@ def _from_decoded(decoded) -> Image:
     return Image(arr[:, :decoded.width].copy(), decoded.has_alpha)
 
 
-def _from_jpeg(data: bytes) -> Image:
+def _check_frame_size(size: tuple[int, int]) -> None:
+    w, h = size
+    if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
+        raise ProtocolError(f"display channel: a video stream of {w}x{h} is out of bounds")
+
+
+def _from_jpeg(data: bytes, size: tuple[int, int], exact: bool = True) -> Image:
+    """A JPEG that is `size` (width, height), or at most that for a stream frame, as its header says,
+    checked before anything is decoded: PNG, GIF or TIFF sent as JPEG, and pictures larger than the
+    descriptor or the stream says, are refused."""
+    import warnings
+
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     try:
-        rgb = np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            picture = PILImage.open(io.BytesIO(data), formats=("JPEG",))  # reads the header only
+            w, h = picture.size
+            if (w, h) != size if exact else w > size[0] or h > size[1]:
+                raise ProtocolError(f"display channel: a JPEG of {picture.size[0]}x{picture.size[1]} where "
+                                    f"{size[0]}x{size[1]} was announced")
+            rgb = np.asarray(picture.convert("RGB"))
+    except (UnidentifiedImageError, OSError, PILImage.DecompressionBombError,
+            PILImage.DecompressionBombWarning) as exc:
         raise ProtocolError(f"display channel: bad JPEG image ({exc})") from None
     out = np.zeros((rgb.shape[0], rgb.shape[1], 4), np.uint8)
     out[:, :, :3] = rgb[:, :, ::-1]

@@ -151,34 +151,41 @@ def polylines(segments: list[tuple[int, list[tuple[int, int]]]]) -> Iterator[lis
         yield line
 
 
-def glyph_mask(glyphs: list[tuple[int, int, int, int, bytes]], bpp: int) -> tuple[int, int, np.ndarray]:
-    """The string mask (left, top, (h, w) uint8 coverage) of raster glyphs (left, top, width, height, data):
-    rows bottom-up; 1-bit glyphs most significant bit first and OR-ed (0 or 255), 4- and 8-bit ones
-    combined by maximum (a 4-bit value v covers v<<4, as the canvas reads it)."""
-    left = min(g[0] for g in glyphs)
-    top = min(g[1] for g in glyphs)
-    right = max(g[0] + g[2] for g in glyphs)
-    bottom = max(g[1] + g[3] for g in glyphs)
-    if (right - left) * (bottom - top) > 1 << 26:
-        raise ProtocolError(f"display channel: a text's glyphs span {right - left}x{bottom - top} pixels")
+def glyph_mask(glyphs: list[tuple[int, int, int, int, bytes]], bpp: int,
+               within: tuple[int, int, int, int]) -> tuple[int, int, tuple[int, int], np.ndarray]:
+    """The string mask of raster glyphs (left, top, width, height, data) inside `within` (top, left,
+    bottom, right): its left, top, the whole string's (top, left) corner and its (h, w) uint8 coverage.
+    Rows bottom-up; 1-bit glyphs most significant bit first and OR-ed (0 or 255), 4- and 8-bit ones
+    combined by maximum (a 4-bit value v covers v<<4, as the canvas reads it). Only the part inside
+    `within` is allocated: glyphs may be placed anywhere in 32-bit space."""
+    full_top = min(g[1] for g in glyphs)
+    full_left = min(g[0] for g in glyphs)
+    top = max(full_top, within[0])
+    left = max(full_left, within[1])
+    bottom = max(top, min(max(g[1] + g[3] for g in glyphs), within[2]))
+    right = max(left, min(max(g[0] + g[2] for g in glyphs), within[3]))
     mask = np.zeros((bottom - top, right - left), np.uint8)
     for gx, gy, w, h, data in glyphs:
-        if not w or not h:
+        # the glyph's rows and columns that land inside the mask
+        y0, y1 = max(gy, top), min(gy + h, bottom)
+        x0, x1 = max(gx, left), min(gx + w, right)
+        if y0 >= y1 or x0 >= x1:
             continue
         stride = (w * bpp + 7) // 8
-        rows = np.frombuffer(data, np.uint8, stride * h).reshape(h, stride)[::-1]
+        rows = np.frombuffer(data, np.uint8, stride * h).reshape(h, stride)[::-1][y0 - gy:y1 - gy]
         if bpp == 1:
             cover = np.unpackbits(rows, axis=1, bitorder="big")[:, :w] * np.uint8(255)
         elif bpp == 4:
-            cover = np.stack((rows & 0xF0, (rows & 0x0F) << 4), axis=2).reshape(h, -1)[:, :w]
+            cover = np.stack((rows & 0xF0, (rows & 0x0F) << 4), axis=2).reshape(len(rows), -1)[:, :w]
         else:
             cover = rows[:, :w]
-        region = mask[gy - top:gy - top + h, gx - left:gx - left + w]
+        cover = cover[:, x0 - gx:x1 - gx]
+        region = mask[y0 - top:y1 - top, x0 - left:x1 - left]
         if bpp == 1:
             region |= cover
         else:
             np.maximum(region, cover, out=region)
-    return left, top, mask
+    return left, top, (full_top, full_left), mask
 
 
 def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -46,12 +46,17 @@ class VideoDecoder:
         self.name = M.VIDEO_CODECS[codec][0]
         self._ctx: Any = av.CodecContext.create(M.VIDEO_CODECS[codec][2], "r")  # a video context: decode()
 
-    def decode(self, packet: bytes) -> np.ndarray | None:
-        """The newest frame this packet completed, as (h, w, 4) BGRX; None if it completed none yet."""
+    def decode(self, packet: bytes, size: tuple[int, int]) -> np.ndarray | None:
+        """The newest frame this packet completed, as (h, w, 4) BGRX; None if it completed none yet. A
+        frame larger than the stream's `size` (width, height) is refused before it is converted."""
         try:
             frames = self._ctx.decode(self._av.Packet(packet))
         except self._av.error.FFmpegError as exc:
             raise ProtocolError(f"display channel: a bad {self.name} video frame ({exc})") from None
         if not frames:
             return None
-        return frames[-1].to_ndarray(format="bgra")
+        frame = frames[-1]
+        if frame.width > size[0] or frame.height > size[1]:
+            raise ProtocolError(f"display channel: a {self.name} frame of {frame.width}x{frame.height} in a "
+                                f"{size[0]}x{size[1]} stream")
+        return frame.to_ndarray(format="bgra")

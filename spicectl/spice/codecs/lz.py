@@ -13,9 +13,18 @@ ProtocolError, never IndexError or an oversized allocation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from spicectl.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import numpy as np
+
+    Palette: TypeAlias = Sequence[int] | np.ndarray  # u32 BGR0 entries, from a message or the palette cache
 
 MAGIC = int.from_bytes(b"  ZL", "big")  # "LZ  " read as a little-endian u32, written big-endian
 VERSION = 0x00010001
@@ -84,8 +93,8 @@ class _Reader:
         return int.from_bytes(self.take(8), "big")
 
 
-def _palette_pixels(palette: list[int] | None, what: str) -> list[bytes]:
-    if not palette:
+def _palette_pixels(palette: Palette | None, what: str) -> list[bytes]:
+    if palette is None or not len(palette):
         raise ProtocolError(f"{what}: palette image without a palette")
     return [bytes((e & 0xFF, (e >> 8) & 0xFF, (e >> 16) & 0xFF, 0)) for e in palette]
 
@@ -93,7 +102,7 @@ def _palette_pixels(palette: list[int] | None, what: str) -> list[bytes]:
 class _Units:
     """How literal units become output pixels, per LZ image type."""
 
-    def __init__(self, image_type: int, palette: list[int] | None, what: str) -> None:
+    def __init__(self, image_type: int, palette: Palette | None, what: str) -> None:
         self.type = image_type
         self.what = what
         self.scale = PLT_PIXELS_PER_BYTE.get(image_type, 1)  # pixels per unit (CAST_PLT_DISTANCE)
@@ -230,7 +239,7 @@ def _flip(pixels: bytearray, row_pixels: int, height: int) -> bytearray:
     return bytearray(b"".join(pixels[(height - 1 - y) * r4:(height - y) * r4] for y in range(height)))
 
 
-def decode_lz(data: bytes | memoryview, palette: list[int] | None = None) -> Decoded:
+def decode_lz(data: bytes | memoryview, palette: Palette | None = None) -> Decoded:
     """Decode one LZ image (SPICE_IMAGE_TYPE_LZ_RGB or LZ_PLT payload)."""
     r = _Reader(data, 0, "LZ")
     if r.u32() != MAGIC:
@@ -292,6 +301,10 @@ class GlzWindow:
     def clear(self) -> None:
         self.images.clear()
 
+    @property
+    def nbytes(self) -> int:
+        return sum(len(i.pixels) for i in self.images.values())
+
 
 def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id: int,
               window: GlzWindow, alpha_only: bool) -> None:
@@ -346,7 +359,7 @@ def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id
         ctrl = r.byte()
 
 
-def decode_glz(data: bytes | memoryview, window: GlzWindow, palette: list[int] | None = None) -> Decoded:
+def decode_glz(data: bytes | memoryview, window: GlzWindow, palette: Palette | None = None) -> Decoded:
     """Decode one GLZ image, adding it to `window` for later images to refer to."""
     r = _Reader(data, 0, "GLZ")
     if r.u32() != MAGIC:
