@@ -17,7 +17,7 @@ _spicectl_subs() {
 _spicectl_opts() {
   case "$1" in
     '') echo '--connect --debug --help --json --persist --quiet --state-dir --verbose --version -c -h -q -v' ;;
-    'agent') echo '--ca-file --help --host-subject --json --password-file --plain-port -h' ;;
+    'agent') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'ca') echo '--help -h' ;;
     'ca init') echo '--days --force --help --json --key-type --passphrase-env --passphrase-fd --passphrase-file --subject -h' ;;
     'ca show') echo '--help --json -h' ;;
@@ -29,14 +29,14 @@ _spicectl_opts() {
     'cert renew') echo '--days --help --json --keep-key --passphrase-env --passphrase-fd --passphrase-file -h' ;;
     'cert show') echo '--help --json -h' ;;
     'cert verify') echo '--help --host --json -h' ;;
-    'channels') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
+    'channels') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'clipboard') echo '--help -h' ;;
-    'clipboard get') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'clipboard set') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
+    'clipboard get') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'clipboard set') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'completion') echo '--help -h' ;;
     'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --proxy --proxy-url --screenshot --token-ttl --ttl --view --viewer --vv -h' ;;
     'console') echo '--expect --help --json --retry-every --send --timeout -h' ;;
-    'copy-to') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
+    'copy-to') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'host') echo '--help -h' ;;
     'host check') echo '--help --json -h' ;;
     'host setup') echo '--apply --help --json --passphrase-env --passphrase-fd --passphrase-file -h' ;;
@@ -46,23 +46,23 @@ _spicectl_opts() {
     'image delete') echo '--force --help --json -h' ;;
     'image list') echo '--help --json -h' ;;
     'image show') echo '--help --json -h' ;;
-    'mouse') echo '--ca-file --click --help --host-subject --json --move --password-file --plain-port -h' ;;
-    'play-audio') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
+    'mouse') echo '--ca-file --click --help --host-subject --json --max-memory --move --password-file --plain-port --timeout -h' ;;
+    'play-audio') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'proxy') echo '--help -h' ;;
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --reuse-port --tls -h' ;;
-    'record-audio') echo '--ca-file --help --host-subject --json --output --password-file --plain-port --raw --seconds -h -o' ;;
-    'resize') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --monitor --output --password-file --plain-port --settle -h -o' ;;
-    'send-keys') echo '--ca-file --help --hold --host-subject --json --password-file --plain-port -h' ;;
-    'share') echo '--ca-file --help --host-subject --json --password-file --plain-port --seconds --writable -h' ;;
+    'record-audio') echo '--ca-file --help --host-subject --json --max-memory --output --password-file --plain-port --raw --seconds -h -o' ;;
+    'resize') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --output --password-file --plain-port --settle --timeout -h -o' ;;
+    'send-keys') echo '--ca-file --help --hold --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'share') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --seconds --writable -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;
     'template show') echo '--help --json -h' ;;
     'ticket') echo '--help --json --output --ttl -h -o' ;;
-    'type') echo '--ca-file --help --host-subject --json --no-escapes --password-file --plain-port -h' ;;
+    'type') echo '--ca-file --help --host-subject --json --max-memory --no-escapes --password-file --plain-port --timeout -h' ;;
     'usb') echo '--help -h' ;;
-    'usb status') echo '--ca-file --help --host-subject --json --password-file --plain-port --timeout -h' ;;
-    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --mute --password-file --plain-port --share --video-codec --writable -h' ;;
+    'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
     'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
@@ -73,7 +73,7 @@ _spicectl_opts() {
     'vm start') echo '--help --json --timeout --wait -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
-    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --password-file --plain-port --region --threshold --timeout -h' ;;
+    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --password-file --plain-port --region --threshold --timeout -h' ;;
   esac
 }
 _spicectl_values() {
@@ -113,7 +113,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -15,7 +15,8 @@ from spicectl import paths
 from spicectl.errors import InvalidInput
 
 DEFAULT_HOST = "default"   # a [hosts] value naming spicectl's private libvirt
-_KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts"}
+_KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir", "image_cache", "hosts",
+               "max_memory"}
 
 
 def load_config_file(path: Path) -> dict:
@@ -55,6 +56,7 @@ class Settings:
     recipes_dir: Path | None = None
     image_cache_option: Path | None = None
     hosts: dict[str, str] = field(default_factory=dict)
+    max_memory: str | None = None    # a SPICE session's memory budget (--max-memory), as the user wrote it
 
     @classmethod
     def resolve(cls, *, connect: str | None = None, state_dir: str | None = None) -> Settings:
@@ -83,6 +85,7 @@ class Settings:
             recipes_dir=Path(cfg.get("recipes_dir", cfg_dir / "images")).expanduser(),
             image_cache_option=_image_cache(cfg),
             hosts=dict(hosts),
+            max_memory=cfg.get("max_memory"),
         )
 
     @property

@@ -8,7 +8,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import CONNECT_ALLOWANCE, command_timeout, run_client, server_options
 
 MAX_SIDE = 8192
 MAX_MONITORS = 16  # what spice-vdagent takes in one configuration
@@ -48,7 +48,7 @@ def resize(app: App, name: str, sizes: tuple[str, ...], timeout: float, **opts) 
     async def work(client):
         return await client.set_monitors(wanted, timeout=timeout)
 
-    monitors = run_client(app, name, opts, work, inputs=False)
+    monitors = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, inputs=False)
     width, height = sum(w for w, _h in wanted), max(h for _w, h in wanted)
     placed = ", ".join(f"{m.width}x{m.height}+{m.x}+{m.y}" for m in monitors)
     app.emit({"name": name, "width": width, "height": height, "monitors": [m.as_dict() for m in monitors]},
@@ -80,7 +80,7 @@ def clipboard_get(app: App, name: str, timeout: float, **opts) -> None:
     async def work(client):
         return await client.clipboard_get(timeout=timeout, on_waiting=waiting)
 
-    text = run_client(app, name, opts, work, display=False, inputs=False)
+    text = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     app.emit({"name": name, "text": text}, lambda: click.echo(text, nl=not text.endswith("\n")))
 
 
@@ -109,25 +109,26 @@ def clipboard_set(app: App, name: str, text: str, timeout: float, **opts) -> Non
     async def work(client):
         await client.clipboard_set(text, timeout=timeout, on_offered=offered)
 
-    run_client(app, name, opts, work, display=False, inputs=False)
+    run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     app.emit({"name": name, "pasted": True}, lambda: app.info(f"{name}: the guest pasted the clipboard"))
 
 
 @click.command("agent")
 @click.argument("name", metavar="GUEST")
+@command_timeout(30)
 @server_options
 @json_option
 @pass_app
-def agent_status(app: App, name: str, **opts) -> None:
+def agent_status(app: App, name: str, timeout: float, **opts) -> None:
     """Whether guest GUEST's agent (spice-vdagent) is connected, and what it can do."""
     from spicectl.spice import agent as A
 
     async def work(client):
         if not client.agent_connected:
             return None
-        return await client.agent_start()
+        return await client.agent_start(timeout=timeout)
 
-    caps = run_client(app, name, opts, work, display=False, inputs=False)
+    caps = run_client(app, name, opts, work, timeout=timeout, display=False, inputs=False)
     names = [A.CAP_NAMES.get(c, str(c)) for c in sorted(caps)] if caps is not None else []
     data = {"name": name, "connected": caps is not None, "capabilities": names}
     app.emit(data, lambda: click.echo(f"{name}: agent " + (f"connected ({', '.join(names)})" if caps is not None
@@ -162,7 +163,8 @@ def copy_to(app: App, name: str, files: tuple[str, ...], timeout: float, **opts)
         async def work(client):
             return await client.copy_to([Path(f) for f in files], timeout=timeout, on_progress=step)
 
-        copied = run_client(app, name, opts, work, display=False, inputs=False)
+        # no one deadline: the files flow at the agent's pace, and every wait for the guest is bounded
+        copied = run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
 
     def human() -> None:
         for c in copied:

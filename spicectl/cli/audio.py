@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import CONNECT_ALLOWANCE, run_client, server_options
 
 MAX_SECONDS = 3600
 MAX_WAV_BYTES = 256 << 20
@@ -43,7 +43,7 @@ def record_audio(app: App, name: str, output: str, seconds: float, raw: bool, **
     async def work(client):
         return await client.record_playback(seconds, opus=not raw)
 
-    playback = run_client(app, name, opts, work, display=False, inputs=False)
+    playback = run_client(app, name, opts, work, timeout=seconds + CONNECT_ALLOWANCE, display=False, inputs=False)
     atomic_write(path, playback.wav(), 0o644)
     codec = "opus" if playback.mode == M.AUDIO_DATA_MODE_OPUS else "raw"
     data = {"name": name, "output": str(path), "seconds": round(playback.seconds, 3),
@@ -69,12 +69,15 @@ def play_audio(app: App, name: str, wav: str, timeout: float, **opts) -> None:
     from pathlib import Path
 
     from spicectl.files import read_bytes
+    from spicectl.spice.audio import read_wav
 
-    data = read_bytes(Path(wav), what="WAV file", limit=MAX_WAV_BYTES)
+    sound = read_wav(read_bytes(Path(wav), what="WAV file", limit=MAX_WAV_BYTES), what=wav)
 
     async def work(client):
-        return await client.play_to_microphone(data, timeout=timeout)
+        return await client.play_to_microphone(sound, timeout=timeout)
 
-    seconds = run_client(app, name, opts, work, display=False, inputs=False)
+    # the wait for the guest to record, then the sound at the pace it plays
+    seconds = run_client(app, name, opts, work, timeout=timeout + sound.seconds + CONNECT_ALLOWANCE, display=False,
+                         inputs=False)
     app.emit({"name": name, "input": wav, "seconds": round(seconds, 3)},
              lambda: app.info(f"{name}: {seconds:.1f}s of {wav} played into the guest's microphone"))

@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import CONNECT_ALLOWANCE, run_client, server_options
 
 
 @click.command()
@@ -27,7 +27,8 @@ def channels(app: App, name: str, timeout: float, **opts) -> None:
     async def work(client):
         return client.channels_available, await client.ports(timeout=timeout)
 
-    available, ports = run_client(app, name, opts, work, display=False, inputs=False)
+    available, ports = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False,
+                                  inputs=False)
     rows = []
     # the server lists the channels besides main, which this command came through
     for kind, cid in sorted(available | {(link.MAIN, 0)}):

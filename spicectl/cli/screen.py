@@ -9,7 +9,12 @@ from spicectl.cli.options import DELAY, TIMEOUT, Integer
 
 
 def server_options(func):
-    """GUEST is a managed guest's name or a spice:// URI; these say how to reach and trust it."""
+    """GUEST is a managed guest's name or a spice:// URI; these say how to reach and trust it, and how
+    much memory its server may make this client hold."""
+    func = click.option("--max-memory", metavar="SIZE", envvar="SPICECTL_MAX_MEMORY",
+                        help="Memory the guest's SPICE server may make this client hold (surfaces, caches, "
+                        "video, audio), e.g. 512M; past it the server is refused (exit 7). Default 1G, or "
+                        "max_memory in the config file.")(func)
     func = click.option("--plain-port", is_flag=True, help="Use the guest's plain (unencrypted) SPICE port; "
                         "the guest must allow plain channels.")(func)
     func = click.option("--host-subject", metavar="SUBJECT", help="With a spice:// URI: the server certificate's "
@@ -41,25 +46,68 @@ def _server(app: App, guest: str, opts: dict):
     return from_access(access, ca_file=opts["ca_file"] or str(s.ca_dir / CA_CERT))
 
 
+CONNECT_ALLOWANCE = 30.0  # what a command with a --timeout for its wait adds for connecting (TLS, link, channels)
+
+
+def command_timeout(default: float):
+    """One --timeout for a command that talks to a guest: connecting, the work and any decoding in it."""
+    return click.option("--timeout", type=TIMEOUT, default=default, show_default=True,
+                        help="Seconds the whole command may take (exit 9 past them).")
+
+
+def _memory_limit(app: App, opts: dict) -> int:
+    from spicectl.domain.units import parse_size_kib
+    from spicectl.spice.budget import DEFAULT_BUDGET, MIN_BUDGET, mib
+
+    text = opts.get("max_memory") or app.settings.max_memory
+    if not text:
+        return DEFAULT_BUDGET
+    limit = parse_size_kib(text, what="--max-memory") * 1024
+    if limit < MIN_BUDGET:
+        raise click.BadParameter(f"{text!r} is less than {mib(MIN_BUDGET)}", param_hint="--max-memory")
+    return limit
+
+
 def _import_client() -> None:
     import PIL.Image  # noqa: F401
 
     import spicectl.spice.client  # noqa: F401
 
 
-def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, inputs: bool = True,
-               allow_partial: bool = False, cursor: bool = False, prefer_video: tuple[str, ...] = ()):
-    """Connect to NAME, run `work(client)` (a coroutine function), return its result."""
+def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, display: bool = True,
+               inputs: bool = True, allow_partial: bool = False, cursor: bool = False,
+               prefer_video: tuple[str, ...] = ()):
+    """Connect to NAME, run `work(client)` (a coroutine function), return its result. `timeout` bounds
+    the whole of it, decoding included (exit 9); None for a command that runs until it is stopped."""
     import asyncio
     import threading
+    import time
 
+    from spicectl.errors import TimeoutExpired
     from spicectl.holder import warm as holder
     from spicectl.session.server import is_spice_uri
+
+    limit = _memory_limit(app, opts)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    async def bounded(client, coro):
+        # a warm session (the holder's) keeps its budget's accounting and takes this command's limit
+        client.display.budget.limit = limit
+        client.display.deadline = deadline
+        try:
+            if deadline is None:
+                return await coro
+            return await asyncio.wait_for(coro, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise TimeoutExpired(f"{name}: the command did not finish within {timeout:g}s",
+                                 hint="a longer --timeout") from None
+        finally:
+            client.display.deadline = None
 
     if holder.ACTIVE is not None and not is_spice_uri(name):
         s = app.settings
         key = (s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"])
-        return holder.ACTIVE.run(key, lambda: _server(app, name, opts), work, cursor=cursor,
+        return holder.ACTIVE.run(key, lambda: _server(app, name, opts), lambda c: bounded(c, work(c)), cursor=cursor,
                                  allow_partial=allow_partial)
 
     # The client's imports (numpy, Pillow, cryptography: ~100 ms) overlap with the libvirt work,
@@ -71,9 +119,13 @@ def run_client(app: App, name: str, opts: dict, work, *, display: bool = True, i
 
     async def go():
         client = server.client(allow_partial=allow_partial, prefer_video=prefer_video)
-        try:
+
+        async def connected():
             await client.connect(display=display, inputs=inputs, cursor=cursor)
             return await work(client)
+
+        try:
+            return await bounded(client, connected())
         finally:
             await client.close()
 
@@ -112,11 +164,12 @@ def _save_png(image, output: str) -> None:
               help="Draw the guest's pointer into the picture, where it is, as a viewer shows it.")
 @click.option("--monitor", type=Integer(0, 63), metavar="N",
               help="Only monitor N (0 is the first) of a guest that shows several (default: the whole screen).")
+@command_timeout(30)
 @server_options
 @json_option
 @pass_app
 def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, with_cursor: bool,
-               monitor: int | None, **opts) -> None:
+               monitor: int | None, timeout: float, **opts) -> None:
     """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client.
 
     A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
@@ -130,13 +183,14 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
         check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
-        image = await client.screenshot(settle=settle, monitor=monitor)
+        image = await client.screenshot(settle=settle, monitor=monitor, timeout=timeout)
         if with_cursor and not (client.cursor and client.cursor.drawn):
             app.warn(f"{name} shows no pointer on its screen (its cursor channel has no shape, or it is hidden "
                      "or off screen): the picture has none")
         return image
 
-    image = run_client(app, name, opts, work, inputs=False, allow_partial=allow_partial, cursor=with_cursor)
+    image = run_client(app, name, opts, work, timeout=timeout, inputs=False, allow_partial=allow_partial,
+                       cursor=with_cursor)
     _save_png(image, output)
     if output != "-":
         app.emit({"name": name, "output": output, "width": image.width, "height": image.height,
@@ -148,10 +202,11 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
 @click.argument("name", metavar="GUEST")
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--hold", type=DELAY, default=0.05, show_default=True, help="Seconds each combination is held.")
+@command_timeout(30)
 @server_options
 @json_option
 @pass_app
-def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -> None:
+def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, timeout: float, **opts) -> None:
     """Press KEYS on guest NAME: names like esc, enter, f12, up, or combinations like ctrl-alt-delete."""
     from spicectl.spice.keys import parse_combo
 
@@ -161,7 +216,7 @@ def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -
     async def work(client):
         await client.send_keys(*keys, hold=hold)
 
-    run_client(app, name, opts, work, display=False)
+    run_client(app, name, opts, work, timeout=timeout, display=False)
     app.emit({"name": name, "keys": list(keys)}, lambda: None)
 
 
@@ -171,21 +226,23 @@ def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, **opts) -
 @click.option(
     "--no-escapes", is_flag=True, help="Type backslashes literally instead of reading \\n and \\t as Enter and Tab."
 )
+@command_timeout(30)
 @server_options
 @json_option
 @pass_app
-def type_cmd(app: App, name: str, text: str, no_escapes: bool, **opts) -> None:
+def type_cmd(app: App, name: str, text: str, no_escapes: bool, timeout: float, **opts) -> None:
     """Type TEXT on guest NAME (US keyboard layout); "\\n" presses Enter."""
     from spicectl.spice.keys import text_to_strokes
 
     if not no_escapes:
         text = text.replace("\\n", "\n").replace("\\t", "\t")
-    text_to_strokes(text)
+    strokes = len(text_to_strokes(text))
 
     async def work(client):
         await client.type_text(text)
 
-    run_client(app, name, opts, work, display=False)
+    # the keys go at a typist's pace (two 20 ms pauses a key): a long text gets that time on top
+    run_client(app, name, opts, work, timeout=timeout + strokes * 0.04, display=False)
     app.emit({"name": name, "typed": len(text)}, lambda: None)
 
 
@@ -206,10 +263,11 @@ def _xy(value: str | None):
 @click.option("--move", metavar="X,Y", help="Move the pointer to X,Y.")
 @click.option("--click", "button", type=click.Choice(["left", "middle", "right", "up", "down"]),
               help="Click a button (up/down: the wheel).")
+@command_timeout(30)
 @server_options
 @json_option
 @pass_app
-def mouse(app: App, name: str, move: str | None, button: str | None, **opts) -> None:
+def mouse(app: App, name: str, move: str | None, button: str | None, timeout: float, **opts) -> None:
     """Move the pointer and/or click on guest NAME."""
     pos = _xy(move)
     if pos is None and button is None:
@@ -224,7 +282,7 @@ def mouse(app: App, name: str, move: str | None, button: str | None, **opts) -> 
 
     from spicectl.spice.messages import MOUSE_MODE_CLIENT
 
-    mode = run_client(app, name, opts, work, display=False)
+    mode = run_client(app, name, opts, work, timeout=timeout, display=False)
     app.emit({"name": name, "moved": list(pos) if pos else None, "clicked": button,
               "mouse_mode": "client" if mode == MOUSE_MODE_CLIENT else "server"}, lambda: None)
 
@@ -315,7 +373,7 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
             return False, last if last is not None else client.display.primary_rgb()
 
     started = time.monotonic()
-    ok, frame = run_client(app, name, opts, work, allow_partial=allow_partial)
+    ok, frame = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, allow_partial=allow_partial)
     elapsed = time.monotonic() - started
     if ok:
         app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2)},

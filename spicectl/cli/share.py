@@ -55,7 +55,7 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
                          f"{GUEST_URL}" + ("" if seconds else "; Ctrl-C stops"))
             return await client.serve_webdav(server.connect, seconds=seconds, stop=stop)
 
-        carried = run_client(app, name, opts, work, display=False, inputs=False)
+        carried = run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
     out.announce({"event": "stopped", **shared, "connections": carried,
                   "seconds": round(time.monotonic() - started, 1)},
                  f"stopped sharing {path} with {name} ({carried} guest connection{'' if carried == 1 else 's'})")

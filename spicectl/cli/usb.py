@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import CONNECT_ALLOWANCE, run_client, server_options
 
 
 @click.group()
@@ -28,7 +28,7 @@ def status(app: App, name: str, timeout: float, **opts) -> None:
     async def work(client):
         return await client.usbredir_hellos(timeout=timeout)
 
-    hellos = run_client(app, name, opts, work, display=False, inputs=False)
+    hellos = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     rows = [{"channel": cid, "peer_version": h.version, "peer_caps": h.cap_names} for cid, h in sorted(hellos.items())]
 
     def human() -> None:

@@ -57,7 +57,7 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
                               sound=not mute, audio_device=audio_device, share=folder.connect if folder else None,
                               on_note=lambda m: app.warn(f"{name}: {m}"))
 
-        stats = run_client(app, name, opts, work, allow_partial=True, prefer_video=video_codecs)
+        stats = run_client(app, name, opts, work, timeout=None, allow_partial=True, prefer_video=video_codecs)
     data = {"name": name, "seconds": round(stats.seconds, 1), "frames_drawn": stats.frames_drawn,
             "display_messages": stats.display_messages, "stream_frames": stats.stream_frames,
             "audio_seconds": round(stats.audio_seconds, 1), "share_connections": stats.share_connections,

@@ -183,7 +183,7 @@ async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable
     if problem is not None:
         on_note(f"no sound: {problem}")
         return
-    playback = Playback(limit=0, opus_ok=opus_available())  # Opus where the guest compresses playback
+    playback = Playback(opus_ok=opus_available())  # keeps nothing; Opus where the guest compresses playback
 
     async def open_speaker(channels: int, rate: int) -> Speaker | None:
         try:

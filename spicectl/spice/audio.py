@@ -14,12 +14,15 @@ import io
 import wave
 from dataclasses import dataclass, field
 
-from spicectl.errors import ProtocolError
+from spicectl.errors import InvalidInput, ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
+from spicectl.spice.budget import Budget
 
 MAX_CHANNELS = 8
 MAX_RATE = 384_000
+MIN_RATE = 8_000       # telephone quality; lower is no sound card's, and a 1 Hz stream is a trick
+OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)  # the only rates an Opus decoder runs at
 SAMPLE_BYTES = 2  # S16
 
 
@@ -67,12 +70,14 @@ class Playback:
     rate: int = 0
     pcm: bytearray = field(default_factory=bytearray)
     started: bool = False
-    limit: int = 1 << 30   # bytes kept at most
+    seconds_kept: float | None = None  # a recording's length: samples past it are dropped; None keeps none
+    budget: Budget = field(default_factory=Budget)
     volume: tuple[float, ...] = ()   # per channel, 0..1, as the guest's mixer last said (with PLAYBACK_CAP_VOLUME)
     muted: bool = False
     opus_ok: bool = False            # the client announced Opus (PLAYBACK_CAP_OPUS)
     mode: int = M.AUDIO_DATA_MODE_RAW
     received: int = 0                # audio bytes as they came over the wire (compressed, for Opus)
+    dropped: int = 0                 # PCM bytes past `seconds_kept`
     _opus: OpusDecoder | None = None
 
     def handle(self, msg_type: int, body: bytes) -> bytes:
@@ -81,8 +86,10 @@ class Playback:
             start = W.PLAYBACK_START.unpack(body)
             if start["format"] != M.AUDIO_FMT_S16:
                 raise ProtocolError(f"playback channel: sample format {start['format']} is not S16")
-            if not (0 < start["channels"] <= MAX_CHANNELS and 0 < start["frequency"] <= MAX_RATE):
+            if not (0 < start["channels"] <= MAX_CHANNELS and MIN_RATE <= start["frequency"] <= MAX_RATE):
                 raise ProtocolError(f"playback channel: {start['channels']} channels at {start['frequency']} Hz")
+            if self.mode == M.AUDIO_DATA_MODE_OPUS and start["frequency"] not in OPUS_RATES:
+                raise ProtocolError(f"playback channel: Opus at {start['frequency']} Hz")
             if self.started and (start["channels"], start["frequency"]) != (self.channels, self.rate):
                 raise ProtocolError("playback channel: the audio format changed within one recording")
             self.channels, self.rate, self.started = start["channels"], start["frequency"], True
@@ -93,6 +100,8 @@ class Playback:
                 raise ProtocolError("playback channel: the server sent Opus, which this client did not announce")
             if mode not in (M.AUDIO_DATA_MODE_RAW, M.AUDIO_DATA_MODE_OPUS):
                 raise ProtocolError(f"playback channel: the server chose audio mode {mode}, not raw PCM or Opus")
+            if mode == M.AUDIO_DATA_MODE_OPUS and self.started and self.rate not in OPUS_RATES:
+                raise ProtocolError(f"playback channel: Opus at {self.rate} Hz")
             self.mode = mode
         elif msg_type == M.MSG_PLAYBACK_DATA:
             if not self.started:
@@ -106,8 +115,7 @@ class Playback:
             frame = self.channels * SAMPLE_BYTES
             if len(samples) % frame:
                 raise ProtocolError(f"playback channel: {len(samples)} bytes is not whole {frame}-byte frames")
-            if len(self.pcm) + len(samples) <= self.limit:
-                self.pcm += samples
+            self._keep(samples)
             return samples
         elif msg_type == M.MSG_PLAYBACK_VOLUME:
             count = body[0] if body else 0
@@ -120,6 +128,25 @@ class Playback:
             self.muted = bool(body[0])
         # STOP, LATENCY: nothing to keep
         return b""
+
+    def _keep(self, samples: bytes) -> None:
+        """Keep what the recording's length holds. A server that sends audio faster than it plays has
+        broken the protocol once it has sent four times the recording's length (and a second)."""
+        if self.seconds_kept is None:
+            return
+        room = int(self.seconds_kept * self.rate) * self.channels * SAMPLE_BYTES - len(self.pcm)
+        kept = samples[:max(0, room)]
+        self.dropped += len(samples) - len(kept)
+        if self.dropped > (3 * self.seconds_kept + 1) * self.rate * self.channels * SAMPLE_BYTES:
+            raise ProtocolError(f"playback channel: the server sent {self.seconds + self.dropped_seconds:.1f}s of "
+                                f"audio within a {self.seconds_kept:g}s recording")
+        if kept:
+            self.budget.set("audio", len(self.pcm) + len(kept), f"{self.seconds_kept:g}s of audio")
+            self.pcm += kept
+
+    @property
+    def dropped_seconds(self) -> float:
+        return self.dropped / (self.channels * SAMPLE_BYTES * self.rate) if self.started else 0.0
 
     @property
     def seconds(self) -> float:
@@ -136,7 +163,40 @@ class Playback:
         return buf.getvalue()
 
 
-def pcm_from_wav(data: bytes, channels: int, rate: int) -> bytes:
+@dataclass
+class Wav:
+    """A 16-bit PCM WAV file the user gave, checked: its channels, rate and samples."""
+
+    channels: int
+    rate: int
+    frames: bytes
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / (self.channels * SAMPLE_BYTES * self.rate)
+
+
+def read_wav(data: bytes, what: str = "the WAV file") -> Wav:
+    """A WAV file's header and samples, or InvalidInput saying what is wrong with it (a file the user
+    passes is bad input, not a broken peer)."""
+    try:
+        with wave.open(io.BytesIO(data)) as wav:
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            if width != SAMPLE_BYTES:
+                raise InvalidInput(f"{what} has {8 * width}-bit samples; 16-bit PCM is needed",
+                                   hint="convert it, e.g. sox IN -b 16 -e signed-integer OUT.wav")
+            if not 0 < channels <= MAX_CHANNELS or not MIN_RATE <= rate <= MAX_RATE:
+                raise InvalidInput(f"{what} has {channels} channels at {rate} Hz; a sound card takes 1 to "
+                                   f"{MAX_CHANNELS} channels at {MIN_RATE} to {MAX_RATE} Hz")
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise InvalidInput(f"{what} is not a 16-bit PCM WAV file ({exc})") from None
+    if len(frames) % (channels * SAMPLE_BYTES):
+        raise InvalidInput(f"{what} ends inside a frame")
+    return Wav(channels, rate, frames)
+
+
+def pcm_from_wav(wav: Wav, channels: int, rate: int) -> bytes:
     """A WAV file's samples as S16 PCM with `channels` and `rate` (what the guest's microphone asked for).
 
     Mono is spread to every channel, extra channels are dropped, and other rates are resampled
@@ -144,20 +204,12 @@ def pcm_from_wav(data: bytes, channels: int, rate: int) -> bytes:
     """
     import numpy as np
 
-    try:
-        with wave.open(io.BytesIO(data)) as wav:
-            if wav.getsampwidth() != SAMPLE_BYTES:
-                raise ProtocolError(f"the WAV file has {8 * wav.getsampwidth()}-bit samples; 16-bit PCM is needed")
-            src_channels, src_rate = wav.getnchannels(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise ProtocolError(f"not a PCM WAV file ({exc})") from None
-    samples = np.frombuffer(frames, "<i2").reshape(-1, src_channels)
-    if src_rate != rate and len(samples):
-        positions = np.arange(0, len(samples) * rate // src_rate) * (src_rate / rate)
+    samples = np.frombuffer(wav.frames, "<i2").reshape(-1, wav.channels)
+    if wav.rate != rate and len(samples):
+        positions = np.arange(0, len(samples) * rate // wav.rate) * (wav.rate / rate)
         samples = np.stack([np.interp(positions, np.arange(len(samples)), samples[:, c])
-                            for c in range(src_channels)], axis=1).round().astype("<i2")
+                            for c in range(wav.channels)], axis=1).round().astype("<i2")
     out = np.zeros((len(samples), channels), "<i2")
     for c in range(channels):
-        out[:, c] = samples[:, min(c, src_channels - 1)]
+        out[:, c] = samples[:, min(c, wav.channels - 1)]
     return out.tobytes()

@@ -35,7 +35,7 @@ from spicectl.spice.wire import caps_bits
 Opener = Callable[[int], Awaitable[Transport]]
 
 if TYPE_CHECKING:
-    from spicectl.spice.audio import Playback
+    from spicectl.spice.audio import Playback, Wav
 
 log = logging.getLogger("spicectl.spice")
 
@@ -760,7 +760,7 @@ class Client:
         host decodes it, and the guest's playback compression is on (`Playback.mode` says which came)."""
         from spicectl.spice.audio import Playback, opus_available
 
-        playback = Playback(opus_ok=opus and opus_available())
+        playback = Playback(opus_ok=opus and opus_available(), seconds_kept=seconds, budget=self.display.budget)
 
         async def collect() -> None:
             async for msg_type, body in self.playback_messages(playback):
@@ -769,13 +769,13 @@ class Client:
         await _run_for(collect(), seconds)
         return playback
 
-    async def play_to_microphone(self, wav: bytes, *, timeout: float = 30, chunk_ms: int = 20) -> float:
+    async def play_to_microphone(self, wav: Wav, *, timeout: float = 30, chunk_ms: int = 20) -> float:
         """Feed a WAV file to the guest's microphone once the guest records; the seconds sent.
 
         The server asks for a format (START) when the guest opens its capture device; the samples go out
         at the pace they play, as a microphone's would (spice-server keeps only a short buffer).
         """
-        from spicectl.spice.audio import SAMPLE_BYTES, pcm_from_wav
+        from spicectl.spice.audio import MIN_RATE, SAMPLE_BYTES, pcm_from_wav
 
         if (link.RECORD, 0) not in self.channels_available:
             raise ProtocolError("the guest has no record channel (no sound card with SPICE audio)")
@@ -791,7 +791,7 @@ class Client:
             if start["format"] != M.AUDIO_FMT_S16:
                 raise ProtocolError(f"record channel: sample format {start['format']} is not S16")
             channels, rate = start["channels"], start["frequency"]
-            if not (0 < channels <= 8 and 0 < rate <= 384_000):
+            if not (0 < channels <= 8 and MIN_RATE <= rate <= 384_000):
                 raise ProtocolError(f"record channel: {channels} channels at {rate} Hz")
             pcm = pcm_from_wav(wav, channels, rate)
             step = channels * SAMPLE_BYTES * rate * chunk_ms // 1000

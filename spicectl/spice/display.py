@@ -136,6 +136,7 @@ class Display:
     def __init__(self, *, cache_pixels: int = PIXMAP_CACHE_PIXELS, glz_window_pixels: int = GLZ_WINDOW_PIXELS,
                  budget: Budget | None = None) -> None:
         self.budget = budget or Budget()
+        self.deadline: float | None = None  # time.monotonic() past which a long decode stops (the command's)
         self.surfaces: dict[int, np.ndarray] = {}
         self.surface_formats: dict[int, int] = {}
         self.primary: int | None = None
@@ -448,7 +449,7 @@ class Display:
             img = _from_decoded(decode_glz(glz, self.glz))
             self._count_glz()
         elif kind == M.IMAGE_QUIC:
-            img = _from_decoded(decode_quic(self._slice(p, p.take(W.IMAGE_DATA)["data_size"])))
+            img = _from_decoded(decode_quic(self._slice(p, p.take(W.IMAGE_DATA)["data_size"]), self.deadline))
         elif kind == M.IMAGE_LZ4:
             img = _from_decoded(decode_lz4(self._slice(p, p.take(W.IMAGE_DATA)["data_size"]), w, h))
         elif kind == M.IMAGE_JPEG_ALPHA:

@@ -238,3 +238,19 @@ def test_a_stream_announced_past_the_surface_limits_is_refused():
 
     with pytest.raises(ProtocolError, match="out of bounds"):
         on_surface().handle(M.MSG_DISPLAY_STREAM_CREATE, stream_create(0, 5, (0, 0, 60000, 60000)))
+
+
+# --- decoding within the command's time ------------------------------------------------------------
+
+def test_a_large_quic_image_stops_decoding_at_the_commands_deadline():
+    import time
+
+    from spicectl.errors import TimeoutExpired
+    from spicectl.spice.codecs import quic
+    from tests.unit.test_codecs import quic_header
+
+    # 4096x4096 of random bits: seconds of pure-Python decoding (45 s for a 60 MB image before)
+    data = quic_header(quic.TYPE_RGB32, 4096, 4096) + np.random.default_rng(1).bytes(12 << 20)
+    started = time.monotonic()
+    with pytest.raises(TimeoutExpired, match="QUIC image: still decoding at row"):
+        quic.decode_quic(data, deadline=started + 0.3)

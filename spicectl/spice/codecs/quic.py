@@ -16,9 +16,11 @@ its data nor write past the image.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from spicectl.errors import ProtocolError
+from spicectl.errors import ProtocolError, TimeoutExpired
 from spicectl.spice.codecs.lz import MAX_PIXELS, Decoded
 
 MAGIC = int.from_bytes(b"QUIC", "little")
@@ -315,7 +317,9 @@ class _Codec:
             stop = i + st.waitcnt
 
 
-def decode_quic(data: bytes) -> Decoded:
+def decode_quic(data: bytes, deadline: float | None = None) -> Decoded:
+    """One QUIC image; past `deadline` (a time.monotonic()) the decode stops with TimeoutExpired: a
+    large image takes seconds in pure Python, and the command's time is the user's."""
     bits = _Bits(data)
     if bits.limit < 5 * 32:
         raise ProtocolError("QUIC image: truncated header")
@@ -335,7 +339,7 @@ def decode_quic(data: bytes) -> Decoded:
         raise ProtocolError(f"QUIC image: too little data for {width}x{height}")
     out = np.zeros((height, width, 4), np.uint8)
     if kind == TYPE_GRAY:
-        _decode_planes(bits, FAMILY_8, 1, width, height, out, (0, 1, 2))
+        _decode_planes(bits, FAMILY_8, 1, width, height, out, (0, 1, 2), deadline)
     else:
         family = FAMILY_5 if kind == TYPE_RGB16 else FAMILY_8
         colour = _Codec(bits, family, 3, width)
@@ -343,6 +347,7 @@ def decode_quic(data: bytes) -> Decoded:
         prev_c: list[list[int]] | None = None
         prev_a: list[list[int]] | None = None
         for y in range(height):
+            _check(deadline, y)
             cur_c = [[0] * width for _ in range(3)]
             colour.row(cur_c, prev_c)
             for target, plane in ((2, cur_c[0]), (1, cur_c[1]), (0, cur_c[2])):  # r, g, b into BGRX
@@ -357,11 +362,17 @@ def decode_quic(data: bytes) -> Decoded:
     return Decoded(width, height, bytearray(out.tobytes()), width, has_alpha=kind == TYPE_RGBA)
 
 
+def _check(deadline: float | None, y: int) -> None:
+    if deadline is not None and not y & 7 and time.monotonic() > deadline:
+        raise TimeoutExpired(f"QUIC image: still decoding at row {y} when the command's time ran out")
+
+
 def _decode_planes(bits: _Bits, family: _Family, channels: int, width: int, height: int, out: np.ndarray,
-                   targets: tuple[int, ...]) -> None:
+                   targets: tuple[int, ...], deadline: float | None) -> None:
     codec = _Codec(bits, family, channels, width)
     prev: list[list[int]] | None = None
     for y in range(height):
+        _check(deadline, y)
         cur = [[0] * width]
         codec.row(cur, prev)
         for t in targets:
