@@ -16,6 +16,7 @@ import time
 from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SOCKET, wire
 
 VALUE_OPTIONS = {"--connect", "-c", "--state-dir", "--persist"}
+NOT_TRUSTED = 10   # the exit code for "the host lacks a permission": the CLI's table, not imported here
 FLAG_OPTIONS = {"--json", "-q", "--quiet", "--debug", "--verbose", "-v", "-vv", "-vvv"}
 START_WAIT = 5.0   # seconds a command waits for a holder it started to listen
 
@@ -109,6 +110,11 @@ def forward(argv: list[str]) -> int | None:
     path = socket_path(state)
     if len(path.encode()) > 100:   # sun_path's limit, less a margin
         return None
+    problem = untrusted(state)
+    if problem is not None:
+        sys.stderr.write(f"spicectl: error: {problem}: refusing to hand it this command and its environment\n"
+                         "hint: use a state dir of your own (--state-dir), or run the command with --persist 0\n")
+        return NOT_TRUSTED
     sock = _connect(path)
     if sock is None:
         if not _start(state, persist):
@@ -116,6 +122,11 @@ def forward(argv: list[str]) -> int | None:
         sock = _connect(path)
         if sock is None:
             return None
+    if _peer_uid(sock) != os.getuid():
+        sock.close()
+        sys.stderr.write(f"spicectl: error: the process listening at {path} is not yours: refusing to hand it this "
+                         "command and its environment\n")
+        return NOT_TRUSTED
     request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": _umask(),
                "persist": persist}
     try:
@@ -134,6 +145,46 @@ def forward(argv: list[str]) -> int | None:
     sys.stderr.buffer.write(bytes(reply.get("stderr", b"")))
     sys.stderr.flush()
     return int(reply.get("exit", 1))
+
+
+def untrusted(state: str) -> str | None:
+    """What makes `state`'s holder socket unsafe to talk to, or None: the state dir and the socket must
+    be this user's, and nobody else may write to the dir (or they could put their own socket there)."""
+    import stat
+
+    uid = os.getuid()
+    try:
+        info = os.lstat(state)
+    except OSError:
+        return None   # no state dir yet: nothing listens there
+    if not stat.S_ISDIR(info.st_mode):
+        return f"the state dir {state} is not a directory"
+    if info.st_uid != uid:
+        return f"the state dir {state} belongs to uid {info.st_uid}, not to you"
+    if info.st_mode & 0o022:
+        return f"others may write to the state dir {state} (mode {stat.S_IMODE(info.st_mode):o})"
+    path = socket_path(state)
+    try:
+        sock_info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(sock_info.st_mode):
+        return f"{path} is not the holder's socket (it is a {_kind(sock_info.st_mode)}); remove it"
+    if sock_info.st_uid != uid:
+        return f"{path} belongs to uid {sock_info.st_uid}, not to you"
+    return None
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    return "directory" if stat.S_ISDIR(mode) else "symbolic link" if stat.S_ISLNK(mode) else \
+        "FIFO" if stat.S_ISFIFO(mode) else "regular file" if stat.S_ISREG(mode) else "special file"
+
+
+def _peer_uid(sock: _socket.socket) -> int:
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)   # struct ucred: pid, uid, gid
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _umask() -> int:
@@ -160,13 +211,19 @@ def _start(state: str, persist: float) -> bool:
         return False   # the first command of a new state dir sets it up itself
     log_path = os.path.join(state, LOG)
     try:
-        with open(log_path, "ab") as log:
-            os.chmod(log_path, 0o600)
-            subprocess.Popen([sys.executable, "-m", "spicectl.holder", state, str(persist)],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                             close_fds=True)
+        # never through a link: a link there would make a file of someone else's the holder's log
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        sys.stderr.write(f"spicectl: warning: cannot open {log_path} ({exc.strerror}): running without the holder\n")
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+        subprocess.Popen([sys.executable, "-m", "spicectl.holder", state, str(persist)],
+                         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True)
     except OSError:
         return False
+    finally:
+        os.close(fd)
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         sock = _connect(socket_path(state))
@@ -180,10 +237,13 @@ def _start(state: str, persist: float) -> bool:
 def release(state: str | os.PathLike[str]) -> None:
     """Ask the holder of `state` to exit (and so to let go of the private libvirt); returns once it said so."""
     path = socket_path(state)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or untrusted(os.fspath(state)) is not None:
         return
     sock = _connect(path)
     if sock is None:
+        return
+    if _peer_uid(sock) != os.getuid():
+        sock.close()
         return
     try:
         wire.send(sock, {"op": "exit"})

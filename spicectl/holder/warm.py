@@ -8,6 +8,7 @@ connection failed, or that a command asked for with other channels, is replaced 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,12 +28,18 @@ class WarmSessions:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.sessions: dict[tuple, Warm] = {}
+        self._lock = threading.Lock()   # commands run in threads of their own: one session per guest
 
     def _call(self, coro: Awaitable) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
 
     def run(self, key: tuple, make_server: Callable[[], Any], work: Callable[[Any], Awaitable], *,
             cursor: bool, allow_partial: bool) -> Any:
+        with self._lock:
+            warm = self._session(key, make_server, cursor, allow_partial)
+        return self._call(work(warm.client))
+
+    def _session(self, key: tuple, make_server: Callable[[], Any], cursor: bool, allow_partial: bool) -> Warm:
         warm = self.sessions.get(key)
         if warm is not None and (warm.cursor != cursor or warm.client._error is not None):
             self.drop(key)
@@ -53,7 +60,7 @@ class WarmSessions:
             warm = self.sessions[key] = Warm(self._call(connect()), cursor)
         warm.used = time.monotonic()
         warm.client.allow_partial = allow_partial
-        return self._call(work(warm.client))
+        return warm
 
     def drop(self, key: tuple) -> None:
         warm = self.sessions.pop(key, None)

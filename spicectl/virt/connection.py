@@ -184,6 +184,7 @@ class _Borrowed(Hypervisor):
 
 # the session holder's open connections by (URI, state dir); None in every other process
 POOL: dict[tuple[str | None, str], Hypervisor] | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,
@@ -192,11 +193,12 @@ def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | Non
     if POOL is None:
         return _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
     key = (connect, str(state_dir))
-    hv = POOL.get(key)
-    if hv is None or hv.conn is None or not _alive(hv):
-        if hv is not None:
-            hv.close()
-        hv = POOL[key] = _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
+    with _POOL_LOCK:   # the holder runs commands in threads: one connection per URI
+        hv = POOL.get(key)
+        if hv is None or hv.conn is None or not _alive(hv):
+            if hv is not None:
+                hv.close()
+            hv = POOL[key] = _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
     return _Borrowed(hv.conn, hv.location)
 
 
