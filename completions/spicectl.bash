@@ -54,7 +54,7 @@ _spicectl_opts() {
     'resize') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --output --password-file --plain-port --settle --timeout -h -o' ;;
     'send-keys') echo '--ca-file --help --hold --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'share') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --seconds --writable -h' ;;
+    'share') echo '--ca-file --help --host-subject --json --max-memory --max-upload --password-file --plain-port --seconds --writable -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;
     'template show') echo '--help --json -h' ;;
@@ -113,7 +113,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -18,15 +18,19 @@ GUEST_URL = "http://127.0.0.1:9843/"  # where spice-webdavd serves the shared fo
               "(read-only by default).")
 @click.option("--seconds", type=TIMEOUT, default=None, help="Stop after this long (default: until Ctrl-C or "
               "SIGTERM).")
+@click.option("--max-upload", metavar="SIZE", default="4G", show_default=True,
+              help="The largest file the guest may write in one go (with --writable); larger is refused (413).")
 @server_options
 @json_option
 @pass_app
-def share(app: App, name: str, folder: str, writable: bool, seconds: float | None, **opts) -> None:
+def share(app: App, name: str, folder: str, writable: bool, seconds: float | None, max_upload: str,
+          **opts) -> None:
     """Share DIR with guest GUEST until Ctrl-C, as remote-viewer's "Share folder" does.
 
     In the guest, spice-webdavd (in spicectl's desktop image) serves DIR at http://127.0.0.1:9843/:
     open dav://127.0.0.1:9843/ in a file manager, or use any WebDAV client. The guest needs
-    --folder-sharing (spicectl vm create). DIR is read-only unless --writable.
+    --folder-sharing (spicectl vm create). DIR is read-only unless --writable; a file the guest
+    writes lands whole or not at all (a temporary file beside it, renamed into place).
 
     \b
       spicectl share web ./reports                    # read-only, until Ctrl-C
@@ -37,13 +41,15 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
     import time
     from pathlib import Path
 
+    from spicectl.domain.units import parse_size_kib
     from spicectl.session.share import FolderServer
 
+    limit = parse_size_kib(max_upload, what="--max-upload") * 1024
     path = Path(folder)
     access = "read-write" if writable else "read-only"
     out = app.session_output()
     shared = {"name": name, "folder": str(path.resolve()), "writable": writable, "guest_url": GUEST_URL}
-    with FolderServer(path, writable=writable) as server:
+    with FolderServer(path, writable=writable, max_upload=limit) as server:
         started = time.monotonic()
 
         async def work(client):

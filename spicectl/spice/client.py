@@ -701,8 +701,13 @@ class Client:
                         pumps.add(task)
                         task.add_done_callback(pumps.discard)
                     if data:
-                        writer.write(data)
-                        await writer.drain()
+                        try:
+                            writer.write(data)
+                            await writer.drain()
+                        except OSError:   # the server closed this one (a refusal): the others go on
+                            if servers.pop(client_id, None) is not None:
+                                writer.close()
+                                await to_guest(client_id, b"")
                     else:  # the guest program closed its connection
                         servers.pop(client_id, None)
                         writer.close()

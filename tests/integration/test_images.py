@@ -570,7 +570,14 @@ print('WEBDAV get=' + u.urlopen(base + 'hello.txt', timeout=30).read().hex())
 listing = u.urlopen(u.Request(base, method='PROPFIND', headers={'Depth': '1'}), timeout=30).read().decode()
 print('WEBDAV listed=%d' % ('hello.txt' in listing))
 put = u.urlopen(u.Request(base + 'from-guest.txt', data=b'written in the guest', method='PUT'), timeout=30)
-print('WEBDAV put=%d' % put.status)"""
+print('WEBDAV put=%d' % put.status)
+import http.client as h
+c = h.HTTPConnection('127.0.0.1', 9843, timeout=15)  # kept alive, as a file manager's is
+for path in ('/../etc/passwd', '/%2e%2e/etc/passwd'):
+    c.request('GET', path)
+    r = c.getresponse()
+    r.read()
+    print('WEBDAV outside=%d' % r.status)"""
 WEBDAV_WRITE = """import urllib.request as u, urllib.error as e
 code = 0
 try:
@@ -588,7 +595,7 @@ def test_a_shared_folder_is_read_and_written_by_the_guest_over_webdav(spicectl, 
     try:
         started = json.loads(proc.stdout.readline())
         assert started["event"] == "sharing" and started["writable"] is True
-        out = guest_python(spicectl, WEBDAV_CHECK, r"WEBDAV put=\d+\r?\n")
+        out = guest_python(spicectl, WEBDAV_CHECK, r"(WEBDAV outside=\d+\r?\n[^W]*){2}")
     finally:
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=30)
@@ -596,6 +603,7 @@ def test_a_shared_folder_is_read_and_written_by_the_guest_over_webdav(spicectl, 
     found = dict(re.findall(r"^WEBDAV (\w+)=(\S*?)\r?$", out, re.M))
     assert bytes.fromhex(found["get"]) == (shared / "hello.txt").read_bytes(), out
     assert found["listed"] == "1" and found["put"] == "201", out
+    assert re.findall(r"^WEBDAV outside=(\d+)", out, re.M) == ["400", "400"], out  # answered, not left to time out
     assert (shared / "from-guest.txt").read_bytes() == b"written in the guest"
     stopped = json.loads(rest)
     assert stopped["event"] == "stopped" and stopped["connections"] >= 3
