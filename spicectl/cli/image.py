@@ -69,11 +69,17 @@ def build_cmd(app: App, name: str, force: bool) -> None:
 @pass_app
 def list_cmd(app: App) -> None:
     """List the recipes and whether each is built (stale: built from an older recipe)."""
+    from spicectl.errors import SpicectlError
     from spicectl.image.recipe import list_recipes
 
     rows: list[dict[str, Any]] = []
-    for recipe in list_recipes(app.settings.recipes_dir):
-        status, built = _status(app, recipe)
+    problems: list[SpicectlError] = []
+    for recipe in list_recipes(app.settings.recipes_dir, problems):
+        try:
+            status, built = _status(app, recipe)
+        except SpicectlError as exc:
+            problems.append(exc)
+            continue
         rows.append({"name": recipe.name, "status": status, "builtin": recipe.builtin, "recipe": str(recipe.path),
                      "description": recipe.description,
                      "used_bytes": built.meta["used_bytes"] if built else None,
@@ -82,6 +88,12 @@ def list_cmd(app: App) -> None:
         ["NAME", "STATUS", "SIZE", "BUILT", "DESCRIPTION"],
         [[r["name"], r["status"], f"{r['used_bytes'] / 2**20:.0f} MiB" if r["used_bytes"] else "-",
           r["built_at"] or "-", r["description"]] for r in rows]))
+    for problem in problems:   # the good ones are listed; each bad one is said, and the exit is not 0
+        app.warn(f"left out: {problem.message}")
+    if problems:
+        from spicectl.errors import InvalidInput
+
+        raise InvalidInput(f"{len(problems)} image recipe{'s' if len(problems) > 1 else ''} left out (above)")
 
 
 @image.command("show")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from spicectl.domain.units import parse_size_kib
-from spicectl.errors import InvalidInput
+from spicectl.errors import InvalidInput, NotFound, SpicectlError
+from spicectl.files import open_regular
 from spicectl.resources import data_dir
 
 # Bump when the way an image is built changes, so every cached image is rebuilt.
@@ -71,9 +73,21 @@ class Recipe:
             h.update(b"\0overlay\0" + overlay.name.encode())
             for path in sorted(p for p in overlay.rglob("*") if not p.is_dir()):
                 rel = path.relative_to(overlay).as_posix()
-                kind = "l" if path.is_symlink() else "x" if path.stat().st_mode & 0o111 else "-"
-                data = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
-                h.update(f"\0{rel}\0{kind}\0{len(data)}\0".encode() + data)
+                if path.is_symlink():
+                    data = str(path.readlink()).encode()
+                    h.update(f"\0{rel}\0l\0{len(data)}\0".encode() + data)
+                    continue
+                # open_regular: a FIFO here would block the digest (and `image list`) for ever
+                with open_regular(path, f"{self.name}'s overlay file") as fh:
+                    info = os.fstat(fh.fileno())
+                    kind = "x" if info.st_mode & 0o111 else "-"
+                    h.update(f"\0{rel}\0{kind}\0{info.st_size}\0".encode())
+                    left = info.st_size
+                    while left and (chunk := fh.read(min(left, 1 << 20))):
+                        h.update(chunk)
+                        left -= len(chunk)
+                    if left:
+                        raise InvalidInput(f"{path} changed while it was read")
         return h.hexdigest()
 
 
@@ -146,11 +160,19 @@ def load_file(path: Path, builtin: bool = False, user_dir: Path | None = None) -
     )
 
 
-def list_recipes(user_dir: Path | None = None) -> list[Recipe]:
+def list_recipes(user_dir: Path | None = None, problems: list[SpicectlError] | None = None) -> list[Recipe]:
+    """Every recipe; with `problems`, one that cannot be read is left out and its error kept there (one
+    bad recipe of the user's does not hide the others), else it is raised."""
     found: dict[str, Recipe] = {}
     for directory, builtin in _dirs(user_dir):
         for path in sorted(directory.glob("*.toml")):
-            found[path.stem] = load_file(path, builtin, user_dir)  # the user's recipe shadows a built-in one
+            try:
+                found[path.stem] = load_file(path, builtin, user_dir)  # the user's recipe shadows a built-in one
+            except (InvalidInput, NotFound) as exc:
+                if problems is None:
+                    raise
+                found.pop(path.stem, None)
+                problems.append(InvalidInput(exc.message, exc.hint))
     return sorted(found.values(), key=lambda r: r.name)
 
 
@@ -170,5 +192,5 @@ def load_recipe(name: str, user_dir: Path | None = None) -> Recipe:
         path = directory / f"{name}.toml"
         if path.is_file():
             return load_file(path, builtin, user_dir)
-    names = [r.name for r in list_recipes(user_dir)]
+    names = [r.name for r in list_recipes(user_dir, problems=[])]
     raise InvalidInput(f"no image recipe {name!r}", hint="recipes: " + ", ".join(names))

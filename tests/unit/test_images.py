@@ -232,3 +232,25 @@ def test_force_does_not_rebuild_a_base_under_a_guests_disk(run, state_dir):
     r = run("image", "build", str(TINY), "--force")
     assert r.exit_code == 4 and "not rebuilding it in place" in r.stderr
     assert built.disk.exists()
+
+
+def test_a_fifo_in_an_overlay_is_bad_input_not_a_hang(run, tmp_path):
+    import os
+
+    path = copy_recipe(tmp_path)
+    os.mkfifo(path.parent / "files" / "tiny" / "etc" / "pipe")
+    r = run("image", "show", str(path))
+    assert r.exit_code == 2, r.stderr
+    assert "pipe" in r.stderr and "not a regular file" in r.stderr
+
+
+def test_one_bad_user_recipe_leaves_the_others_listed_and_is_named(run, tmp_path):
+    config = tmp_path / "config.toml"
+    user = tmp_path / "my-images"
+    user.mkdir()
+    (user / "broken.toml").write_text("suite = \n")
+    config.write_text(f'recipes_dir = "{user}"\n')
+    r = run("image", "list", "--json", env={"SPICECTL_CONFIG": str(config)})
+    assert r.exit_code == 2
+    assert {"debian-desktop", "debian-minimal"} <= {row["name"] for row in json.loads(r.stdout)}
+    assert "left out:" in r.stderr and "broken.toml" in r.stderr and "1 image recipe left out" in r.stderr
