@@ -215,7 +215,7 @@ def _open(connect: str | None, state_dir: Path, *, pki_dir: Path | None, passphr
     lock_fd = None
     if target.embedded and target.root is not None:
         from spicectl.holder.fast import release
-        from spicectl.virt.host import clear_interrupted_starts, prepare_embedded
+        from spicectl.virt.host import clear_interrupted_starts, end_stray_probes, prepare_embedded
 
         check_root_length(target.root)
         if POOL is None:   # (in the holder itself, the pool is what owns it)
@@ -225,6 +225,7 @@ def _open(connect: str | None, state_dir: Path, *, pki_dir: Path | None, passphr
             if prepare:
                 prepare_embedded(state_dir, target.root, pki_dir=pki_dir, passphrase=passphrase)
             clear_interrupted_starts(target.root)
+            end_stray_probes(target.root)
         except BaseException:
             os.close(lock_fd)
             raise

@@ -185,6 +185,9 @@ def read_qemu_conf(path: Path) -> dict[str, str]:
         return {}
 
 
+PROBE = "capability probe"
+
+
 @dataclass
 class Orphan:
     pid: int
@@ -209,7 +212,7 @@ def find_orphans(root: Path) -> list[Orphan]:
             probe = b"/lib/qemu/qmp-" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        found.append(Orphan(int(entry.name), "capability probe" if probe else "QEMU no guest accounts for"))
+        found.append(Orphan(int(entry.name), PROBE if probe else "QEMU no guest accounts for"))
     return found
 
 
@@ -264,6 +267,14 @@ def clear_interrupted_starts(root: Path) -> list[str]:
                 shutil.rmtree(folder, ignore_errors=True)
         ended.append(name)
     return ended
+
+
+def end_stray_probes(root: Path) -> list[Orphan]:
+    """End the capability probes a killed libvirt user left (and their qmp-* folders). Call with the
+    root's lock held and before libvirt opens it: then no probe is anyone's own. A stray probe
+    otherwise lived on through every later command (it holds no lock libvirt would notice)."""
+    probes = [o for o in find_orphans(root) if o.what == PROBE]
+    return end_orphans(root, probes, grace=1.0) if probes else []
 
 
 def end_orphans(root: Path, orphans: list[Orphan], grace: float = 3.0) -> list[Orphan]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -92,8 +93,15 @@ def _finish_marker(dom, meta: dict[str, str | None]) -> None:
         if meta.get(key):
             etree.SubElement(vm, key).text = meta[key]
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if is_running(dom) else 0)
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, etree.tostring(vm, encoding="unicode"), "spicectl",
-                    SPICECTL_NS, flags)
+    try:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, etree.tostring(vm, encoding="unicode"), "spicectl",
+                        SPICECTL_NS, flags)
+    except libvirt.libvirtError as exc:
+        if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE and not is_running(dom):
+            raise HypervisorError(f"{dom.name()} stopped right after it started",
+                                  hint="its QEMU log says why (STATE/libvirt/log/qemu/ for the private libvirt)"
+                                  ) from None
+        raise libvirt_error(exc, f"cannot finish {dom.name()}'s definition") from None
 
 
 def info(dom) -> dict:
@@ -264,13 +272,62 @@ def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60,
     return dom
 
 
+PORT_RETRIES = 5
+START_LOCK = "spicectl-start.lock"   # in /run/lock: every user's spicectl starts one guest at a time
+START_LOCK_WAIT = 60.0
+
+
+@contextlib.contextmanager
+def host_start_lock(folder: Path = Path("/run/lock")):
+    """Hold the host-wide start lock while QEMU binds its ports (read-only and 0444, so every user can
+    flock it; never through a link). If it cannot be had within a minute, or at all, go on without:
+    a start that loses its port is tried again anyway."""
+    import fcntl
+
+    fd = None
+    try:
+        fd = os.open(folder / START_LOCK, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+        deadline = time.monotonic() + START_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    fd = None
+                    break
+                time.sleep(0.05)
+    except OSError:
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _port_taken(message: str) -> bool:
+    return "binding socket to" in message or "Address already in use" in message
+
+
 def _start(dom, name: str, wait: bool, timeout: float, progress: Progress) -> None:
     libvirt = _lv()
     progress(f"starting {name}")
-    try:
-        dom.create()
-    except libvirt.libvirtError as exc:
-        raise libvirt_error(exc, f"{name} failed to start") from None
+    for attempt in range(PORT_RETRIES):
+        try:
+            # libvirt picks a SPICE port that is free on the host when it checks; another libvirt
+            # (another state dir, another user) could take it before this QEMU binds it. Starts are
+            # taken one at a time on the host, and one that lost its port anyway is tried again.
+            with host_start_lock():
+                dom.create()
+            break
+        except libvirt.libvirtError as exc:
+            if attempt + 1 < PORT_RETRIES and _port_taken(exc.get_error_message()):
+                progress(f"{name}: its SPICE port was taken meanwhile; starting it again")
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise libvirt_error(exc, f"{name} failed to start") from None
     if wait:
         wait_for_spice(dom, timeout, progress)
 

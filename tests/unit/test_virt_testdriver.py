@@ -134,3 +134,34 @@ def test_connect_takes_a_host_named_in_the_config_file(run, tmp_path):
     r = run("--connect", "lab", "vm", "list", "--json", env={"SPICECTL_CONFIG": str(cfg)})
     assert r.exit_code == 0, r.stderr
     assert [(row["name"], row["uri"]) for row in r.json()] == [("test", "test:///default")]
+
+
+def test_a_start_whose_spice_port_was_taken_meanwhile_is_tried_again():
+    import libvirt
+
+    from spicectl.virt import lifecycle
+
+    class Taken(libvirt.libvirtError):
+        def get_error_message(self):
+            return "internal error: qemu unexpectedly closed the monitor: binding socket to 127.0.0.1:5901 failed"
+
+    class Dom:
+        tries = 0
+
+        def create(self):
+            Dom.tries += 1
+            if Dom.tries < 3:
+                raise Taken("taken")
+
+    said: list[str] = []
+    lifecycle._start(Dom(), "g", False, 5, said.append)
+    assert Dom.tries == 3 and sum("port was taken" in s for s in said) == 2
+
+    class Broken(Dom):
+        def create(self):
+            raise Taken("taken")
+
+    from spicectl.errors import HypervisorError
+
+    with pytest.raises(HypervisorError, match="g failed to start"):
+        lifecycle._start(Broken(), "g", False, 5, said.append)
