@@ -20,7 +20,8 @@ from spicectl.cli.options import Integer
               "instead of starting a proxy here.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="ADDR:PORT",
               help="Where the per-session proxy listens (port 0: any free port).")
-@click.option("--ttl", type=Integer(), default=30, show_default=True, help="Seconds the SPICE ticket stays valid.")
+@click.option("--ttl", type=Integer(), default=30, show_default=True, help="Seconds the SPICE ticket stays valid "
+              "(through a proxy: at least as long as the token, 30 s more by default).")
 @click.option(
     "--token-ttl", type=Integer(), default=60, show_default=True, help="Seconds the proxy token may start a session."
 )
@@ -70,6 +71,10 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     if proxy_url and not proxy:
         raise click.UsageError("--proxy-url needs --proxy ws or --proxy http-connect")
     listen_addr = parse_listen(listen)
+    from spicectl.session.runner import ticket_ttl
+
+    explicit = click.get_current_context().get_parameter_source("ttl") == click.core.ParameterSource.COMMANDLINE
+    ttl = ticket_ttl(ttl, token_ttl if proxy else None, explicit=explicit)
 
     s = app.settings
     access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl)

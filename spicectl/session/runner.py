@@ -45,6 +45,24 @@ class SessionOutput(Protocol):
         """A .vv file's text for standard output (`--vv -`)."""
 
 
+LINK_SLACK = 30   # seconds a session's channels may take to link after its token admitted it
+
+
+def ticket_ttl(ttl: int, token_ttl: int | None, *, explicit: bool) -> int:
+    """The SPICE ticket's lifetime for a session: through a proxy, the ticket must outlive every moment
+    its token can start a session (and the link that follows), or the guest refuses a session the
+    proxy admitted ('Permission denied', and nothing says why). An explicit --ttl shorter than the
+    token's is refused; the default is stretched."""
+    if token_ttl is None or ttl >= token_ttl + LINK_SLACK:
+        return ttl
+    if explicit and ttl < token_ttl:
+        raise InvalidInput(f"--ttl {ttl} is shorter than --token-ttl {token_ttl}: a session the proxy admits after "
+                           f"{ttl}s would be refused by the guest",
+                           hint=f"give --ttl of at least {token_ttl} (or leave it out: the ticket then lasts "
+                                f"{token_ttl + LINK_SLACK}s)")
+    return ttl if explicit else token_ttl + LINK_SLACK
+
+
 def _launch_viewer(vv: Path) -> int:
     exe = shutil.which("remote-viewer")
     if exe is None:
@@ -114,7 +132,7 @@ def _external(out: SessionOutput, signer, server: SpiceServer, r: SessionRequest
         if r.mode == "builtin":
             return _builtin(server, _ws_opener(phost, pport, token, scheme == "https", server), r)
         url = html5_url(r.proxy_url, token, server.password)
-        out.announce({"name": server.name, "url": url, "expires": grant.expires}, url)
+        out.announce({"name": server.name, "url": url, "expires": grant.expires, "valid_to": server.valid_to}, url)
         return None
     if scheme != "http":
         raise InvalidInput("remote-viewer's proxy= speaks plain HTTP CONNECT: use an http:// --proxy-url")
@@ -209,7 +227,7 @@ async def _local(out: SessionOutput, signer, server: SpiceServer, r: SessionRequ
             else:
                 url = html5_url(f"http://{host}:{port}", token, server.password)
                 out.announce({"name": server.name, "url": url, "listen": f"{host}:{port}",
-                              "expires": grant.expires}, url)
+                              "expires": grant.expires, "valid_to": server.valid_to}, url)
                 await _wait_session(proxy, grant)
         else:
             if r.mode == "builtin":
@@ -225,7 +243,7 @@ async def _local(out: SessionOutput, signer, server: SpiceServer, r: SessionRequ
                                                                f"the proxy on {host}:{port}")
                 elif path is not None:
                     out.announce({"name": server.name, "mode": "vv", "vv": str(path), "listen": f"{host}:{port}",
-                                  "expires": grant.expires},
+                                  "expires": grant.expires, "valid_to": server.valid_to},
                                  f"{path} written; proxy on {host}:{port} waits for its session")
                 await _wait_session(proxy, grant)
     finally:

@@ -56,6 +56,12 @@ def test_chromium_runs_spice_html5_through_the_websocket_proxy(spicectl, guest):
     proc = popen(spicectl, "connect", guest, "--proxy", "ws", "--json")
     info = json.loads(proc.stdout.readline())
     assert info["url"].startswith("http://127.0.0.1:")
+    # the guest takes the ticket for as long as the proxy takes the token (a session admitted after the
+    # ticket's 30 s was refused: 'Permission denied' in spice-html5)
+    import datetime as dt
+
+    valid_to = dt.datetime.fromisoformat(info["valid_to"]).timestamp()
+    assert valid_to >= info["expires"] + 29, (info["valid_to"], info["expires"])
     with html5_page(info["url"]) as canvas:
         wait_until_shown(canvas, spicectl)
     err = finish(proc)

@@ -713,3 +713,18 @@ def test_tokens_spent_in_the_older_store_stay_spent(tmp_path):
     old.close()
     store = SqliteSpent(db)
     assert store.is_spent("n1") and not store.claim("n1", time.time() + 60) and not store.join("n1")
+
+
+def test_a_ticket_outlives_every_moment_its_proxy_token_can_start_a_session():
+    from spicectl.session.runner import LINK_SLACK, ticket_ttl
+
+    assert ticket_ttl(30, None, explicit=False) == 30                 # no proxy: as asked
+    assert ticket_ttl(30, 60, explicit=False) == 60 + LINK_SLACK      # the default stretched past the token
+    assert ticket_ttl(300, 60, explicit=True) == 300
+    assert ticket_ttl(60, 60, explicit=True) == 60
+
+
+def test_a_ticket_shorter_than_its_proxy_token_is_refused_before_anything_runs(run):
+    r = run("connect", "no-such-guest", "--proxy", "ws", "--ttl", "10", "--token-ttl", "60")
+    assert r.exit_code == 2, r.stderr
+    assert "--ttl 10 is shorter than --token-ttl 60" in r.stderr and "hint:" in r.stderr
