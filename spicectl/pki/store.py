@@ -9,6 +9,7 @@ temporary file is created with that mode), and their directories 0700.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,8 +68,24 @@ def check_output_path(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` via a same-directory temp file and rename."""
+    """Write `data` to `path` via a same-directory temp file and rename; into a character device or a
+    FIFO (-o /dev/null, a named pipe) it is written as it is: renaming over one would put a regular
+    file in its place (as root, /dev/null itself)."""
     check_output_path(path)
+    try:
+        kind = os.stat(path).st_mode
+    except OSError:
+        kind = 0
+    if stat.S_ISCHR(kind) or stat.S_ISFIFO(kind):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
+        return
+    if kind and not stat.S_ISREG(kind):
+        raise InvalidInput(f"{path} is not a regular file, a character device or a FIFO: nothing is written there")
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

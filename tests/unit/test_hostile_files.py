@@ -5,6 +5,7 @@ Each is one `spicectl: error:` line with a usage exit code, never an internal er
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,45 @@ def test_arguments_that_are_not_utf8_are_refused_but_paths_may_hold_any_bytes(ru
     assert r.exit_code == 0 and (out / "server-cert.pem").exists()
     listed = run("cert", "list")  # the path printed escaped, not a crash on strict UTF-8 output
     assert listed.exit_code == 0 and "\\udcffname" in listed.stdout
+
+
+def test_writing_an_output_to_dev_null_leaves_dev_null_a_device():
+    # a rename over it (as root) had made /dev/null a regular file: every later guest failed to start
+    import os
+    import stat
+
+    from spicectl.pki.store import atomic_write
+
+    atomic_write(Path(os.devnull), b"a picture", 0o644)
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_an_output_into_a_fifo_is_written_through_it(tmp_path):
+    import os
+    import threading
+
+    from spicectl.pki.store import atomic_write
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write(fifo, b"through the pipe", 0o644)
+    reader.join(10)
+    assert got == [b"through the pipe"] and fifo.is_fifo()
+
+
+def test_an_output_onto_a_socket_is_refused(tmp_path):
+    import socket
+
+    from spicectl.errors import InvalidInput
+    from spicectl.pki.store import atomic_write
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s"))
+    try:
+        with pytest.raises(InvalidInput, match="not a regular file"):
+            atomic_write(tmp_path / "s", b"x", 0o644)
+    finally:
+        sock.close()
