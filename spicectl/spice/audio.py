@@ -23,6 +23,9 @@ MAX_CHANNELS = 8
 MAX_RATE = 384_000
 MIN_RATE = 8_000       # telephone quality; lower is no sound card's, and a 1 Hz stream is a trick
 OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)  # the only rates an Opus decoder runs at
+# spice-server's Opus (VBR) sends digital silence as ~6-byte packets (897 bytes for 3 s, measured on the
+# desktop guest) and a tone as ~250-byte ones (38 KB): packets this large on average carry sound
+OPUS_SOUND_BYTES = 40
 SAMPLE_BYTES = 2  # S16
 
 
@@ -77,6 +80,7 @@ class Playback:
     opus_ok: bool = False            # the client announced Opus (PLAYBACK_CAP_OPUS)
     mode: int = M.AUDIO_DATA_MODE_RAW
     received: int = 0                # audio bytes as they came over the wire (compressed, for Opus)
+    packets: int = 0                 # DATA messages
     dropped: int = 0                 # PCM bytes past `seconds_kept`
     _opus: OpusDecoder | None = None
 
@@ -108,6 +112,7 @@ class Playback:
                 raise ProtocolError("playback channel: audio data before START")
             samples = body[W.PLAYBACK_PACKET.size:]
             self.received += len(samples)
+            self.packets += 1
             if self.mode == M.AUDIO_DATA_MODE_OPUS:
                 if self._opus is None:
                     self._opus = OpusDecoder(self.channels, self.rate)
@@ -143,6 +148,18 @@ class Playback:
         if kept:
             self.budget.set("audio", len(self.pcm) + len(kept), f"{self.seconds_kept:g}s of audio")
             self.pcm += kept
+
+    def check_heard(self) -> None:
+        """A recording of Opus that carried sound must not decode to silence: that is a wrong result,
+        not a quiet guest (ProtocolError, saying what came)."""
+        if self.mode != M.AUDIO_DATA_MODE_OPUS or not self.packets or not self.pcm:
+            return
+        import numpy as np
+
+        if self.received / self.packets > OPUS_SOUND_BYTES and not np.frombuffer(self.pcm, np.uint8).any():
+            raise ProtocolError(f"playback channel: {self.packets} Opus packets ({self.received} bytes, "
+                                f"{self.received // self.packets} a packet: sound, not silence) decoded to silence",
+                                hint="record the exact samples instead: --raw")
 
     @property
     def dropped_seconds(self) -> float:

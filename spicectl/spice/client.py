@@ -772,6 +772,7 @@ class Client:
                 playback.handle(msg_type, body)
 
         await _run_for(collect(), seconds)
+        playback.check_heard()
         return playback
 
     async def play_to_microphone(self, wav: Wav, *, timeout: float = 30, chunk_ms: int = 20) -> float:

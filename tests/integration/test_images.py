@@ -295,6 +295,22 @@ def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path
     assert abs(peak - 1000) < 5, f"the recording peaks at {peak:.0f} Hz"
 
 
+def test_short_opus_recordings_in_a_row_each_hear_the_tone(spicectl, scene, tmp_path):
+    """As the Opus silence was reported: one guest playing a steady tone, recordings one after another
+    (3 of 7 were all zero there, though ~38 KB of Opus had come; not reproduced here in 34 tries).
+    Each must hold the tone, or fail (exit 7): never a silent WAV with exit 0."""
+    import wave
+
+    guest_shell(spicectl, "amixer -q set Master 73% unmute; (spicectl-tone 40 1000 &); echo TONE", r"TONE\r?\n")
+    for i in range(6):
+        out = tmp_path / f"tone{i}.wav"
+        r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "2", "--json")
+        assert r.json()["codec"] == "opus" and r.json()["received_bytes"] > 10_000, r.stdout
+        with wave.open(str(out)) as wav:
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+        assert np.abs(samples).max() > 5000, f"recording {i} is silent: {r.stdout}"
+
+
 XEV_BOX = (600, 450, 300, 200)  # where the test opens xev's window (no window manager: X honours it)
 
 

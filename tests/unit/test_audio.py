@@ -195,3 +195,38 @@ def test_a_recording_counts_against_the_sessions_budget():
     with pytest.raises(ProtocolError, match="memory budget"):
         for _ in range(4 * 60):
             p.handle(M.MSG_PLAYBACK_DATA, second)
+
+
+def test_opus_that_carried_sound_but_decoded_to_silence_is_not_a_recording(monkeypatch):
+    # seen on a desktop guest playing a tone: 3 of 7 recordings all zero although ~38 KB of Opus came
+    rate = 48000
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(rate) / rate) * 12000).astype("<i2")
+    packets = opus_packets(np.stack([tone, tone], axis=1))
+
+    def record(decode_to_silence: bool) -> Playback:
+        p = Playback(opus_ok=True, seconds_kept=1.0)
+        p.handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+        start(p)
+        if decode_to_silence:
+            p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + packets[0])
+            assert p._opus is not None
+            monkeypatch.setattr(p._opus, "decode", lambda packet: bytes(960 * 4))
+        for packet in packets[int(decode_to_silence):]:
+            p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + packet)
+        return p
+
+    record(False).check_heard()   # the tone: heard
+    silent = record(True)
+    silent.pcm[:] = bytes(len(silent.pcm))
+    with pytest.raises(ProtocolError, match="decoded to silence"):
+        silent.check_heard()
+
+
+def test_opus_of_real_silence_is_a_quiet_recording():
+    p = Playback(opus_ok=True, seconds_kept=1.0)
+    p.handle(M.MSG_PLAYBACK_MODE, W.PLAYBACK_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_OPUS))
+    start(p)
+    for packet in opus_packets(np.zeros((48000, 2), "<i2")):
+        p.handle(M.MSG_PLAYBACK_DATA, W.PLAYBACK_PACKET.pack(time=0) + packet)
+    p.check_heard()
+    assert not np.frombuffer(bytes(p.pcm), "<i2").any()
