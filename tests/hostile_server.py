@@ -57,6 +57,7 @@ class HostileServer:
 
     def __init__(self, script: Script) -> None:
         self.script = script
+        self.linked: list[int] = []   # the channel types linked so far
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         started = threading.Event()
@@ -119,6 +120,7 @@ class HostileServer:
         await reader.readexactly(128)   # the encrypted ticket: any will do
         writer.write(W.LINK_RESULT.pack(error=0))
         await writer.drain()
+        self.linked.append(mess["channel_type"])
         return mess["channel_type"]
 
     @staticmethod

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,31 @@ def test_commands_sharing_their_surroundings_run_at_once(holder):
         t.join()
     assert [r.returncode for r in results] == [0] * 4, [r.stderr for r in results]
     assert all(r.stdout.strip().startswith("[") for r in results)  # each its own output, whole
+
+
+def test_a_long_wait_in_the_holder_holds_up_no_other_command(holder):
+    """A served wait-screen that waits for 20 s (on a SPICE server that never draws) while another
+    command of the same script asks the holder: the other answers while the wait still runs."""
+    from tests.hostile_server import HostileServer, Script
+
+    with HostileServer(Script()) as quiet:
+        env = {**os.environ, "SPICECTL_STATE_DIR": str(holder), "SPICECTL_CONFIG": str(holder.parent / "none.toml"),
+               "SPICECTL_CONNECT": "test:///default", "SPICECTL_PERSIST": "20", "SPICECTL_CA_PASSPHRASE": SECRET}
+        waiting = subprocess.Popen([sys.executable, "-c", "from spicectl.holder.fast import main; main()",
+                                    "wait-screen", f"spice://127.0.0.1:{quiet.port}", "--plain-port", "--changed",
+                                    "--timeout", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        try:
+            deadline = time.monotonic() + 15
+            while not quiet_linked(quiet) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = spicectl(holder, "vm", "list", "--json", timeout=30)
+            assert r.returncode == 0, r.stderr
+            assert waiting.poll() is None, "the wait ended before the other command answered"
+        finally:
+            waiting.kill()
+            waiting.wait()
+
+
+def quiet_linked(server) -> bool:
+    return bool(server.linked)

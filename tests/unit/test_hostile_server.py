@@ -145,3 +145,32 @@ def test_each_hostile_message_after_a_real_session_is_bounded(hostile, tmp_path)
         run = run_cli(["screenshot", f"spice://127.0.0.1:{server.port}", "--plain-port", "-o",
                        str(tmp_path / "s.png"), "--timeout", "5", "--max-memory", BUDGET, "--json"])
     check(run)
+
+
+def test_a_server_that_never_draws_is_exit_9_at_the_commands_timeout(tmp_path):
+    with HostileServer(Script()) as server:
+        run = run_cli(["screenshot", f"spice://127.0.0.1:{server.port}", "--plain-port", "-o",
+                       str(tmp_path / "s.png"), "--timeout", "2"])
+    assert run.how == "exit" and run.code == 9, str(run)
+    assert "within 2s" in run.stderr
+
+
+def test_a_quic_image_that_would_decode_for_minutes_is_exit_9_at_the_commands_timeout(tmp_path):
+    from spicectl.spice.codecs import quic
+    from tests.unit.test_codecs import quic_header
+    from tests.unit.test_hostile_display import then
+
+    data = quic_header(quic.TYPE_RGB32, 4096, 4096) + np.random.default_rng(1).bytes(24 << 20)
+    head = W.DISPLAY_BASE.pack(surface_id=0, box=dict(top=0, left=0, bottom=4096, right=4096),
+                               clip={"type": W.CLIP_TYPE_NONE})
+    image = W.IMAGE_DESCRIPTOR.pack(id=1, type=M.IMAGE_QUIC, flags=0, width=4096, height=4096) + \
+        W.IMAGE_DATA.pack(data_size=len(data)) + data
+    copy = then(head, lambda at: W.COPY.pack(src_bitmap=at, src_area=dict(top=0, left=0, bottom=4096, right=4096),
+                                             rop_descriptor=8, scale_mode=0, mask=dict(flags=0, pos=dict(x=0, y=0),
+                                                                                        bitmap=0)), image)
+    messages = [Message(M.MSG_DISPLAY_SURFACE_CREATE, surface_create(0, 4096, 4096)),
+                Message(M.MSG_DISPLAY_DRAW_COPY, copy)]
+    with HostileServer(Script(display=messages)) as server:
+        run = run_cli(["screenshot", f"spice://127.0.0.1:{server.port}", "--plain-port", "-o",
+                       str(tmp_path / "s.png"), "--timeout", "3"], seconds=60)
+    assert run.how == "exit" and run.code == 9, str(run)
