@@ -154,7 +154,7 @@ def untrusted(state: str) -> str | None:
 
     uid = os.getuid()
     try:
-        info = os.lstat(state)
+        info = os.stat(state)   # (a state dir may be a link of the user's own to a folder elsewhere)
     except OSError:
         return None   # no state dir yet: nothing listens there
     if not stat.S_ISDIR(info.st_mode):

@@ -228,3 +228,14 @@ def test_a_long_wait_in_the_holder_holds_up_no_other_command(holder):
 
 def quiet_linked(server) -> bool:
     return bool(server.linked)
+
+
+def test_a_state_dir_that_is_a_link_to_the_users_own_folder_is_served(state, tmp_path):
+    link = tmp_path / "linked-state"
+    link.symlink_to(state)
+    r = spicectl(link, "vm", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (state / SOCKET).exists()   # through the holder
+    from spicectl.holder.fast import release
+
+    release(state)
