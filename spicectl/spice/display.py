@@ -416,7 +416,9 @@ class Display:
             return img
         if kind == M.IMAGE_SURFACE:
             sid = p.take(W.SURFACE_IMAGE)["surface_id"]
-            return Image(self.surface(sid).copy(), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB, True)
+            source = self.surface(sid)
+            self.budget.need(source.nbytes, f"a copy of surface {sid}")
+            return Image(source.copy(), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB, True)
         if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
             raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
         # a decode holds its output and about one working copy
