@@ -64,6 +64,33 @@ def check_host() -> tuple[str, str]:
     return mmdebstrap, mkfs
 
 
+def unprivileged_problem(uid: int | None = None) -> str | None:
+    """Why this user cannot build images (mmdebstrap's unshare mode), with the fix; None as root, or when
+    newuidmap, this user's subordinate id ranges and unprivileged user namespaces are all there."""
+    import os
+    import pwd
+    import shutil
+
+    uid = os.getuid() if uid is None else uid
+    if uid == 0:
+        return None
+    name = pwd.getpwuid(uid).pw_name
+    if not shutil.which("newuidmap", path="/usr/bin:/bin:/usr/sbin:/sbin"):
+        return "newuidmap is missing (apt-get install uidmap, as root)"
+    for table in ("/etc/subuid", "/etc/subgid"):
+        try:
+            owners = {line.split(":", 1)[0] for line in Path(table).read_text().splitlines() if ":" in line}
+        except OSError:
+            owners = set()
+        if name not in owners and str(uid) not in owners:
+            return f"{table} has no range for {name} (as root: usermod --add-subuids 100000-165535 " \
+                   f"--add-subgids 100000-165535 {name})"
+    knob = Path("/proc/sys/kernel/unprivileged_userns_clone")
+    if knob.exists() and knob.read_text().strip() == "0":
+        return "unprivileged user namespaces are off (as root: sysctl kernel.unprivileged_userns_clone=1)"
+    return None
+
+
 def mmdebstrap_argv(recipe: Recipe, mmdebstrap: str, root: Path) -> list[str]:
     argv = [mmdebstrap, "--variant=essential", "--mode=auto", "--include=" + ",".join(recipe.packages)]
     argv += [f"--dpkgopt=path-exclude={glob}" for glob in recipe.exclude]

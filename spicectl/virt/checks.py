@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 def run_checks(s: Settings) -> list[HostCheck]:
     """Every check `spicectl host check` reports, in order; none of them changes anything."""
     from spicectl.errors import EnvironmentProblem, SpicectlError
-    from spicectl.image.build import check_host
+    from spicectl.image.build import check_host, unprivileged_problem
     from spicectl.pki.ca import CA_CERT
     from spicectl.pki.verify import verify_directory
     from spicectl.virt import host as H
@@ -37,22 +39,30 @@ def run_checks(s: Settings) -> list[HostCheck]:
                               severity="error" if kvm.usable else "warning"))
     try:
         check_host()
-        checks.append(HostCheck("images", True, "mmdebstrap and mkfs.ext4 present: spicectl image build works"))
+        problem = unprivileged_problem()
+        checks.append(HostCheck("images", True, "mmdebstrap and mkfs.ext4 present: spicectl image build works"
+                                  if problem is None else f"as you, spicectl image build cannot work: {problem}; "
+                                  "or build as root once and share the cache (SPICECTL_IMAGE_CACHE)",
+                                  severity="error" if problem is None else "warning"))
     except EnvironmentProblem as exc:
         checks.append(HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
     target = resolve(s.connect, s.state_dir)
-    user_needed = QEMU_USER
-    has_user = H.user_exists(user_needed)
-    checks.append(
-        HostCheck(
-            "users",
-            has_user,
-            f"user {user_needed} present"
-            if has_user
-            else f"user {user_needed} missing; libvirt's QEMU driver requires it "
-            "(apt-get install libvirt-daemon-system)",
+    if target.embedded and os.getuid() != 0:
+        # the unprivileged embedded driver runs QEMU as the user who runs spicectl: no QEMU user needed
+        checks.append(HostCheck("users", True, f"QEMU runs as you ({pwd.getpwuid(os.getuid()).pw_name})"))
+    else:
+        user_needed = QEMU_USER
+        has_user = H.user_exists(user_needed)
+        checks.append(
+            HostCheck(
+                "users",
+                has_user,
+                f"user {user_needed} present"
+                if has_user
+                else f"user {user_needed} missing; libvirt's QEMU driver requires it "
+                "(apt-get install libvirt-daemon-system)",
+            )
         )
-    )
     try:
         # prepare=False: a check reports what is there; it must not repair it on the way
         with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
@@ -88,6 +98,9 @@ def run_checks(s: Settings) -> list[HostCheck]:
     if conf is None:
         checks.append(HostCheck("spice_tls", True, f"cannot read qemu.conf on a remote host ({target.uri}); "
                                   "check spice_tls there", severity="warning"))
+    elif target.embedded and target.root is not None and not (target.root / "etc" / "qemu.conf").exists():
+        checks.append(HostCheck("spice_tls", True, "the private libvirt is not set up yet: the first vm create "
+                                  "(or spicectl host setup) sets it up with SPICE TLS", severity="warning"))
     else:
         tls_on = conf.get("spice_tls") == "1"
         checks.append(HostCheck("spice_tls", tls_on, "spice_tls = 1 in qemu.conf" if tls_on else

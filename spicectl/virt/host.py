@@ -31,12 +31,16 @@ def server_cert_dir(state_dir: Path) -> Path:
     return state_dir / "certs" / "server" / TLS_HOST
 
 
-def qemu_conf_text(cert_dir: Path) -> str:
+def qemu_conf_text(cert_dir: Path, uid: int | None = None) -> str:
+    """The private libvirt's qemu.conf. QEMU runs as the user who runs spicectl: root says so (libvirt
+    would pick its QEMU user otherwise); for anyone else libvirt's unprivileged driver already does,
+    and naming root there makes it chown its folders to root, which fails ('Failed to create dbus
+    state dir ... Operation not permitted')."""
+    uid = os.getuid() if uid is None else uid
     return (
         "# written by spicectl for its private embedded libvirt; rewritten by `spicectl host setup`\n"
-        'user = "root"\n'
-        'group = "root"\n'
-        'stdio_handler = "file"\n'
+        + ('user = "root"\ngroup = "root"\n' if uid == 0 else "")
+        + 'stdio_handler = "file"\n'
         "spice_tls = 1\n"
         f'spice_tls_x509_cert_dir = "{cert_dir}"\n'
         f'spice_listen = "{TLS_HOST}"\n'

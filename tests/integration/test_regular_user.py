@@ -1,0 +1,171 @@
+"""spicectl for a regular user: a wheel installed outside the checkout, run by an unprivileged user
+(spicectl-tester, made by scripts/test), with the embedded default under that user's own state dir.
+
+Root hides permission bugs: as root the private libvirt's qemu.conf said user = "root", which for
+anyone else made libvirt chown its folders to root ('Failed to create dbus state dir ...').
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, require_binary
+
+pytestmark = pytest.mark.integration
+USER = "spicectl-tester"
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture(scope="module")
+def user() -> pwd.struct_passwd:
+    require_binary("runuser")
+    try:
+        account = pwd.getpwnam(USER)
+    except KeyError:
+        pytest.fail(f"no user {USER}: scripts/test makes it (useradd --create-home {USER})")
+    shutil.rmtree(Path(account.pw_dir) / ".local" / "share" / "spicectl", ignore_errors=True)
+    return account
+
+
+@pytest.fixture(scope="module")
+def wheel_venv():
+    """spicectl built as a wheel and installed, with its dependencies, into a fresh venv outside the
+    checkout (as `pip install spicectl` would), readable by the unprivileged user."""
+    base = Path(tempfile.mkdtemp(prefix="spicectl-wheel-", dir="/var/tmp"))
+    base.chmod(0o755)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"), str(REPO)],
+                   check=True, timeout=600)
+    venv = base / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
+    wheel = next((base / "dist").glob("spicectl-*.whl"))
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, timeout=1200)
+    for path in [base, *base.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
+    yield venv
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def as_user(user, wheel_venv, spicectl):
+    """Run the wheel's spicectl as the unprivileged user, in its home, with a clean environment."""
+    # the minimal image, built (or found) by root in the shared cache the user reads
+    spicectl("image", "build", "debian-minimal", timeout=1200)
+    cache = spicectl.env["SPICECTL_IMAGE_CACHE"]
+
+    def run(*args: str, check: bool = True, timeout: float = 180) -> Ran:
+        env = {"HOME": user.pw_dir, "USER": USER, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               "SPICECTL_PERSIST": "0", "SPICECTL_IMAGE_CACHE": cache}
+        r = subprocess.run(["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                            str(wheel_venv / "bin" / "spicectl"), *args], capture_output=True, text=True,
+                           timeout=timeout, cwd=user.pw_dir, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise AssertionError(f"spicectl {' '.join(args)} as {USER} exited {r.returncode}: {r.stderr}")
+        return Ran(r.returncode, r.stdout, r.stderr)
+
+    yield run
+    run("host", "stop", check=False, timeout=300)
+
+
+def test_the_wheel_finds_its_data_files_outside_the_checkout(as_user, wheel_venv):
+    assert as_user("--version").stdout.startswith("spicectl, version ")
+    assert {"desktop", "headless-ci"} <= {t["name"] for t in as_user("template", "list", "--json").json()}
+    assert {"debian-desktop", "debian-minimal"} <= {i["name"] for i in as_user("image", "list", "--json").json()}
+    assert "complete" in as_user("completion", "bash").stdout
+    located = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "import spicectl; print(spicectl.__file__)"],
+                             capture_output=True, text=True, check=True, cwd="/").stdout
+    assert not located.startswith(str(REPO))
+
+
+def checks(as_user) -> dict[str, dict]:
+    return {c["check"]: c for c in as_user("host", "check", "--json", check=False).json()["checks"]}
+
+
+def test_host_check_tells_a_regular_user_the_truth_before_and_after_setup(as_user, user):
+    before = checks(as_user)
+    assert before["spice_tls"]["ok"] and before["spice_tls"]["severity"] == "warning"
+    assert "not set up yet" in before["spice_tls"]["detail"]
+    assert before["users"]["ok"] and f"QEMU runs as you ({USER})" in before["users"]["detail"]
+    assert before["images"]["ok"] and "image build works" in before["images"]["detail"]  # uidmap, subuids
+    assert before["libvirt"]["ok"], before["libvirt"]["detail"]
+    as_user("host", "setup")
+    after = checks(as_user)
+    assert after["spice_tls"]["ok"] and after["spice_tls"]["detail"] == "spice_tls = 1 in qemu.conf"
+    state = Path(user.pw_dir) / ".local" / "share" / "spicectl"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700 and state.stat().st_uid == user.pw_uid
+    conf = (state / "libvirt" / "etc" / "qemu.conf").read_text()
+    assert 'user = "root"' not in conf
+
+
+def qemu_owners() -> dict[int, int]:
+    owners = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("qemu-system"):
+                    owners[int(entry.name)] = entry.stat().st_uid
+            except OSError:
+                pass
+    return owners
+
+
+def test_a_regular_user_runs_a_guest_over_spice_tls_as_itself(as_user, user):
+    made = as_user("vm", "create", "mine", "-t", "headless-ci", "--virt-type", "qemu", "--wait", "--json").json()
+    assert made["state"] == "running" and made["spice"]["tls_port"] and not made["spice"]["port"]
+    pid_file = Path(user.pw_dir) / ".local/share/spicectl/libvirt/run/qemu/mine.pid"
+    pid = int(pid_file.read_text())
+    assert qemu_owners()[pid] == user.pw_uid   # QEMU runs as the user, not as root
+    shot = as_user("screenshot", "mine", "-o", "shot.png", "--json").json()
+    assert (shot["width"], shot["height"]) == (720, 400)
+    assert (Path(user.pw_dir) / "shot.png").stat().st_uid == user.pw_uid
+    assert len(as_user("ticket", "mine").stdout.strip()) >= 16
+    as_user("send-keys", "mine", "esc")
+    as_user("connect", "mine", "--vv", "mine.vv")
+    vv = Path(user.pw_dir) / "mine.vv"
+    assert stat.S_IMODE(vv.stat().st_mode) == 0o600 and "tls-port=" in vv.read_text()
+    listed = {g["name"]: g for g in as_user("vm", "list", "--json").json()}
+    assert listed["mine"]["state"] == "running"
+    as_user("vm", "delete", "mine")
+    assert pid not in qemu_owners()
+
+
+def test_a_regular_users_image_guest_boots_to_a_shell_on_its_console(as_user):
+    as_user("vm", "create", "mini", "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=300)
+    try:
+        out = as_user("console", "mini", "--send", "echo PROBE-$((6*7))\\n", "--expect", "PROBE-42",
+                      "--retry-every", "3", "--timeout", "240", "--json", timeout=300).json()
+        assert "PROBE-42" in out["output"]
+    finally:
+        as_user("vm", "delete", "mini", check=False)
+
+
+def test_root_and_a_regular_user_run_guests_side_by_side(as_user, spicectl):
+    spicectl("vm", "create", "roots", "-t", "headless-ci", "--virt-type", "qemu", "--wait")
+    try:
+        theirs = as_user("vm", "create", "theirs", "-t", "headless-ci", "--virt-type", "qemu", "--wait",
+                         "--json").json()
+        ours = spicectl("vm", "show", "roots", "--json").json()
+        assert theirs["spice"]["tls_port"] != ours["spice"]["tls_port"]
+        assert "roots" not in {g["name"] for g in as_user("vm", "list", "--json").json()}
+        as_user("vm", "delete", "theirs")
+    finally:
+        spicectl("vm", "delete", "roots", check=False)
