@@ -64,13 +64,13 @@ _spicectl_opts() {
     'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
-    'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --zlib -h -t' ;;
+    'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --wait-for --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
     'vm destroy') echo '--help --json -h' ;;
     'vm list') echo '--all-hosts --help --json -h' ;;
-    'vm restart') echo '--force --help --json --timeout --wait -h' ;;
+    'vm restart') echo '--force --help --json --timeout --wait --wait-for -h' ;;
     'vm show') echo '--help --json -h' ;;
-    'vm start') echo '--help --json --timeout --wait -h' ;;
+    'vm start') echo '--help --json --timeout --wait --wait-for -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
     'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --password-file --plain-port --region --threshold --timeout -h' ;;
@@ -92,7 +92,10 @@ _spicectl_values() {
     'vm create|--mouse-mode') echo 'choice:client server' ;;
     'vm create|--playback-compression') echo 'choice:on off' ;;
     'vm create|--streaming') echo 'choice:filter all off' ;;
+    'vm create|--wait-for') echo 'choice:ready ports' ;;
     'vm create|--zlib') echo 'choice:auto never always' ;;
+    'vm restart|--wait-for') echo 'choice:ready ports' ;;
+    'vm start|--wait-for') echo 'choice:ready ports' ;;
   esac
 }
 _spicectl_args() {
@@ -113,7 +116,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --warn-days --zlib -c -o -t
+    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -411,7 +411,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'list' -d 'List guests with their state and SPICE endpoint.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'restart' -d 'Stop then start a guest.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'restart' -d 'Stop then start a guest: --timeout bounds the shutdown...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'show' -d 'Show one guest: state, resources, SPICE endpoint, template.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'start' -d 'Start a defined guest.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'stop' -d 'Shut a guest down (ACPI), waiting up to --timeout;...'
@@ -436,7 +436,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-qemu -d 
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-xml -d 'Print the libvirt domain XML and exit (no hypervisor needed)'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l smartcard -d 'Smartcard passthrough over SPICE.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l start -d 'Start the guest after defining it (default: start).'
-complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l wait -d 'Return once the guest'\''s SPICE ports accept connections.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l wait -d 'Return once the guest is ready to use (see --wait-for).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l arch -r -d 'Guest architecture (x86_64).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l boot-menu-timeout -r -d 'How long the boot menu waits (ms).'
@@ -460,7 +460,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l rendernode -r 
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l sound -r -d 'ich9 (default), ich6, ac97, es1370, sb16, usb or none; audio'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l streaming -r -a 'filter all off' -d 'Video streaming detection.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l template -r -d 'Start from a VM profile (spicectl template list).'
-complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l timeout -r -d 'Seconds --wait may take.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l timeout -r -d 'Seconds the wait may take (default 60 for ports, 300 for rea'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l tls-port -r -d 'Fixed TLS SPICE port; default: libvirt picks.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb -r -d 'ehci (ich9 EHCI + 3 UHCI companions, default), xhci or none.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l usb-filter -r -d 'usbredir filter rule: class=,vendor=,product=,version=,allow'
@@ -471,6 +471,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l video -r -d 'q
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l virt-type -r -d 'kvm, qemu (TCG), or auto (default: kvm where a probe showed '
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram -r -d 'QXL vram, e.g. 64M.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l vram64 -r -d 'QXL 64-bit vram.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l wait-for -r -a 'ready ports' -d 'What --wait waits for: ready (default: for a guest of spicec'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l zlib -r -a 'auto never always' -d 'zlib-GLZ compression over WAN.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -s t -r -d 'Start from a VM profile (spicectl template list).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm delete"' -l help -d 'Show this message and exit.'
@@ -487,17 +488,19 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -s h -d 'Show this 
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l force -d 'Power off if it has not shut down by then.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l json -d 'Print a JSON object for scripts.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l wait -d 'Return once the SPICE ports accept connections again.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l wait -d 'Return once the guest is ready to use (see --wait-for).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -s h -d 'Show this message and exit.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l timeout -r -d 'Seconds to wait for the shutdown.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l timeout -r -d 'Seconds the wait may take (default 60 for ports, 300 for rea'
+complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l wait-for -r -a 'ready ports' -d 'What --wait waits for: ready (default: for a guest of spicec'
 complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm show"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l json -d 'Print a JSON object for scripts.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l wait -d 'Return once the SPICE ports accept connections.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l wait -d 'Return once the guest is ready to use (see --wait-for).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -s h -d 'Show this message and exit.'
-complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l timeout -r -d 'Seconds --wait may take.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l timeout -r -d 'Seconds the wait may take (default 60 for ports, 300 for rea'
+complete -c spicectl -n 'test (__spicectl_path) = "vm start"' -l wait-for -r -a 'ready ports' -d 'What --wait waits for: ready (default: for a guest of spicec'
 complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l force -d 'Power off if it has not shut down by then.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm stop"' -l json -d 'Print a JSON object for scripts.'

@@ -60,6 +60,30 @@ def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
     return probe(app.settings.state_dir, app.settings.image_cache, progress=progress).usable
 
 
+READY_TIMEOUT = 300   # an image guest's desktop under TCG takes about a minute; on a loaded host more
+PORTS_TIMEOUT = 60
+
+
+def wait_options(func):
+    """--wait, --wait-for and --timeout, the same on vm create, start and restart."""
+    func = click.option("--timeout", type=TIMEOUT, default=None,
+                        help=f"Seconds the wait may take (default {PORTS_TIMEOUT} for ports, {READY_TIMEOUT} "
+                        "for ready).")(func)
+    func = click.option("--wait-for", type=click.Choice(["ready", "ports"]), default=None,
+                        help="What --wait waits for: ready (default: for a guest of spicectl's images, its "
+                        "console shell and, for a desktop image, its X session; else its SPICE ports) or "
+                        "ports (its SPICE ports accept connections). Implies --wait.")(func)
+    func = click.option("--wait", is_flag=True, help="Return once the guest is ready to use (see --wait-for).")(func)
+    return func
+
+
+def _wait_level(wait: bool, wait_for: str | None, timeout: float | None) -> tuple[str | bool, float]:
+    from spicectl.virt.lifecycle import READY
+
+    level: str | bool = wait_for or (READY if wait else False)
+    return level, timeout or (READY_TIMEOUT if level == READY else PORTS_TIMEOUT)
+
+
 @vm.command("create")
 @click.argument("name")
 @vm_options
@@ -70,12 +94,11 @@ def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
 @click.option("--print-xml", is_flag=True, help="Print the libvirt domain XML and exit (no hypervisor needed).")
 @click.option("--print-qemu", is_flag=True, help="Print an equivalent QEMU command line as a shell script and exit.")
 @click.option("--start/--no-start", default=True, help="Start the guest after defining it (default: start).")
-@click.option("--wait", is_flag=True, help="Return once the guest's SPICE ports accept connections.")
-@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds --wait may take.")
+@wait_options
 @json_option
 @pass_app
 def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[str, ...], print_xml: bool,
-           print_qemu: bool, start: bool, wait: bool, timeout: float, **params) -> None:
+           print_qemu: bool, start: bool, wait: bool, wait_for: str | None, timeout: float | None, **params) -> None:
     """Create a SPICE guest NAME from a template and options.
 
     Every guest gets TLS on all channels, a listener on 127.0.0.1 and a long
@@ -111,7 +134,8 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
         if params.get("virt_type") in (None, "auto"):
             kvm = _host_has_kvm(app, hv, spec.arch, progress)
             spec, _ = make_spec(app, name, template, params, host_has_kvm=kvm, image=image, kernel_args=kernel_arg)
-        dom = lifecycle.create(hv, spec, start=start, wait=wait, timeout=timeout, progress=progress,
+        level, seconds = _wait_level(wait, wait_for, timeout)
+        dom = lifecycle.create(hv, spec, start=start, wait=level, timeout=seconds, progress=progress,
                                images_dir=app.settings.images_dir, notice=app.warn)
         data = lifecycle.info(dom)
     data["uri"] = hv.location.uri
@@ -137,16 +161,16 @@ def _name_arg(func):
 
 @vm.command("start")
 @_name_arg
-@click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections.")
-@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds --wait may take.")
+@wait_options
 @json_option
 @pass_app
-def start_cmd(app: App, name: str, wait: bool, timeout: float) -> None:
+def start_cmd(app: App, name: str, wait: bool, wait_for: str | None, timeout: float | None) -> None:
     """Start a defined guest."""
     from spicectl.virt import lifecycle
 
+    level, seconds = _wait_level(wait, wait_for, timeout)
     with app.hypervisor() as hv, app.progress() as progress:
-        data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
+        data = lifecycle.info(lifecycle.start(hv, name, wait=level, timeout=seconds, progress=progress))
         data["uri"] = hv.location.uri
     _print_created(app, data)
 
@@ -173,18 +197,18 @@ def stop_cmd(app: App, name: str, timeout: float, force: bool) -> None:
 
 @vm.command("restart")
 @_name_arg
-@click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait for the shutdown.")
 @click.option("--force", is_flag=True, help="Power off if it has not shut down by then.")
-@click.option("--wait", is_flag=True, help="Return once the SPICE ports accept connections again.")
+@wait_options
 @json_option
 @pass_app
-def restart_cmd(app: App, name: str, timeout: float, force: bool, wait: bool) -> None:
-    """Stop then start a guest."""
+def restart_cmd(app: App, name: str, force: bool, wait: bool, wait_for: str | None, timeout: float | None) -> None:
+    """Stop then start a guest: --timeout bounds the shutdown (60 s by default) and the wait."""
     from spicectl.virt import lifecycle
 
+    level, seconds = _wait_level(wait, wait_for, timeout)
     with app.hypervisor() as hv, app.progress() as progress:
-        lifecycle.stop(hv, name, timeout=timeout, force=force, progress=progress)
-        data = lifecycle.info(lifecycle.start(hv, name, wait=wait, timeout=timeout, progress=progress))
+        lifecycle.stop(hv, name, timeout=timeout or PORTS_TIMEOUT, force=force, progress=progress)
+        data = lifecycle.info(lifecycle.start(hv, name, wait=level, timeout=seconds, progress=progress))
         data["uri"] = hv.location.uri
     _print_created(app, data)
 

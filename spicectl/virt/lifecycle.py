@@ -184,7 +184,7 @@ def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path
     return created
 
 
-def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = False, timeout: float = 60,
+def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool | str = False, timeout: float = 60,
            progress: Progress = _noop, images_dir: Path | None = None, notice: Progress = _noop) -> object:
     """Define (and start) the guest; on any failure nothing is left defined or created.
 
@@ -222,7 +222,10 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool = Fal
         # disks after the definition: a guest killed half-way is found by its marker, with its disks
         created = _create_disks(hv, spec, progress)
         if start:
-            _start(dom, spec.name, wait, timeout, progress)
+            deadline = time.monotonic() + timeout
+            _start(dom, spec.name, bool(wait), timeout, progress)
+            if wait == READY and spec.image:
+                wait_ready(hv, dom, max(1.0, deadline - time.monotonic()), progress)
         _finish_marker(dom, {"template": spec.template, "image": spec.image})
         return dom
     except BaseException:
@@ -264,12 +267,40 @@ def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> Spic
         time.sleep(0.1)
 
 
-def start(hv: Hypervisor, name: str, *, wait: bool = False, timeout: float = 60, progress: Progress = _noop):
+def start(hv: Hypervisor, name: str, *, wait: bool | str = False, timeout: float = 60, progress: Progress = _noop):
+    """Start a defined guest; `wait` is False, PORTS (its SPICE ports accept connections) or READY (for a
+    guest of spicectl's images, also its console shell, and a desktop image's X session)."""
     dom = lookup(hv, name)
     if is_running(dom):
         raise Conflict(f"{name} is already running")
-    _start(dom, name, wait, timeout, progress)
+    deadline = time.monotonic() + timeout
+    _start(dom, name, bool(wait), timeout, progress)
+    if wait == READY and spicectl_metadata(dom)["image"]:
+        wait_ready(hv, dom, max(1.0, deadline - time.monotonic()), progress)
     return dom
+
+
+PORTS, READY = "ports", "ready"   # what a --wait waits for
+# typed on an image guest's console (root is logged in there): a desktop image's X session, then a
+# line the shell computes, so that the echo of what was typed does not match
+READY_PROBE = (b"[ -e /usr/local/bin/spicectl-session ] && until [ -e /run/spicectl-desktop-ready ]; "
+               b"do sleep 1; done; echo SPICECTL-READY-$((40+2))\n")
+READY_MARK = "SPICECTL-READY-42"
+READY_RETRY = 3.0
+
+
+def wait_ready(hv: Hypervisor, dom, timeout: float, progress: Progress = _noop) -> None:
+    """Return once a guest of spicectl's images answers on its console shell (and, for a desktop
+    image, once its X session is drawn): what a user means by a guest that is ready to use."""
+    from spicectl.virt.console import Console
+
+    progress(f"waiting for {dom.name()} to be ready (its console shell; a desktop image's X session)")
+    with Console(hv, dom) as console:
+        try:
+            console.expect(READY_MARK, send=READY_PROBE, timeout=timeout, retry_every=READY_RETRY)
+        except TimeoutExpired as exc:
+            raise TimeoutExpired(f"{dom.name()} was not ready within {timeout:g}s ({exc.message})",
+                                 hint=f"a longer --timeout, or see: spicectl console {dom.name()}") from None
 
 
 PORT_RETRIES = 5

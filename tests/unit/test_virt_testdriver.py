@@ -165,3 +165,12 @@ def test_a_start_whose_spice_port_was_taken_meanwhile_is_tried_again():
 
     with pytest.raises(HypervisorError, match="g failed to start"):
         lifecycle._start(Broken(), "g", False, 5, said.append)
+
+
+def test_wait_means_ready_unless_asked_for_ports():
+    from spicectl.cli.vm import PORTS_TIMEOUT, READY_TIMEOUT, _wait_level
+
+    assert _wait_level(False, None, None) == (False, PORTS_TIMEOUT)
+    assert _wait_level(True, None, None) == ("ready", READY_TIMEOUT)
+    assert _wait_level(False, "ports", None) == ("ports", PORTS_TIMEOUT)   # --wait-for implies --wait
+    assert _wait_level(True, "ports", 5) == ("ports", 5)
