@@ -125,8 +125,24 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
             return
+        if os.getuid() != 0:
+            # an unprivileged build's root tree belongs to the user's subordinate ids: removed from
+            # inside the same user namespace mmdebstrap built it in
+            subprocess.run([*userns_prefix(), "rm", "-rf", "--one-file-system", str(path)], capture_output=True)
+            if not path.exists():
+                return
         time.sleep(0.5)
     raise EnvironmentProblem(f"could not remove {path}", hint="remove it by hand")
+
+
+def userns_prefix() -> list[str]:
+    """For a regular user: run a command as root of a user namespace that maps the user's first
+    subordinate id range from 0, as mmdebstrap's unshare mode does (so the tree it built is root's
+    there), and the user's own id to 65536 (so the build folder stays writable). Empty for root."""
+    if os.getuid() == 0:
+        return []
+    return ["unshare", "--map-users=auto", "--map-groups=auto", "--map-user=65536", "--map-group=65536",
+            "--setuid", "0", "--setgid", "0"]
 
 
 def _lock(directory: Path, progress: Progress) -> int:
@@ -247,8 +263,10 @@ def build(recipe: Recipe, cache: Path, images_dir: Path, *, force: bool = False,
                     fh.truncate(recipe.size_bytes)
                 progress(f"making a {recipe.size_bytes >> 20} MiB ext4 file system")
                 try:
-                    _run_logged([mkfs, "-q", "-F", "-L", "spicectl-root", "-d", str(root), str(disk)], log,
-                                progress, "mkfs.ext4")
+                    # (for a regular user inside the build's user namespace: the tree's files are root's
+                    # there, and the image records them so; the disk file stays the user's)
+                    _run_logged([*userns_prefix(), mkfs, "-q", "-F", "-L", "spicectl-root", "-d", str(root),
+                                 str(disk)], log, progress, "mkfs.ext4")
                 except BuildFailed:
                     raise BuildFailed(f"the root file system does not fit in {recipe.size_bytes >> 20} MiB "
                                       f"(or mkfs.ext4 failed)", hint=f"raise size in {recipe.path}; log: {log_path}") \

@@ -72,9 +72,9 @@ def as_user(user, wheel_venv, spicectl):
     spicectl("image", "build", "debian-minimal", timeout=1200)
     cache = spicectl.env["SPICECTL_IMAGE_CACHE"]
 
-    def run(*args: str, check: bool = True, timeout: float = 180) -> Ran:
-        env = {"HOME": user.pw_dir, "USER": USER, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-               "SPICECTL_PERSIST": "0", "SPICECTL_IMAGE_CACHE": cache}
+    def run(*args: str, check: bool = True, timeout: float = 180, extra: dict[str, str] | None = None) -> Ran:
+        env = {"HOME": user.pw_dir, "USER": USER, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
+               "SPICECTL_PERSIST": "0", "SPICECTL_IMAGE_CACHE": cache, **(extra or {})}
         r = subprocess.run(["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
                             str(wheel_venv / "bin" / "spicectl"), *args], capture_output=True, text=True,
                            timeout=timeout, cwd=user.pw_dir, stdin=subprocess.DEVNULL)
@@ -82,6 +82,7 @@ def as_user(user, wheel_venv, spicectl):
             raise AssertionError(f"spicectl {' '.join(args)} as {USER} exited {r.returncode}: {r.stderr}")
         return Ran(r.returncode, r.stdout, r.stderr)
 
+    run.with_env = lambda **extra: lambda *a, **k: run(*a, extra=extra, **k)  # type: ignore[attr-defined]
     yield run
     run("host", "stop", check=False, timeout=300)
 
@@ -170,3 +171,23 @@ def test_root_and_a_regular_user_run_guests_side_by_side(as_user, spicectl):
         as_user("vm", "delete", "theirs")
     finally:
         spicectl("vm", "delete", "roots", check=False)
+
+
+def test_a_regular_user_builds_an_image_and_boots_it_with_roots_files_owned_by_root(as_user, user):
+    """mmdebstrap's unshare mode, and mkfs.ext4 -d inside the same user namespace: the tree's files
+    belong to the user's subordinate ids on the host and to root in the image."""
+    cache = Path(user.pw_dir) / "own-images"
+    shutil.rmtree(cache, ignore_errors=True)
+    run = as_user.with_env(SPICECTL_IMAGE_CACHE=str(cache))
+    built = run("image", "build", "debian-minimal", "--json", timeout=1200).json()
+    disk = Path(built["disk"])
+    assert built["cached"] is False and disk.stat().st_uid == user.pw_uid
+    assert not list((cache / "debian-minimal").glob(".build-*"))   # the build tree is gone, subuid files too
+    run("vm", "create", "built", "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=330)
+    try:
+        out = run("console", "built", "--send", "echo OWNER-$(stat -c %u:%g /etc/passwd /usr/bin/su | tr '\\n' ,)\\n",
+                  "--expect", r"OWNER-[0-9:,]+,\r?\n", "--timeout", "20", "--json", timeout=60).json()["output"]
+        assert "OWNER-0:0,0:0," in out, out
+    finally:
+        run("vm", "delete", "built", check=False)
+        shutil.rmtree(cache, ignore_errors=True)
