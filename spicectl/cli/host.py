@@ -58,6 +58,9 @@ def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase
     s = app.settings
     target = resolve(s.connect, s.state_dir)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    if target.uri == H.SESSION_URI:
+        _setup_session(app, passphrase)
+        return
     if (not target.embedded or target.root is None) and apply_:
         _apply_remote(app, target.uri, passphrase)
         return
@@ -82,6 +85,25 @@ def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase
                    f"{'issued' if report.issued_server_cert else 'valid'} in {report.cert_dir}")
 
     app.emit(data, ready)
+
+
+def _setup_session(app: App, passphrase: bytes | None) -> None:
+    from spicectl.virt import host as H
+
+    s = app.settings
+    report = H.setup_session(s.state_dir, pki_dir=s.pki_dir, passphrase=passphrase)
+    data = {"uri": H.SESSION_URI, "qemu_conf": str(report.qemu_conf), "changed": report.changed,
+            "created_ca": report.created_ca, "issued_server_cert": report.issued_server_cert,
+            "restarted_daemons": report.restarted}
+
+    def human() -> None:
+        click.echo(f"{H.SESSION_URI}: SPICE TLS with spicectl's CA in {report.qemu_conf}"
+                   + ("" if report.changed else " (already set up)"))
+        if report.restarted:
+            click.echo(f"  ended the session daemon (pid {', '.join(map(str, report.restarted))}): libvirt starts it "
+                       "again with the new settings; running guests keep running")
+
+    app.emit(data, human)
 
 
 def _apply_remote(app: App, uri: str, passphrase: bytes | None) -> None:

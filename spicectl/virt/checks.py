@@ -47,7 +47,8 @@ def run_checks(s: Settings) -> list[HostCheck]:
     except EnvironmentProblem as exc:
         checks.append(HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
     target = resolve(s.connect, s.state_dir)
-    if target.embedded and os.getuid() != 0:
+    session = target.uri == H.SESSION_URI
+    if (target.embedded or session) and os.getuid() != 0:
         # the unprivileged embedded driver runs QEMU as the user who runs spicectl: no QEMU user needed
         checks.append(HostCheck("users", True, f"QEMU runs as you ({pwd.getpwuid(os.getuid()).pw_name})"))
     else:
@@ -85,10 +86,13 @@ def run_checks(s: Settings) -> list[HostCheck]:
     if not target.embedded and not target.local and "+ssh" in target.uri.split("://", 1)[0]:
         checks += _remote_checks(target.uri, s.ca_dir / CA_CERT)
         return checks
-    if not target.embedded and target.local:
+    if not target.embedded and target.local and not session:
         checks.append(_kvm_for_qemu_user(_local_kvm_facts()))
     if target.embedded and target.root is not None:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
+        cert_dir = conf.get("spice_tls_x509_cert_dir")
+    elif session:   # the user's own daemon reads the user's own qemu.conf
+        conf = H.read_qemu_conf(H.session_qemu_conf())
         cert_dir = conf.get("spice_tls_x509_cert_dir")
     elif target.local:
         conf = H.read_qemu_conf(Path(H.QEMU_CONF))
@@ -104,11 +108,12 @@ def run_checks(s: Settings) -> list[HostCheck]:
     else:
         tls_on = conf.get("spice_tls") == "1"
         checks.append(HostCheck("spice_tls", tls_on, "spice_tls = 1 in qemu.conf" if tls_on else
-                                  "spice_tls is off in qemu.conf: guests cannot serve TLS"))
+                                  "spice_tls is off in qemu.conf: guests cannot serve TLS" +
+                                  (f" (spicectl --connect {H.SESSION_URI} host setup turns it on)" if session else "")))
         if tls_on and cert_dir:
             listen = conf.get("spice_listen", "127.0.0.1")
             # the private default serves spicectl's own certificate: it must chain to spicectl's current CA
-            ours = s.ca_dir / CA_CERT if target.embedded else None
+            ours = s.ca_dir / CA_CERT if target.embedded or session else None
             results = verify_directory(Path(cert_dir), host=listen if listen not in ("0.0.0.0", "::") else None,
                                        trusted_ca=ours)
             bad = [c for c in results if not c.ok]

@@ -59,6 +59,21 @@ class SetupReport:
 def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None,
                      passphrase: bytes | None = None) -> SetupReport:
     """Idempotently make the CA, the 127.0.0.1 server certificate and qemu.conf."""
+    created_ca, issued, cert_dir = ensure_server_cert(state_dir, pki_dir=pki_dir, passphrase=passphrase)
+    for sub in ("etc", "lib", "log", "run", "cache"):
+        store.ensure_dir(root / sub)
+    conf = root / "etc" / "qemu.conf"
+    text = qemu_conf_text(cert_dir)
+    wrote = not conf.exists() or conf.read_text() != text
+    if wrote:
+        store.atomic_write(conf, text.encode(), 0o600)
+    return SetupReport(created_ca, issued, wrote, root, cert_dir)
+
+
+def ensure_server_cert(state_dir: Path, *, pki_dir: Path | None = None,
+                       passphrase: bytes | None = None) -> tuple[bool, bool, Path]:
+    """spicectl's CA and its server certificate for 127.0.0.1 (made or renewed as needed): whether the
+    CA was created, whether a certificate was issued, and its folder."""
     from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
     from spicectl.pki.issue import SERVER_CERT, issue_server
     from spicectl.pki.profiles import load_profile
@@ -92,14 +107,85 @@ def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None
         issue_server(authority, load_profile("server", pki_dir), cert_dir, host=TLS_HOST,
                      dns=["localhost"], ips=["::1"], force=True)
         issued = True
-    for sub in ("etc", "lib", "log", "run", "cache"):
-        store.ensure_dir(root / sub)
-    conf = root / "etc" / "qemu.conf"
-    text = qemu_conf_text(cert_dir)
-    wrote = not conf.exists() or conf.read_text() != text
-    if wrote:
+    return created_ca, issued, cert_dir
+
+
+SESSION_URI = "qemu:///session"
+SESSION_DAEMONS = ("virtqemud", "libvirtd")   # what libvirt spawns for a user's qemu:///session
+
+
+def session_qemu_conf() -> Path:
+    """The qemu.conf a user's qemu:///session daemon reads."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "libvirt" / "qemu.conf"
+
+
+def merge_qemu_conf(text: str, settings: dict[str, str]) -> str:
+    """`text` with each of `settings` set (its old line replaced, else appended); the rest kept."""
+    lines, done = [], set()
+    for line in text.splitlines():
+        key = line.split("#", 1)[0].partition("=")[0].strip()
+        if key in settings and "=" in line.split("#", 1)[0]:
+            if key not in done:
+                lines.append(f"{key} = {settings[key]}")
+                done.add(key)
+            continue
+        lines.append(line)
+    lines += [f"{key} = {value}" for key, value in settings.items() if key not in done]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class SessionReport:
+    created_ca: bool
+    issued_server_cert: bool
+    qemu_conf: Path
+    changed: bool
+    restarted: list[int]   # pids of session daemons ended so that the next connection reads the file
+
+
+def setup_session(state_dir: Path, *, pki_dir: Path | None = None, passphrase: bytes | None = None) -> SessionReport:
+    """SPICE TLS for the user's own qemu:///session: spicectl's certificate for 127.0.0.1 in its
+    qemu.conf (other settings kept, a backup of the old file beside it), and the session daemon
+    ended if the file changed (libvirt starts it again on the next connection; guests keep running)."""
+    created_ca, issued, cert_dir = ensure_server_cert(state_dir, pki_dir=pki_dir, passphrase=passphrase)
+    conf = session_qemu_conf()
+    old = conf.read_text() if conf.exists() else ""
+    text = merge_qemu_conf(old, {"spice_tls": "1", "spice_tls_x509_cert_dir": f'"{cert_dir}"',
+                                 "spice_listen": f'"{TLS_HOST}"'})
+    changed = text != old
+    restarted: list[int] = []
+    if changed:
+        store.ensure_dir(conf.parent)
+        if old:
+            store.atomic_write(conf.with_name(conf.name + ".spicectl-bak"), old.encode(), 0o600)
         store.atomic_write(conf, text.encode(), 0o600)
-    return SetupReport(created_ca, issued, wrote, root, cert_dir)
+        restarted = _end_session_daemons()
+    return SessionReport(created_ca, issued, conf, changed, restarted)
+
+
+def _end_session_daemons(grace: float = 10.0) -> list[int]:
+    import signal
+    import time
+
+    ended = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or entry.stat().st_uid != os.getuid():
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if Path(argv[0].decode(errors="replace")).name in SESSION_DAEMONS:
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+                ended.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    while any(Path(f"/proc/{pid}").exists() for pid in ended) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ended
 
 
 def setup_private(state_dir: Path, root: Path, *, pki_dir: Path | None = None,

@@ -8,8 +8,10 @@ anyone else made libvirt chown its folders to root ('Failed to create dbus state
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -85,6 +87,14 @@ def as_user(user, wheel_venv, spicectl):
     run.with_env = lambda **extra: lambda *a, **k: run(*a, extra=extra, **k)  # type: ignore[attr-defined]
     yield run
     run("host", "stop", check=False, timeout=300)
+    # the session daemons libvirt spawned for the user's qemu:///session (they would idle out in 2 min)
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == user.pw_uid and \
+                    (entry / "comm").read_text().strip() in ("libvirtd", "virtqemud", "virtlogd"):
+                os.kill(int(entry.name), signal.SIGTERM)
+        except OSError:
+            pass
 
 
 def test_the_wheel_finds_its_data_files_outside_the_checkout(as_user, wheel_venv):
@@ -191,3 +201,20 @@ def test_a_regular_user_builds_an_image_and_boots_it_with_roots_files_owned_by_r
     finally:
         run("vm", "delete", "built", check=False)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_a_regular_user_uses_its_own_qemu_session_with_spice_tls(as_user, user):
+    session = as_user.with_env(SPICECTL_CONNECT="qemu:///session")
+    setup = session("host", "setup", "--json").json()
+    conf = Path(user.pw_dir) / ".config" / "libvirt" / "qemu.conf"
+    assert setup["qemu_conf"] == str(conf) and "spice_tls = 1" in conf.read_text()
+    seen = {c["check"]: c for c in session("host", "check", "--json").json()["checks"]}
+    assert seen["spice_tls"]["ok"] and seen["spice_cert"]["ok"] and "QEMU runs as you" in seen["users"]["detail"]
+    assert session("host", "setup", "--json").json()["changed"] is False   # idempotent: nothing restarted
+    made = session("vm", "create", "sess", "-t", "headless-ci", "--virt-type", "qemu", "--wait", "--json").json()
+    try:
+        assert made["uri"] == "qemu:///session" and made["spice"]["tls_port"]
+        shot = session("screenshot", "sess", "-o", "sess.png", "--json").json()
+        assert (shot["width"], shot["height"]) == (720, 400)
+    finally:
+        session("vm", "delete", "sess", check=False)
