@@ -150,6 +150,10 @@ def test_a_regular_user_runs_a_guest_over_spice_tls_as_itself(as_user, user):
     assert (Path(user.pw_dir) / "shot.png").stat().st_uid == user.pw_uid
     assert len(as_user("ticket", "mine").stdout.strip()) >= 16
     as_user("send-keys", "mine", "esc")
+    for proxy in ("ws", "http-connect"):   # a per-session proxy of the user's, with its own secret and store
+        through = as_user("connect", "mine", "--builtin", "--screenshot", f"via-{proxy}.png", "--proxy", proxy,
+                          "--json").json()
+        assert (Path(user.pw_dir) / f"via-{proxy}.png").stat().st_size > 0, through
     as_user("connect", "mine", "--vv", "mine.vv")
     vv = Path(user.pw_dir) / "mine.vv"
     assert stat.S_IMODE(vv.stat().st_mode) == 0o600 and "tls-port=" in vv.read_text()
