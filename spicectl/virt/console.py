@@ -31,9 +31,7 @@ class Console:
     def __init__(self, hv: Hypervisor, dom, *, force: bool = True) -> None:
         import libvirt
 
-        from spicectl.virt.lifecycle import is_running
-
-        if not is_running(dom):
+        if not dom.isActive():   # (lifecycle waits on consoles: console imports nothing of it)
             raise Conflict(f"{dom.name()} is not running", hint=f"spicectl vm start {dom.name()}")
         self._libvirt = libvirt
         self.stream = hv.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
