@@ -11,7 +11,7 @@ from spicectl import __version__
 from spicectl.cli.app import App
 from spicectl.cli.errors import INTERNAL, INTERRUPTED, exit_code_for, exit_code_help, from_os_error
 from spicectl.cli.lazy import LazyGroup
-from spicectl.cli.options import check_text_values
+from spicectl.cli.options import DELAY, check_text_values
 from spicectl.errors import SpicectlError
 
 COMMANDS = {
@@ -116,7 +116,7 @@ def _help_width(max_width: int = 100) -> int:
 @click.option("--state-dir", metavar="DIR", envvar="SPICECTL_STATE_DIR",
               help="Where spicectl keeps its CA, certificates and private libvirt "
                    "(env SPICECTL_STATE_DIR; default /var/lib/spicectl as root, else ~/.local/share/spicectl).")
-@click.option("--persist", type=click.FloatRange(min=0), metavar="SECONDS", envvar="SPICECTL_PERSIST",
+@click.option("--persist", type=DELAY, metavar="SECONDS", envvar="SPICECTL_PERSIST",
               help="Keep a session holder (libvirt connection, SPICE sessions) for repeated vm list/show, ticket, "
                    "screenshot, send-keys, type, mouse and wait-screen; it exits after SECONDS without one "
                    "(env SPICECTL_PERSIST; default 60; 0: none, each command does its own work).")

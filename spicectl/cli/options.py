@@ -37,6 +37,20 @@ TIMEOUT = Seconds()
 DELAY = Seconds(zero=True)
 
 
+class Fraction(click.ParamType):
+    """A plain decimal number in ASCII digits from 0 to 1 (a share of pixels, say)."""
+
+    name = "fraction"
+
+    def convert(self, value, param, ctx) -> float:
+        from spicectl.domain.units import parse_number
+
+        exact = parse_number(str(value)) if isinstance(value, (str, int, float)) else None
+        if exact is None or exact > 1:
+            self.fail(f"{value!r} is not a number from 0 to 1", param, ctx)
+        return float(exact)
+
+
 class Integer(click.ParamType):
     """A whole number in ASCII digits (click's int takes '٣' and '1_000'), within [low, high]."""
 

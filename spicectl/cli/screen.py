@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import DELAY, TIMEOUT, Integer
+from spicectl.cli.options import DELAY, TIMEOUT, Fraction, Integer
 
 
 def server_options(func):
@@ -315,7 +315,7 @@ def _region(value: str | None):
 @click.argument("name", metavar="GUEST")
 @click.option("--changed", is_flag=True, help="Wait until the screen differs from when the command started.")
 @click.option("--match", "reference", metavar="PNG", help="Wait until the screen matches this reference image.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+@click.option("--threshold", type=Fraction(), default=0.99, show_default=True,
               help="Share of pixels that must be equal for --match (and differ for nothing else).")
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
 @click.option("--timeout", type=TIMEOUT, default=60, show_default=True, help="Seconds to wait.")

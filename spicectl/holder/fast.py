@@ -66,11 +66,11 @@ def persist_seconds(options: dict[str, str]) -> float | None:
     text = options.get("--persist", os.environ.get(PERSIST_ENV, ""))
     if not text:
         return DEFAULT_PERSIST
-    try:
-        value = float(text)
-    except ValueError:
-        return None   # the CLI says what is wrong with it
-    return value if value >= 0 else None
+    whole, _, part = text.partition(".")
+    # ASCII digits only, as the CLI takes them (float() reads '٣', '1e3' and 'inf'): else the CLI says
+    if not (whole.isascii() and whole.isdigit() and (not part or (part.isascii() and part.isdigit()))):
+        return None
+    return float(text)
 
 
 def state_dir(options: dict[str, str]) -> str | None:

@@ -157,8 +157,13 @@ def test_a_regular_user_runs_a_guest_over_spice_tls_as_itself(as_user, user):
     as_user("connect", "mine", "--vv", "mine.vv")
     vv = Path(user.pw_dir) / "mine.vv"
     assert stat.S_IMODE(vv.stat().st_mode) == 0o600 and "tls-port=" in vv.read_text()
+    as_user("type", "mine", "x")
+    as_user("wait-screen", "mine", "--match", "shot.png", "--timeout", "30")   # SeaBIOS's screen stays put
     listed = {g["name"]: g for g in as_user("vm", "list", "--json").json()}
     assert listed["mine"]["state"] == "running"
+    as_user("vm", "stop", "mine", "--timeout", "5", "--force")
+    assert as_user("vm", "start", "mine", "--wait", "--json").json()["state"] == "running"
+    pid = int(pid_file.read_text())
     as_user("vm", "delete", "mine")
     assert pid not in qemu_owners()
 

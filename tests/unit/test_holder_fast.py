@@ -47,3 +47,16 @@ def test_the_fast_path_imports_nothing_heavier_than_the_interpreter_builtins():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env=env).stdout
     assert out.strip() == ""
+
+
+@pytest.mark.parametrize("text", ["1e3", "inf", "nan", "\u0663", "1_0"])
+def test_persist_takes_ascii_decimals_only_as_the_cli_does(text, run):
+    assert persist_seconds({"--persist": text}) is None   # not handed over: the CLI says what is wrong
+    r = run("--persist", text, "vm", "list")
+    assert r.exit_code == 2
+
+
+def test_a_threshold_takes_ascii_decimals_from_0_to_1(run):
+    for bad in ("\u0660.\u0669", "1.5", "nan"):
+        r = run("wait-screen", "g", "--changed", "--threshold", bad)
+        assert r.exit_code == 2 and "not a number from 0 to 1" in r.stderr, (bad, r.stderr)
