@@ -302,13 +302,17 @@ def test_short_opus_recordings_in_a_row_each_hear_the_tone(spicectl, scene, tmp_
     import wave
 
     guest_shell(spicectl, "amixer -q set Master 73% unmute; (spicectl-tone 40 1000 &); echo TONE", r"TONE\r?\n")
-    for i in range(6):
-        out = tmp_path / f"tone{i}.wav"
-        r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "2", "--json")
-        assert r.json()["codec"] == "opus" and r.json()["received_bytes"] > 10_000, r.stdout
-        with wave.open(str(out)) as wav:
-            samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
-        assert np.abs(samples).max() > 5000, f"recording {i} is silent: {r.stdout}"
+    try:
+        for i in range(6):
+            out = tmp_path / f"tone{i}.wav"
+            r = spicectl("record-audio", GUEST, "-o", str(out), "--seconds", "2", "--json")
+            assert r.json()["codec"] == "opus" and r.json()["received_bytes"] > 10_000, r.stdout
+            with wave.open(str(out)) as wav:
+                samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+            assert np.abs(samples).max() > 5000, f"recording {i} is silent: {r.stdout}"
+    finally:   # the tone must not sound into the tests after this one (the viewer's listens for silence)
+        guest_shell(spicectl, "pkill -f speaker-test; amixer -q set Master 100% unmute; echo TONE-OFF",
+                    r"TONE-OFF\r?\n")
 
 
 XEV_BOX = (600, 450, 300, 200)  # where the test opens xev's window (no window manager: X honours it)
