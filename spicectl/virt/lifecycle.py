@@ -281,10 +281,11 @@ def start(hv: Hypervisor, name: str, *, wait: bool | str = False, timeout: float
 
 
 PORTS, READY = "ports", "ready"   # what a --wait waits for
-# typed on an image guest's console (root is logged in there): a desktop image's X session, then a
-# line the shell computes, so that the echo of what was typed does not match
-READY_PROBE = (b"[ -e /usr/local/bin/spicectl-session ] && until [ -e /run/spicectl-desktop-ready ]; "
-               b"do sleep 1; done; echo SPICECTL-READY-$((40+2))\n")
+# typed on an image guest's console (root is logged in there): a desktop image's X session (unless its
+# session is masked or disabled, e.g. with systemd.mask= on the kernel command line), then a line the
+# shell computes, so that the echo of what was typed does not match
+READY_PROBE = (b"systemctl -q is-enabled spicectl-desktop-ready.service 2>/dev/null && "
+               b"until [ -e /run/spicectl-desktop-ready ]; do sleep 1; done; echo SPICECTL-READY-$((40+2))\n")
 READY_MARK = "SPICECTL-READY-42"
 READY_RETRY = 3.0
 
