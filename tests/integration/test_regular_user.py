@@ -227,3 +227,56 @@ def test_a_regular_user_uses_its_own_qemu_session_with_spice_tls(as_user, user):
         assert (shot["width"], shot["height"]) == (720, 400)
     finally:
         session("vm", "delete", "sess", check=False)
+
+
+def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, user, wheel_venv):
+    """record-audio and share as the user, on a desktop image guest (from root's shared cache)."""
+    import time
+    import wave
+
+    import numpy as np
+
+    as_user("vm", "create", "desk", "--image", "debian-desktop", "--folder-sharing", "--virt-type", "qemu", "--wait",
+            timeout=330)
+    home = Path(user.pw_dir)
+
+    def console(command: str, expect: str) -> str:
+        nonce = f"n{time.monotonic_ns()}"
+        out = as_user("console", "desk", "--send", f"echo {nonce}; {command}\\n", "--expect",
+                      rf"{nonce}\r?\n(?s:.*){expect}", "--timeout", "90", "--json", timeout=120).json()["output"]
+        return out
+
+    try:
+        console("(spicectl-tone 8 1000 &); echo TONE", r"TONE\r?\n")
+        as_user("record-audio", "desk", "-o", "tone.wav", "--seconds", "3")
+        with wave.open(str(home / "tone.wav")) as wav:
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, channels)[:, 0]
+        peak = np.fft.rfftfreq(len(samples), 1 / rate)[np.abs(np.fft.rfft(samples.astype(float))).argmax()]
+        assert abs(peak - 1000) < 5, peak
+
+        shared = home / "shared"
+        shared.mkdir(exist_ok=True)
+        (shared / "hello.txt").write_text("from the user's folder\n")
+        shutil.chown(shared, user.pw_uid, user.pw_gid)
+        shutil.chown(shared / "hello.txt", user.pw_uid, user.pw_gid)
+        env = {"HOME": user.pw_dir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SPICECTL_PERSIST": "0"}
+        sharing = subprocess.Popen(["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                                    str(wheel_venv / "bin" / "spicectl"), "share", "desk", str(shared), "--writable",
+                                    "--seconds", "120", "--json"], cwd=user.pw_dir, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            assert json.loads(sharing.stdout.readline())["event"] == "sharing"
+            program = ("import urllib.request as u\\nb='http://127.0.0.1:9843/'\\n"
+                       "print('GOT=' + u.urlopen(b + 'hello.txt', timeout=30).read().hex())\\n"
+                       "print('PUT=%d' % u.urlopen(u.Request(b + 'back.txt', data=b'from the guest', method='PUT'), "
+                       "timeout=30).status)")
+            out = console(f"python3 - <<'EOF'\\n{program}\\nEOF", r"PUT=\d+\r?\n")
+        finally:
+            sharing.terminate()
+            sharing.communicate(timeout=30)
+        assert b"from the user's folder\n".hex() in out and "PUT=201" in out, out
+        back = shared / "back.txt"
+        assert back.read_bytes() == b"from the guest" and back.stat().st_uid == user.pw_uid
+    finally:
+        as_user("vm", "delete", "desk", check=False)
