@@ -256,7 +256,8 @@ def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, 
         assert abs(peak - 1000) < 5, peak
 
         shared = home / "shared"
-        shared.mkdir(exist_ok=True)
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir()
         (shared / "hello.txt").write_text("from the user's folder\n")
         shutil.chown(shared, user.pw_uid, user.pw_gid)
         shutil.chown(shared / "hello.txt", user.pw_uid, user.pw_gid)
@@ -276,6 +277,25 @@ def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, 
             sharing.terminate()
             sharing.communicate(timeout=30)
         assert b"from the user's folder\n".hex() in out and "PUT=201" in out, out
+
+        # spicectl's viewer window, on an X display of the user's own
+        number = next(n for n in range(150, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                      and not Path(f"/tmp/.X{n}-lock").exists())
+        xvfb = subprocess.Popen(["runuser", "-u", USER, "--", require_binary("Xvfb"), f":{number}", "-screen", "0",
+                                 "1280x800x24", "-nolisten", "tcp", "-noreset"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 15
+            while not Path(f"/tmp/.X11-unix/X{number}").exists():
+                assert time.monotonic() < deadline, "Xvfb did not start"
+                time.sleep(0.1)
+            time.sleep(1)
+            viewed = as_user.with_env(DISPLAY=f":{number}")("view", "desk", "--mute", "--close-after", "15",
+                                                            timeout=120)
+            assert "window open" in viewed.stderr and "window closed" in viewed.stderr, viewed.stderr
+        finally:
+            xvfb.terminate()
+            xvfb.wait(10)
         back = shared / "back.txt"
         assert back.read_bytes() == b"from the guest" and back.stat().st_uid == user.pw_uid
     finally:
