@@ -88,6 +88,11 @@ def run_checks(s: Settings) -> list[HostCheck]:
         return checks
     if not target.embedded and target.local and not session:
         checks.append(_kvm_for_qemu_user(_local_kvm_facts()))
+    if session and Path("/dev/kvm").exists() and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        # the session daemon probes QEMU as this user: a /dev/kvm it cannot open makes every call re-probe
+        checks.append(HostCheck("kvm_user", True, "/dev/kvm is closed to you: the session libvirt probes QEMU "
+                                  "again on every call (seconds each); as root: usermod -aG kvm "
+                                  f"{pwd.getpwuid(os.getuid()).pw_name}, then log in again", severity="warning"))
     if target.embedded and target.root is not None:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
         cert_dir = conf.get("spice_tls_x509_cert_dir")

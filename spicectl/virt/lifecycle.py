@@ -293,15 +293,24 @@ READY_RETRY = 3.0
 def wait_ready(hv: Hypervisor, dom, timeout: float, progress: Progress = _noop) -> None:
     """Return once a guest of spicectl's images answers on its console shell (and, for a desktop
     image, once its X session is drawn): what a user means by a guest that is ready to use."""
+    from spicectl.virt.connection import open_uri, start_event_loop
     from spicectl.virt.console import Console
 
     progress(f"waiting for {dom.name()} to be ready (its console shell; a desktop image's X session)")
-    with Console(hv, dom) as console:
-        try:
+    # a console stream is driven by libvirt's event loop, which a connection uses only if it was
+    # registered before the connection opened: a daemon's (qemu:///session, system) gets one of its
+    # own here (without, the stream's data came in bursts: 232 s instead of 20 to see the shell)
+    start_event_loop()
+    own = None if hv.location.embedded else open_uri(hv.location)
+    try:
+        with Console(own or hv, own.conn.lookupByName(dom.name()) if own else dom) as console:
             console.expect(READY_MARK, send=READY_PROBE, timeout=timeout, retry_every=READY_RETRY)
-        except TimeoutExpired as exc:
-            raise TimeoutExpired(f"{dom.name()} was not ready within {timeout:g}s ({exc.message})",
-                                 hint=f"a longer --timeout, or see: spicectl console {dom.name()}") from None
+    except TimeoutExpired as exc:
+        raise TimeoutExpired(f"{dom.name()} was not ready within {timeout:g}s ({exc.message})",
+                             hint=f"a longer --timeout, or see: spicectl console {dom.name()}") from None
+    finally:
+        if own is not None:
+            own.close()
 
 
 PORT_RETRIES = 5

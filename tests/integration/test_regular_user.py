@@ -219,14 +219,28 @@ def test_a_regular_user_uses_its_own_qemu_session_with_spice_tls(as_user, user):
     assert setup["qemu_conf"] == str(conf) and "spice_tls = 1" in conf.read_text()
     seen = {c["check"]: c for c in session("host", "check", "--json").json()["checks"]}
     assert seen["spice_tls"]["ok"] and seen["spice_cert"]["ok"] and "QEMU runs as you" in seen["users"]["detail"]
+    kvm_closed = Path("/dev/kvm").exists() and not stat.S_IMODE(Path("/dev/kvm").stat().st_mode) & 0o006 and \
+        Path("/dev/kvm").stat().st_gid not in os.getgrouplist(USER, user.pw_gid)
+    assert ("kvm_user" in seen) == kvm_closed, seen.get("kvm_user")
     assert session("host", "setup", "--json").json()["changed"] is False   # idempotent: nothing restarted
     made = session("vm", "create", "sess", "-t", "headless-ci", "--virt-type", "qemu", "--wait", "--json").json()
     try:
         assert made["uri"] == "qemu:///session" and made["spice"]["tls_port"]
         shot = session("screenshot", "sess", "-o", "sess.png", "--json").json()
         assert (shot["width"], shot["height"]) == (720, 400)
+        # (each command costs the session daemon a QEMU probe here: /dev/kvm is closed to the user, and
+        # libvirt then calls its capabilities stale every time; the embedded tests above cover the rest)
+        session("connect", "sess", "--builtin", "--screenshot", "sess-ws.png", "--proxy", "ws")
     finally:
         session("vm", "delete", "sess", check=False)
+    # an image guest on the session libvirt: its overlay in the user's state dir, its base in root's cache
+    session("vm", "create", "smini", "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=330)
+    try:
+        out = session("console", "smini", "--send", "echo PROBE-$((6*7))\\n", "--expect", "PROBE-42",
+                      "--timeout", "20", "--json", timeout=60).json()
+        assert "PROBE-42" in out["output"]
+    finally:
+        session("vm", "delete", "smini", check=False)
 
 
 def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, user, wheel_venv):
