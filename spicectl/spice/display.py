@@ -190,10 +190,10 @@ class Display:
         elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
             for resource in p.take(W.INVAL_LIST)["resources"]:
                 self.images.pop(resource["id"], None)
-            self._trim_cache()
+            self._count_cache()
         elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PIXMAPS:
             self.images.clear()
-            self._trim_cache()
+            self._count_cache()
         elif msg_type == M.MSG_DISPLAY_INVAL_PALETTE:
             self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
             self._count_palettes()
@@ -480,6 +480,9 @@ class Display:
         while total > self.cache_pixels * 2 and len(self.images) > 1:
             _, old = self.images.popitem(last=False)
             total -= old.pixels.shape[0] * old.pixels.shape[1]
+        self._count_cache()
+
+    def _count_cache(self) -> None:
         self.budget.set("image cache", sum(i.pixels.nbytes for i in self.images.values()), "cached images")
 
     def _count_glz(self) -> None:

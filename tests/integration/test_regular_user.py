@@ -168,15 +168,20 @@ def test_a_regular_user_runs_a_guest_over_spice_tls_as_itself(as_user, user):
     assert pid not in qemu_owners()
 
 
-def test_a_regular_users_image_guest_boots_to_a_shell_on_its_console(as_user):
-    # --wait means ready: the console shell answers at once, no --retry-every needed
-    as_user("vm", "create", "mini", "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=330)
+def boots_minimal_to_a_shell(run, name: str) -> None:
+    """A debian-minimal guest made by `run` answers on its console as soon as `vm create --wait` returns:
+    --wait means ready, so no --retry-every is needed."""
+    run("vm", "create", name, "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=330)
     try:
-        out = as_user("console", "mini", "--send", "echo PROBE-$((6*7))\\n", "--expect", "PROBE-42",
-                      "--timeout", "20", "--json", timeout=60).json()
+        out = run("console", name, "--send", "echo PROBE-$((6*7))\\n", "--expect", "PROBE-42",
+                  "--timeout", "20", "--json", timeout=60).json()
         assert "PROBE-42" in out["output"]
     finally:
-        as_user("vm", "delete", "mini", check=False)
+        run("vm", "delete", name, check=False)
+
+
+def test_a_regular_users_image_guest_boots_to_a_shell_on_its_console(as_user):
+    boots_minimal_to_a_shell(as_user, "mini")
 
 
 def test_root_and_a_regular_user_run_guests_side_by_side(as_user, spicectl):
@@ -234,13 +239,7 @@ def test_a_regular_user_uses_its_own_qemu_session_with_spice_tls(as_user, user):
     finally:
         session("vm", "delete", "sess", check=False)
     # an image guest on the session libvirt: its overlay in the user's state dir, its base in root's cache
-    session("vm", "create", "smini", "--image", "debian-minimal", "--virt-type", "qemu", "--wait", timeout=330)
-    try:
-        out = session("console", "smini", "--send", "echo PROBE-$((6*7))\\n", "--expect", "PROBE-42",
-                      "--timeout", "20", "--json", timeout=60).json()
-        assert "PROBE-42" in out["output"]
-    finally:
-        session("vm", "delete", "smini", check=False)
+    boots_minimal_to_a_shell(session, "smini")
 
 
 def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, user, wheel_venv):
