@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import Integer
+from spicectl.cli.options import CA_FILE_HELP, Integer
 
 
 @click.command()
@@ -28,7 +28,7 @@ from spicectl.cli.options import Integer
 @click.option("--screenshot", metavar="PNG", help="With --builtin: save a screenshot taken through the session.")
 @click.option("--view", is_flag=True, help="With --builtin: show the session in spicectl's viewer window "
               "(as `spicectl view`).")
-@click.option("--ca-file", metavar="PEM", help="CA of the guest's SPICE certificate (default: spicectl's CA).")
+@click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
 @json_option
 @pass_app
@@ -78,7 +78,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
 
     s = app.settings
     access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl)
-    server = from_access(access, ca_file=ca_file or str(s.ca_dir / CA_CERT))
+    server = from_access(access, ca_file=ca_file, own_ca=str(s.ca_dir / CA_CERT))
 
     from spicectl.session import runner
 

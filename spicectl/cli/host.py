@@ -40,9 +40,10 @@ def check_cmd(app: App) -> None:
 
 @host.command("setup")
 @click.option("--apply", "apply_", is_flag=True,
-              help="For a libvirt named by --connect qemu+ssh://…: install a SPICE server "
-              "certificate from spicectl's CA for the URI's host into its SPICE certificate directory and set "
-              "spice_tls in its qemu.conf, over the URI's own SSH; backs up what it replaces.")
+              help="For a libvirt named by --connect qemu+ssh://… or this host's qemu:///system (as root): "
+              "install a SPICE server certificate from spicectl's CA for the URI's host (127.0.0.1 for this "
+              "host) into its SPICE certificate directory and set spice_tls in its qemu.conf, over the URI's "
+              "own SSH or in place; backs up what it replaces.")
 @passphrase_options
 @json_option
 @pass_app
@@ -112,12 +113,12 @@ def _apply_remote(app: App, uri: str, passphrase: bytes | None) -> None:
     from spicectl.pki.issue import SERVER_CERT, SERVER_KEY, issue_server
     from spicectl.pki.profiles import load_profile
     from spicectl.pki.verify import verify_directory
-    from spicectl.virt.remote import SshHost, apply_spice_tls
+    from spicectl.virt.remote import apply_spice_tls, host_of
 
     s = app.settings
-    ssh = SshHost.from_uri(uri)
+    ssh = host_of(uri)
     name = ssh.host
-    local = s.certs_dir / "server" / name
+    local = s.certs_dir / "server" / ssh.label
     issued = created_ca = False
     if not ca_exists(s.ca_dir):
         if any(s.certs_dir.glob(f"server/*/{SERVER_CERT}")):

@@ -8,6 +8,8 @@ PASSPHRASE_ENV = "SPICECTL_CA_PASSPHRASE"
 
 
 MAX_SECONDS = 366 * 86400
+CA_FILE_HELP = ("CA that signed the guest's SPICE certificate (default: for a local qemu:///system, the CA in its "
+                "SPICE certificate folder while root alone may change it; else spicectl's CA).")
 
 
 class Seconds(click.ParamType):

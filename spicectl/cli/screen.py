@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import DELAY, TIMEOUT, Fraction, Integer
+from spicectl.cli.options import CA_FILE_HELP, DELAY, TIMEOUT, Fraction, Integer
 
 
 def server_options(func):
@@ -19,8 +19,7 @@ def server_options(func):
                         "the guest must allow plain channels.")(func)
     func = click.option("--host-subject", metavar="SUBJECT", help="With a spice:// URI: the server certificate's "
                         "subject, as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
-    func = click.option("--ca-file", metavar="PEM", help="CA that signed the SPICE server's certificate "
-                        "(default: spicectl's CA).")(func)
+    func = click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)(func)
     func = click.option("--password-file", metavar="PATH", help="With a spice:// URI: read the SPICE password "
                         "from PATH ('-' for stdin).")(func)
     return func
@@ -43,7 +42,7 @@ def _server(app: App, guest: str, opts: dict):
             raise click.UsageError(f"--{option.replace('_', '-')} goes with a spice:// URI, not a guest name")
     s = app.settings
     access = fetch_access(s.connect, s.state_dir, s.pki_dir, guest, plain=opts["plain_port"])
-    return from_access(access, ca_file=opts["ca_file"] or str(s.ca_dir / CA_CERT))
+    return from_access(access, ca_file=opts["ca_file"], own_ca=str(s.ca_dir / CA_CERT))
 
 
 CONNECT_ALLOWANCE = 30.0  # what a command with a --timeout for its wait adds for connecting (TLS, link, channels)

@@ -66,8 +66,10 @@ def from_uri(uri: str, *, password: bytes | None, ca_file: str | None, host_subj
                        host_subject=host_subject)
 
 
-def from_access(access: GuestAccess, *, ca_file: str | None) -> SpiceServer:
-    """A managed guest's server: where virt/ says it is, checked against the CA the client trusts."""
+def from_access(access: GuestAccess, *, ca_file: str | None, own_ca: str) -> SpiceServer:
+    """A managed guest's server: where virt/ says it is, checked against the CA the client trusts:
+    `ca_file` if given, else the CA the guest's host names (a system libvirt's), else spicectl's `own_ca`."""
+    ca_file = ca_file or access.ca_file or own_ca
     if access.tls_port is not None and (ca_file is None or not Path(ca_file).exists()):
         raise NotFound(f"no CA certificate at {ca_file} to check {access.name}'s TLS certificate",
                        hint="give --ca-file, or create spicectl's CA with spicectl host setup")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,8 @@ def run_checks(s: Settings) -> list[HostCheck]:
     elif session:   # the user's own daemon reads the user's own qemu.conf
         conf = H.read_qemu_conf(H.session_qemu_conf())
         cert_dir = conf.get("spice_tls_x509_cert_dir")
+    elif target.local and not os.access(H.QEMU_CONF, os.R_OK):
+        return checks + _system_checks_unprivileged()
     elif target.local:
         conf = H.read_qemu_conf(Path(H.QEMU_CONF))
         cert_dir = conf.get("spice_tls_x509_cert_dir", H.DEFAULT_CERT_DIR)
@@ -125,6 +128,37 @@ def run_checks(s: Settings) -> list[HostCheck]:
             checks.append(HostCheck("spice_cert", not bad, f"{cert_dir} valid for {listen}" if not bad else
                                       f"{cert_dir}: " + "; ".join(c.detail for c in bad)))
     return checks
+
+
+def _system_checks_unprivileged() -> list[HostCheck]:
+    """A system libvirt seen by a user in its group: qemu.conf is root's alone, its SPICE folder is
+    readable (its key only by QEMU's group)."""
+    from spicectl.pki.ca import CA_CERT
+    from spicectl.pki.issue import SERVER_CERT, key_name
+    from spicectl.virt import host as H
+    from spicectl.virt.remote import RemoteTls, verify_remote
+
+    d = H.system_cert_dir()
+
+    def read(name: str) -> bytes | None:
+        try:
+            return (d / name).read_bytes()
+        except OSError:
+            return None
+
+    try:
+        mode: str | None = f"{stat.S_IMODE(os.stat(d / key_name('server')).st_mode):o}"
+    except OSError:
+        mode = None
+    tls = RemoteTls(False, str(d), read(CA_CERT), read(SERVER_CERT), mode)
+    bad = [c for c in verify_remote(tls, host=H.TLS_HOST, trusted_ca=None) if not c.ok]
+    trusted = H.system_spice_ca() is not None
+    problems = [c.detail for c in bad] + ([] if trusted else [f"{CA_CERT} is not root's alone: not trusted"])
+    return [HostCheck("spice_tls", True, f"{H.QEMU_CONF} is root's alone: whether spice_tls is on, root's "
+                      "spicectl --connect qemu:///system host check says", severity="warning"),
+            HostCheck("spice_cert", not problems,
+                      f"{d} valid for {H.TLS_HOST}; its CA ({CA_CERT}) is the one spicectl trusts for this host"
+                      if not problems else f"{d}: " + "; ".join(problems))]
 
 
 def _remote_checks(uri: str, our_ca: Path) -> list[HostCheck]:

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput, TimeoutExpired
 
@@ -65,6 +66,11 @@ class LibvirtURI:
     @property
     def local(self) -> bool:
         return self.embedded or self.uri.split("://", 1)[-1].startswith("/") or "://" not in self.uri
+
+    @property
+    def system(self) -> bool:
+        """This host's system libvirt: QEMU runs as its own user, and reads files as that user."""
+        return not self.embedded and self.local and urlsplit(self.uri).path.rstrip("/") == "/system"
 
 
 def embedded_root(state_dir: Path) -> Path:

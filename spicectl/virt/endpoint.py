@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from spicectl.errors import InvalidInput, NotFound
+from spicectl.errors import InvalidInput, NotFound, SpicectlError
 from spicectl.virt.connection import Hypervisor
 
 # libvirt's virDomainState values that spicectl acts on
@@ -49,6 +49,7 @@ class GuestAccess:
     valid_to: str                 # ISO 8601, UTC
     tls_subject: str | None       # the server certificate's subject, when known exactly
     usbredir: bool                # the guest has usbredir channels
+    ca_file: str | None = None    # the CA its certificate chains to, when the hypervisor's host names it
 
 
 GRAPHICS = "devices/graphics[@type='spice']"
@@ -105,10 +106,32 @@ def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = Fals
         elif listen.listen in LOOPBACKS:
             raise InvalidInput(f"{name} listens on {listen.listen} of {remote}, out of reach from here",
                                hint="recreate it with --listen on an address this machine can reach")
-    subject = _embedded_subject(state_dir) if hv.location.embedded and tls_port and state_dir else None
+    subject, ca_file = None, None
+    if tls_port and hv.location.embedded and state_dir:
+        subject = _embedded_subject(state_dir)
+    elif tls_port and hv.location.system:
+        subject, ca_file = _system_trust()
     ticket = set_ticket(dom, ttl)
     return GuestAccess(name, host, listen.port, tls_port, ticket.password, ticket.as_dict()["valid_to"], subject,
-                       live.find("devices/redirdev") is not None)
+                       live.find("devices/redirdev") is not None, ca_file)
+
+
+def _system_trust() -> tuple[str | None, str | None]:
+    """A local system libvirt serves the certificate in its own SPICE folder, from its administrator's
+    CA: that CA and that subject, when root owns them (a user in the libvirt group trusts root's word)."""
+    from spicectl.pki.ca import load_cert
+    from spicectl.pki.issue import SERVER_CERT
+    from spicectl.pki.names import host_subject
+    from spicectl.virt.host import system_spice_ca
+
+    ca = system_spice_ca()
+    if ca is None:
+        return None, None
+    try:
+        subject = host_subject(load_cert(ca.parent / SERVER_CERT).subject)
+    except SpicectlError:
+        subject = None
+    return subject, str(ca)
 
 
 def _embedded_subject(state_dir: Path) -> str | None:

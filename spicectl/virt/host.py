@@ -27,6 +27,27 @@ DEFAULT_CERT_DIR = "/etc/pki/libvirt-spice"   # its spice_tls_x509_cert_dir when
 QEMU_USER = QEMU_GROUP = "libvirt-qemu"       # QEMU runs as this user and group
 
 
+def system_cert_dir() -> Path:
+    """Where a system libvirt's QEMU finds its SPICE certificates (qemu.conf is root's alone: a user in
+    the libvirt group who cannot read it gets libvirt's default)."""
+    return Path(read_qemu_conf(Path(QEMU_CONF)).get("spice_tls_x509_cert_dir") or DEFAULT_CERT_DIR)
+
+
+def system_spice_ca() -> Path | None:
+    """A local system libvirt's SPICE CA certificate, trusted only if root owns it and its folder and
+    no one else may change them (it is then the host administrator's word, as /etc is)."""
+    from spicectl.pki.ca import CA_CERT
+
+    path = system_cert_dir() / CA_CERT
+    try:
+        for st in (os.stat(path.parent), os.stat(path)):
+            if st.st_uid != 0 or st.st_mode & 0o022:
+                return None
+    except OSError:
+        return None
+    return path
+
+
 def server_cert_dir(state_dir: Path) -> Path:
     return state_dir / "certs" / "server" / TLS_HOST
 

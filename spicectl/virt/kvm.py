@@ -13,12 +13,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROBE_FILE = "kvm-probe.json"
+KVM = "/dev/kvm"
 PROBE_TIMEOUT = 20.0  # a working KVM boots a kernel to its panic in a second or two; TCG in about ten
 
 
@@ -45,8 +47,26 @@ def _key(qemu: str | None) -> str:
         st = os.stat(qemu) if qemu else None
     except OSError:
         st = None
-    kvm = os.path.exists("/dev/kvm")
+    # whether *this* user may open it: a probe root made says nothing of a user outside the kvm group
+    kvm = f"{os.path.exists(KVM)}:{os.access(KVM, os.R_OK | os.W_OK)}"
     return f"{os.uname().release}|{qemu}|{st.st_size if st else 0}:{int(st.st_mtime) if st else 0}|{kvm}"
+
+
+def closed_to_you() -> str:
+    """Why this user cannot open /dev/kvm, and the fix."""
+    import grp
+    import pwd
+
+    st = os.stat(KVM)
+    owner = pwd.getpwuid(st.st_uid).pw_name
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    fix = (f"as root: usermod -aG {group} {me}, then log in again" if group != "root" and st.st_mode & 0o060 == 0o060
+           else f"as root: chgrp kvm {KVM}; chmod 660 {KVM}; usermod -aG kvm {me} (then log in again)")
+    return f"{KVM} ({owner}:{group} {stat.S_IMODE(st.st_mode):o}) is closed to you: {fix}"
 
 
 def probe_kernels(image_cache: Path | None) -> list[Path]:
@@ -105,8 +125,10 @@ def probe(state_dir: Path, image_cache: Path | None = None, *, refresh: bool = F
                 return KvmProbe(**cached)
         except (OSError, ValueError, TypeError):
             pass
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        result = KvmProbe(False, "/dev/kvm is missing or not accessible", key)
+    if not os.path.exists(KVM):
+        result = KvmProbe(False, f"no {KVM} (no KVM in this kernel, or it is not loaded)", key)
+    elif not os.access(KVM, os.R_OK | os.W_OK):
+        result = KvmProbe(False, closed_to_you(), key)
     elif qemu is None:
         result = KvmProbe(False, "qemu-system-x86_64 is not installed", key, probed=False)
     else:

@@ -16,6 +16,7 @@ from lxml import etree
 from spicectl.domain.spec import VMSpec
 from spicectl.domain.xml import SPICECTL_NS
 from spicectl.errors import Conflict, EnvironmentProblem, HypervisorError, NotFound, TimeoutExpired
+from spicectl.virt import storage
 from spicectl.virt.connection import Hypervisor, libvirt_error
 from spicectl.virt.endpoint import DOMAIN_RUNNING, DOMAIN_STATES, SpiceListen, spice_listen
 
@@ -156,9 +157,6 @@ def _create_disks(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path
         for disk in spec.disks:
             if disk.size_gib is None and disk.backing is None:
                 continue
-            if not hv.location.local:
-                raise EnvironmentProblem(f"new disks need a local hypervisor, not {hv.location.uri}",
-                                         hint="create the volume there (virsh vol-create-as) and pass its path")
             path = Path(disk.path)
             if path.exists():
                 raise Conflict(f"disk image {path} already exists", hint="pass it as --disk PATH to reuse it")
@@ -210,6 +208,9 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool | str
                "making it anew")
         delete(hv, spec.name, images_dir=images_dir or Path("/nonexistent"))
     check_spice_supported(hv, spec)
+    if storage.pooled(hv.location):
+        spec = storage.place(hv, spec, progress)
+        validate(to_element(spec))
     spec = replace(spec, creating=_this_process())
     dom = None
     created: list[Path] = []
@@ -220,7 +221,8 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool | str
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, f"libvirt refused to define {spec.name}") from None
         # disks after the definition: a guest killed half-way is found by its marker, with its disks
-        created = _create_disks(hv, spec, progress)
+        created = storage.create_volumes(hv, spec, progress) if storage.pooled(hv.location) else \
+            _create_disks(hv, spec, progress)
         if start:
             deadline = time.monotonic() + timeout
             _start(dom, spec.name, bool(wait), timeout, progress)
@@ -239,9 +241,16 @@ def create(hv: Hypervisor, spec: VMSpec, *, start: bool = True, wait: bool | str
                 _undefine(dom)
             except libvirt.libvirtError:
                 pass
-        for path in created:
-            path.unlink(missing_ok=True)
+        _remove_disks(hv, created)
         raise
+
+
+def _remove_disks(hv: Hypervisor, paths: list[Path]) -> None:
+    if storage.pooled(hv.location):
+        storage.remove(hv, paths)
+        return
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def wait_for_spice(dom, timeout: float = 60, progress: Progress = _noop) -> SpiceListen:
@@ -408,10 +417,13 @@ def destroy(hv: Hypervisor, name: str) -> None:
         raise libvirt_error(exc, f"powering off {name}") from None
 
 
-def owned_disks(dom, images_dir: Path) -> list[Path]:
-    """Disk images spicectl created for this guest (those under its images dir)."""
+def owned_disks(hv: Hypervisor, dom, images_dir: Path) -> list[Path]:
+    """Disk images spicectl created for this guest: those under its images dir, or its volumes in
+    the daemon's pool."""
     tree = etree.fromstring(dom.XMLDesc(_lv().VIR_DOMAIN_XML_INACTIVE).encode())
     paths = [Path(p) for p in tree.xpath("devices/disk[@device='disk']/source/@file")]
+    if storage.pooled(hv.location):
+        return storage.owned(hv.location, dom.name(), paths)
     return [p for p in paths if images_dir in p.parents]
 
 
@@ -430,15 +442,14 @@ def delete(hv: Hypervisor, name: str, *, images_dir: Path, keep_disks: bool = Fa
     """Power off if needed, undefine, and remove the disks spicectl created (unless keep_disks)."""
     libvirt = _lv()
     dom = lookup(hv, name)
-    disks = [] if keep_disks else owned_disks(dom, images_dir)
+    disks = [] if keep_disks else owned_disks(hv, dom, images_dir)
     try:
         if is_running(dom):
             dom.destroy()
         _undefine(dom)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, f"deleting {name}") from None
-    for path in disks:
-        path.unlink(missing_ok=True)
+    _remove_disks(hv, disks)
     return [str(p) for p in disks]
 
 

@@ -1,4 +1,5 @@
-"""A remote libvirt host's SPICE TLS files, reached through the SSH that its qemu+ssh URI names.
+"""A libvirt host's SPICE TLS files: a remote one's, reached through the SSH that its qemu+ssh URI
+names, or this machine's system libvirt's, in place.
 
 libvirt carries the API; this module only reads and writes a few files on the host
 (qemu.conf and the SPICE certificate directory), running the same `ssh` with the same
@@ -7,6 +8,7 @@ user, port, key and command as libvirt's own ssh transport does for that URI.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput
-from spicectl.virt.host import DEFAULT_CERT_DIR, QEMU_CONF, QEMU_GROUP, QEMU_USER, parse_qemu_conf
+from spicectl.virt.host import DEFAULT_CERT_DIR, QEMU_CONF, QEMU_GROUP, QEMU_USER, TLS_HOST, parse_qemu_conf
 
 BACKUP_SUFFIX = ".spicectl-bak"
 SSH_TIMEOUT = 60.0
@@ -47,11 +49,18 @@ class SshHost:
         argv += ["--", parts.hostname]
         return cls(uri, parts.hostname, tuple(argv))
 
+    @property
+    def label(self) -> str:
+        """The folder name of spicectl's copy of the host's certificate."""
+        return self.host
+
+    def command(self, script: str) -> list[str]:
+        return [*self.argv, "sh -c " + shlex.quote(script)]
+
     def run(self, script: str, *, stdin: bytes = b"", what: str) -> bytes:
         """Run a POSIX shell script on the host; its stdout, or HypervisorError naming `what` failed."""
         try:
-            r = subprocess.run([*self.argv, "sh -c " + shlex.quote(script)], input=stdin, capture_output=True,
-                               timeout=SSH_TIMEOUT)
+            r = subprocess.run(self.command(script), input=stdin, capture_output=True, timeout=SSH_TIMEOUT)
         except FileNotFoundError:
             raise EnvironmentProblem(f"cannot run {self.argv[0]}", hint="apt-get install openssh-client") from None
         except subprocess.TimeoutExpired:
@@ -77,6 +86,32 @@ class SshHost:
                  f"if [ -e {p} ] && [ ! -e {bak} ]; then cp -p -- {p} {bak}; fi; "
                  f"cat > {tmp}; chmod {mode:o} {tmp}; {chgrp}mv -f -- {tmp} {p}",
                  stdin=data, what=f"writing {path}")
+
+
+class LocalHost(SshHost):
+    """This machine's system libvirt, changed in place (as root) the way SshHost changes a remote one."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri, TLS_HOST, ())
+
+    @property
+    def label(self) -> str:
+        return "system"   # not TLS_HOST: that is the private libvirt's, with a key of its own
+
+    def command(self, script: str) -> list[str]:
+        return ["sh", "-c", script]
+
+
+def host_of(uri: str) -> SshHost:
+    """How `host setup --apply` reaches the files of the libvirt a URI names."""
+    from spicectl.virt.connection import resolve
+
+    if resolve(uri, Path("/nonexistent")).system:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem(f"setting up {uri} writes {QEMU_CONF} and its SPICE certificates: root's files",
+                                   hint=f"as root: spicectl --connect {uri} host setup --apply")
+        return LocalHost(uri)
+    return SshHost.from_uri(uri)
 
 
 def set_qemu_conf(text: str, settings: dict[str, str]) -> str:
@@ -156,7 +191,7 @@ def read_spice_tls(ssh: SshHost) -> RemoteTls:
                      ssh.read(f"{cert_dir}/{SERVER_CERT}"), mode or None)
 
 
-def verify_remote(tls: RemoteTls, *, host: str, trusted_ca: Path) -> list:
+def verify_remote(tls: RemoteTls, *, host: str, trusted_ca: Path | None) -> list:
     """verify_directory's checks on a remote certificate (the key stays on the host: only its mode is read)."""
     import tempfile
 

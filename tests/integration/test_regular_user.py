@@ -111,8 +111,16 @@ def checks(as_user) -> dict[str, dict]:
     return {c["check"]: c for c in as_user("host", "check", "--json", check=False).json()["checks"]}
 
 
+def kvm_closed_to(user: pwd.struct_passwd) -> bool:
+    kvm = Path("/dev/kvm")
+    return kvm.exists() and not stat.S_IMODE(kvm.stat().st_mode) & 0o006 and \
+        kvm.stat().st_gid not in os.getgrouplist(USER, user.pw_gid)
+
+
 def test_host_check_tells_a_regular_user_the_truth_before_and_after_setup(as_user, user):
     before = checks(as_user)
+    if kvm_closed_to(user):   # the user's own probe, not root's: and the fix for the user
+        assert "is closed to you" in before["accel"]["detail"] and "usermod -aG kvm" in before["accel"]["detail"]
     assert before["spice_tls"]["ok"] and before["spice_tls"]["severity"] == "warning"
     assert "not set up yet" in before["spice_tls"]["detail"]
     assert before["users"]["ok"] and f"QEMU runs as you ({USER})" in before["users"]["detail"]
@@ -224,9 +232,7 @@ def test_a_regular_user_uses_its_own_qemu_session_with_spice_tls(as_user, user):
     assert setup["qemu_conf"] == str(conf) and "spice_tls = 1" in conf.read_text()
     seen = {c["check"]: c for c in session("host", "check", "--json").json()["checks"]}
     assert seen["spice_tls"]["ok"] and seen["spice_cert"]["ok"] and "QEMU runs as you" in seen["users"]["detail"]
-    kvm_closed = Path("/dev/kvm").exists() and not stat.S_IMODE(Path("/dev/kvm").stat().st_mode) & 0o006 and \
-        Path("/dev/kvm").stat().st_gid not in os.getgrouplist(USER, user.pw_gid)
-    assert ("kvm_user" in seen) == kvm_closed, seen.get("kvm_user")
+    assert ("kvm_user" in seen) == kvm_closed_to(user), seen.get("kvm_user")
     assert session("host", "setup", "--json").json()["changed"] is False   # idempotent: nothing restarted
     made = session("vm", "create", "sess", "-t", "headless-ci", "--virt-type", "qemu", "--wait", "--json").json()
     try:
@@ -313,3 +319,54 @@ def test_a_regular_users_desktop_guest_plays_sound_and_shares_a_folder(as_user, 
         assert back.read_bytes() == b"from the guest" and back.stat().st_uid == user.pw_uid
     finally:
         as_user("vm", "delete", "desk", check=False)
+
+
+def test_a_user_in_the_libvirt_group_runs_image_guests_on_the_system_libvirt(as_user, user, spicectl):
+    """qemu:///system for a member of the libvirt group: root sets SPICE TLS up once; the user's guests
+    run as libvirt-qemu, their disks are volumes of the daemon's pool (QEMU cannot read the user's files),
+    and the client trusts the host's SPICE CA (root's, not the user's own)."""
+    from tests.integration.system_libvirt import CERT_DIR, POOL_DIR, HostFiles, SystemLibvirt
+
+    system = as_user.with_env(SPICECTL_CONNECT="qemu:///system")
+    files, libvirt = HostFiles(), None
+    try:
+        files.open_kvm_to_qemu()
+        libvirt = SystemLibvirt()
+        outside = system("vm", "list", check=False)   # not in the group yet
+        assert outside.code == 6 and "Permission denied" in outside.stderr and "Traceback" not in outside.stderr
+        denied = system("host", "setup", "--apply", check=False)
+        assert denied.code != 0 and "as root: spicectl --connect qemu:///system host setup --apply" in denied.stderr
+        spicectl("--connect", "qemu:///system", "host", "setup", "--apply")
+        libvirt.restart()
+        subprocess.run(["usermod", "-aG", "libvirt", USER], check=True)
+
+        seen = checks(system)
+        assert seen["libvirt"]["ok"] and seen["spice_cert"]["ok"], seen
+        assert seen["spice_tls"]["severity"] == "warning" and "root's" in seen["spice_tls"]["detail"]
+        before = set(qemu_owners())
+        made = system("vm", "create", "sys", "--image", "debian-minimal", "--virt-type", "qemu", "--wait",
+                      "--json", timeout=400).json()
+        assert made["uri"] == "qemu:///system" and made["spice"]["tls_port"]
+        assert {uid for pid, uid in qemu_owners().items() if pid not in before} == \
+            {pwd.getpwnam("libvirt-qemu").pw_uid}
+        out = system("console", "sys", "--send", "echo SYS-$((6*7))\\n", "--expect", "SYS-42", "--timeout", "20",
+                     "--json", timeout=60).json()
+        assert "SYS-42" in out["output"]   # --wait meant ready here too
+        own_ca = Path(user.pw_dir) / ".local/share/spicectl/ca/ca-cert.pem"
+        assert not own_ca.exists() or own_ca.read_bytes() != (CERT_DIR / "ca-cert.pem").read_bytes()
+        shot = system("screenshot", "sys", "-o", "sys.png", "--json").json()   # TLS, checked against root's CA
+        assert (shot["width"], shot["height"]) == (1024, 768)
+        assert len(system("ticket", "sys").stdout.strip()) >= 16
+        shared = sorted(p.name for p in POOL_DIR.glob("spicectl-image-debian-minimal-*"))
+        assert [n.split("-")[-1] for n in shared] == ["disk.raw", "initrd.img", "vmlinuz"]
+        deleted = system("vm", "delete", "sys", "--json").json()
+        assert deleted["removed_disks"] == [str(POOL_DIR / "spicectl-vm-sys-root.qcow2")]
+        assert not (POOL_DIR / "spicectl-vm-sys-root.qcow2").exists()
+        assert sorted(p.name for p in POOL_DIR.glob("spicectl-image-debian-minimal-*")) == shared   # for the next
+    finally:
+        subprocess.run(["virsh", "-c", "qemu:///system", "destroy", "sys"], capture_output=True)
+        subprocess.run(["virsh", "-c", "qemu:///system", "undefine", "sys"], capture_output=True)
+        subprocess.run(["gpasswd", "-d", USER, "libvirt"], capture_output=True)
+        if libvirt is not None:
+            libvirt.stop()
+        files.restore()

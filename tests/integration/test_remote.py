@@ -8,7 +8,6 @@ from __future__ import annotations
 import grp
 import io
 import json
-import os
 import shutil
 import signal
 import socket
@@ -33,66 +32,17 @@ from tests.integration.conftest import (
     locate,
     popen,
 )
+from tests.integration.system_libvirt import CERT_DIR, QEMU_CONF, HostFiles, SystemLibvirt, wait_for
 
 pytestmark = pytest.mark.integration
 ADDRESS = "127.0.0.2"   # the "remote" host: a second loopback address, nothing beyond loopback
 GUEST = "far"
-QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-CERT_DIR = Path("/etc/pki/libvirt-spice")
-LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 
 
 def free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
-class SystemLibvirt:
-    """libvirtd (and virtlogd) as a host runs them, started here and stopped after; restartable."""
-
-    def __init__(self) -> None:
-        if LIBVIRT_SOCK.exists():
-            pytest.fail("a system libvirtd already runs here; these tests start (and restart) their own")
-        self.libvirtd = require_binary("libvirtd")
-        self.virtlogd_pid = self._daemon(require_binary("virtlogd"), Path("/run/virtlogd.pid"),
-                                         Path("/run/libvirt/virtlogd-sock"))
-        self.pid = self._start()
-
-    @staticmethod
-    def _daemon(binary: str, pidfile: Path, sock: Path) -> int | None:
-        if sock.exists():
-            return None
-        subprocess.run([binary, "-d"], check=True)
-        wait_for(sock.exists, f"{binary} did not start")
-        return int(pidfile.read_text())
-
-    def _start(self) -> int:
-        pid = self._daemon(self.libvirtd, Path("/run/libvirtd.pid"), LIBVIRT_SOCK)
-        assert pid is not None
-        return pid
-
-    def _stop(self, pid: int | None) -> None:
-        if pid is None:
-            return
-        kill(pid)
-        wait_for(lambda: not Path(f"/proc/{pid}").exists(), f"pid {pid} did not end")
-
-    def restart(self) -> None:
-        self._stop(self.pid)
-        wait_for(lambda: not LIBVIRT_SOCK.exists(), "libvirtd left its socket")
-        self.pid = self._start()
-
-    def stop(self) -> None:
-        self._stop(self.pid)
-        self._stop(self.virtlogd_pid)
 
 
 class Sshd:
@@ -134,29 +84,6 @@ class Sshd:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-class HostFiles:
-    """What the tests change on the "remote" host (this machine's /etc and /dev/kvm), put back after."""
-
-    def __init__(self) -> None:
-        self.qemu_conf = QEMU_CONF.read_bytes()
-        self.had_pki = CERT_DIR.parent.exists()
-        self.kvm = os.stat("/dev/kvm") if Path("/dev/kvm").exists() else None
-
-    def open_kvm_to_qemu(self) -> None:
-        # what udev does on a host: without it libvirt re-probes QEMU on every call (host check's kvm_user)
-        if self.kvm is not None:
-            shutil.chown("/dev/kvm", group="kvm")
-            os.chmod("/dev/kvm", 0o660)
-
-    def restore(self) -> None:
-        QEMU_CONF.write_bytes(self.qemu_conf)
-        QEMU_CONF.with_name(QEMU_CONF.name + ".spicectl-bak").unlink(missing_ok=True)
-        shutil.rmtree(CERT_DIR.parent if not self.had_pki else CERT_DIR, ignore_errors=True)
-        if self.kvm is not None:
-            os.chown("/dev/kvm", self.kvm.st_uid, self.kvm.st_gid)
-            os.chmod("/dev/kvm", self.kvm.st_mode & 0o7777)
 
 
 @dataclass
