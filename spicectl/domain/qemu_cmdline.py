@@ -146,17 +146,17 @@ def _sound(spec: VMSpec, usb_bus: str | None) -> list[str]:
 
 
 def _usb_redir(spec: VMSpec, usb_bus: str | None) -> list[str]:
+    # libvirt's <redirfilter> applies to every redirdev: each device gets the same filter
+    rules = "|".join(
+        ",".join("-1" if x is None else (f"0x{x:02x}" if isinstance(x, int) else x)
+                 for x in (r.usb_class, r.vendor, r.product, r.version)) + f",{int(r.allow)}"
+        for r in spec.usb_filter
+    )
     argv: list[str] = []
     for i in range(spec.usb_redir):
         argv += ["-chardev", f"spicevmc,id=charredir{i},name=usbredir",
-                 "-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus={usb_bus}"]
-    if spec.usb_filter:
-        rules = "|".join(
-            ",".join("-1" if x is None else (f"0x{x:02x}" if isinstance(x, int) else x)
-                     for x in (r.usb_class, r.vendor, r.product, r.version)) + f",{int(r.allow)}"
-            for r in spec.usb_filter
-        )
-        argv[-1] += f",filter={rules}"
+                 "-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus={usb_bus}"
+                 + (f",filter={rules}" if rules else "")]
     return argv
 
 

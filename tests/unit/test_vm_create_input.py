@@ -152,3 +152,13 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(run, t
     assert r.exit_code == 2 and "is a directory" in r.stderr
     r = run(*command, str(tmp_path / "missing" / "out"))
     assert r.exit_code == 2 and "is not a directory" in r.stderr
+
+
+def test_print_qemu_gives_the_usb_filter_to_every_redirection_device_as_libvirt_does(run):
+    r = run("vm", "create", "q", "-t", "desktop", "--virt-type", "qemu", "--usb", "ehci", "--usb-redir", "3",
+            "--usb-filter", "class=0x08,allow=no", "--usb-filter", "vendor=0x1234,allow=yes", "--print-qemu",
+            "--json")
+    assert r.exit_code == 0, r.output
+    devices = [a for a in r.json()["argv"] if a.startswith("usb-redir,")]
+    assert len(devices) == 3
+    assert all(d.endswith(",filter=0x08,-1,-1,-1,0|-1,0x1234,-1,-1,1") for d in devices), devices
