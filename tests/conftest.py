@@ -49,6 +49,15 @@ def run(state_dir: Path, tmp_path: Path, monkeypatch):
     return _run
 
 
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port free on `address` now (the kernel's pick; another process may take it after)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.integration.conftest import (
     differs_only_in_one_text_cell,
     finish,
@@ -108,12 +108,6 @@ def test_builtin_client_through_each_proxy(spicectl, guest, kind, tmp_path):
         differs_only_in_one_text_cell(np.asarray(Image.open(out).convert("RGB")),
                                       libvirt_screenshot(spicectl, guest))
     assert f"via={'websocket' if kind == 'ws' else 'http-connect'}" in r.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_serve(spicectl, *extra, port=None):

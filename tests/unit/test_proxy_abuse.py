@@ -15,13 +15,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from spicectl.proxy.tokens import Signer, load_secret
+from tests.conftest import free_port
 from tests.unit.test_proxy import echo_guest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fds(pid: int) -> int:
