@@ -25,8 +25,8 @@ from spicectl.session.server import from_access
 from spicectl.spice import recording
 from spicectl.spice.channel import Message
 from spicectl.virt import lifecycle
+from spicectl.virt.access import guest_access
 from spicectl.virt.connection import open_hypervisor
-from spicectl.virt.endpoint import guest_access
 
 
 def main() -> None:

@@ -260,7 +260,7 @@ def system(args, tmp: Path) -> None:
                         "--virt-type", "qemu", "--wait"], check=True, stdout=subprocess.DEVNULL)
 
         def release() -> None:
-            from spicectl.holder.fast import release as ask
+            from spicectl.holder.client import release as ask
 
             ask(STATE)   # not needed for virsh here; keeps the two sides' machine load alike
 

@@ -1,4 +1,4 @@
-from spicectl.holder.fast import main
+from spicectl.entry import main
 
 if __name__ == "__main__":  # guarded: multiprocessing's spawn re-imports this module
     main()

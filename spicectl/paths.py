@@ -1,7 +1,7 @@
 """Where spicectl's state and config live by default.
 
 Plain strings and os.path underneath, so that the fast path in front of every command
-(spicectl.holder.fast) finds the state dir without importing pathlib or typing (together
+(spicectl.holder.client) finds the state dir without importing pathlib or typing (together
 half of a served command's start-up); settings.py gives the rest of spicectl Paths.
 """
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from spicectl.holder.runtime import Runtime
     from spicectl.settings import Settings
 
 
@@ -24,6 +25,8 @@ class App:
         self.verbose = 0
         self.debug = False
         self._settings: Settings | None = None
+        # the session holder's connections and warm sessions, when the holder runs this command
+        self.runtime: Runtime | None = None
 
     @property
     def settings(self) -> Settings:
@@ -34,12 +37,43 @@ class App:
             self._settings = Settings.resolve(connect=self.connect, state_dir=self.state_dir_option)
         return self._settings
 
-    def hypervisor(self, passphrase: bytes | None = None):
-        """Open libvirt: --connect's URI, or the private embedded default."""
+    def hypervisor(self, passphrase: bytes | None = None, *, uri: str | None = None, private: bool = False,
+                   prepare: bool = True):
+        """Open libvirt: `uri`, else --connect's URI, else (or if `private`) the private embedded default
+        (the holder's pooled connection when the holder runs this command)."""
         from spicectl.virt.connection import open_hypervisor
 
         s = self.settings
-        return open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, passphrase=passphrase)
+        connect = None if private else uri or s.connect
+        if self.runtime is not None:
+            return self.runtime.hypervisor(connect, s.state_dir, pki_dir=s.pki_dir, passphrase=passphrase,
+                                           prepare=prepare)
+        return open_hypervisor(connect, s.state_dir, pki_dir=s.pki_dir, passphrase=passphrase, prepare=prepare,
+                               on_busy=self.release_holder())
+
+    def release_holder(self) -> Callable[[], None] | None:
+        """What to do when the private libvirt is busy: ask this state dir's session holder to exit
+        (it owns the private libvirt until it does). None inside the holder: it owns it."""
+        if self.runtime is not None:
+            return None
+        from functools import partial
+
+        from spicectl.holder.client import release
+
+        return partial(release, str(self.settings.state_dir))
+
+    def guest_access(self, name: str, *, ttl: int = 30, plain: bool = False):
+        """A running guest's SPICE access with a fresh ticket, the private libvirt left free after."""
+        s = self.settings
+        if self.runtime is not None:
+            from spicectl.virt.access import guest_access
+
+            with self.hypervisor() as hv:
+                return guest_access(hv, name, ttl=ttl, plain=plain, state_dir=s.state_dir)
+        from spicectl.virt.child import fetch_access
+
+        return fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl, plain=plain,
+                            on_busy=self.release_holder())
 
     @contextmanager
     def progress(self) -> Iterator[Callable[[str], None]]:

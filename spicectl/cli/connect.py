@@ -53,7 +53,6 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     from spicectl.pki.ca import CA_CERT
     from spicectl.session.handoff import parse_listen
     from spicectl.session.server import from_access
-    from spicectl.virt.child import fetch_access
 
     if (screenshot or view) and mode != "builtin":
         raise click.UsageError("--screenshot and --view go with --builtin")
@@ -77,7 +76,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     ttl = ticket_ttl(ttl, token_ttl if proxy else None, explicit=explicit)
 
     s = app.settings
-    access = fetch_access(s.connect, s.state_dir, s.pki_dir, name, ttl=ttl)
+    access = app.guest_access(name, ttl=ttl)
     server = from_access(access, ca_file=ca_file, own_ca=str(s.ca_dir / CA_CERT))
 
     from spicectl.session import runner

@@ -24,7 +24,7 @@ def check_cmd(app: App) -> None:
     from spicectl.errors import VerificationFailed
     from spicectl.virt.checks import run_checks
 
-    checks = run_checks(app.settings)
+    checks = run_checks(app.settings, on_busy=app.release_holder())
     failed = [c for c in checks if not c.ok and c.severity == "error"]
 
     def human() -> None:
@@ -75,7 +75,8 @@ def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase
 
         app.emit({"uri": target.uri, "manual_steps": steps}, human)
         return
-    report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir, passphrase=passphrase)
+    report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir, passphrase=passphrase,
+                             on_busy=app.release_holder())
     data = {"uri": target.uri, "root": str(report.root), "cert_dir": str(report.cert_dir),
             "created_ca": report.created_ca, "issued_server_cert": report.issued_server_cert,
             "wrote_qemu_conf": report.wrote_qemu_conf}

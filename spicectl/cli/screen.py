@@ -28,7 +28,6 @@ def server_options(func):
 def _server(app: App, guest: str, opts: dict):
     from spicectl.pki.ca import CA_CERT
     from spicectl.session.server import from_access, from_uri, is_spice_uri
-    from spicectl.virt.child import fetch_access
 
     if is_spice_uri(guest):
         from spicectl.secrets import read_secret
@@ -40,9 +39,8 @@ def _server(app: App, guest: str, opts: dict):
     for option in ("password_file", "host_subject"):
         if opts[option]:
             raise click.UsageError(f"--{option.replace('_', '-')} goes with a spice:// URI, not a guest name")
-    s = app.settings
-    access = fetch_access(s.connect, s.state_dir, s.pki_dir, guest, plain=opts["plain_port"])
-    return from_access(access, ca_file=opts["ca_file"], own_ca=str(s.ca_dir / CA_CERT))
+    access = app.guest_access(guest, plain=opts["plain_port"])
+    return from_access(access, ca_file=opts["ca_file"], own_ca=str(app.settings.ca_dir / CA_CERT))
 
 
 CONNECT_ALLOWANCE = 30.0  # what a command with a --timeout for its wait adds for connecting (TLS, link, channels)
@@ -83,7 +81,6 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
     import time
 
     from spicectl.errors import TimeoutExpired
-    from spicectl.holder import warm as holder
     from spicectl.session.server import is_spice_uri
 
     limit = _memory_limit(app, opts)
@@ -103,11 +100,11 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
         finally:
             client.display.deadline = None
 
-    if holder.ACTIVE is not None and not is_spice_uri(name):
+    if app.runtime is not None and not is_spice_uri(name):
         s = app.settings
         key = (s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"])
-        return holder.ACTIVE.run(key, lambda: _server(app, name, opts), lambda c: bounded(c, work(c)), cursor=cursor,
-                                 allow_partial=allow_partial)
+        return app.runtime.warm.run(key, lambda: _server(app, name, opts), lambda c: bounded(c, work(c)),
+                                    cursor=cursor, allow_partial=allow_partial)
 
     # The client's imports (numpy, Pillow, cryptography: ~100 ms) overlap with the libvirt work,
     # which mostly waits on a child process or on libvirt's socket.

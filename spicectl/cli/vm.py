@@ -250,7 +250,6 @@ def list_cmd(app: App, all_hosts: bool) -> None:
     """List guests with their state and SPICE endpoint."""
     from spicectl.settings import DEFAULT_HOST
     from spicectl.virt import lifecycle
-    from spicectl.virt.connection import open_hypervisor
 
     rows: list[dict] = []
     if all_hosts:
@@ -261,7 +260,7 @@ def list_cmd(app: App, all_hosts: bool) -> None:
             raise InvalidInput("no [hosts] in the config file", hint=f"add them to {s.config_path}")
         for host, uri in sorted(s.hosts.items()):
             # "default": spicectl's private libvirt (under its lock, as every command opens it)
-            with open_hypervisor(None if uri == DEFAULT_HOST else uri, s.state_dir) as hv:
+            with app.hypervisor(uri=uri, private=uri == DEFAULT_HOST) as hv:
                 rows += [{**d, "host": host, "uri": hv.location.uri} for d in lifecycle.list_domains(hv)]
     else:
         with app.hypervisor() as hv:

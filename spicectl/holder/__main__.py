@@ -1,4 +1,4 @@
-"""python -m spicectl.holder STATE_DIR PERSIST_SECONDS (started by spicectl.holder.fast)."""
+"""python -m spicectl.holder STATE_DIR PERSIST_SECONDS (started by spicectl.holder.client)."""
 
 import sys
 from pathlib import Path

@@ -1,9 +1,10 @@
-"""The console script's first step: hand a served command to the holder, else run the CLI here.
+"""The holder's client: hand a served command to the holder (starting it if need be), or ask it to
+let go of the private libvirt.
 
-Only modules built into the interpreter are imported on this path (no socket, pathlib, json,
-subprocess or typing: their imports cost more than the holder's answer), so a served command costs
-an interpreter start and one round trip; anything unusual about the command line runs the CLI as
-before.
+Only modules built into the interpreter are imported here (no socket, pathlib, json, subprocess
+or typing: their imports cost more than the holder's answer), so a served command costs an
+interpreter start and one round trip; anything unusual about the command line is left to the CLI
+(`forward` returns None).
 """
 
 from __future__ import annotations
@@ -19,16 +20,6 @@ VALUE_OPTIONS = {"--connect", "-c", "--state-dir", "--persist"}
 NOT_TRUSTED = 10   # the exit code for "the host lacks a permission": the CLI's table, not imported here
 FLAG_OPTIONS = {"--json", "-q", "--quiet", "--debug", "--verbose", "-v", "-vv", "-vvv"}
 START_WAIT = 5.0   # seconds a command waits for a holder it started to listen
-
-
-def main() -> None:
-    """Console-script entry point."""
-    code = forward(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
-    from spicectl.cli.main import main as cli_main
-
-    cli_main()
 
 
 def parse(argv: list[str]) -> tuple[dict[str, str], tuple[str, ...]] | None:

@@ -1,11 +1,10 @@
 """The holder process: accepts served commands on STATE/holder.sock and runs them in-process,
-with libvirt connections (connection.POOL) and SPICE sessions (warm.WarmSessions) kept open."""
+with libvirt connections and SPICE sessions kept open in a `Runtime` that each command's `App` gets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import io
 import os
 import socket
@@ -13,8 +12,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spicectl.holder import LOCK, SOCKET, wire
+
+if TYPE_CHECKING:
+    from spicectl.holder.runtime import Runtime
 
 ACCEPT_POLL = 1.0    # seconds between idle checks
 FRAME_TIMEOUT = 5.0  # seconds a command may take to send its request, or to take its answer
@@ -83,16 +86,15 @@ class _Context:
 
 
 def serve(state: Path, persist: float) -> int:
+    from spicectl.errors import SpicectlError
+    from spicectl.locks import try_lock
+
     try:
-        # never through a link: a link there would lock (and chmod) a file of someone else's
-        lock = os.open(state / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        print(f"spicectl holder: cannot open {state / LOCK}: {exc.strerror}", file=sys.stderr)
+        if try_lock(state / LOCK) is None:   # kept open (and locked) for the holder's life
+            return 0   # another holder serves this state dir
+    except SpicectlError as exc:
+        print(f"spicectl holder: {exc.message}", file=sys.stderr)
         return 1
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0   # another holder serves this state dir
     path = state / SOCKET
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -105,13 +107,11 @@ def serve(state: Path, persist: float) -> int:
     os.chdir("/")   # not the starting command's folder: each command brings its own
     listener.settimeout(ACCEPT_POLL)
 
-    from spicectl.holder import warm
-    from spicectl.virt import connection
+    from spicectl.holder.runtime import Runtime
 
-    connection.POOL = {}
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="spice-sessions", daemon=True).start()
-    warm.ACTIVE = warm.WarmSessions(loop)
+    runtime = Runtime(loop)
     sys.stdout, sys.stderr = _Streams(sys.stdout), _Streams(sys.stderr)
     context = _Context()
     limits = {"persist": persist}
@@ -121,7 +121,7 @@ def serve(state: Path, persist: float) -> int:
                 conn, _ = listener.accept()
             except TimeoutError:
                 if context.running == 0:
-                    warm.ACTIVE.expire(limits["persist"])
+                    runtime.warm.expire(limits["persist"])
                     if time.monotonic() - context.last > limits["persist"]:
                         return 0
                 continue
@@ -130,12 +130,12 @@ def serve(state: Path, persist: float) -> int:
                 continue
             # each connection in a thread of its own: a client that stalls, or a command that waits
             # for minutes, holds up no other command
-            threading.Thread(target=_serve_one, args=(conn, path, context, limits), daemon=True).start()
+            threading.Thread(target=_serve_one, args=(conn, path, context, limits, runtime), daemon=True).start()
     finally:
         path.unlink(missing_ok=True)
 
 
-def _serve_one(conn: socket.socket, path: Path, context: _Context, limits: dict) -> None:
+def _serve_one(conn: socket.socket, path: Path, context: _Context, limits: dict, runtime: Runtime) -> None:
     with conn:
         conn.settimeout(FRAME_TIMEOUT)
         try:
@@ -160,7 +160,7 @@ def _serve_one(conn: socket.socket, path: Path, context: _Context, limits: dict)
             limits["persist"] = persist
             try:
                 with context.entered(env, cwd, umask):
-                    reply = run(argv)
+                    reply = run(argv, runtime)
             except OSError as exc:   # the folder the command was started in is gone, say
                 reply = {"exit": 1, "stdout": b"", "stderr": f"spicectl: error: {cwd}: {exc.strerror}\n".encode()}
         with contextlib.suppress(OSError):
@@ -193,9 +193,14 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def run(argv: list[str]) -> dict:
-    """One command line, as the console script would run it (in the surroundings `_Context` set up)."""
+def run(argv: list[str], runtime: Runtime | None = None) -> dict:
+    """One command line, as the console script would run it (in the surroundings `_Context` set up),
+    lent the holder's `runtime`."""
+    from spicectl.cli.app import App
     from spicectl.cli.main import cli
+
+    app = App()
+    app.runtime = runtime
 
     out, err = io.BytesIO(), io.BytesIO()
     # kept in locals: a wrapper that is collected closes the buffer under it
@@ -208,7 +213,7 @@ def run(argv: list[str]) -> dict:
     code: int = 0
     try:
         try:
-            cli.main(args=list(argv), prog_name="spicectl")
+            cli.main(args=list(argv), prog_name="spicectl", obj=app)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except Exception as exc:  # a bug: the holder lives on, the command fails as it would have

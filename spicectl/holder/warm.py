@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ACTIVE: WarmSessions | None = None   # set in the holder process only
-
 
 @dataclass
 class Warm:
@@ -41,7 +39,7 @@ class WarmSessions:
 
     def _session(self, key: tuple, make_server: Callable[[], Any], cursor: bool, allow_partial: bool) -> Warm:
         warm = self.sessions.get(key)
-        if warm is not None and (warm.cursor != cursor or warm.client._error is not None):
+        if warm is not None and (warm.cursor != cursor or warm.client.failed):
             self.drop(key)
             warm = None
         if warm is None:

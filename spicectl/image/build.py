@@ -7,7 +7,6 @@ when complete: an interrupted or failed build leaves nothing but its log.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from spicectl.errors import Conflict, EnvironmentProblem, InvalidInput, SpicectlError, TimeoutExpired
+from spicectl.errors import Conflict, EnvironmentProblem, InvalidInput, SpicectlError
 from spicectl.image import store
 from spicectl.image.recipe import Recipe
 
@@ -146,22 +145,12 @@ def userns_prefix() -> list[str]:
 
 
 def _lock(directory: Path, progress: Progress) -> int:
+    from spicectl.locks import lock
+
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if not told:
-                progress(f"waiting for another build of {directory.name}")
-                told = True
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise TimeoutExpired(f"another build of {directory.name} ran for more than an hour") from None
-            time.sleep(0.5)
+    return lock(directory / ".lock", wait=LOCK_WAIT_SECONDS, on_busy=lambda: progress(
+        f"waiting for another build of {directory.name}"),
+        busy=f"another build of {directory.name} ran for more than an hour", poll=0.5)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -46,14 +46,10 @@ def locked_dir(path: Path) -> Iterator[None]:
     under the lock the second sees the first one's files. The lock is on the
     directory itself (flock works on a directory's descriptor): no lock file is
     left in a folder the user chose."""
-    import fcntl
+    from spicectl.locks import lock
 
+    fd = lock(path, wait=None, busy="")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot open directory {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from spicectl.errors import InvalidInput, NotFound
-from spicectl.virt.endpoint import GuestAccess
+from spicectl.virt.access import GuestAccess
 
 if TYPE_CHECKING:
     from spicectl.spice.client import Client

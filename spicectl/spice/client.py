@@ -237,6 +237,11 @@ class Client:
         for ev in (self._init, self._channels_listed, self._inputs_ready):
             ev.set()
 
+    @property
+    def failed(self) -> bool:
+        """A channel task of this session ended with an error: the session is no use any more."""
+        return self._error is not None
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from spicectl.settings import Settings
 
 
-def run_checks(s: Settings) -> list[HostCheck]:
+def run_checks(s: Settings, *, on_busy: Callable[[], None] | None = None) -> list[HostCheck]:
     """Every check `spicectl host check` reports, in order; none of them changes anything."""
     from spicectl.errors import EnvironmentProblem, SpicectlError
     from spicectl.image.build import check_host, unprivileged_problem
@@ -67,7 +68,8 @@ def run_checks(s: Settings) -> list[HostCheck]:
         )
     try:
         # prepare=False: a check reports what is there; it must not repair it on the way
-        with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False) as hv:
+        with open_hypervisor(s.connect, s.state_dir, pki_dir=s.pki_dir, prepare=False,
+                             on_busy=on_busy) as hv:
             ver = hv.conn.getLibVersion()
             checks.append(
                 HostCheck(

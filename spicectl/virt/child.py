@@ -15,30 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from spicectl.virt.access import GuestAccess, guest_access
 from spicectl.virt.connection import open_hypervisor, resolve
-from spicectl.virt.endpoint import GuestAccess, guest_access
 
 T = TypeVar("T")
 
 
 def run_libvirt_work(connect: str | None, state_dir: Path, work: Callable[..., T], *args: object) -> T:
-    """`work(*args)` in a spawned child for the embedded default, else here. `work` must be importable."""
-    from spicectl.virt import connection
-
-    # the session holder owns the private libvirt for its life: its work runs in it
-    if not resolve(connect, state_dir).embedded or connection.POOL is not None:
+    """`work(*args)` in a spawned child for the embedded default, else here. `work` and `args` must pickle."""
+    if not resolve(connect, state_dir).embedded:
         return work(*args)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(work, args)
 
 
 def _access(connect: str | None, state_dir: Path, pki_dir: Path | None, name: str, ttl: int,
-            plain: bool) -> GuestAccess:
-    with open_hypervisor(connect, state_dir, pki_dir=pki_dir) as hv:
+            plain: bool, on_busy: Callable[[], None] | None) -> GuestAccess:
+    with open_hypervisor(connect, state_dir, pki_dir=pki_dir, on_busy=on_busy) as hv:
         return guest_access(hv, name, ttl=ttl, plain=plain, state_dir=state_dir)
 
 
 def fetch_access(connect: str | None, state_dir: Path, pki_dir: Path | None, name: str, *, ttl: int = 30,
-                 plain: bool = False) -> GuestAccess:
-    """A running guest's SPICE access with a fresh ticket, without keeping the private libvirt busy."""
-    return run_libvirt_work(connect, state_dir, _access, connect, state_dir, pki_dir, name, ttl, plain)
+                 plain: bool = False, on_busy: Callable[[], None] | None = None) -> GuestAccess:
+    """A running guest's SPICE access with a fresh ticket, without keeping the private libvirt busy
+    (`on_busy`: as open_hypervisor's)."""
+    return run_libvirt_work(connect, state_dir, _access, connect, state_dir, pki_dir, name, ttl, plain, on_busy)

@@ -11,19 +11,17 @@ long as its connection is open.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput, TimeoutExpired
+from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput
 
 _loop_lock = threading.Lock()
 _loop_started = False
-LOCK_WAIT_SECONDS = 120
 
 
 def _libvirt():
@@ -109,21 +107,6 @@ class Hypervisor:
         self.close()
 
 
-def lock_root(root: Path, wait: float = LOCK_WAIT_SECONDS) -> int:
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(root / "spicectl.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise TimeoutExpired(f"another spicectl holds {root} for more than {wait:.0f}s") from None
-            time.sleep(0.05)
-
-
 def open_uri(target: LibvirtURI, lock_fd: int | None = None) -> Hypervisor:
     libvirt = _libvirt()
     _silence_libvirt()
@@ -181,52 +164,20 @@ def check_root_length(root: Path) -> None:
         )
 
 
-class _Borrowed(Hypervisor):
-    """A pooled connection lent to one command: closing it leaves it open for the next."""
-
-    def close(self) -> None:
-        pass
-
-
-# the session holder's open connections by (URI, state dir); None in every other process
-POOL: dict[tuple[str | None, str], Hypervisor] | None = None
-_POOL_LOCK = threading.Lock()
-
-
 def open_hypervisor(connect: str | None, state_dir: Path, *, pki_dir: Path | None = None,
-                    passphrase: bytes | None = None, prepare: bool = True) -> Hypervisor:
-    """Open the user's URI, or the private embedded default (set up on first use unless not `prepare`)."""
-    if POOL is None:
-        return _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
-    key = (connect, str(state_dir))
-    with _POOL_LOCK:   # the holder runs commands in threads: one connection per URI
-        hv = POOL.get(key)
-        if hv is None or hv.conn is None or not _alive(hv):
-            if hv is not None:
-                hv.close()
-            hv = POOL[key] = _open(connect, state_dir, pki_dir=pki_dir, passphrase=passphrase, prepare=prepare)
-    return _Borrowed(hv.conn, hv.location)
+                    passphrase: bytes | None = None, prepare: bool = True,
+                    on_busy: Callable[[], None] | None = None) -> Hypervisor:
+    """Open the user's URI, or the private embedded default (set up on first use unless not `prepare`).
 
-
-def _alive(hv: Hypervisor) -> bool:
-    try:
-        return bool(hv.conn.isAlive())
-    except Exception:  # libvirt raises its own error class for a dead connection
-        return False
-
-
-def _open(connect: str | None, state_dir: Path, *, pki_dir: Path | None, passphrase: bytes | None,
-          prepare: bool) -> Hypervisor:
+    The private default is one process's at a time: `on_busy` runs once if another holds it (the CLI
+    asks the session holder to let go that way)."""
     target = resolve(connect, state_dir)
     lock_fd = None
     if target.embedded and target.root is not None:
-        from spicectl.holder.fast import release
-        from spicectl.virt.host import clear_interrupted_starts, end_stray_probes, prepare_embedded
+        from spicectl.virt.host import clear_interrupted_starts, end_stray_probes, lock_root, prepare_embedded
 
         check_root_length(target.root)
-        if POOL is None:   # (in the holder itself, the pool is what owns it)
-            release(state_dir)   # a session holder owns the private libvirt until it exits: ask it to
-        lock_fd = lock_root(target.root)
+        lock_fd = lock_root(target.root, on_busy=on_busy)
         try:
             if prepare:
                 prepare_embedded(state_dir, target.root, pki_dir=pki_dir, passphrase=passphrase)

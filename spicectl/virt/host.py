@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,14 +210,24 @@ def _end_session_daemons(grace: float = 10.0) -> list[int]:
     return ended
 
 
-def setup_private(state_dir: Path, root: Path, *, pki_dir: Path | None = None,
-                  passphrase: bytes | None = None) -> SetupReport:
+ROOT_LOCK = "spicectl.lock"
+ROOT_LOCK_WAIT = 120.0
+
+
+def lock_root(root: Path, *, wait: float = ROOT_LOCK_WAIT, on_busy: Callable[[], None] | None = None) -> int:
+    """The private root's lock: one process uses the embedded libvirt at a time (two reconnecting
+    to a guest at once would fight over its monitor)."""
+    from spicectl.locks import lock
+
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return lock(root / ROOT_LOCK, wait=wait, on_busy=on_busy,
+                busy=f"another spicectl holds {root} for more than {wait:.0f}s")
+
+
+def setup_private(state_dir: Path, root: Path, *, pki_dir: Path | None = None, passphrase: bytes | None = None,
+                  on_busy: Callable[[], None] | None = None) -> SetupReport:
     """`prepare_embedded` under the private root's lock (another spicectl may be using the root)."""
-    import os
-
-    from spicectl.virt.connection import lock_root
-
-    fd = lock_root(root)
+    fd = lock_root(root, on_busy=on_busy)
     try:
         return prepare_embedded(state_dir, root, pki_dir=pki_dir, passphrase=passphrase)
     finally:

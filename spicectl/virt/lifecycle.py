@@ -18,7 +18,7 @@ from spicectl.domain.xml import SPICECTL_NS
 from spicectl.errors import Conflict, EnvironmentProblem, HypervisorError, NotFound, TimeoutExpired
 from spicectl.virt import storage
 from spicectl.virt.connection import Hypervisor, libvirt_error
-from spicectl.virt.endpoint import DOMAIN_RUNNING, DOMAIN_STATES, SpiceListen, spice_listen
+from spicectl.virt.graphics import DOMAIN_RUNNING, DOMAIN_STATES, SpiceListen, spice_listen
 
 Progress = Callable[[str], None]
 

@@ -15,7 +15,7 @@ from lxml import etree
 
 from spicectl.errors import Conflict, InvalidInput
 from spicectl.virt.connection import libvirt_error
-from spicectl.virt.endpoint import live_graphics
+from spicectl.virt.graphics import live_graphics
 
 MAX_TTL = 24 * 3600
 

@@ -78,3 +78,18 @@ def test_a_command_the_holder_does_not_serve_still_works_while_it_runs(spicectl,
     r = warm("vm", "xml", GUEST)   # not served: the holder exits and leaves the private libvirt to it
     assert "<domain" in r.stdout
     assert not (spicectl.state_dir / "holder.sock").exists()
+
+
+@pytest.mark.parametrize("command", [("host", "setup"), ("host", "check")])
+def test_host_commands_ask_the_holder_to_let_go_of_the_private_libvirt(spicectl, warm, command):
+    """A holder that would idle for ten minutes owns the private libvirt; `host setup` (which once took
+    the root's lock without asking, and so waited out its 120 s and failed) and `host check` ask it
+    to exit and go on."""
+    patient = Spicectl(spicectl.state_dir, Path(spicectl.env["SPICECTL_CONFIG"]))
+    patient.env["SPICECTL_PERSIST"] = "600"
+    patient("vm", "list", "--json")
+    sock = spicectl.state_dir / "holder.sock"
+    assert sock.exists()
+    r = patient(*command, "--json")
+    assert r.exit_code == 0 and r.json()
+    assert not sock.exists()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.integration.conftest import (
     Spicectl,
     differs_only_in_one_text_cell,
@@ -37,12 +37,6 @@ from tests.integration.system_libvirt import CERT_DIR, QEMU_CONF, HostFiles, Sys
 pytestmark = pytest.mark.integration
 ADDRESS = "127.0.0.2"   # the "remote" host: a second loopback address, nothing beyond loopback
 GUEST = "far"
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 class Sshd:

@@ -25,7 +25,7 @@ def spicectl(state: Path, *args: str, timeout: float = 60, **env: str) -> subpro
     full = {**os.environ, "SPICECTL_STATE_DIR": str(state), "SPICECTL_CONFIG": str(state.parent / "none.toml"),
             "SPICECTL_CONNECT": "test:///default", "SPICECTL_PERSIST": "20", "SPICECTL_CA_PASSPHRASE": SECRET,
             **env}
-    return subprocess.run([sys.executable, "-c", "from spicectl.holder.fast import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from spicectl.entry import main; main()", *args],
                           capture_output=True, text=True, env=full, timeout=timeout)
 
 
@@ -139,7 +139,7 @@ def holder(state):
     assert r.returncode == 0, r.stderr
     assert (state / SOCKET).exists()
     yield state
-    from spicectl.holder.fast import release
+    from spicectl.holder.client import release
 
     release(state)
 
@@ -210,7 +210,7 @@ def test_a_long_wait_in_the_holder_holds_up_no_other_command(holder):
     with HostileServer(Script()) as quiet:
         env = {**os.environ, "SPICECTL_STATE_DIR": str(holder), "SPICECTL_CONFIG": str(holder.parent / "none.toml"),
                "SPICECTL_CONNECT": "test:///default", "SPICECTL_PERSIST": "20", "SPICECTL_CA_PASSPHRASE": SECRET}
-        waiting = subprocess.Popen([sys.executable, "-c", "from spicectl.holder.fast import main; main()",
+        waiting = subprocess.Popen([sys.executable, "-c", "from spicectl.entry import main; main()",
                                     "wait-screen", f"spice://127.0.0.1:{quiet.port}", "--plain-port", "--changed",
                                     "--timeout", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
@@ -236,6 +236,6 @@ def test_a_state_dir_that_is_a_link_to_the_users_own_folder_is_served(state, tmp
     r = spicectl(link, "vm", "list", "--json")
     assert r.returncode == 0, r.stderr
     assert (state / SOCKET).exists()   # through the holder
-    from spicectl.holder.fast import release
+    from spicectl.holder.client import release
 
     release(state)
