@@ -8,7 +8,8 @@ import ssl
 import pytest
 
 from spicectl.spice import link, transport
-from tests.integration.qemu import free_port, qemu_spice, x509_opts
+from tests.conftest import free_port
+from tests.integration.qemu import qemu_spice, x509_opts
 
 pytestmark = pytest.mark.integration
 

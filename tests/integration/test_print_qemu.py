@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.integration.conftest import differs_only_in_one_text_cell
-from tests.integration.qemu import free_port, wait_listening
+from tests.integration.qemu import wait_listening
 
 pytestmark = pytest.mark.integration
 
