@@ -109,37 +109,17 @@ def _setup_session(app: App, passphrase: bytes | None) -> None:
 
 
 def _apply_remote(app: App, uri: str, passphrase: bytes | None) -> None:
-    from spicectl.errors import VerificationFailed
-    from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
-    from spicectl.pki.issue import SERVER_CERT, SERVER_KEY, issue_server
-    from spicectl.pki.profiles import load_profile
-    from spicectl.pki.verify import verify_directory
-    from spicectl.virt.remote import apply_spice_tls, host_of
+    from spicectl.virt.remote import setup_remote
 
     s = app.settings
-    ssh = host_of(uri)
-    name = ssh.host
-    local = s.certs_dir / "server" / ssh.label
-    issued = created_ca = False
-    if not ca_exists(s.ca_dir):
-        if any(s.certs_dir.glob(f"server/*/{SERVER_CERT}")):
-            raise VerificationFailed(f"spicectl's CA ({s.ca_dir}) is missing, but {s.certs_dir} holds certificates "
-                                     "it issued; not making a new CA behind your back",
-                                     hint=f"restore {s.ca_dir} from a backup, or run spicectl ca init")
-        init_ca(s.ca_dir, load_profile("ca", s.pki_dir), passphrase=passphrase)
-        created_ca = True
-    if not local.exists() or not all(c.ok for c in verify_directory(local, host=name, trusted_ca=s.ca_dir / CA_CERT)):
-        issue_server(load_ca(s.ca_dir, passphrase), load_profile("server", s.pki_dir), local, host=name,
-                     force=True)
-        issued = True
-    report = apply_spice_tls(ssh, ca_pem=(local / CA_CERT).read_bytes(), cert_pem=(local / SERVER_CERT).read_bytes(),
-                             key_pem=(local / SERVER_KEY).read_bytes())
-    data = {"uri": uri, "host": name, "cert_dir": report.cert_dir, "created_ca": created_ca,
-            "issued_server_cert": issued, "local_copy": str(local), "changed": report.changed,
+    done = setup_remote(uri, ca_dir=s.ca_dir, certs_dir=s.certs_dir, pki_dir=s.pki_dir, passphrase=passphrase)
+    report = done.report
+    data = {"uri": uri, "host": report.host, "cert_dir": report.cert_dir, "created_ca": done.created_ca,
+            "issued_server_cert": done.issued, "local_copy": str(done.local_copy), "changed": report.changed,
             "restart": report.restart or None}
 
     def human() -> None:
-        click.echo(f"{uri}: SPICE TLS with spicectl's CA{' (created)' if created_ca else ''} for {name}")
+        click.echo(f"{uri}: SPICE TLS with spicectl's CA{' (created)' if done.created_ca else ''} for {report.host}")
         for line in report.changed or ["nothing to change: already set up"]:
             click.echo(f"  {line}")
         if report.restart:

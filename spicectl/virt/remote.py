@@ -169,6 +169,44 @@ def apply_spice_tls(ssh: SshHost, *, ca_pem: bytes, cert_pem: bytes, key_pem: by
 
 
 @dataclass
+class RemoteSetup:
+    report: ApplyReport
+    local_copy: Path        # spicectl's copy of the certificate it installed there
+    created_ca: bool
+    issued: bool
+
+
+def setup_remote(uri: str, *, ca_dir: Path, certs_dir: Path, pki_dir: Path | None,
+                 passphrase: bytes | None) -> RemoteSetup:
+    """`host setup --apply`: spicectl's CA (made if there is none and nothing it issued is lying
+    around), a server certificate for the URI's host (issued again unless the copy is valid), and
+    both installed on the host with SPICE TLS turned on."""
+    from spicectl.errors import VerificationFailed
+    from spicectl.pki.ca import CA_CERT, ca_exists, init_ca, load_ca
+    from spicectl.pki.issue import SERVER_CERT, SERVER_KEY, issue_server
+    from spicectl.pki.profiles import load_profile
+    from spicectl.pki.verify import verify_directory
+
+    host = host_of(uri)
+    local = certs_dir / "server" / host.label
+    issued = created_ca = False
+    if not ca_exists(ca_dir):
+        if any(certs_dir.glob(f"server/*/{SERVER_CERT}")):
+            raise VerificationFailed(f"spicectl's CA ({ca_dir}) is missing, but {certs_dir} holds certificates "
+                                     "it issued; not making a new CA behind your back",
+                                     hint=f"restore {ca_dir} from a backup, or run spicectl ca init")
+        init_ca(ca_dir, load_profile("ca", pki_dir), passphrase=passphrase)
+        created_ca = True
+    if not local.exists() or not all(c.ok for c in verify_directory(local, host=host.host,
+                                                                     trusted_ca=ca_dir / CA_CERT)):
+        issue_server(load_ca(ca_dir, passphrase), load_profile("server", pki_dir), local, host=host.host, force=True)
+        issued = True
+    report = apply_spice_tls(host, ca_pem=(local / CA_CERT).read_bytes(), cert_pem=(local / SERVER_CERT).read_bytes(),
+                             key_pem=(local / SERVER_KEY).read_bytes())
+    return RemoteSetup(report, local, created_ca, issued)
+
+
+@dataclass
 class RemoteTls:
     """What a remote host's qemu.conf and SPICE certificate directory hold."""
 
