@@ -93,3 +93,22 @@ def test_host_commands_ask_the_holder_to_let_go_of_the_private_libvirt(spicectl,
     r = patient(*command, "--json")
     assert r.exit_code == 0 and r.json()
     assert not sock.exists()
+
+
+def test_vm_restart_starts_a_new_qemu_and_wait_screen_changed_sees_seabios_move_on(spicectl, warm):
+    """`vm restart` (SeaBIOS ignores ACPI: --force powers it off) brings up a new QEMU whose SPICE
+    ports accept connections; then `wait-screen --changed` returns when SeaBIOS's boot menu times out
+    and it draws on, and times out (exit 9) on the screen it settled on."""
+    pid_file = spicectl.state_dir / "libvirt" / "run" / "qemu" / f"{GUEST}.pid"
+    before = int(pid_file.read_text())
+    data = spicectl("vm", "restart", GUEST, "--force", "--timeout", "5", "--wait", "--json").json()
+    assert data["state"] == "running" and data["spice"]["tls_port"]
+    assert int(pid_file.read_text()) != before
+    changed = spicectl("wait-screen", GUEST, "--changed", "--timeout", "60", "--json")
+    assert changed.exit_code == 0, changed.stderr
+    deadline = time.monotonic() + 90
+    while not libvirt_screenshot(spicectl, GUEST)[176:192].any():   # SeaBIOS's last line
+        assert time.monotonic() < deadline, "SeaBIOS did not reach its last line"
+        time.sleep(0.5)
+    settled = spicectl("wait-screen", GUEST, "--changed", "--timeout", "3", check=False)
+    assert settled.exit_code == 9, settled.stderr
