@@ -31,7 +31,6 @@ class GuestAccess:
     ca_file: str | None = None    # the CA its certificate chains to, when the hypervisor's host names it
 
 
-
 def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = False,
                  state_dir: Path | None = None) -> GuestAccess:
     """Look the guest up, set a fresh ticket, and say where a client connects from here.

@@ -166,9 +166,13 @@ def _hole(_stream, fd: int) -> list:
 
 
 def create_volumes(hv: Hypervisor, spec: VMSpec, progress: Progress) -> list[Path]:
-    """The volumes `place` named: blank ones of their size, or copy-on-write overlays on an image."""
+    """The volumes `place` named (in the pool it made ready): blank ones of their size, or copy-on-write
+    overlays on an image."""
     libvirt = _lv()
-    p = pool(hv)
+    try:
+        p = hv.conn.storagePoolLookupByName(POOL)
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, f"looking up storage pool {POOL}") from None
     created: list[Path] = []
     try:
         for disk in spec.disks:
