@@ -42,9 +42,11 @@ def by_hand(env: dict, image: str, work: Path) -> float:
     """The build's two steps run directly, with the arguments spicectl would pass."""
     script = ("import sys; from pathlib import Path; from spicectl.image.recipe import load_recipe;"
               "from spicectl.image.build import mmdebstrap_argv, check_host;"
-              f"r = load_recipe({image!r}); print('\\0'.join(mmdebstrap_argv(r, check_host()[0], Path({str(work / 'root')!r}))));"
+              f"r = load_recipe({image!r}); "
+              f"print('\\0'.join(mmdebstrap_argv(r, check_host()[0], Path({str(work / 'root')!r}))));"
               "print(r.size_bytes)")
-    out = subprocess.run([str(Path(SPICECTL).parent / "python"), "-c", script], env=env, check=True, capture_output=True, text=True).stdout.splitlines()
+    out = subprocess.run([str(Path(SPICECTL).parent / "python"), "-c", script], env=env, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
     argv, size = out[0].split("\0"), int(out[1])
 
     def steps() -> None:

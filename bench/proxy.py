@@ -46,7 +46,7 @@ def wait_listening(port: int, timeout: float = 15) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port}")
+                raise RuntimeError(f"nothing listens on {port}") from None
             time.sleep(0.05)
 
 
@@ -308,8 +308,8 @@ def throughput(args) -> None:
             print(f"    TLS to the guest: websockify {r[tls[0]]:.0f}, spicectl {r[tls[1]]:.0f}; "
                   f"spicectl / websockify = {ratio}")
         for (direction, name), n in sorted(stalled.items()):
-            print(f"  stalled: {name}, {direction}: {n} of {args.repeat} runs gave nothing for {args.stall_after:.0f} s "
-                  "(not counted)")
+            print(f"  stalled: {name}, {direction}: {n} of {args.repeat} runs gave nothing for "
+                  f"{args.stall_after:.0f} s (not counted)")
     finally:
         socat.terminate()
         peers.close()
@@ -333,7 +333,7 @@ async def concurrency(args) -> None:
                 failed += sum(isinstance(c, BaseException) for c in got)
             rtts: list[float] = []
 
-            async def pingpong(ws):
+            async def pingpong(ws, rtts=rtts):
                 nonlocal failed
                 try:
                     for _ in range(args.rounds):

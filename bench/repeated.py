@@ -31,7 +31,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import SPICECTL, ROOT, system_libvirt
+from _common import ROOT, SPICECTL, system_libvirt
 
 GUEST = "spbench-rep"
 STATE = Path("/tmp/spb-rep")

@@ -25,7 +25,7 @@ def guests(spicectl):
         spicectl("vm", "create", name, "-t", "headless-ci", "--image-compression", comp, "--virt-type", "qemu",
                  "--wait")
         names.append(name)
-    yield dict(zip(COMPRESSIONS, names))
+    yield dict(zip(COMPRESSIONS, names, strict=True))
     for name in names:
         spicectl("vm", "delete", name, check=False)
 

@@ -42,7 +42,8 @@ CASES = {
     "usb-xhci": ["--usb", "xhci", "--usb-redir", "1"],
     "usb-none": ["--usb", "none"],
     "channels": ["--folder-sharing", "--smartcard", "--no-agent"],
-    "image": ["--image", str(REPO / "tests" / "data" / "images" / "tiny.toml"), "--kernel-arg", "spicectl.scene=static"],
+    "image": ["--image", str(REPO / "tests" / "data" / "images" / "tiny.toml"),
+              "--kernel-arg", "spicectl.scene=static"],
     "guest": ["--memory", "4G", "--vcpus", "4", "--machine", "pc", "--disk", "/var/lib/images/a.qcow2",
               "--disk", "size=10", "--cdrom", "/isos/install.iso", "--network", "bridge=br0",
               "--network", "network=default,model=e1000e", "--boot-menu", "--boot-menu-timeout", "5000",
@@ -117,7 +118,7 @@ def test_option_matrix_validates_against_domain_rng(run):
 
     count = 0
     for combo in itertools.product(*MATRIX.values()):
-        values = dict(zip(("video", "sound", "usb", "machine", "image_compression"), combo))
+        values = dict(zip(("video", "sound", "usb", "machine", "image_compression"), combo, strict=True))
         values.update(usb_redir=2, folder_sharing=True, smartcard=True, boot_menu=True)
         spec = build_spec("m", values, images_dir=GOLDEN, host_has_kvm=False)
         validate(to_element(spec))

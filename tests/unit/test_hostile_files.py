@@ -172,7 +172,8 @@ def test_an_empty_value_is_refused_not_read_as_the_default(run, argv):
 
 @pytest.mark.parametrize("text, needle", [("organization = 5\n", "organization must be a str"),
                                           ('key_usage = "x"\n', "key_usage must be a list of strings"),
-                                          ("is_ca = 1\n", "is_ca must be a bool"), ('organization = ""\n', "non-empty")])
+                                          ("is_ca = 1\n", "is_ca must be a bool"),
+                                          ('organization = ""\n', "non-empty")])
 def test_wrong_types_in_a_certificate_profile(run, tmp_path, text, needle):
     folder = tmp_path / "pki"
     folder.mkdir()
