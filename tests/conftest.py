@@ -58,6 +58,20 @@ def free_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+async def echo_guest():
+    """A stand-in for a guest's SPICE port: echoes bytes back, upper-cased (so direction is visible)."""
+    import asyncio
+
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -70,6 +70,16 @@ class Spicectl:
         return (self.root / "log" / "qemu" / f"{name}.log").read_text()
 
 
+SHELL_PROMPT = r"root@spicectl-guest:\S*# "   # an image guest's root shell on its console
+
+
+@pytest.fixture(scope="module")
+def desktop_image(spicectl) -> dict:
+    """The debian-desktop image, built (or found in the cache) once per module that needs it."""
+    require_binary("mmdebstrap")
+    return spicectl("image", "build", "debian-desktop", "--json", timeout=1200).json()
+
+
 @pytest.fixture(scope="session")
 def spicectl() -> Spicectl:
     require_binary("qemu-system-x86_64")

@@ -25,6 +25,7 @@ from PIL import Image
 
 from tests.conftest import REPO, require_binary
 from tests.integration.conftest import (
+    SHELL_PROMPT,
     SPICECTL,
     console_run,
     finish,
@@ -74,7 +75,6 @@ def report(spicectl, name: str = GUEST) -> dict[str, str]:
 
 # Enter until the root shell answers (queued Enters are harmless, queued commands would pile up),
 # then one command that returns once the guest says its X session is drawn: not a fixed sleep
-SHELL_PROMPT = r"root@spicectl-guest:\S*# "
 WAIT_DESKTOP = "until [ -e /run/spicectl-desktop-ready ]; do sleep 1; done; spicectl-report\\n"
 
 
@@ -82,13 +82,6 @@ def wait_for_desktop(spicectl, name: str) -> None:
     spicectl("console", name, "--send", "\\n", "--expect", SHELL_PROMPT, "--retry-every", "3", "--timeout", "300",
              timeout=330)
     spicectl("console", name, "--send", WAIT_DESKTOP, "--expect", "SPICECTL done=1", "--timeout", "300", timeout=330)
-
-
-@pytest.fixture(scope="module")
-def desktop_image(spicectl) -> dict:
-    require_binary("mmdebstrap")
-    r = spicectl("image", "build", "debian-desktop", "--json", timeout=1200)
-    return r.json()
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +141,7 @@ def find(big: np.ndarray, patch: np.ndarray) -> tuple[int, int] | None:
     """Where `patch` stands in `big` pixel for pixel (top-left), if it does."""
     h, w = patch.shape[:2]
     ys, xs = np.nonzero((big == patch[0, 0]).all(axis=2))
-    for y, x in zip(ys, xs):
+    for y, x in zip(ys, xs, strict=True):
         if y + h <= big.shape[0] and x + w <= big.shape[1] and (big[y:y + h, x:x + w] == patch).all():
             return int(x), int(y)
     return None

@@ -20,8 +20,7 @@ import pytest
 from spicectl.spice import Client
 from spicectl.spice import messages as M
 from tests.conftest import REPO
-from tests.integration.conftest import console_run, libvirt_screenshot
-from tests.integration.test_images import SHELL_PROMPT, desktop_image  # noqa: F401 (a fixture)
+from tests.integration.conftest import SHELL_PROMPT, console_run, libvirt_screenshot
 
 pytestmark = pytest.mark.integration
 GUEST = "xpdm"
@@ -30,7 +29,7 @@ A8_TOP_ROW = (486, slice(520, 755))  # the script's string of 8-bit glyphs: its 
 
 
 @pytest.fixture(scope="module")
-def raw_qxl(spicectl, desktop_image):  # noqa: F811
+def raw_qxl(spicectl, desktop_image):
     # no qxl kernel driver, no X session, nothing on the VGA console: the device is the script's alone
     spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "modprobe.blacklist=qxl",
              "--kernel-arg", "systemd.mask=spicectl-session.service",

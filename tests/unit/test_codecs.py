@@ -17,6 +17,7 @@ from spicectl.spice.channel import Channel
 from spicectl.spice.codecs.lz import MAGIC, RGB32, VERSION, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.display import ROP_PUT, Display
 from spicectl.spice.link import LinkReply
+from tests.display_messages import NO_MASK, base, fill, stream_create, surface_create
 
 
 def lz_header(image_type: int, w: int, h: int, stride: int, top_down: int = 1) -> bytes:
@@ -109,10 +110,6 @@ def test_glz_reference_to_a_missing_image_is_refused():
         decode_glz(header + bytes((0x20, 0x00, 0x01)), GlzWindow(1 << 20))
 
 
-def surface_create(sid: int, w: int, h: int, primary: bool = True) -> bytes:
-    return W.SURFACE_CREATE.pack(surface_id=sid, width=w, height=h, format=32, flags=int(primary))
-
-
 def test_a_65535_square_surface_is_refused():
     with pytest.raises(ProtocolError, match="out of bounds"):
         Display().handle(M.MSG_DISPLAY_SURFACE_CREATE, surface_create(0, 65535, 65535))
@@ -126,20 +123,6 @@ def test_unknown_display_message_is_a_protocol_error():
 def test_drawing_on_a_missing_surface_is_a_protocol_error():
     with pytest.raises(ProtocolError, match="unknown surface 7"):
         Display().handle(M.MSG_DISPLAY_DRAW_FILL, fill(7, 0, 0, 1, 1, 0))
-
-
-def base(sid, top, left, bottom, right, clips=()) -> bytes:
-    clip = {"type": W.CLIP_TYPE_RECTS, "rects": [dict(zip(("top", "left", "bottom", "right"), c)) for c in clips]} \
-        if clips else {"type": W.CLIP_TYPE_NONE}
-    return W.DISPLAY_BASE.pack(surface_id=sid, box=dict(top=top, left=left, bottom=bottom, right=right), clip=clip)
-
-
-NO_MASK = dict(flags=0, pos=dict(x=0, y=0), bitmap=0)
-
-
-def fill(sid, top, left, bottom, right, color, clips=()):
-    return base(sid, top, left, bottom, right, clips) + W.FILL.pack(
-        brush={"type": W.BRUSH_TYPE_SOLID, "color": color}, rop_descriptor=ROP_PUT, mask=NO_MASK)
 
 
 def test_fill_respects_box_and_clip_rectangles():
@@ -375,16 +358,6 @@ def jpeg_bytes(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=95)
     return buf.getvalue()
-
-
-def stream_create(sid: int, stream_id: int, box, *, top_down=True, clips=()) -> bytes:
-    clip = {"type": W.CLIP_TYPE_RECTS, "rects": [dict(zip(("top", "left", "bottom", "right"), c)) for c in clips]} \
-        if clips else {"type": W.CLIP_TYPE_NONE}
-    top, left, bottom, right = box
-    return W.STREAM_CREATE.pack(surface_id=sid, id=stream_id, flags=int(top_down), codec_type=1, stamp=0,
-                                stream_width=right - left, stream_height=bottom - top, src_width=right - left,
-                                src_height=bottom - top, dest=dict(top=top, left=left, bottom=bottom, right=right),
-                                clip=clip)
 
 
 def test_an_mjpeg_stream_frame_lands_in_its_box_within_its_clip():

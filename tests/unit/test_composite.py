@@ -9,15 +9,10 @@ from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.display import Display
-from tests.unit.test_codecs import base, fill, surface_create
+from tests.display_messages import base, bitmap, fill, surface_create
 
 OVER, SRC = 3, 1
 REPEAT_NORMAL = 1
-
-
-def bitmap(w: int, h: int, pixels: bytes, fmt: int = M.BITMAP_RGBA) -> bytes:
-    return W.IMAGE_DESCRIPTOR.pack(id=0, type=M.IMAGE_BITMAP, flags=0, width=w, height=h) + W.BITMAP.pack(
-        format=fmt, flags=M.BITMAP_TOP_DOWN, x=w, y=h, stride=len(pixels) // h) + W.PALETTE_PTR.pack(palette=0) + pixels
 
 
 def surface_image(sid: int, w: int, h: int) -> bytes:

@@ -13,28 +13,27 @@ from spicectl.spice import wire as W
 from spicectl.spice.budget import Budget, OverBudget
 from spicectl.spice.display import ROP_PUT, Display
 from tests.bounded import bounded
-from tests.unit.test_codecs import NO_MASK, base, surface_create
-from tests.unit.test_composite import bitmap
-from tests.unit.test_raster_draws import bgrx, pattern_brush, solid
-
-HUGE = 1 << 30
+from tests.display_messages import (
+    HUGE,
+    NO_MASK,
+    base,
+    bgrx,
+    bitmap,
+    cached_palette_copy,
+    jpeg_copy,
+    pattern_fill,
+    picture_bytes,
+    solid,
+    stream_create,
+    surface_create,
+    then,
+)
 
 
 def on_surface(w: int = 64, h: int = 48) -> Display:
     d = Display()
     d.handle(M.MSG_DISPLAY_SURFACE_CREATE, surface_create(0, w, h))
     return d
-
-
-def then(head: bytes, fixed, tail: bytes) -> bytes:
-    """head, the fixed part made by `fixed(offset)` pointing at `tail`, tail (fixed parts vary in size)."""
-    return head + fixed(len(head) + len(fixed(0))) + tail
-
-
-def pattern_fill(box, pattern_pixels: bytes, pw: int, brush_pos=(0, 0)) -> bytes:
-    return then(base(0, *box), lambda at: W.FILL.pack(brush=pattern_brush(at, *brush_pos), rop_descriptor=ROP_PUT,
-                                                      mask=NO_MASK),
-                bitmap(pw, len(pattern_pixels) // 4 // pw, pattern_pixels, M.BITMAP_32BIT))
 
 
 CHECKER = bgrx(0xFF0000, 0x00FF00, 0x0000FF, 0xFFFFFF, 0x123456, 0xABCDEF)
@@ -142,21 +141,6 @@ def test_a_destroyed_surface_gives_its_memory_back():
     assert d.budget.used == 0
 
 
-def cached_palette_copy(unique: int, entries: int) -> bytes:
-    def fixed(at): return W.COPY.pack(src_bitmap=at, src_area=dict(top=0, left=0, bottom=1, right=1),
-                                      rop_descriptor=ROP_PUT, scale_mode=0, mask=NO_MASK)
-    head = base(0, 0, 0, 1, 1)
-    image_at = len(head) + len(fixed(0))
-    image = W.IMAGE_DESCRIPTOR.pack(id=1, type=M.IMAGE_BITMAP, flags=0, width=1, height=1)
-
-    def bitmap_head(palette_at): return W.BITMAP.pack(
-        format=M.BITMAP_8BIT, flags=M.BITMAP_TOP_DOWN | M.BITMAP_PAL_CACHE_ME, x=1, y=1,
-        stride=4) + W.PALETTE_PTR.pack(palette=palette_at)
-    palette_at = image_at + len(image) + len(bitmap_head(0)) + 4  # after the one row of bits
-    palette = W.PALETTE_HEAD.pack(unique=unique, num_ents=entries) + np.arange(entries, dtype="<u4").tobytes()
-    return head + fixed(image_at) + image + bitmap_head(palette_at) + bytes(4) + palette
-
-
 def test_cached_palettes_are_compact_and_counted():
     d = on_surface()
     for unique in range(300):
@@ -174,25 +158,6 @@ def test_palettes_past_the_budget_are_a_protocol_error():
 
 
 # --- JPEG: only JPEG, and no larger than announced, checked before decoding ---------------------------
-
-def picture_bytes(w: int, h: int, fmt: str) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (200, 40, 40)).save(buf, fmt)
-    return buf.getvalue()
-
-
-def jpeg_copy(w: int, h: int, data: bytes) -> bytes:
-    head = base(0, 0, 0, h, w)
-
-    def fixed(at): return W.COPY.pack(src_bitmap=at, src_area=dict(top=0, left=0, bottom=h, right=w),
-                                      rop_descriptor=ROP_PUT, scale_mode=0, mask=NO_MASK)
-    image = W.IMAGE_DESCRIPTOR.pack(id=1, type=M.IMAGE_JPEG, flags=0, width=w, height=h) + \
-        W.IMAGE_DATA.pack(data_size=len(data)) + data
-    return then(head, fixed, image)
 
 
 def test_a_jpeg_image_as_announced_is_drawn():
@@ -223,7 +188,7 @@ def test_a_jpeg_header_claiming_65535_squared_is_a_protocol_error():
 
 
 def test_an_mjpeg_frame_larger_than_its_stream_is_refused():
-    from tests.unit.test_codecs import stream_create
+
 
     d = on_surface()
     d.handle(M.MSG_DISPLAY_STREAM_CREATE, stream_create(0, 5, (0, 0, 16, 16)))
@@ -234,7 +199,7 @@ def test_an_mjpeg_frame_larger_than_its_stream_is_refused():
 
 
 def test_a_stream_announced_past_the_surface_limits_is_refused():
-    from tests.unit.test_codecs import stream_create
+
 
     with pytest.raises(ProtocolError, match="out of bounds"):
         on_surface().handle(M.MSG_DISPLAY_STREAM_CREATE, stream_create(0, 5, (0, 0, 60000, 60000)))

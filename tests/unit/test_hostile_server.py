@@ -23,9 +23,17 @@ from spicectl.spice import recording
 from spicectl.spice import wire as W
 from spicectl.spice.channel import Message
 from tests.conftest import REPO
+from tests.display_messages import (
+    HUGE,
+    cached_palette_copy,
+    jpeg_copy,
+    pattern_fill,
+    picture_bytes,
+    stream_create,
+    surface_create,
+    then,
+)
 from tests.hostile_server import HostileServer, Script, run_cli
-from tests.unit.test_codecs import stream_create, surface_create
-from tests.unit.test_hostile_display import HUGE, cached_palette_copy, jpeg_copy, pattern_fill, picture_bytes
 
 RECORDINGS = {name: list(recording.read(REPO / "tests" / "data" / f"{name}.bin"))
               for name in ("display-lz", "display-glz", "display-auto_glz", "display-quic", "scene-quic")}
@@ -158,7 +166,7 @@ def test_a_server_that_never_draws_is_exit_9_at_the_commands_timeout(tmp_path):
 def test_a_quic_image_that_would_decode_for_minutes_is_exit_9_at_the_commands_timeout(tmp_path):
     from spicectl.spice.codecs import quic
     from tests.unit.test_codecs import quic_header
-    from tests.unit.test_hostile_display import then
+
 
     data = quic_header(quic.TYPE_RGB32, 4096, 4096) + np.random.default_rng(1).bytes(24 << 20)
     head = W.DISPLAY_BASE.pack(surface_id=0, box=dict(top=0, left=0, bottom=4096, right=4096),

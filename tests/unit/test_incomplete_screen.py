@@ -11,7 +11,7 @@ from spicectl.errors import InvalidInput, ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.client import Client, IncompleteScreen
-from tests.unit.test_raster_draws import solid, text
+from tests.display_messages import solid, text
 
 VECTOR_TEXT = text([(0, 0, 1, 1, b"")], 0, solid(0xFFFFFF))  # no raster flag: vector glyphs
 

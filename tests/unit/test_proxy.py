@@ -22,18 +22,7 @@ from spicectl.pki.issue import cert_name, key_name
 from spicectl.proxy import server as proxy_server
 from spicectl.proxy.server import ProxyServer, listener_tls
 from spicectl.proxy.tokens import Sessions, Signer
-
-
-async def echo_guest():
-    """A stand-in for a guest's SPICE port: echoes bytes back, upper-cased (so direction is visible)."""
-    async def handle(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+from tests.conftest import echo_guest
 
 
 @pytest.fixture

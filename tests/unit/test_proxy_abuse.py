@@ -15,8 +15,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from spicectl.proxy.tokens import Signer, load_secret
-from tests.conftest import free_port
-from tests.unit.test_proxy import echo_guest
+from tests.conftest import echo_guest, free_port
 
 
 def fds(pid: int) -> int:

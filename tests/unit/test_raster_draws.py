@@ -14,22 +14,9 @@ from spicectl.spice import messages as M
 from spicectl.spice import raster
 from spicectl.spice import wire as W
 from spicectl.spice.display import ROP_AND, ROP_INVERS_BRUSH, ROP_PUT, ROP_XOR, Display
-from tests.unit.test_codecs import NO_MASK, base, surface_create
-from tests.unit.test_composite import bitmap
+from tests.display_messages import NO_MASK, base, bgrx, bitmap, pattern_brush, solid, surface_create, text
 
 RED, GREEN, BLUE, WHITE = 0xFF0000, 0x00FF00, 0x0000FF, 0xFFFFFF
-
-
-def solid(color: int) -> dict:
-    return {"type": W.BRUSH_TYPE_SOLID, "color": color}
-
-
-def pattern_brush(at: int, x: int = 0, y: int = 0) -> dict:
-    return {"type": W.BRUSH_TYPE_PATTERN, "pattern": {"pat": at, "pos": {"x": x, "y": y}}}
-
-
-def bgrx(*colors: int) -> bytes:
-    return b"".join(bytes([c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, 0]) for c in colors)
 
 
 def rgb_of(d: Display) -> np.ndarray:
@@ -235,17 +222,6 @@ def test_a_dash_list_of_zeros_is_a_protocol_error():
 
 
 # --- text ----------------------------------------------------------------------------------------------
-
-def text(glyphs: list[tuple[int, int, int, int, bytes]], flags: int, fore: dict, back: dict | None = None,
-         back_area=(0, 0, 0, 0), box=(0, 0, 8, 8)) -> bytes:
-    """DRAW_TEXT of glyphs (x, y, width, height, bottom-up rows), placed by render_pos alone."""
-    head = base(0, *box)
-    fields = dict(back_area=dict(zip(("top", "left", "bottom", "right"), back_area, strict=True)), fore_brush=fore,
-                  back_brush=back or {"type": W.BRUSH_TYPE_NONE}, fore_mode=ROP_PUT, back_mode=ROP_PUT)
-    str_at = len(head) + len(W.TEXT.pack(str=0, **fields))
-    data = b"".join(W.RASTER_GLYPH.pack(render_pos=dict(x=x, y=y), glyph_origin=dict(x=0, y=0), width=w,
-                                        height=h) + rows for x, y, w, h, rows in glyphs)
-    return head + W.TEXT.pack(str=str_at, **fields) + W.STRING.pack(length=len(glyphs), flags=flags) + data
 
 
 def test_one_bit_glyphs_are_read_bottom_up_most_significant_bit_first():

@@ -15,7 +15,7 @@ from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.display import Display
-from tests.unit.test_codecs import surface_create
+from tests.display_messages import surface_create
 
 ENCODERS = {M.VIDEO_CODEC_VP8: "libvpx", M.VIDEO_CODEC_H264: "libx264", M.VIDEO_CODEC_VP9: "libvpx-vp9"}
 
