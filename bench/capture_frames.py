@@ -70,7 +70,6 @@ def main() -> None:
         raise SystemExit("the client's frame and libvirt's differ; nothing written (run again)")
     with open(args.out, "wb") as fh:
         recording.write(fh, records)
-    image.save(recording.client_frame(args.out))
     recording.libvirt_frame(args.out).write_bytes(libvirt_png)
     print(f"{len(records)} messages, {sum(len(m.body) for m in records)} bytes -> {args.out}")
 

@@ -2,9 +2,9 @@
 
 A recording is a file of records, each a `RECORD` header (message type and
 body size) and the body, in the order the display channel received them.
-Beside `NAME.bin` lie the frames it should replay to: `NAME.bin.png` (what
-the client drew at capture time) and `NAME.bin.libvirt.png` (libvirt's own
-screenshot of the guest, taken right after, the independent reference).
+Beside `NAME.bin` lies the frame it should replay to, `NAME.bin.libvirt.png`:
+libvirt's own screenshot of the guest, taken right after (the independent
+reference; a recording is kept only when the client drew exactly that then).
 `bench/capture_frames.py` writes them; tests and `bench/codecs.py` read them.
 """
 
@@ -19,7 +19,6 @@ from spicectl.spice.channel import Message
 from spicectl.spice.wire import Layout
 
 RECORD = Layout("recorded message", [("type", "H"), ("size", "I")])
-CLIENT_FRAME_SUFFIX = ".png"
 LIBVIRT_FRAME_SUFFIX = ".libvirt.png"
 
 
@@ -38,10 +37,6 @@ def read(path: Path) -> Iterator[Message]:
             raise ProtocolError(f"{path}: the last recorded message is cut short")
         yield Message(head["type"], data[pos:pos + head["size"]])
         pos += head["size"]
-
-
-def client_frame(path: Path) -> Path:
-    return path.with_name(path.name + CLIENT_FRAME_SUFFIX)
 
 
 def libvirt_frame(path: Path) -> Path:
