@@ -89,9 +89,14 @@ _spicectl_values() {
     'view|--video-codec') echo 'choice:mjpeg vp8 h264 vp9 h265' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
     'vm create|--jpeg') echo 'choice:auto never always' ;;
+    'vm create|--machine') echo 'choice:q35 pc' ;;
     'vm create|--mouse-mode') echo 'choice:client server' ;;
     'vm create|--playback-compression') echo 'choice:on off' ;;
+    'vm create|--sound') echo 'choice:ich9 ich6 ac97 es1370 sb16 usb none' ;;
     'vm create|--streaming') echo 'choice:filter all off' ;;
+    'vm create|--usb') echo 'choice:ehci xhci none' ;;
+    'vm create|--video') echo 'choice:qxl virtio vga none' ;;
+    'vm create|--virt-type') echo 'choice:kvm qemu auto' ;;
     'vm create|--wait-for') echo 'choice:ready ports' ;;
     'vm create|--zlib') echo 'choice:auto never always' ;;
     'vm restart|--wait-for') echo 'choice:ready ports' ;;

@@ -106,6 +106,22 @@ def read_passphrase(passphrase_file: str | None, passphrase_fd: int | None,
 
 
 
+class Named(click.Choice):
+    """One of a setting's words, refused as a template's value is: the noun and the valid words."""
+
+    def __init__(self, choices, noun: str) -> None:
+        super().__init__(choices)
+        self.noun = noun
+
+    def convert(self, value, param, ctx):
+        if value in self.choices:
+            return value
+        if value == "":
+            self.fail("is empty; leave the option out for its default", param, ctx)
+        self.fail(f"unknown {self.noun} {value!r} (valid {self.noun}s: {', '.join(map(str, self.choices))})",
+                  param, ctx)
+
+
 def check_text_values(command: click.Command) -> click.Command:
     """Every text option of `command` (and of its subcommands) refuses an empty value: '' would
     otherwise read as "not given" and quietly mean the default. Every option and argument that is

@@ -11,8 +11,18 @@ from typing import Any
 
 import click
 
-from spicectl.cli.options import Integer
+from spicectl.cli.options import Integer, Named
 from spicectl.domain.settings import SETTINGS, Setting
+
+
+def _help(s: Setting) -> str:
+    """A row's help, with what it declares about its values: its range, and what it needs."""
+    said = [f"{s.range[0]}-{s.range[1]}"] if s.range else []
+    if s.needs:
+        said.append(f"with --{s.needs[0].replace('_', '-')} {' or '.join(s.needs[2])}")
+    if not said:
+        return s.help
+    return f"{s.help.removesuffix('.')} ({'; '.join(said)})."
 
 
 def _option(s: Setting) -> Callable:
@@ -21,9 +31,9 @@ def _option(s: Setting) -> Callable:
         return click.option(f"{s.option}/--no-{s.option[2:]}", s.key, default=None, help=s.help)
     if s.flag == "on":
         return click.option(*names, s.key, is_flag=True, default=None, help=s.help)
-    kwargs: dict[str, Any] = {"help": s.help, "multiple": s.kind == "list"}
+    kwargs: dict[str, Any] = {"help": _help(s), "multiple": s.kind == "list"}
     if s.choices:
-        kwargs["type"] = click.Choice(s.choices)
+        kwargs["type"] = Named(s.choices, s.what)
     elif s.kind == "int":
         kwargs["type"] = Integer()
     if s.metavar:

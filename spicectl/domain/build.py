@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spicectl.domain import spec as S
-from spicectl.domain.settings import GRAPHICS, SETTINGS, TEMPLATE_ONLY, set_path
+from spicectl.domain.settings import BY_KEY, GRAPHICS, SETTINGS, TEMPLATE_ONLY, VIDEO, Setting, get_path, set_path
 from spicectl.domain.units import check_choice, check_domain_name, parse_number, parse_size_kib
 from spicectl.errors import InvalidInput
 
@@ -209,15 +209,13 @@ def _machine(spec: S.VMSpec, get: Get, host_has_kvm: bool | None) -> None:
         if not 1 <= get("vcpus") <= 512:
             raise InvalidInput(f"--vcpus {get('vcpus')} is out of range (1-512)")
         spec.vcpus = get("vcpus")
-    spec.machine = check_choice(get("machine") or spec.machine, S.MACHINES, "machine type")
+    spec.machine = _choice("machine", get("machine") or spec.machine)
     spec.arch = get("arch") or spec.arch
     if spec.arch != "x86_64":
         raise InvalidInput(f"architecture {spec.arch!r} is not supported yet", hint="use x86_64")
-    virt = get("virt_type") or "auto"
-    if virt == "auto":
-        # never from /dev/kvm alone: it may exist and not run a guest (see virt.kvm)
-        virt = "kvm" if host_has_kvm else "qemu"
-    spec.virt_type = check_choice(virt, S.VIRT_TYPES, "virt type")
+    virt = _choice("virt_type", get("virt_type") or "auto")
+    # auto: never from /dev/kvm alone, which may exist and not run a guest (see virt.kvm)
+    spec.virt_type = virt if virt != "auto" else "kvm" if host_has_kvm else "qemu"
 
 
 
@@ -259,10 +257,33 @@ def _graphics(spec: S.VMSpec, get: Get) -> None:
 
 
 
+def _choice(key: str, value: str) -> str:
+    """`value` checked against its setting's words (a template's value has not met click's check)."""
+    return check_choice(value, BY_KEY[key].choices, BY_KEY[key].what)
+
+
+def _apply_rows(spec: S.VMSpec, rows: list[Setting], get: Get) -> None:
+    """Settings that map one value to one field, checked as their rows say (range, what they need)."""
+    for setting in rows:
+        value = get(setting.key)
+        if value is None:
+            continue
+        if setting.needs is not None:
+            key, path, allowed = setting.needs
+            current = get_path(spec, path)
+            if current not in allowed:
+                raise InvalidInput(f"{setting.option} applies to {BY_KEY[key].option} {' or '.join(allowed)}, "
+                                   f"not {current}")
+        if setting.range is not None and not setting.range[0] <= value <= setting.range[1]:
+            raise InvalidInput(f"{setting.option} {value} is out of range ({setting.range[0]}-{setting.range[1]})")
+        assert setting.field is not None   # every row of such a table names its field
+        set_path(spec, setting.field, value)
+
+
 def _video(spec: S.VMSpec, get: Get) -> None:
     g = spec.graphics
     video = spec.video
-    video.model = check_choice(get("video") or video.model, S.VIDEO_MODELS, "video model")
+    video.model = _choice("video", get("video") or video.model)
     for key in ("vram", "ram", "vram64", "vgamem"):
         if get(key) is not None:
             if video.model != "qxl":
@@ -272,12 +293,7 @@ def _video(spec: S.VMSpec, get: Get) -> None:
                 raise InvalidInput(f"--{key} {get(key)!r} is too large (QXL takes at most "
                                    f"{MAX_VIDEO_KIB[key] // 1024 ** 2}G)")
             setattr(video, key, size)
-    if get("heads") is not None:
-        if video.model not in ("qxl", "virtio"):
-            raise InvalidInput(f"--heads applies to --video qxl or virtio, not {video.model}")
-        if not 1 <= get("heads") <= 4:
-            raise InvalidInput(f"--heads {get('heads')} is out of range (1-4)")
-        video.heads = get("heads")
+    _apply_rows(spec, VIDEO, get)
     if g.gl and video.model != "virtio":
         raise InvalidInput(f"--gl needs --video virtio (not {video.model})")
     if video.model == "none" and g.streaming:
@@ -286,8 +302,8 @@ def _video(spec: S.VMSpec, get: Get) -> None:
 
 
 def _usb_and_channels(spec: S.VMSpec, get: Get) -> None:
-    spec.sound = check_choice(get("sound") or spec.sound, S.SOUND_MODELS, "sound model")
-    spec.usb = check_choice(get("usb") or spec.usb, S.USB_MODELS, "USB controller")
+    spec.sound = _choice("sound", get("sound") or spec.sound)
+    spec.usb = _choice("usb", get("usb") or spec.usb)
     redir = get("usb_redir", 0) or 0
     if not 0 <= redir <= 8:
         raise InvalidInput(f"--usb-redir {redir} is out of range (0-8)")

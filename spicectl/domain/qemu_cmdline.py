@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from spicectl.domain.devices import AGENT_CHANNEL, EHCI, EHCI_SLOT, UHCI_COMPANIONS, WEBDAV_CHANNEL, qemu_driver
-from spicectl.domain.settings import GRAPHICS, get_path
+from spicectl.domain.settings import GRAPHICS, VIDEO, get_path
 from spicectl.domain.spec import VMSpec
 
 SOUND_DEVICES = {
@@ -114,14 +114,18 @@ def _spice(spec: VMSpec, x509_dir: str) -> list[str]:
 
 def _video(spec: VMSpec) -> list[str]:
     v = spec.video
+    # the rows of the video table, as libvirt passes them (max_outputs to QXL and virtio alike)
+    rows = [(s.qemu.key, s.qemu.text(get_path(spec, s.field))) for s in VIDEO if s.qemu and s.field
+            and (s.needs is None or v.model in s.needs[2])]
     if v.model == "qxl":
         # libvirt counts QXL memory in KiB; QEMU takes bytes for ram/vram and MiB for the rest
         props = [("ram_size", v.ram and v.ram * 1024), ("vram_size", v.vram and v.vram * 1024),
                  ("vram64_size_mb", v.vram64 and v.vram64 // 1024), ("vgamem_mb", v.vgamem and v.vgamem // 1024),
-                 ("max_outputs", v.heads)]
+                 *rows]
         return ["-device", "qxl-vga" + "".join(f",{k}={val}" for k, val in props if val)]
     if v.model == "virtio":
-        return ["-device", "virtio-vga-gl" if spec.graphics.gl else "virtio-vga"]
+        return ["-device", ("virtio-vga-gl" if spec.graphics.gl else "virtio-vga")
+                + "".join(f",{k}={val}" for k, val in rows if val)]
     if v.model == "vga":
         return ["-device", "VGA"]
     return []

@@ -42,7 +42,7 @@ class XMLProp:
 
 @dataclass(frozen=True)
 class QemuProp:
-    """A key of QEMU's -spice option."""
+    """A key of QEMU's -spice option, or a property of the device the setting's object is."""
 
     key: str
     spell: dict[Any, str] = field(default_factory=dict)   # as XMLProp; strings are escaped (,,) instead
@@ -68,6 +68,10 @@ class Setting:
     field: str | None = None       # "graphics.image_compression": filled from the value as is
     xml: XMLProp | None = None
     qemu: QemuProp | None = None
+    range: tuple[int, int] | None = None               # an int's bounds, both included
+    # another setting (its key, and its VMSpec field once resolved) and the values it must have
+    needs: tuple[str, str, tuple[str, ...]] | None = None
+    noun: str | None = None        # what one value is called in errors ("video model"); else the key
 
     @property
     def option(self) -> str:
@@ -75,7 +79,7 @@ class Setting:
 
     @property
     def what(self) -> str:
-        return self.key.replace("_", " ")
+        return self.noun or self.key.replace("_", " ")
 
 
 ON_OFF = {True: "on", False: "off"}
@@ -109,14 +113,21 @@ GRAPHICS: list[Setting] = [
             xml=XMLProp("gl", "rendernode"), qemu=QemuProp("rendernode")),
 ]
 
+# The video device's settings: attributes of <video><model>, properties of its QEMU device, fields of VideoSpec.
+VIDEO: list[Setting] = [
+    Setting("heads", "int", "Number of displays.", metavar="N", range=(1, 4),
+            needs=("video", "video.model", ("qxl", "virtio")),
+            field="video.heads", xml=XMLProp("model", "heads"), qemu=QemuProp("max_outputs")),
+]
+
 SETTINGS: list[Setting] = [
     # the guest
     Setting("memory", "size", "Guest memory, e.g. 2G or 512M (a bare number is MiB).", metavar="SIZE"),
     Setting("vcpus", "int", "Virtual CPUs."),
-    Setting("machine", "str", "Machine type: q35 (default) or pc.", metavar="TYPE"),
+    Setting("machine", "str", "Machine type (default q35).", S.MACHINES, noun="machine type"),
     Setting("arch", "str", "Guest architecture (x86_64).", metavar="ARCH"),
-    Setting("virt_type", "str", "kvm, qemu (TCG), or auto (default: kvm where a probe showed it boots a kernel "
-            "here; spicectl host check).", metavar="TYPE"),
+    Setting("virt_type", "str", "qemu is TCG; auto (default) is kvm where a probe showed it boots a kernel "
+            "here (spicectl host check).", (*S.VIRT_TYPES, "auto"), noun="virt type"),
     Setting("disk", "list", "PATH, or size=GB; add ,format=qcow2|raw ,bus=virtio|sata|scsi|ide (repeatable).",
             metavar="SPEC"),
     Setting("cdrom", "str", "Attach an ISO image and boot from it first.", metavar="ISO"),
@@ -133,15 +144,16 @@ SETTINGS: list[Setting] = [
     Setting("insecure", "bool", "Allow plain channels (default: every channel TLS).", flag="on"),
     *GRAPHICS,
     # video, sound, USB, channels
-    Setting("video", "str", "qxl (default), virtio, vga or none.", metavar="MODEL"),
+    Setting("video", "str", "Video device (default qxl).", S.VIDEO_MODELS, noun="video model"),
     Setting("vram", "size", "QXL vram, e.g. 64M.", metavar="SIZE"),
     Setting("ram", "size", "QXL ram, e.g. 64M.", metavar="SIZE"),
     Setting("vram64", "size", "QXL 64-bit vram.", metavar="SIZE"),
     Setting("vgamem", "size", "QXL VGA memory, e.g. 16M.", metavar="SIZE"),
-    Setting("heads", "int", "Number of displays."),
-    Setting("sound", "str", "ich9 (default), ich6, ac97, es1370, sb16, usb or none; audio goes over SPICE.",
-            metavar="MODEL"),
-    Setting("usb", "str", "ehci (ich9 EHCI + 3 UHCI companions, default), xhci or none.", metavar="MODEL"),
+    *VIDEO,
+    Setting("sound", "str", "Sound card (default ich9); its audio goes over SPICE.", S.SOUND_MODELS,
+            noun="sound model"),
+    Setting("usb", "str", "USB controllers (default ehci: ich9 EHCI and its 3 UHCI companions).", S.USB_MODELS,
+            noun="USB controller"),
     Setting("usb_redir", "int", "Add N usbredir channels over SPICE.", metavar="N"),
     Setting("usb_filter", "list", "usbredir filter rule: class=,vendor=,product=,version=,allow=yes|no, or "
             "allow/deny (repeatable, in order).", metavar="RULE"),

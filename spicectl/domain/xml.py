@@ -10,7 +10,7 @@ from __future__ import annotations
 from lxml import etree
 
 from spicectl.domain.devices import AGENT_CHANNEL, EHCI, EHCI_SLOT, UHCI_COMPANIONS, WEBDAV_CHANNEL
-from spicectl.domain.settings import GRAPHICS, get_path, set_path
+from spicectl.domain.settings import GRAPHICS, VIDEO, get_path, set_path
 from spicectl.domain.spec import (
     DiskSpec,
     GraphicsSpec,
@@ -113,8 +113,9 @@ def to_element(spec: VMSpec) -> etree._Element:
         _sub(devices, "audio", id=1, type="spice")
     video = _sub(devices, "video")
     v = spec.video
-    _sub(video, "model", type=v.model, ram=v.ram, vram=v.vram, vram64=v.vram64, vgamem=v.vgamem,
-         heads=v.heads, primary=True if v.model != "none" else None)
+    rows = {s.xml.attr: s.xml.text(get_path(spec, s.field)) for s in VIDEO if s.xml and s.field}
+    _sub(video, "model", type=v.model, ram=v.ram, vram=v.vram, vram64=v.vram64, vgamem=v.vgamem, **rows,
+         primary=True if v.model != "none" else None)
     for _ in range(spec.usb_redir):
         _sub(devices, "redirdev", bus="usb", type="spicevmc")
     if spec.usb_filter:
@@ -274,8 +275,14 @@ def from_xml(text: str | bytes) -> VMSpec:
     model = devices.find("video/model")
     spec.video = VideoSpec(model="none") if model is None else VideoSpec(
         model=model.get("type", "qxl"), vram=_int(model.get("vram")), ram=_int(model.get("ram")),
-        vram64=_int(model.get("vram64")), vgamem=_int(model.get("vgamem")), heads=_int(model.get("heads")),
+        vram64=_int(model.get("vram64")), vgamem=_int(model.get("vgamem")),
     )
+    if model is not None:
+        for s in VIDEO:
+            assert s.xml is not None and s.field is not None
+            found = model.get(s.xml.attr)
+            set_path(spec, s.field, _int(found) if s.kind == "int" else
+                     None if found is None else s.xml.value(found, None))
     spec.usb_redir = len(devices.findall("redirdev[@type='spicevmc']"))
     for rule in devices.findall("redirfilter/usbdev"):
         spec.usb_filter.append(UsbFilterRule(
