@@ -14,9 +14,10 @@ def vm() -> None:
     """Create, start, stop, list and inspect SPICE guests."""
 
 
-def make_spec(app: App, name: str, template: str | None, params: dict, host_has_kvm: bool | None = None,
-              image: str | None = None, kernel_args: tuple[str, ...] = ()):
-    """Template values, overridden by the options given, as a checked VMSpec (booting `image` if named)."""
+def make_spec(app: App, name: str, template: str | None, params: dict, image: str | None = None,
+              kernel_args: tuple[str, ...] = ()):
+    """Template values, overridden by the options given, as a checked VMSpec (booting `image` if named),
+    its recipe, and whether its virt type is auto (built with the cached KVM probe's answer)."""
     from spicectl.domain.build import build_spec
     from spicectl.domain.templates import load_template
 
@@ -36,16 +37,14 @@ def make_spec(app: App, name: str, template: str | None, params: dict, host_has_
         values.update({k: v for k, v in t.values.items() if k != "description"})
         tname = t.name
     values.update(collect(params))
-    if host_has_kvm is None:
-        from spicectl.virt.kvm import cached
+    from spicectl.virt.kvm import cached
 
-        host_has_kvm = cached(s.state_dir)
-    spec = build_spec(name, values, images_dir=s.images_dir, template=tname, host_has_kvm=host_has_kvm)
+    spec = build_spec(name, values, images_dir=s.images_dir, template=tname, host_has_kvm=cached(s.state_dir))
     if recipe is not None:
         from spicectl.image.guest import apply_image
 
         apply_image(spec, recipe, s.image_cache, s.images_dir, kernel_args)
-    return spec, recipe
+    return spec, recipe, values.get("virt_type") in (None, "auto")
 
 
 def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
@@ -110,7 +109,7 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
 
     if print_xml and print_qemu:
         raise click.UsageError("--print-xml and --print-qemu exclude each other")
-    spec, recipe = make_spec(app, name, template, params, image=image, kernel_args=kernel_arg)
+    spec, recipe, auto_virt = make_spec(app, name, template, params, image=image, kernel_args=kernel_arg)
     validate(to_element(spec))
     if print_xml:
         xml = to_xml(spec)
@@ -124,6 +123,7 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
                   "readconfig_file": cmd.readconfig_name, "password_file": cmd.password_file},
                  lambda: click.echo(cmd.shell(), nl=False))
         return
+    from spicectl.domain.build import virt_type
     from spicectl.virt import lifecycle
 
     if recipe is not None:
@@ -131,9 +131,8 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
 
         require_built(recipe, app.settings.image_cache)
     with app.hypervisor() as hv, app.progress() as progress:
-        if params.get("virt_type") in (None, "auto"):
-            kvm = _host_has_kvm(app, hv, spec.arch, progress)
-            spec, _ = make_spec(app, name, template, params, host_has_kvm=kvm, image=image, kernel_args=kernel_arg)
+        if auto_virt:   # built with the cached probe's answer: this host's (or the remote one's) decides
+            spec.virt_type = virt_type("auto", _host_has_kvm(app, hv, spec.arch, progress))
         level, seconds = _wait_level(wait, wait_for, timeout)
         dom = lifecycle.create(hv, spec, start=start, wait=level, timeout=seconds, progress=progress,
                                images_dir=app.settings.images_dir, notice=app.warn)

@@ -198,6 +198,12 @@ def build_spec(name: str, values: dict[str, Any], *, images_dir: Path, template:
 Get = Callable[..., Any]
 
 
+def virt_type(asked: str, host_has_kvm: bool | None) -> str:
+    """The domain type for --virt-type `asked`: auto is kvm where KVM was shown to run a guest, never
+    from /dev/kvm alone (which may exist and not run one: see virt.kvm)."""
+    return asked if asked != "auto" else "kvm" if host_has_kvm else "qemu"
+
+
 def _machine(spec: S.VMSpec, get: Get, host_has_kvm: bool | None) -> None:
     if get("memory") is not None:
         spec.memory_kib = parse_size_kib(get("memory"), what="memory size")
@@ -213,9 +219,7 @@ def _machine(spec: S.VMSpec, get: Get, host_has_kvm: bool | None) -> None:
     spec.arch = get("arch") or spec.arch
     if spec.arch != "x86_64":
         raise InvalidInput(f"architecture {spec.arch!r} is not supported yet", hint="use x86_64")
-    virt = _choice("virt_type", get("virt_type") or "auto")
-    # auto: never from /dev/kvm alone, which may exist and not run a guest (see virt.kvm)
-    spec.virt_type = virt if virt != "auto" else "kvm" if host_has_kvm else "qemu"
+    spec.virt_type = virt_type(_choice("virt_type", get("virt_type") or "auto"), host_has_kvm)
 
 
 
