@@ -336,37 +336,12 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
 
     if changed == bool(reference):
         raise click.UsageError("give exactly one of --changed and --match PNG")
-    box = _region(region)
-    ref = _load_reference(reference) if reference else None
+    from spicectl.session.screen_wait import ScreenWait
 
-    def crop(frame):
-        if box is None:
-            return frame
-        x, y, w, h = box
-        return frame[y:y + h, x:x + w]
-
-    def similarity(a, b) -> float:
-        if a.shape != b.shape:
-            return 0.0
-        return float((a == b).all(axis=2).mean())
-
-    state = {}
+    condition = ScreenWait(threshold, _load_reference(reference) if reference else None, _region(region))
 
     async def work(client):
-        if changed:
-            state["start"] = crop(await client.frame())
-            def predicate(f):
-                return crop(f).shape != state["start"].shape or similarity(crop(f), state["start"]) < threshold
-        else:
-            want = crop(ref)
-            def predicate(f):
-                return similarity(crop(f), want) >= threshold
-        try:
-            frame = await client.wait_for(predicate, timeout=timeout)
-            return True, frame
-        except TimeoutExpired as exc:
-            last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
-            return False, last if last is not None else client.display.primary_rgb()
+        return await condition.run(client, timeout)
 
     started = time.monotonic()
     ok, frame = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, allow_partial=allow_partial)

@@ -1,0 +1,61 @@
+"""`wait-screen`'s condition: a guest's screen that changed, or that matches a reference, in a region.
+
+Frames are RGB arrays as `Client.frame` returns them; two frames are alike in the share of their
+pixels that are equal (`similarity`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from spicectl.errors import TimeoutExpired
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from spicectl.spice.client import Client
+
+Region = tuple[int, int, int, int]   # x, y, width, height
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of pixels equal in both frames (0 for frames of different sizes)."""
+    if a.shape != b.shape:
+        return 0.0
+    return float((a == b).all(axis=2).mean())
+
+
+@dataclass(frozen=True)
+class ScreenWait:
+    threshold: float
+    reference: Any = None          # an RGB frame to match; None: wait for the screen to change
+    region: Region | None = None
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        if self.region is None:
+            return frame
+        x, y, w, h = self.region
+        return frame[y:y + h, x:x + w]
+
+    def changed(self, start: np.ndarray, frame: np.ndarray) -> bool:
+        a, b = self.crop(frame), self.crop(start)
+        return a.shape != b.shape or similarity(a, b) < self.threshold
+
+    def matches(self, frame: np.ndarray) -> bool:
+        return similarity(self.crop(frame), self.crop(self.reference)) >= self.threshold
+
+    async def run(self, client: Client, timeout: float) -> tuple[bool, np.ndarray | None]:
+        """(True, the frame) once the condition holds; (False, the last frame seen) after `timeout`."""
+        if self.reference is None:
+            start = await client.frame()
+
+            def predicate(f):
+                return self.changed(start, f)
+        else:
+            predicate = self.matches
+        try:
+            return True, await client.wait_for(predicate, timeout=timeout)
+        except TimeoutExpired as exc:
+            last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
+            return False, last if last is not None else client.display.primary_rgb()
