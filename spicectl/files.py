@@ -1,12 +1,16 @@
 """Reading the small files users hand spicectl (templates, profiles, recipes, certificates, secrets).
 
 Bounded: `/dev/zero` or a huge file is refused after `limit` bytes instead of filling memory;
-a directory, a missing file or bytes that are not UTF-8 text are one clear error each.
+a directory, a missing file or bytes that are not UTF-8 text are one clear error each. The TOML
+ones (config, templates, recipes, profiles) are read by `read_toml` and their keys checked by
+`check_fields`, against a table of each key's kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spicectl.errors import InvalidInput, NotFound
 
@@ -30,6 +34,44 @@ def read_text(path: Path, what: str, limit: int = LIMIT) -> str:
         return read_bytes(path, what, limit).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{what} {path} is not UTF-8 text") from None
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's table (`what`: "template", "config file"...), or one clear error."""
+    import tomllib
+
+    text = read_text(path, what)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{what} {path} is not valid TOML: {exc}") from None
+
+
+# what a key of a TOML file may hold, by the kind its table names
+KINDS: dict[str, Callable[[object], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "non-empty string": lambda v: isinstance(v, str) and bool(v),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "size": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),   # "2G", or MiB
+    "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "any": lambda v: True,   # checked by whoever reads it, with its own words
+}
+
+
+def check_fields(values: dict[str, Any], kinds: dict[str, str], source: str) -> None:
+    """Every key of `values` is one of `kinds` and holds that kind: else one error naming the key."""
+    import difflib
+
+    for key, value in values.items():
+        if key not in kinds:
+            close = difflib.get_close_matches(key, kinds, n=1)
+            raise InvalidInput(f"{source}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                               hint="known keys: " + ", ".join(sorted(kinds)))
+        kind = kinds[key]
+        if not KINDS[kind](value):
+            raise InvalidInput(f"{source}: {key} must be {'a list of strings' if kind == 'list' else 'a ' + kind}, "
+                               f"not {value!r}")
 
 
 def open_regular(path: Path, what: str):

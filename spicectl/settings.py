@@ -7,7 +7,6 @@ library takes the pieces it needs as arguments, never reading globals.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,22 +21,11 @@ _KNOWN_KEYS = {"connect", "state_dir", "templates_dir", "pki_dir", "recipes_dir"
 def load_config_file(path: Path) -> dict:
     if not path.exists():
         return {}
-    from spicectl.files import read_text
+    from spicectl.files import check_fields, read_toml
 
-    text = read_text(path, "config file")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from None
-    for key in _KNOWN_KEYS - {"hosts"}:
-        if key in data and not (isinstance(data[key], str) and data[key]):
-            raise InvalidInput(f"config file {path}: {key} must be a non-empty string, not {data[key]!r}")
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
-        raise InvalidInput(
-            f"config file {path}: unknown key {unknown[0]!r}",
-            hint="known keys: " + ", ".join(sorted(_KNOWN_KEYS)),
-        )
+    data = read_toml(path, "config file")
+    check_fields(data, {key: "any" if key == "hosts" else "non-empty string" for key in _KNOWN_KEYS},
+                 f"config file {path}")
     return data
 
 

@@ -23,25 +23,12 @@ MAX_MEMORY_KIB = 16 * 1024 ** 3
 MAX_VIDEO_KIB = {"vram": 4 * 1024 ** 2, "ram": 4 * 1024 ** 2, "vgamem": 4 * 1024 ** 2, "vram64": 64 * 1024 ** 2}
 MAX_DISK_GIB = 64 * 1024
 
-_PY_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "list": list,
-                                                 "size": (str, int)}
-
-
 def check_value_types(values: dict[str, Any], source: str) -> None:
-    import difflib
+    from spicectl.files import check_fields
 
+    check_fields(values, {key: kind for key, (kind, _help) in KEYS.items()}, source)
     for key, value in values.items():
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            raise InvalidInput(f"{source}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        kind = KEYS[key][0]
-        ok = isinstance(value, _PY_TYPES[kind]) and not (kind == "int" and isinstance(value, bool))
-        if kind == "list" and ok:
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            raise InvalidInput(f"{source}: {key} must be {'a list of strings' if kind == 'list' else 'a ' + kind}, "
-                               f"not {value!r}")
-        for text in (value if kind == "list" else [value]):
+        for text in (value if KEYS[key][0] == "list" else [value]):
             if isinstance(text, str):
                 _check_text(text, key, source)
 

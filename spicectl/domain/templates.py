@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,9 @@ def list_templates(user_dir: Path | None = None) -> list[Template]:
 
 
 def load_file(path: Path, builtin: bool = False) -> Template:
-    from spicectl.files import read_text
+    from spicectl.files import read_toml
 
-    text = read_text(path, "template")
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"template {path} is not valid TOML: {exc}") from None
+    values = read_toml(path, "template")
     check_value_types(values, f"template {path}")
     return Template(path.stem, path, values, builtin)
 

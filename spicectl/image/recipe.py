@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,16 @@ _UNIT = re.compile(r"[A-Za-z0-9@._:-]+\.(service|target|timer|socket|path|mount)
 _SUITE = re.compile(r"[a-z][a-z0-9-]*")
 
 # key -> (type, required, what it is); the one description of a recipe file
-KEYS: dict[str, tuple[type, bool, str]] = {
-    "description": (str, False, "one line shown by `image list`"),
-    "suite": (str, True, "Debian suite, e.g. bookworm (from the host's apt sources)"),
-    "packages": (list, True, "Debian packages to install (with their dependencies)"),
-    "exclude": (list, False, "dpkg path-exclude globs: files left out of the image"),
-    "overlays": (list, False, "folders under images/files/ copied over the root filesystem, in order"),
-    "enable": (list, False, "systemd units to enable"),
-    "size": (str, True, "filesystem size, e.g. 2G (the image file is sparse)"),
-    "cmdline": (str, True, "kernel command line"),
-    "template": (str, False, "VM template a guest from this image starts from"),
+KEYS: dict[str, tuple[str, bool, str]] = {   # kind (files.KINDS), required, what it is
+    "description": ("str", False, "one line shown by `image list`"),
+    "suite": ("str", True, "Debian suite, e.g. bookworm (from the host's apt sources)"),
+    "packages": ("list", True, "Debian packages to install (with their dependencies)"),
+    "exclude": ("list", False, "dpkg path-exclude globs: files left out of the image"),
+    "overlays": ("list", False, "folders under images/files/ copied over the root filesystem, in order"),
+    "enable": ("list", False, "systemd units to enable"),
+    "size": ("str", True, "filesystem size, e.g. 2G (the image file is sparse)"),
+    "cmdline": ("str", True, "kernel command line"),
+    "template": ("str", False, "VM template a guest from this image starts from"),
 }
 
 
@@ -120,18 +119,10 @@ def _overlay(name: str, directories: list[tuple[Path, bool]], source: str) -> Pa
 
 def load_file(path: Path, builtin: bool = False, user_dir: Path | None = None) -> Recipe:
     source = f"image recipe {path}"
-    from spicectl.files import read_text
+    from spicectl.files import check_fields, read_toml
 
-    text = read_text(path, "image recipe")
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"{source} is not valid TOML: {exc}") from None
-    for key, value in values.items():
-        if key not in KEYS:
-            raise InvalidInput(f"{source}: unknown key {key!r}", hint="keys: " + ", ".join(KEYS))
-        if not isinstance(value, KEYS[key][0]):
-            raise InvalidInput(f"{source}: {key} must be a {KEYS[key][0].__name__}, not {value!r}")
+    values = read_toml(path, "image recipe")
+    check_fields(values, {key: kind for key, (kind, _required, _what) in KEYS.items()}, source)
     missing = [k for k, (_t, required, _d) in KEYS.items() if required and k not in values]
     if missing:
         raise InvalidInput(f"{source}: missing {', '.join(missing)}")

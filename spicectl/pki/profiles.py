@@ -6,8 +6,7 @@ name in the user's pki dir overrides individual keys.
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +56,17 @@ def check_days(value: int) -> int:
     return value
 
 
+# what a profile file's keys hold (files.KINDS); days is checked by check_days, in its own words
+KINDS = {"key_type": "str", "organization": "str", "is_ca": "bool", "path_length": "int", "key_usage": "list",
+         "extended_key_usage": "list", "days": "any"}
+
+
 def _apply(profile: Profile, data: dict, source: Path) -> Profile:
-    known = {f.name for f in fields(Profile)} - {"name"}
-    for key in data:
-        if key not in known:
-            raise InvalidInput(
-                f"{source}: unknown key {key!r}", hint="known keys: " + ", ".join(sorted(known))
-            )
+    from spicectl.files import check_fields
+
+    check_fields(data, KINDS, str(source))
     values = dict(data)
     try:
-        for key, kind in (("key_type", str), ("organization", str), ("is_ca", bool), ("path_length", int),
-                          ("key_usage", list), ("extended_key_usage", list)):
-            if key in values and (not isinstance(values[key], kind) or
-                                  (kind is int and isinstance(values[key], bool)) or
-                                  (kind is list and not all(isinstance(u, str) for u in values[key]))):
-                raise InvalidInput(f"{key} must be {'a list of strings' if kind is list else 'a ' + kind.__name__}, "
-                                   f"not {values[key]!r}")
         if values.get("organization") == "" or any(ord(c) < 32 for c in values.get("organization", "")):
             raise InvalidInput(f"organization {values['organization']!r} must be non-empty text")
         if values.get("path_length") is not None and not 0 <= values["path_length"] <= 16:
@@ -93,13 +87,9 @@ def _apply(profile: Profile, data: dict, source: Path) -> Profile:
 
 
 def _read(path: Path) -> dict:
-    from spicectl.files import read_text
+    from spicectl.files import read_toml
 
-    text = read_text(path, "certificate profile")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    return read_toml(path, "certificate profile")
 
 
 def load_profile(name: str, user_dir: Path | None = None) -> Profile:

@@ -245,3 +245,11 @@ def test_an_output_onto_a_socket_is_refused(tmp_path):
             atomic_write(tmp_path / "s", b"x", 0o644)
     finally:
         sock.close()
+
+
+def test_a_profiles_key_table_names_every_field_of_a_profile():
+    from dataclasses import fields
+
+    from spicectl.pki.profiles import KINDS, Profile
+
+    assert set(KINDS) == {f.name for f in fields(Profile)} - {"name"}
