@@ -18,6 +18,7 @@ import numpy as np
 from spicectl.errors import ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
+from spicectl.spice.pixels import rgb555_bgr
 
 log = logging.getLogger("spicectl.spice.cursor")
 
@@ -134,10 +135,7 @@ class Cursor:
             need(w * h * bpp + mask_stride * h)
             raw = np.frombuffer(data, np.uint8, w * h * bpp).reshape(h, w, bpp)
             if bpp == 2:
-                v = raw.view("<u2").reshape(h, w)
-                for dst, shift in ((0, 10), (1, 5), (2, 0)):
-                    c5 = ((v >> shift) & 31).astype(np.uint8)
-                    rgba[:, :, dst] = (c5 << 3) | (c5 >> 2)
+                rgba[:, :, :3] = rgb555_bgr(raw.view("<u2").reshape(h, w))[:, :, ::-1]
             else:
                 rgba[:, :, 0], rgba[:, :, 1], rgba[:, :, 2] = raw[:, :, 2], raw[:, :, 1], raw[:, :, 0]
             invert = _masked(rgba, bits(w * h * bpp))

@@ -13,6 +13,7 @@ import itertools
 import logging
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from spicectl.spice.budget import Budget
 from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
 from spicectl.spice.codecs.lz4 import decode_lz4
 from spicectl.spice.codecs.quic import decode_quic
+from spicectl.spice.pixels import rgb555_bgr
 
 log = logging.getLogger("spicectl.spice.display")
 
@@ -151,77 +153,60 @@ class Display:
 
     # --- dispatch ------------------------------------------------------------
     def handle(self, msg_type: int, body: bytes) -> None:
-        name = f"display message {msg_type}"
-        p = BodyParser(body, name)
-        if msg_type == M.MSG_DISPLAY_SURFACE_CREATE:
-            self._surface_create(p)
-        elif msg_type == M.MSG_DISPLAY_SURFACE_DESTROY:
-            sid = p.take(W.SURFACE_DESTROY)["surface_id"]
-            self.surfaces.pop(sid, None)
-            self.surface_formats.pop(sid, None)
-            self._count_surfaces()
-            if sid == self.primary:
-                self.primary = None
-                self.marked = False
-        elif msg_type == M.MSG_DISPLAY_MARK:
-            self.marked = True
-        elif msg_type == M.MSG_DISPLAY_DRAW_COPY or msg_type == M.MSG_DISPLAY_DRAW_BLEND:
-            self._draw_copy(p, blend=msg_type == M.MSG_DISPLAY_DRAW_BLEND)
-        elif msg_type == M.MSG_DISPLAY_DRAW_OPAQUE:
-            self._draw_opaque(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_FILL:
-            self._draw_fill(p)
-        elif msg_type in (M.MSG_DISPLAY_DRAW_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS, M.MSG_DISPLAY_DRAW_INVERS):
-            self._draw_solid_op(p, msg_type)
-        elif msg_type == M.MSG_DISPLAY_DRAW_TRANSPARENT:
-            self._draw_transparent(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_ALPHA_BLEND:
-            self._draw_alpha_blend(p)
-        elif msg_type == M.MSG_DISPLAY_COPY_BITS:
-            self._copy_bits(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_COMPOSITE:
-            self._draw_composite(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_ROP3:
-            self._draw_rop3(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_STROKE:
-            self._draw_stroke(p)
-        elif msg_type == M.MSG_DISPLAY_DRAW_TEXT:
-            self._draw_text(p)
-        elif msg_type == M.MSG_DISPLAY_INVAL_LIST:
-            for resource in p.take(W.INVAL_LIST)["resources"]:
-                self.images.pop(resource["id"], None)
-            self._count_cache()
-        elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PIXMAPS:
-            self.images.clear()
-            self._count_cache()
-        elif msg_type == M.MSG_DISPLAY_INVAL_PALETTE:
-            self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
-            self._count_palettes()
-        elif msg_type == M.MSG_DISPLAY_INVAL_ALL_PALETTES:
-            self.palettes.clear()
-            self._count_palettes()
-        elif msg_type == M.MSG_DISPLAY_STREAM_CREATE:
-            self._stream_create(p)
-        elif msg_type == M.MSG_DISPLAY_STREAM_DATA:
-            head = p.take(W.STREAM_DATA)
-            self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), None, None)
-        elif msg_type == M.MSG_DISPLAY_STREAM_DATA_SIZED:
-            head = p.take(W.STREAM_DATA_SIZED)
-            self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), (head["width"], head["height"]),
-                               Rect.of(head["dest"]))
-        elif msg_type == M.MSG_DISPLAY_STREAM_CLIP:
-            clip = p.take(W.STREAM_CLIP)
-            self._stream(clip["id"]).clips = [Rect.of(r) for r in clip["clip"].get("rects", ())]
-        elif msg_type == M.MSG_DISPLAY_STREAM_DESTROY:
-            self.streams.pop(p.take(W.STREAM_ID)["id"], None)
-        elif msg_type == M.MSG_DISPLAY_STREAM_DESTROY_ALL:
-            self.streams.clear()
-        elif msg_type == M.MSG_DISPLAY_MONITORS_CONFIG:
-            self._monitors_config(body)
-        elif msg_type in NOT_DRAWING:
-            pass
-        else:
+        handler = HANDLERS.get(msg_type)
+        if handler is not None:
+            handler(self, BodyParser(body, f"display message {msg_type}"))
+        elif msg_type not in NOT_DRAWING:
             raise ProtocolError(f"display channel: unknown message type {msg_type} ({len(body)} bytes)")
+
+    # --- the messages that change no pixel ------------------------------------------------
+    def _surface_destroy(self, p: BodyParser) -> None:
+        sid = p.take(W.SURFACE_DESTROY)["surface_id"]
+        self.surfaces.pop(sid, None)
+        self.surface_formats.pop(sid, None)
+        self._count_surfaces()
+        if sid == self.primary:
+            self.primary = None
+            self.marked = False
+
+    def _mark(self, _p: BodyParser) -> None:
+        self.marked = True
+
+    def _inval_list(self, p: BodyParser) -> None:
+        for resource in p.take(W.INVAL_LIST)["resources"]:
+            self.images.pop(resource["id"], None)
+        self._count_cache()
+
+    def _inval_all_pixmaps(self, _p: BodyParser) -> None:
+        self.images.clear()
+        self._count_cache()
+
+    def _inval_palette(self, p: BodyParser) -> None:
+        self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
+        self._count_palettes()
+
+    def _inval_all_palettes(self, _p: BodyParser) -> None:
+        self.palettes.clear()
+        self._count_palettes()
+
+    def _stream_data(self, p: BodyParser) -> None:
+        head = p.take(W.STREAM_DATA)
+        self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), None, None)
+
+    def _stream_data_sized(self, p: BodyParser) -> None:
+        head = p.take(W.STREAM_DATA_SIZED)
+        self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), (head["width"], head["height"]),
+                           Rect.of(head["dest"]))
+
+    def _stream_clip(self, p: BodyParser) -> None:
+        clip = p.take(W.STREAM_CLIP)
+        self._stream(clip["id"]).clips = [Rect.of(r) for r in clip["clip"].get("rects", ())]
+
+    def _stream_destroy(self, p: BodyParser) -> None:
+        self.streams.pop(p.take(W.STREAM_ID)["id"], None)
+
+    def _stream_destroy_all(self, _p: BodyParser) -> None:
+        self.streams.clear()
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -520,10 +505,7 @@ class Display:
         elif fmt == M.BITMAP_24BIT:
             out[:, :, :3] = raw[:, :w * 3].reshape(h, w, 3)
         elif fmt == M.BITMAP_16BIT:
-            v = raw[:, :w * 2].copy().view("<u2").reshape(h, w).astype(np.uint16)
-            for channel, shift in ((2, 10), (1, 5), (0, 0)):
-                c5 = ((v >> shift) & 31).astype(np.uint8)
-                out[:, :, channel] = (c5 << 3) | (c5 >> 2)
+            out[:, :, :3] = rgb555_bgr(raw[:, :w * 2].copy().view("<u2").reshape(h, w))
         elif fmt == M.BITMAP_8BIT_A:
             out[:, :, 3] = raw[:, :w]
         else:
@@ -954,3 +936,39 @@ def copy_source(body: bytes) -> tuple[dict, bytes]:
     descriptor = q.take(W.IMAGE_DESCRIPTOR)
     size = q.take(W.IMAGE_DATA)["data_size"] if descriptor["type"] != M.IMAGE_BITMAP else 0
     return descriptor, body[q.pos:q.pos + size]
+
+
+def _solid_op(op: int) -> Callable[[Display, BodyParser], None]:
+    return lambda d, p: d._draw_solid_op(p, op)
+
+
+# each display message's handler: a new message is one method and one line here
+HANDLERS: dict[int, Callable[[Display, BodyParser], None]] = {
+    M.MSG_DISPLAY_SURFACE_CREATE: Display._surface_create,
+    M.MSG_DISPLAY_SURFACE_DESTROY: Display._surface_destroy,
+    M.MSG_DISPLAY_MARK: Display._mark,
+    M.MSG_DISPLAY_DRAW_COPY: lambda d, p: d._draw_copy(p, blend=False),
+    M.MSG_DISPLAY_DRAW_BLEND: lambda d, p: d._draw_copy(p, blend=True),
+    M.MSG_DISPLAY_DRAW_OPAQUE: Display._draw_opaque,
+    M.MSG_DISPLAY_DRAW_FILL: Display._draw_fill,
+    **{op: _solid_op(op) for op in (M.MSG_DISPLAY_DRAW_BLACKNESS, M.MSG_DISPLAY_DRAW_WHITENESS,
+                                    M.MSG_DISPLAY_DRAW_INVERS)},
+    M.MSG_DISPLAY_DRAW_TRANSPARENT: Display._draw_transparent,
+    M.MSG_DISPLAY_DRAW_ALPHA_BLEND: Display._draw_alpha_blend,
+    M.MSG_DISPLAY_COPY_BITS: Display._copy_bits,
+    M.MSG_DISPLAY_DRAW_COMPOSITE: Display._draw_composite,
+    M.MSG_DISPLAY_DRAW_ROP3: Display._draw_rop3,
+    M.MSG_DISPLAY_DRAW_STROKE: Display._draw_stroke,
+    M.MSG_DISPLAY_DRAW_TEXT: Display._draw_text,
+    M.MSG_DISPLAY_INVAL_LIST: Display._inval_list,
+    M.MSG_DISPLAY_INVAL_ALL_PIXMAPS: Display._inval_all_pixmaps,
+    M.MSG_DISPLAY_INVAL_PALETTE: Display._inval_palette,
+    M.MSG_DISPLAY_INVAL_ALL_PALETTES: Display._inval_all_palettes,
+    M.MSG_DISPLAY_STREAM_CREATE: Display._stream_create,
+    M.MSG_DISPLAY_STREAM_DATA: Display._stream_data,
+    M.MSG_DISPLAY_STREAM_DATA_SIZED: Display._stream_data_sized,
+    M.MSG_DISPLAY_STREAM_CLIP: Display._stream_clip,
+    M.MSG_DISPLAY_STREAM_DESTROY: Display._stream_destroy,
+    M.MSG_DISPLAY_STREAM_DESTROY_ALL: Display._stream_destroy_all,
+    M.MSG_DISPLAY_MONITORS_CONFIG: lambda d, p: d._monitors_config(p.body),
+}

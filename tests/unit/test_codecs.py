@@ -425,3 +425,13 @@ def test_a_usbredir_hello_reads_back_and_anything_else_first_is_refused():
     assert parser.peer is not None and parser.peer.version == "spicectl test" and parser.peer.caps == set()
     with pytest.raises(ProtocolError, match="not hello"):
         usbredir.Parser().receive_data(usbredir.HEADER.pack(type=1, length=0, id=0))
+
+
+def test_lz_rgb16_literals_widen_each_channel_as_spice_common_does():
+    from spicectl.spice.codecs.lz import RGB16
+
+    words = [0x7FFF, 0x0000, 0x7C00, 0x03E0, 0x001F, 0x4210]   # white, black, red, green, blue, a grey
+    stream = lz_header(RGB16, len(words), 1, len(words) * 2) + bytes([len(words) - 1]) + b"".join(
+        w.to_bytes(2, "big") for w in words)
+    got = np.frombuffer(decode_lz(stream).tight(), np.uint8).reshape(len(words), 4)[:, :3]
+    assert got.tolist() == [[255, 255, 255], [0, 0, 0], [0, 0, 255], [0, 255, 0], [255, 0, 0], [132, 132, 132]]

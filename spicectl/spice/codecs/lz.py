@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from spicectl.errors import ProtocolError
+from spicectl.spice.pixels import rgb555_bgr
 
 if TYPE_CHECKING:
     from typing import TypeAlias
-
-    import numpy as np
 
     Palette: TypeAlias = Sequence[int] | np.ndarray  # u32 BGR0 entries, from a message or the palette cache
 
@@ -123,13 +124,9 @@ class _Units:
             out[d + 3:d + 4 * count:4] = r.take(count)
             return count
         if t == RGB16:
-            chunk = r.take(2 * count)
-            for i in range(count):
-                hi, lo = chunk[2 * i], chunk[2 * i + 1]
-                v = (hi << 8) | lo
-                r5, g5, b5 = (v >> 10) & 31, (v >> 5) & 31, v & 31
-                o = d + 4 * i
-                out[o:o + 4] = bytes(((b5 << 3) | (b5 >> 2), (g5 << 3) | (g5 >> 2), (r5 << 3) | (r5 >> 2), 0))
+            bgrx = np.zeros((count, 4), np.uint8)
+            bgrx[:, :3] = rgb555_bgr(np.frombuffer(bytes(r.take(2 * count)), ">u2"))   # big-endian words
+            out[d:d + 4 * count] = bgrx.tobytes()
             return count
         chunk = r.take(count)
         pal = self.pal

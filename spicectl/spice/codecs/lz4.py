@@ -15,6 +15,7 @@ import numpy as np
 
 from spicectl.errors import ProtocolError
 from spicectl.spice.codecs.lz import MAX_PIXELS, Decoded
+from spicectl.spice.pixels import rgb555_bgr
 
 # SpiceBitmapFmt values LZ4 images use, and their bytes per pixel
 FMT_16BIT, FMT_24BIT, FMT_32BIT, FMT_RGBA = 6, 7, 8, 9
@@ -92,10 +93,7 @@ def decode_lz4(data: bytes | memoryview, width: int, height: int) -> Decoded:
     raw = np.frombuffer(bytes(out), np.uint8).reshape(height, width, bpp)
     pixels = np.zeros((height, width, 4), np.uint8)
     if fmt == FMT_16BIT:
-        v = raw.view("<u2").reshape(height, width)
-        for channel, shift in ((2, 10), (1, 5), (0, 0)):
-            c5 = ((v >> shift) & 31).astype(np.uint8)
-            pixels[:, :, channel] = (c5 << 3) | (c5 >> 2)
+        pixels[:, :, :3] = rgb555_bgr(raw.view("<u2").reshape(height, width))
     else:
         pixels[:, :, :bpp] = raw
         if fmt == FMT_32BIT:

@@ -22,6 +22,7 @@ import numpy as np
 
 from spicectl.errors import ProtocolError, TimeoutExpired
 from spicectl.spice.codecs.lz import MAX_PIXELS, Decoded
+from spicectl.spice.pixels import widen5
 
 MAGIC = int.from_bytes(b"QUIC", "little")
 VERSION = 0
@@ -352,7 +353,7 @@ def decode_quic(data: bytes, deadline: float | None = None) -> Decoded:
             colour.row(cur_c, prev_c)
             for target, plane in ((2, cur_c[0]), (1, cur_c[1]), (0, cur_c[2])):  # r, g, b into BGRX
                 values = np.array(plane, np.uint8)
-                out[y, :, target] = (values << 3) | (values >> 2) if family is FAMILY_5 else values
+                out[y, :, target] = widen5(values) if family is FAMILY_5 else values
             if alpha is not None:
                 cur_a = [[0] * width]
                 alpha.row(cur_a, prev_a)
