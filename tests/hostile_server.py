@@ -46,6 +46,12 @@ class Script:
     display: list[Message] = field(default_factory=list)
     playback: list[Message] = field(default_factory=list)
     hang_up: bool = False   # close each channel after its messages (else stay open and quiet)
+    # an inputs channel, and the mouse: client mode offered (granted after mode_delay seconds, or never
+    # with None), and a motion acknowledgement every ack_every motions (0: none at all)
+    inputs: bool = False
+    client_mouse: bool = False
+    mode_delay: float | None = 0.0
+    ack_every: int = M.INPUTS_MOTION_ACK_BUNCH
 
 
 def _frame(msg_type: int, body: bytes) -> bytes:
@@ -58,6 +64,7 @@ class HostileServer:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.linked: list[int] = []   # the channel types linked so far
+        self.inputs_received: list[Message] = []
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         started = threading.Event()
@@ -101,6 +108,8 @@ class HostileServer:
                 await self._play(writer, self.script.display)
             elif channel == link.PLAYBACK:
                 await self._play(writer, self.script.playback)
+            elif channel == link.INPUTS:
+                await self._inputs(reader, writer)
             if self.script.hang_up:
                 return
             await reader.read()   # quiet until the client goes
@@ -129,16 +138,38 @@ class HostileServer:
         return Message(head["type"], await reader.readexactly(head["size"]))
 
     async def _main(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        modes = M.MOUSE_MODE_SERVER | (M.MOUSE_MODE_CLIENT if self.script.client_mouse else 0)
         writer.write(_frame(M.MSG_MAIN_INIT, W.MAIN_INIT.pack(
-            session_id=1, display_channels_hint=1, supported_mouse_modes=M.MOUSE_MODE_SERVER,
+            session_id=1, display_channels_hint=1, supported_mouse_modes=modes,
             current_mouse_mode=M.MOUSE_MODE_SERVER, agent_connected=0, agent_tokens=0, multi_media_time=0,
             ram_hint=0)))
         await writer.drain()
         while (await self._read_message(reader)).type != M.MSGC_MAIN_ATTACH_CHANNELS:
             pass
+        channels = [{"type": link.DISPLAY, "id": 0}, {"type": link.PLAYBACK, "id": 0}]
         writer.write(_frame(M.MSG_MAIN_CHANNELS_LIST, W.CHANNELS_LIST.pack(
-            channels=[{"type": link.DISPLAY, "id": 0}, {"type": link.PLAYBACK, "id": 0}])))
+            channels=channels + ([{"type": link.INPUTS, "id": 0}] if self.script.inputs else []))))
         await writer.drain()
+        while self.script.inputs:   # a request for client mouse mode: granted after a while, or never answered
+            msg = await self._read_message(reader)
+            if msg.type == M.MSGC_MAIN_MOUSE_MODE_REQUEST and self.script.mode_delay is not None:
+                await asyncio.sleep(self.script.mode_delay)
+                writer.write(_frame(M.MSG_MAIN_MOUSE_MODE, W.MAIN_MOUSE_MODE.pack(
+                    supported_modes=modes, current_mode=M.MOUSE_MODE_CLIENT)))
+                await writer.drain()
+
+    async def _inputs(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_frame(M.MSG_INPUTS_INIT, (0).to_bytes(2, "little")))   # keyboard modifiers
+        await writer.drain()
+        motions = 0
+        while True:
+            msg = await self._read_message(reader)
+            self.inputs_received.append(msg)
+            if msg.type in (M.MSGC_INPUTS_MOUSE_MOTION, M.MSGC_INPUTS_MOUSE_POSITION):
+                motions += 1
+                if self.script.ack_every and motions % self.script.ack_every == 0:
+                    writer.write(_frame(M.MSG_INPUTS_MOUSE_MOTION_ACK, b""))
+                    await writer.drain()
 
     @staticmethod
     async def _play(writer: asyncio.StreamWriter, messages: list[Message]) -> None:

@@ -55,6 +55,9 @@ def display_caps() -> tuple[int, ...]:
 
 
 CONNECT_TIMEOUT = 15.0
+MOUSE_MODE_WAIT = 2.0      # for the server's answer to a client-mode request (a refusal is silence)
+MOTION_WINDOW = 2 * M.INPUTS_MOTION_ACK_BUNCH   # unacknowledged motions in flight, as spice-gtk keeps
+MOTION_ACK_WAIT = 5.0
 AGENT_WINDOW = 10  # agent chunks the server may send before we give tokens back
 
 
@@ -117,6 +120,8 @@ class Client:
         self._init = asyncio.Event()
         self._channels_listed = asyncio.Event()
         self._inputs_ready = asyncio.Event()
+        self._mouse_mode_told = asyncio.Event()
+        self._motion_acked = asyncio.Event()
         self._motion_unacked = 0
         self._buttons = 0
         # the guest agent: connected or not, its capabilities, and tokens for the chunks we may send
@@ -234,7 +239,7 @@ class Client:
             return
         self._error = task.exception()  # surfaced to whoever waits next
         self._changed.set()
-        for ev in (self._init, self._channels_listed, self._inputs_ready):
+        for ev in (self._init, self._channels_listed, self._inputs_ready, self._mouse_mode_told, self._motion_acked):
             ev.set()
 
     @property
@@ -285,6 +290,7 @@ class Client:
             elif msg_type == M.MSG_MAIN_MOUSE_MODE:
                 mode = W.MAIN_MOUSE_MODE.unpack(body)
                 self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
+                self._mouse_mode_told.set()
 
     async def _display_loop(self) -> None:
         assert self.display_channel is not None
@@ -308,7 +314,8 @@ class Client:
             if msg_type == M.MSG_INPUTS_INIT:
                 self._inputs_ready.set()
             elif msg_type == M.MSG_INPUTS_MOUSE_MOTION_ACK:
-                self._motion_unacked = max(0, self._motion_unacked - 4)
+                self._motion_unacked = max(0, self._motion_unacked - M.INPUTS_MOTION_ACK_BUNCH)
+                self._motion_acked.set()
 
     # --- display ------------------------------------------------------------------
     async def frame(self, *, settle: float = 0.1, max_wait: float = 2.0, timeout: float = 20.0):
@@ -867,17 +874,39 @@ class Client:
         ch = self._need_inputs()
         wants_client_mode = self.mouse_modes & M.MOUSE_MODE_CLIENT and self.mouse_mode != M.MOUSE_MODE_CLIENT
         if self.main is not None and wants_client_mode:
+            self._mouse_mode_told.clear()
             self.main.send(M.MSGC_MAIN_MOUSE_MODE_REQUEST, W.MOUSE_MODE_REQUEST.pack(mode=M.MOUSE_MODE_CLIENT))
             await self.main.flush()
-            await asyncio.sleep(0.2)
+            try:   # the server's MOUSE_MODE says whether it switched; one that cannot stays silent
+                await asyncio.wait_for(self._mouse_mode_told.wait(), MOUSE_MODE_WAIT)
+            except TimeoutError:
+                pass
+            self._raise_if_failed()
         if self.mouse_mode == M.MOUSE_MODE_CLIENT:
+            await self._motion_room(ch)
             ch.send(M.MSGC_INPUTS_MOUSE_POSITION,
                     W.MOUSE_POSITION.pack(x=x, y=y, buttons_state=self._buttons, display_id=0))
+            self._motion_unacked += 1
         else:
             # server mode: push to the top-left corner, then move by the offset
             for dx, dy in ((-4096, -4096), (x, y)):
+                await self._motion_room(ch)
                 ch.send(M.MSGC_INPUTS_MOUSE_MOTION, W.MOUSE_MOTION.pack(dx=dx, dy=dy, buttons_state=self._buttons))
+                self._motion_unacked += 1
         await ch.flush()
+
+    async def _motion_room(self, ch: Connection) -> None:
+        """Wait until the server has acknowledged enough motion to take one more (a server that stops
+        acknowledging is a protocol error, not a pile of queued motion)."""
+        while self._motion_unacked >= MOTION_WINDOW:
+            await ch.flush()
+            self._motion_acked.clear()
+            try:
+                await asyncio.wait_for(self._motion_acked.wait(), MOTION_ACK_WAIT)
+            except TimeoutError:
+                raise ProtocolError(f"the server acknowledged none of {self._motion_unacked} pointer motions "
+                                    f"in {MOTION_ACK_WAIT:g}s") from None
+            self._raise_if_failed()
 
     async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
         await self.mouse_button(button, True)
