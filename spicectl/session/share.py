@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from spicectl.errors import InvalidInput
+from spicectl.errors import EnvironmentProblem, InvalidInput
 
 SOCKET = "webdav.sock"
 LOCK = "lock"                  # held while the share runs: a folder whose lock is free was left by a kill
@@ -191,8 +191,12 @@ class FolderServer:
     def __init__(self, folder: Path, *, writable: bool, max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
         if not folder.is_dir():
             raise InvalidInput(f"{folder} is not a directory")
-        from cheroot import wsgi
-        from wsgidav.wsgidav_app import WsgiDAVApp
+        try:
+            from cheroot import wsgi
+            from wsgidav.wsgidav_app import WsgiDAVApp
+        except ImportError as exc:
+            raise EnvironmentProblem(f"folder sharing needs WsgiDAV and cheroot ({exc.name} is not installed)",
+                                     hint="pip install 'spicectl[share]'") from None
 
         clean_stale()
         app = WsgiDAVApp({

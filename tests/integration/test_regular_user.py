@@ -59,7 +59,8 @@ def wheel_venv():
     venv = base / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
     wheel = next((base / "dist").glob("spicectl-*.whl"))
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, timeout=1200)
+    # with the extras the desktop test uses (sound and Opus for view and record-audio, WebDAV for share)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[viewer,share]"], check=True, timeout=1200)
     for path in [base, *base.rglob("*")]:
         if not path.is_symlink():
             path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))

@@ -46,6 +46,16 @@ def test_sharing_something_that_is_not_a_folder_is_a_one_line_error(run, tmp_pat
     assert len(r.stderr.strip().splitlines()) <= 2
 
 
+def test_sharing_without_the_share_extra_says_what_to_install(run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wsgidav.wsgidav_app", None)   # as if WsgiDAV were not installed
+    r = run("share", "web", str(tmp_path))
+    assert r.exit_code == 10, r.stderr   # the host lacks a program
+    assert "folder sharing needs WsgiDAV and cheroot" in r.stderr and "spicectl[share]" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 # --- what the guest writes lands whole ------------------------------------------------------------
 
 
