@@ -9,7 +9,9 @@ plays silence. The guest's mixer (volume, mute) scales what is played.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -79,3 +81,54 @@ class Speaker:
         if not self._stream.closed:
             self._stream.stop()
             self._stream.close()
+
+
+LIKELY_FORMAT = (2, 48000)   # channels and rate QEMU's SPICE audio plays at, until the guest's START says
+
+
+async def play_guest_sound(client, device: str | None, on_note: Callable[[str], None],
+                           on_played: Callable[[float], None] = lambda _s: None) -> None:
+    """The guest's playback channel on this host's output, following its mixer, until cancelled;
+    `on_note` hears why there is no sound, `on_played` the seconds handed to the output."""
+    from spicectl.spice import link
+    from spicectl.spice import messages as M
+    from spicectl.spice.audio import Playback, opus_available
+
+    if (link.PLAYBACK, 0) not in client.channels_available:
+        on_note("no sound: the guest has no sound card with SPICE audio")
+        return
+    problem = speaker_problem()
+    if problem is not None:
+        on_note(f"no sound: {problem}")
+        return
+    playback = Playback(opus_ok=opus_available())  # keeps nothing; Opus where the guest compresses playback
+
+    async def open_speaker(channels: int, rate: int) -> Speaker | None:
+        try:
+            return await asyncio.to_thread(Speaker, channels, rate, device)
+        except EnvironmentProblem as exc:
+            on_note(f"no sound: {exc.message}")
+            return None
+
+    # opened before the guest plays, and kept open between sounds: a sound server can take a second or
+    # more to start a new stream, and a desktop starts and stops playback with every sound it makes
+    speaker = await open_speaker(*LIKELY_FORMAT)
+    if speaker is None:
+        return
+    try:
+        async for msg_type, body in client.playback_messages(playback):
+            samples = playback.handle(msg_type, body)
+            if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
+                                                                                        playback.rate):
+                speaker.close()
+                speaker = await open_speaker(playback.channels, playback.rate)
+                if speaker is None:
+                    return
+            if msg_type in (M.MSG_PLAYBACK_START, M.MSG_PLAYBACK_VOLUME, M.MSG_PLAYBACK_MUTE):
+                speaker.set_mixer(playback.volume, playback.muted)
+            elif samples:
+                speaker.write(samples)
+                on_played(len(samples) / (2 * playback.channels * playback.rate))
+    finally:
+        if speaker is not None:
+            speaker.close()

@@ -33,7 +33,63 @@ RESIZE_DEBOUNCE_MS = 400     # a window being dragged asks the guest once it res
 POLL_MS = 8
 BUTTONS = {1: "left", 2: "middle", 3: "right", 4: "up", 5: "down"}
 SHIFT_MASK = 0x1
-LIKELY_FORMAT = (2, 48000)   # channels and rate QEMU's SPICE audio plays at, until the guest's START says
+
+
+# what the window tells the loop (from its thread), and what the loop tells the window
+@dataclass(frozen=True)
+class Key:
+    evdev: int
+    down: bool
+
+
+@dataclass(frozen=True)
+class Move:
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Button:
+    name: str    # BUTTONS' values
+    down: bool
+
+
+@dataclass(frozen=True)
+class Resize:
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Text on this host's clipboard, for the guest to paste."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The first frame is on the screen."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    pass
+
+
+Event = Key | Move | Button | Resize | Offer | Shown | Closed
+
+
+@dataclass(frozen=True)
+class GuestText:
+    """Text copied in the guest, for this host's clipboard."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Close:
+    pass
 
 
 @dataclass
@@ -88,9 +144,9 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
-    actions: asyncio.Queue[tuple] = asyncio.Queue()
+    events: asyncio.Queue[Event] = asyncio.Queue()
     slot = _FrameSlot()
-    to_window: queue.Queue[tuple] = queue.Queue()
+    to_window: queue.Queue[GuestText | Close] = queue.Queue()
     stats = ViewStats()
     counted = client.display_observer
 
@@ -103,10 +159,10 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     if client.display_channel is not None:
         client.display_channel.observers.append(count)
 
-    def post(action: tuple) -> None:  # from the window's thread
-        loop.call_soon_threadsafe(actions.put_nowait, action)
+    def post(event: Event) -> None:  # from the window's thread
+        loop.call_soon_threadsafe(events.put_nowait, event)
 
-    window = threading.Thread(target=_window, args=(title, post, slot, to_window, stats), daemon=True,
+    window = threading.Thread(target=_Window.run, args=(title, post, slot, to_window, stats), daemon=True,
                               name="spicectl-viewer")
     began, cpu = time.monotonic(), time.process_time()
     window.start()
@@ -114,15 +170,20 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     if client.agent_connected:
         tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
     if sound:
-        tasks.append(asyncio.ensure_future(_sound(client, stats, audio_device, on_note)))
+        from spicectl.session.sound import play_guest_sound
+
+        def heard(seconds: float) -> None:
+            stats.audio_seconds += seconds
+
+        tasks.append(asyncio.ensure_future(play_guest_sound(client, audio_device, on_note, heard)))
     if share is not None:
         tasks.append(asyncio.ensure_future(_share(client, share, stats, on_note)))
     resizing: asyncio.Task | None = None
     if close_after is not None:
-        loop.call_later(close_after, actions.put_nowait, ("closed",))
+        loop.call_later(close_after, events.put_nowait, Closed())
     try:
         while True:
-            getter = asyncio.ensure_future(actions.get())
+            getter = asyncio.ensure_future(events.get())
             done, _ = await asyncio.wait({getter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {getter}:
                 tasks.remove(task)
@@ -130,26 +191,26 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
             if getter not in done:
                 getter.cancel()
                 continue
-            action = getter.result()
-            kind = action[0]
-            if kind == "closed":
-                break
-            if kind == "shown" and on_shown is not None:
-                on_shown()
-            elif kind == "key":
-                await _key(client, action[1], action[2])
-            elif kind == "move":
-                await client.mouse_move(action[1], action[2])
-            elif kind == "button":
-                await client.mouse_button(action[1], action[2])
-            elif kind == "resize" and client.agent_connected:
-                if resizing is not None:
-                    resizing.cancel()
-                resizing = asyncio.ensure_future(_resize(client, action[1], action[2]))
-            elif kind == "offer" and client.agent_connected:
-                await client.clipboard_offer(action[1])
+            match getter.result():
+                case Closed():
+                    break
+                case Shown():
+                    if on_shown is not None:
+                        on_shown()
+                case Key(evdev, down):
+                    await _key(client, evdev, down)
+                case Move(x, y):
+                    await client.mouse_move(x, y)
+                case Button(name, down):
+                    await client.mouse_button(name, down)
+                case Resize(width, height) if client.agent_connected:
+                    if resizing is not None:
+                        resizing.cancel()
+                    resizing = asyncio.ensure_future(_resize(client, width, height))
+                case Offer(text) if client.agent_connected:
+                    await client.clipboard_offer(text)
     finally:
-        to_window.put(("close",))
+        to_window.put(Close())
         for task in [*tasks, *([resizing] if resizing else [])]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -168,52 +229,6 @@ async def _frames(client, slot: _FrameSlot, stats: ViewStats) -> None:
             slot.put(frame)
             stats.frames_offered += 1
         await asyncio.sleep(FRAME_INTERVAL)
-
-
-async def _sound(client, stats: ViewStats, device: str | None, on_note: Callable[[str], None]) -> None:
-    """The guest's playback channel on this host's output, following its mixer, until cancelled."""
-    from spicectl.session.sound import Speaker, speaker_problem
-    from spicectl.spice import link
-    from spicectl.spice.audio import Playback, opus_available
-
-    if (link.PLAYBACK, 0) not in client.channels_available:
-        on_note("no sound: the guest has no sound card with SPICE audio")
-        return
-    problem = speaker_problem()
-    if problem is not None:
-        on_note(f"no sound: {problem}")
-        return
-    playback = Playback(opus_ok=opus_available())  # keeps nothing; Opus where the guest compresses playback
-
-    async def open_speaker(channels: int, rate: int) -> Speaker | None:
-        try:
-            return await asyncio.to_thread(Speaker, channels, rate, device)
-        except EnvironmentProblem as exc:
-            on_note(f"no sound: {exc.message}")
-            return None
-
-    # opened before the guest plays, and kept open between sounds: a sound server can take a second or
-    # more to start a new stream, and a desktop starts and stops playback with every sound it makes
-    speaker = await open_speaker(*LIKELY_FORMAT)
-    if speaker is None:
-        return
-    try:
-        async for msg_type, body in client.playback_messages(playback):
-            samples = playback.handle(msg_type, body)
-            if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
-                                                                                        playback.rate):
-                speaker.close()
-                speaker = await open_speaker(playback.channels, playback.rate)
-                if speaker is None:
-                    return
-            if msg_type in (M.MSG_PLAYBACK_START, M.MSG_PLAYBACK_VOLUME, M.MSG_PLAYBACK_MUTE):
-                speaker.set_mixer(playback.volume, playback.muted)
-            elif samples:
-                speaker.write(samples)
-                stats.audio_seconds += len(samples) / (2 * playback.channels * playback.rate)
-    finally:
-        if speaker is not None:
-            speaker.close()
 
 
 async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], None]) -> None:
@@ -244,127 +259,146 @@ async def _resize(client, width: int, height: int) -> None:
         log.info("the guest did not take %dx%d: %s", width, height, exc)
 
 
-async def _clipboard(client, to_window: queue.Queue) -> None:
+async def _clipboard(client, to_window: queue.Queue[GuestText | Close]) -> None:
     try:
-        await client.clipboard_sync(lambda text: to_window.put(("clipboard", text)))
+        await client.clipboard_sync(lambda text: to_window.put(GuestText(text)))
     except Exception as exc:  # the view goes on without a shared clipboard
         log.info("clipboard sharing stopped: %s", exc)
 
 
-def _window(title: str, post: Callable[[tuple], None], slot: _FrameSlot, inbox: queue.Queue,
-            stats: ViewStats) -> None:
-    """The Tk side; every Tk call happens in this thread."""
-    import tkinter as tk
+class _Window:
+    """The Tk side; every Tk call happens in the thread that runs `run`."""
 
-    from PIL import Image, ImageTk
+    def __init__(self, title: str, post: Callable[[Event], None], slot: _FrameSlot,
+                 inbox: queue.Queue[GuestText | Close], stats: ViewStats) -> None:
+        import tkinter as tk
 
-    root = tk.Tk()
-    root.title(title)
-    root.configure(background="black")
-    screen = tk.Label(root, borderwidth=0, highlightthickness=0, background="black", cursor="crosshair")
-    screen.pack(fill="both", expand=True)
-    state: dict[str, Any] = {"photo": None, "size": None, "grabbed": False, "clipboard": None,
-                             "resize_job": None, "shown": False}
+        self.title, self.post, self.slot, self.inbox, self.stats = title, post, slot, inbox, stats
+        self.tk = tk
+        self.root = tk.Tk()
+        self.root.title(title)
+        self.root.configure(background="black")
+        self.screen = tk.Label(self.root, borderwidth=0, highlightthickness=0, background="black",
+                               cursor="crosshair")
+        self.screen.pack(fill="both", expand=True)
+        self.photo: Any = None
+        self.size: tuple[int, int] | None = None   # the guest's screen, as last drawn
+        self.grabbed = False
+        self.clipboard: str | None = None          # what both sides hold: not offered back
+        self.resize_job: str | None = None
+        self.shown = False
 
-    def set_title() -> None:
-        root.title(f"{title} (press {RELEASE_KEYS} to release)" if state["grabbed"] else title)
+    @classmethod
+    def run(cls, title: str, post: Callable[[Event], None], slot: _FrameSlot,
+            inbox: queue.Queue[GuestText | Close], stats: ViewStats) -> None:
+        window = cls(title, post, slot, inbox, stats)
+        try:
+            window.loop()
+        finally:
+            post(Closed())
+            # Tcl's interpreter must be freed in the thread that made it, not at exit in the main thread
+            import gc
 
-    def grab(on: bool) -> None:
-        if on == state["grabbed"]:
+            window.__dict__.clear()
+            del window
+            gc.collect()
+
+    def loop(self) -> None:
+        root, screen = self.root, self.screen
+        root.bind("<KeyPress>", lambda e: self.on_key(e, True))
+        root.bind("<KeyRelease>", lambda e: self.on_key(e, False))
+        screen.bind("<Motion>", lambda e: self.post(Move(e.x, e.y)))
+        screen.bind("<ButtonPress>", lambda e: self.on_button(e, True))
+        screen.bind("<ButtonRelease>", lambda e: self.on_button(e, False))
+        root.bind("<Configure>", self.on_configure)
+        root.bind("<FocusIn>", self.on_focus)
+        root.protocol("WM_DELETE_WINDOW", self.closed)
+        screen.focus_set()
+        root.after(POLL_MS, self.poll)
+        root.mainloop()
+
+    def set_title(self) -> None:
+        self.root.title(f"{self.title} (press {RELEASE_KEYS} to release)" if self.grabbed else self.title)
+
+    def grab(self, on: bool) -> None:
+        if on == self.grabbed:
             return
-        state["grabbed"] = on
+        self.grabbed = on
         if on:
-            screen.focus_set()
-            root.grab_set()
+            self.screen.focus_set()
+            self.root.grab_set()
         else:
-            root.grab_release()
-        set_title()
+            self.root.grab_release()
+        self.set_title()
 
-    def on_key(event, down: bool) -> str:
+    def on_key(self, event, down: bool) -> str:
         if event.keysym == "F12" and event.state & SHIFT_MASK:
             if down:
-                grab(False)
+                self.grab(False)
             return "break"
-        post(("key", event.keycode - 8, down))  # X keycodes are evdev codes + 8
+        self.post(Key(event.keycode - 8, down))  # X keycodes are evdev codes + 8
         return "break"
 
-    def on_button(event, down: bool) -> None:
+    def on_button(self, event, down: bool) -> None:
         if down and event.num == 1:
-            grab(True)
+            self.grab(True)
         if event.num in BUTTONS:
-            post(("button", BUTTONS[event.num], down))
+            self.post(Button(BUTTONS[event.num], down))
 
-    def on_configure(event) -> None:
-        if event.widget is not root or state["size"] is None:
+    def on_configure(self, event) -> None:
+        if event.widget is not self.root or self.size is None:
             return
-        if state["resize_job"] is not None:
-            root.after_cancel(state["resize_job"])
+        if self.resize_job is not None:
+            self.root.after_cancel(self.resize_job)
         width, height = event.width, event.height
-        state["resize_job"] = root.after(RESIZE_DEBOUNCE_MS, lambda: post(("resize", width, height))
-                                         if (width, height) != state["size"] else None)
+        self.resize_job = self.root.after(RESIZE_DEBOUNCE_MS, lambda: self.post(Resize(width, height))
+                                          if (width, height) != self.size else None)
 
-    def on_focus(_event) -> None:
+    def on_focus(self, _event) -> None:
         try:
-            text = root.clipboard_get()
-        except tk.TclError:
+            text = self.root.clipboard_get()
+        except self.tk.TclError:
             return
-        if text and text != state["clipboard"]:
-            state["clipboard"] = text
-            post(("offer", text))
+        if text and text != self.clipboard:
+            self.clipboard = text
+            self.post(Offer(text))
 
-    def closed() -> None:
-        post(("closed",))
-        root.destroy()
+    def closed(self) -> None:
+        self.post(Closed())
+        self.root.destroy()
 
-    def poll() -> None:
-        frame = slot.take()
+    def poll(self) -> None:
+        from PIL import Image, ImageTk
+
+        root = self.root
+        frame = self.slot.take()
         if frame is not None:
             height, width = frame.shape[:2]
             image = Image.fromarray(frame, "RGB")
-            if state["photo"] is None or state["size"] != (width, height):
-                state["photo"] = ImageTk.PhotoImage(image)
-                screen.configure(image=state["photo"])
-                if state["size"] is None or (root.winfo_width(), root.winfo_height()) == state["size"]:
+            if self.photo is None or self.size != (width, height):
+                self.photo = ImageTk.PhotoImage(image)
+                self.screen.configure(image=self.photo)
+                if self.size is None or (root.winfo_width(), root.winfo_height()) == self.size:
                     root.geometry(f"{width}x{height}")  # the window follows the guest unless the user resized it
-                state["size"] = (width, height)
+                self.size = (width, height)
             else:
-                state["photo"].paste(image)
-            stats.frames_drawn += 1
-            if not state["shown"]:
-                state["shown"] = True
+                self.photo.paste(image)
+            self.stats.frames_drawn += 1
+            if not self.shown:
+                self.shown = True
                 root.update_idletasks()
-                post(("shown",))
+                self.post(Shown())
         while True:
             try:
-                message = inbox.get_nowait()
+                message = self.inbox.get_nowait()
             except queue.Empty:
                 break
-            if message[0] == "close":
-                root.destroy()
-                return
-            if message[0] == "clipboard":
-                state["clipboard"] = message[1]
-                root.clipboard_clear()
-                root.clipboard_append(message[1])
-        root.after(POLL_MS, poll)
-
-    root.bind("<KeyPress>", lambda e: on_key(e, True))
-    root.bind("<KeyRelease>", lambda e: on_key(e, False))
-    screen.bind("<Motion>", lambda e: post(("move", e.x, e.y)))
-    screen.bind("<ButtonPress>", lambda e: on_button(e, True))
-    screen.bind("<ButtonRelease>", lambda e: on_button(e, False))
-    root.bind("<Configure>", on_configure)
-    root.bind("<FocusIn>", on_focus)
-    root.protocol("WM_DELETE_WINDOW", closed)
-    screen.focus_set()
-    root.after(POLL_MS, poll)
-    try:
-        root.mainloop()
-    finally:
-        post(("closed",))
-        # Tcl's interpreter must be freed in the thread that made it, not at exit in the main thread
-        import gc
-
-        state.clear()
-        screen = root = None  # type: ignore[assignment]
-        gc.collect()
+            match message:
+                case Close():
+                    root.destroy()
+                    return
+                case GuestText(text):
+                    self.clipboard = text
+                    root.clipboard_clear()
+                    root.clipboard_append(text)
+        root.after(POLL_MS, self.poll)
