@@ -142,18 +142,20 @@ def session_qemu_conf() -> Path:
     return Path(base) / "libvirt" / "qemu.conf"
 
 
-def merge_qemu_conf(text: str, settings: dict[str, str]) -> str:
-    """`text` with each of `settings` set (its old line replaced, else appended); the rest kept."""
-    lines, done = [], set()
-    for line in text.splitlines():
+def set_qemu_conf(text: str, settings: dict[str, str]) -> str:
+    """`text` with each key set to its (already quoted) value: a live line is replaced in place,
+    a missing key is appended; comments and every other line stay as they were."""
+    lines = text.splitlines()
+    done: set[str] = set()
+    for i, line in enumerate(lines):
         key = line.split("#", 1)[0].partition("=")[0].strip()
-        if key in settings and "=" in line.split("#", 1)[0]:
-            if key not in done:
-                lines.append(f"{key} = {settings[key]}")
-                done.add(key)
-            continue
-        lines.append(line)
-    lines += [f"{key} = {value}" for key, value in settings.items() if key not in done]
+        if "=" in line.split("#", 1)[0] and key in settings:
+            lines[i] = f"{key} = {settings[key]}" if key not in done else f"# {line}  (spicectl: set above)"
+            done.add(key)
+    missing = [k for k in settings if k not in done]
+    if missing:
+        lines += ["", "# SPICE TLS with spicectl's CA (spicectl host setup)"]
+        lines += [f"{k} = {settings[k]}" for k in missing]
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +175,7 @@ def setup_session(state_dir: Path, *, pki_dir: Path | None = None, passphrase: b
     created_ca, issued, cert_dir = ensure_server_cert(state_dir, pki_dir=pki_dir, passphrase=passphrase)
     conf = session_qemu_conf()
     old = conf.read_text() if conf.exists() else ""
-    text = merge_qemu_conf(old, {"spice_tls": "1", "spice_tls_x509_cert_dir": f'"{cert_dir}"',
+    text = set_qemu_conf(old, {"spice_tls": "1", "spice_tls_x509_cert_dir": f'"{cert_dir}"',
                                  "spice_listen": f'"{TLS_HOST}"'})
     changed = text != old
     restarted: list[int] = []

@@ -16,7 +16,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from spicectl.errors import EnvironmentProblem, HypervisorError, InvalidInput
-from spicectl.virt.host import DEFAULT_CERT_DIR, QEMU_CONF, QEMU_GROUP, QEMU_USER, TLS_HOST, parse_qemu_conf
+from spicectl.virt.host import (
+    DEFAULT_CERT_DIR,
+    QEMU_CONF,
+    QEMU_GROUP,
+    QEMU_USER,
+    TLS_HOST,
+    parse_qemu_conf,
+    set_qemu_conf,
+)
 
 BACKUP_SUFFIX = ".spicectl-bak"
 SSH_TIMEOUT = 60.0
@@ -112,23 +120,6 @@ def host_of(uri: str) -> SshHost:
                                    hint=f"as root: spicectl --connect {uri} host setup --apply")
         return LocalHost(uri)
     return SshHost.from_uri(uri)
-
-
-def set_qemu_conf(text: str, settings: dict[str, str]) -> str:
-    """`text` with each key set to its (already quoted) value: a live line is replaced in place,
-    a missing key is appended; comments and every other line stay as they were."""
-    lines = text.splitlines()
-    done: set[str] = set()
-    for i, line in enumerate(lines):
-        key = line.split("#", 1)[0].partition("=")[0].strip()
-        if "=" in line.split("#", 1)[0] and key in settings:
-            lines[i] = f"{key} = {settings[key]}" if key not in done else f"# {line}  (spicectl: set above)"
-            done.add(key)
-    missing = [k for k in settings if k not in done]
-    if missing:
-        lines += ["", "# SPICE TLS with spicectl's CA (spicectl host setup --apply)"]
-        lines += [f"{k} = {settings[k]}" for k in missing]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spicectl.errors import InvalidInput
-from spicectl.virt.host import parse_qemu_conf
-from spicectl.virt.remote import SshHost, kvm_open_to, set_qemu_conf
+from spicectl.virt.host import parse_qemu_conf, set_qemu_conf
+from spicectl.virt.remote import SshHost, kvm_open_to
 
 
 def test_ssh_runs_as_libvirts_own_transport_would_for_the_uri():
