@@ -78,7 +78,7 @@ def clipboard_get(app: App, name: str, timeout: float, **opts) -> None:
         app.info(f"{name}: the agent holds no clipboard text; waiting up to {timeout:g}s for text copied in the guest")
 
     async def work(client):
-        return await client.clipboard_get(timeout=timeout, on_waiting=waiting)
+        return await client.agent.clipboard_get(timeout=timeout, on_waiting=waiting)
 
     text = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     app.emit({"name": name, "text": text}, lambda: click.echo(text, nl=not text.endswith("\n")))
@@ -107,7 +107,7 @@ def clipboard_set(app: App, name: str, text: str, timeout: float, **opts) -> Non
         app.info(f"{name}: the clipboard is offered; waiting up to {timeout:g}s for a paste in the guest")
 
     async def work(client):
-        await client.clipboard_set(text, timeout=timeout, on_offered=offered)
+        await client.agent.clipboard_set(text, timeout=timeout, on_offered=offered)
 
     run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     app.emit({"name": name, "pasted": True}, lambda: app.info(f"{name}: the guest pasted the clipboard"))
@@ -124,9 +124,9 @@ def agent_status(app: App, name: str, timeout: float, **opts) -> None:
     from spicectl.spice import agent as A
 
     async def work(client):
-        if not client.agent_connected:
+        if not client.agent.connected:
             return None
-        return await client.agent_start(timeout=timeout)
+        return await client.agent.start(timeout=timeout)
 
     caps = run_client(app, name, opts, work, timeout=timeout, display=False, inputs=False)
     names = [A.CAP_NAMES.get(c, str(c)) for c in sorted(caps)] if caps is not None else []
@@ -161,7 +161,7 @@ def copy_to(app: App, name: str, files: tuple[str, ...], timeout: float, **opts)
             progress(f"{name}: {file} {sent * 100 // max(size, 1)}% ({sent >> 10} of {size >> 10} KiB)")
 
         async def work(client):
-            return await client.copy_to([Path(f) for f in files], timeout=timeout, on_progress=step)
+            return await client.agent.copy_to([Path(f) for f in files], timeout=timeout, on_progress=step)
 
         # no one deadline: the files flow at the agent's pace, and every wait for the guest is bounded
         copied = run_client(app, name, opts, work, timeout=None, display=False, inputs=False)

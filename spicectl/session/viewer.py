@@ -167,7 +167,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     began, cpu = time.monotonic(), time.process_time()
     window.start()
     tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, slot, stats))]
-    if client.agent_connected:
+    if client.agent.connected:
         tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
     if sound:
         from spicectl.session.sound import play_guest_sound
@@ -203,12 +203,12 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
                     await client.mouse_move(x, y)
                 case Button(name, down):
                     await client.mouse_button(name, down)
-                case Resize(width, height) if client.agent_connected:
+                case Resize(width, height) if client.agent.connected:
                     if resizing is not None:
                         resizing.cancel()
                     resizing = asyncio.ensure_future(_resize(client, width, height))
-                case Offer(text) if client.agent_connected:
-                    await client.clipboard_offer(text)
+                case Offer(text) if client.agent.connected:
+                    await client.agent.clipboard_offer(text)
     finally:
         to_window.put(Close())
         for task in [*tasks, *([resizing] if resizing else [])]:
@@ -261,7 +261,7 @@ async def _resize(client, width: int, height: int) -> None:
 
 async def _clipboard(client, to_window: queue.Queue[GuestText | Close]) -> None:
     try:
-        await client.clipboard_sync(lambda text: to_window.put(GuestText(text)))
+        await client.agent.clipboard_sync(lambda text: to_window.put(GuestText(text)))
     except Exception as exc:  # the view goes on without a shared clipboard
         log.info("clipboard sharing stopped: %s", exc)
 

@@ -1,4 +1,6 @@
-"""A minimal headless SPICE client (asyncio): link, main, display and inputs channels.
+"""A minimal headless SPICE client (asyncio): the session (link, main channel, the channel list) and
+its display, cursor, inputs, port, WebDAV, usbredir and audio channels; the guest agent's
+conversation over the main channel is `agent_link.AgentLink` (`client.agent`).
 
     async with Client("127.0.0.1", tls_port=5901, password=b"...", ca_file="ca-cert.pem") as c:
         image = await c.screenshot()
@@ -14,7 +16,6 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spicectl.errors import InvalidInput, NotFound, ProtocolError, TimeoutExpired
@@ -22,7 +23,7 @@ from spicectl.spice import agent as A
 from spicectl.spice import link, port, usbredir
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
-from spicectl.spice.agent import AgentStream
+from spicectl.spice.agent_link import AGENT_MESSAGES, AgentLink
 from spicectl.spice.channel import Message
 from spicectl.spice.cursor import Cursor
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display, Monitor
@@ -58,7 +59,6 @@ CONNECT_TIMEOUT = 15.0
 MOUSE_MODE_WAIT = 2.0      # for the server's answer to a client-mode request (a refusal is silence)
 MOTION_WINDOW = 2 * M.INPUTS_MOTION_ACK_BUNCH   # unacknowledged motions in flight, as spice-gtk keeps
 MOTION_ACK_WAIT = 5.0
-AGENT_WINDOW = 10  # agent chunks the server may send before we give tokens back
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -124,16 +124,7 @@ class Client:
         self._motion_acked = asyncio.Event()
         self._motion_unacked = 0
         self._buttons = 0
-        # the guest agent: connected or not, its capabilities, and tokens for the chunks we may send
-        self.agent_connected = False
-        self.agent_caps: set[int] = set()
-        self._agent = AgentStream()
-        self._agent_tokens = 0
-        self._agent_started = False
-        self._agent_token = asyncio.Event()
-        self._agent_caps_known = asyncio.Event()
-        self._agent_inbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=AGENT_WINDOW * 4)
-        self._offered_text: str | None = None
+        self.agent = AgentLink(self)   # the guest agent, over the main channel
 
     # --- connection -----------------------------------------------------------------
     async def _open_transport(self, channel_type: int) -> Transport:
@@ -241,6 +232,7 @@ class Client:
         self._changed.set()
         for ev in (self._init, self._channels_listed, self._inputs_ready, self._mouse_mode_told, self._motion_acked):
             ev.set()
+        self.agent.wake()
 
     @property
     def failed(self) -> bool:
@@ -265,8 +257,7 @@ class Client:
             msg_type, body = await self.main.read()
             if msg_type == M.MSG_MAIN_INIT:
                 init = W.MAIN_INIT.unpack(body)
-                self.agent_connected = bool(init["agent_connected"])
-                self._agent_tokens = init["agent_tokens"]
+                self.agent.init(bool(init["agent_connected"]), init["agent_tokens"])
                 self.session_id = init["session_id"]
                 self.mouse_modes = init["supported_mouse_modes"]
                 self.mouse_mode = init["current_mouse_mode"]
@@ -275,18 +266,8 @@ class Client:
                 listed = W.CHANNELS_LIST.unpack(body)["channels"]
                 self.channels_available = {(c["type"], c["id"]) for c in listed}
                 self._channels_listed.set()
-            elif msg_type in (M.MSG_MAIN_AGENT_CONNECTED, M.MSG_MAIN_AGENT_CONNECTED_TOKENS):
-                self.agent_connected = True
-                if msg_type == M.MSG_MAIN_AGENT_CONNECTED_TOKENS:
-                    self._agent_tokens = W.AGENT_TOKENS.unpack(body)["num_tokens"]
-                    self._agent_token.set()
-            elif msg_type == M.MSG_MAIN_AGENT_DISCONNECTED:
-                self.agent_connected = False
-            elif msg_type == M.MSG_MAIN_AGENT_TOKEN:
-                self._agent_tokens += W.AGENT_TOKENS.unpack(body)["num_tokens"]
-                self._agent_token.set()
-            elif msg_type == M.MSG_MAIN_AGENT_DATA:
-                await self._agent_chunk(body)
+            elif msg_type in AGENT_MESSAGES:
+                await self.agent.handle(msg_type, body)
             elif msg_type == M.MSG_MAIN_MOUSE_MODE:
                 mode = W.MAIN_MOUSE_MODE.unpack(body)
                 self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
@@ -402,64 +383,7 @@ class Client:
             except TimeoutError:
                 pass
 
-    # --- the guest agent ----------------------------------------------------------------
-    async def _agent_chunk(self, chunk: bytes) -> None:
-        assert self.main is not None
-        for msg_type, body in self._agent.receive_chunk(chunk):
-            log.debug("agent: message %d (%d bytes) from the guest", msg_type, len(body))
-            if msg_type == A.ANNOUNCE_CAPABILITIES:
-                request, self.agent_caps = A.read_caps(body)
-                if request:
-                    await self._agent_send(A.ANNOUNCE_CAPABILITIES, A.announce(request=False))
-                self._agent_caps_known.set()
-            elif self._agent_inbox.full():
-                raise ProtocolError("agent: messages arrive faster than they are read")
-            else:
-                self._agent_inbox.put_nowait((msg_type, body))
-        # each chunk spent one of the tokens we gave; give it back so the agent can go on
-        self.main.send(M.MSGC_MAIN_AGENT_TOKEN, W.AGENT_TOKENS.pack(num_tokens=1))
-        await self.main.flush()
-
-    async def _agent_send(self, msg_type: int, body: bytes = b"") -> None:
-        assert self.main is not None
-        log.debug("agent: message %d (%d bytes) to the guest", msg_type, len(body))
-        for chunk in AgentStream.chunks(msg_type, body):
-            while self._agent_tokens <= 0:
-                # what is queued must go out first: the server returns tokens as the guest takes chunks
-                await self.main.flush()
-                self._agent_token.clear()
-                await self._wait(self._agent_token, "the agent to take more data", timeout=30)
-            self._agent_tokens -= 1
-            self.main.send(M.MSGC_MAIN_AGENT_DATA, chunk)
-        await self.main.flush()
-
-    async def agent_start(self, timeout: float = 30) -> set[int]:
-        """Open the conversation with the guest agent; its capabilities."""
-        self._raise_if_failed()
-        if self.main is None or not self.agent_connected:
-            raise ProtocolError("the guest's agent (spice-vdagent) is not connected",
-                                hint="install and start spice-vdagent in the guest")
-        if not self._agent_started:
-            self._agent_started = True
-            self.main.send(M.MSGC_MAIN_AGENT_START, W.AGENT_TOKENS.pack(num_tokens=AGENT_WINDOW))
-            await self._agent_send(A.ANNOUNCE_CAPABILITIES, A.announce(request=True))
-        await self._wait(self._agent_caps_known, "the agent's capabilities", timeout)
-        return self.agent_caps
-
-    async def _agent_expect(self, wanted: set[int], timeout: float, what: str) -> tuple[int, bytes]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutExpired(f"timed out waiting for {what}")
-            try:
-                msg_type, body = await asyncio.wait_for(self._agent_inbox.get(), remaining)
-            except TimeoutError:
-                continue
-            if msg_type in wanted:
-                return msg_type, body
-            log.debug("agent: ignoring message %d", msg_type)
-
+    # --- monitors, through the agent -------------------------------------------------------
     async def resize(self, width: int, height: int, *, timeout: float = 60) -> None:
         """Ask the guest agent for a WIDTHxHEIGHT screen; return once the display has that size."""
         await self.set_monitors([(width, height)], timeout=timeout)
@@ -467,12 +391,12 @@ class Client:
     async def set_monitors(self, sizes: Sequence[tuple[int, int]], *, timeout: float = 60) -> list[Monitor]:
         """Ask the guest agent for monitors of these sizes, side by side from the left; return the
         monitors once the display shows them so."""
-        caps = await self.agent_start()
+        caps = await self.agent.start()
         if A.CAP_MONITORS_CONFIG not in caps:
             raise ProtocolError("the guest's agent does not take monitor configurations")
         # spice-server hands the configuration to the QXL device when the guest's driver takes it there
         # (the agent then sees nothing and sends no reply): the display's monitors are the answer
-        await self._agent_send(A.MONITORS_CONFIG, A.monitors_config(sizes))
+        await self.agent.send(A.MONITORS_CONFIG, A.monitors_config(sizes))
         wanted, x = [], 0
         for width, height in sizes:
             wanted.append((x, 0, width, height))
@@ -494,153 +418,6 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), 1.0)
             except TimeoutError:
                 pass
-
-    async def clipboard_get(self, *, timeout: float = 30, on_waiting: Callable[[], None] | None = None) -> str:
-        """The guest's clipboard text: what the agent holds now, or else the next text copied in the guest.
-
-        spice-vdagent hands over only a clipboard it has announced to a client (a grab); one taken before
-        this client connected is answered with "none", so the wait goes on until the guest copies again.
-        """
-        caps = await self.agent_start()
-        request = A.with_selection(caps, A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT))
-        await self._agent_send(A.CLIPBOARD_REQUEST, request)
-        deadline = time.monotonic() + timeout
-        while True:
-            msg_type, body = await self._agent_expect({A.CLIPBOARD, A.CLIPBOARD_GRAB},
-                                                      max(0.0, deadline - time.monotonic()),
-                                                      "text on the guest's clipboard")
-            _selection, data = A.without_selection(caps, body)
-            if msg_type == A.CLIPBOARD_GRAB:
-                offered = {int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)}
-                if A.CLIPBOARD_UTF8_TEXT in offered:
-                    await self._agent_send(A.CLIPBOARD_REQUEST, request)
-                continue
-            kind = A.CLIPBOARD_TYPE.unpack(data)["type"]
-            if kind == A.CLIPBOARD_UTF8_TEXT:
-                return data[A.CLIPBOARD_TYPE.size:].decode("utf-8", errors="replace")
-            if kind != A.CLIPBOARD_NONE:
-                raise ProtocolError(f"the guest's clipboard holds type {kind}, not text")
-            if on_waiting is not None:
-                on_waiting()
-
-    async def clipboard_set(self, text: str, *, timeout: float = 60,
-                            on_offered: Callable[[], None] | None = None) -> None:
-        """Offer `text` as the guest's clipboard; return once something in the guest has read it.
-
-        SPICE's clipboard is on demand: the agent takes the clipboard in the guest, and asks for the
-        text when a guest application pastes.
-        """
-        caps = await self.agent_start()
-        grab = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT)
-        await self._agent_send(A.CLIPBOARD_GRAB, A.with_selection(caps, grab))
-        if on_offered is not None:
-            on_offered()
-        _type, body = await self._agent_expect({A.CLIPBOARD_REQUEST}, timeout,
-                                               "something in the guest to paste the clipboard")
-        data = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT) + text.encode()
-        await self._agent_send(A.CLIPBOARD, A.with_selection(caps, data))
-
-    async def copy_to(self, paths: Sequence[Path], *, timeout: float = 60,
-                      on_progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
-        """Send files to the guest's agent, one after the other, as a viewer's drag and drop does.
-
-        The agent saves each in its session's save folder (the desktop or downloads folder, or what
-        `spice-vdagent -f` names), adding " (1)" to a name that exists. Every file is opened before the
-        first byte goes, so a bad path sends nothing. `on_progress(name, sent, size)` follows each file.
-        """
-        import os
-
-        from spicectl.files import open_regular
-
-        caps = await self.agent_start()
-        if A.CAP_FILE_XFER_DISABLED in caps:
-            raise ProtocolError("file transfer is disabled in the guest's agent")
-        opened = []
-        try:
-            for path in paths:
-                opened.append((Path(path), open_regular(Path(path), "file")))
-            done = []
-            for xfer_id, (path, fh) in enumerate(opened, start=1):
-                size = os.fstat(fh.fileno()).st_size
-                try:
-                    start = A.xfer_start(xfer_id, path.name, size)
-                except ValueError as exc:
-                    raise InvalidInput(str(exc)) from None
-                await self._agent_send(A.FILE_XFER_START, start)
-                await self._xfer_expect(xfer_id, A.XFER_CAN_SEND_DATA, timeout, f"the guest to accept {path.name}")
-                sent = 0
-                while True:
-                    chunk = fh.read(A.XFER_CHUNK)
-                    # the agent writes as it receives: an empty file still needs one (empty) DATA message
-                    if chunk or sent == 0:
-                        self._xfer_check(xfer_id)
-                        await self._agent_send(A.FILE_XFER_DATA, A.xfer_data(xfer_id, chunk))
-                        sent += len(chunk)
-                        if on_progress is not None:
-                            on_progress(path.name, sent, size)
-                    if not chunk or sent >= size:
-                        break
-                if sent != size:
-                    raise ProtocolError(f"{path} changed size while it was sent ({sent} of {size} bytes)")
-                await self._xfer_expect(xfer_id, A.XFER_SUCCESS, timeout, f"the guest to save {path.name}")
-                done.append({"file": str(path), "name": path.name, "size": size})
-            return done
-        finally:
-            for _path, fh in opened:
-                fh.close()
-
-    def _xfer_check(self, xfer_id: int) -> None:
-        """A status the agent sent while data was going out ends the transfer (cancel, error, no space)."""
-        while not self._agent_inbox.empty():
-            msg_type, body = self._agent_inbox.get_nowait()
-            if msg_type == A.FILE_XFER_STATUS:
-                got_id, _result, problem = A.xfer_status(body)
-                if got_id == xfer_id and problem:
-                    raise ProtocolError(f"copying to the guest failed: {problem}")
-
-    async def _xfer_expect(self, xfer_id: int, wanted: int, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            _type, body = await self._agent_expect({A.FILE_XFER_STATUS}, max(0.0, deadline - time.monotonic()), what)
-            got_id, result, problem = A.xfer_status(body)
-            if got_id != xfer_id:
-                continue
-            if result == A.XFER_DISABLED:
-                raise ProtocolError(f"copying to the guest failed: {problem}",
-                                    hint="spice-vdagent disables it when the guest user has no Downloads or "
-                                         "Desktop folder (xdg-user-dirs-update makes them) and no -f FOLDER")
-            if problem:
-                raise ProtocolError(f"copying to the guest failed: {problem}")
-            if result == wanted:
-                return
-            raise ProtocolError(f"the guest's agent answered status {result} out of turn")
-
-    async def clipboard_sync(self, on_guest_text: Callable[[str], None]) -> None:
-        """Run until cancelled, as a viewer does: text copied in the guest goes to `on_guest_text`, and
-        the guest's pastes get what `clipboard_offer` offered last."""
-        caps = await self.agent_start()
-        text_type = A.CLIPBOARD_TYPE.pack(type=A.CLIPBOARD_UTF8_TEXT)
-        while True:
-            msg_type, body = await self._agent_inbox.get()
-            if msg_type not in (A.CLIPBOARD_GRAB, A.CLIPBOARD, A.CLIPBOARD_REQUEST):
-                continue
-            _selection, data = A.without_selection(caps, body)
-            if msg_type == A.CLIPBOARD_GRAB:
-                offered = {int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)}
-                if A.CLIPBOARD_UTF8_TEXT in offered:
-                    await self._agent_send(A.CLIPBOARD_REQUEST, A.with_selection(caps, text_type))
-            elif msg_type == A.CLIPBOARD:
-                if A.CLIPBOARD_TYPE.unpack(data)["type"] == A.CLIPBOARD_UTF8_TEXT:
-                    on_guest_text(data[A.CLIPBOARD_TYPE.size:].decode("utf-8", errors="replace"))
-            elif self._offered_text is not None:
-                await self._agent_send(A.CLIPBOARD, A.with_selection(caps, text_type + self._offered_text.encode()))
-
-    async def clipboard_offer(self, text: str) -> None:
-        """Take the guest's clipboard with `text`; clipboard_sync hands it over when the guest pastes."""
-        caps = await self.agent_start()
-        self._offered_text = text
-        await self._agent_send(A.CLIPBOARD_GRAB, A.with_selection(caps, A.CLIPBOARD_TYPE.pack(
-            type=A.CLIPBOARD_UTF8_TEXT)))
 
     # --- port channels ---------------------------------------------------------------
     async def ports(self, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
