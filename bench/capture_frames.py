@@ -48,7 +48,7 @@ def main() -> None:
             try:
                 await client.screenshot(settle=0.5)
                 if args.keys:
-                    await client.send_keys(*args.keys)
+                    await client.inputs.send_keys(*args.keys)
                 await asyncio.sleep(args.seconds)
                 return await client.screenshot(settle=0.5)
             finally:

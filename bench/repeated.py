@@ -165,9 +165,9 @@ async def main(actions, guest, shot, server):
         for i in range(actions):
             step = i % 4
             if step == 0:
-                await client.type_text("a")
+                await client.inputs.type_text("a")
             elif step == 1:
-                await client.send_keys("shift")
+                await client.inputs.send_keys("shift")
             elif step == 2:
                 (await client.screenshot(settle=0.0)).save(shot, "PNG")
             else:

@@ -210,7 +210,7 @@ def send_keys(app: App, name: str, keys: tuple[str, ...], hold: float, timeout: 
         parse_combo(combo)  # reject unknown keys before connecting
 
     async def work(client):
-        await client.send_keys(*keys, hold=hold)
+        await client.inputs.send_keys(*keys, hold=hold)
 
     run_client(app, name, opts, work, timeout=timeout, display=False)
     app.emit({"name": name, "keys": list(keys)}, lambda: None)
@@ -235,7 +235,7 @@ def type_cmd(app: App, name: str, text: str, no_escapes: bool, timeout: float, *
     strokes = len(text_to_strokes(text))
 
     async def work(client):
-        await client.type_text(text)
+        await client.inputs.type_text(text)
 
     # the keys go at a typist's pace (two 20 ms pauses a key): a long text gets that time on top
     run_client(app, name, opts, work, timeout=timeout + strokes * 0.04, display=False)
@@ -271,10 +271,10 @@ def mouse(app: App, name: str, move: str | None, button: str | None, timeout: fl
 
     async def work(client):
         if pos is not None:
-            await client.mouse_move(*pos)
+            await client.inputs.mouse_move(*pos)
         if button:
-            await client.click(button)
-        return client.mouse_mode
+            await client.inputs.click(button)
+        return client.inputs.mouse_mode
 
     from spicectl.spice.messages import MOUSE_MODE_CLIENT
 

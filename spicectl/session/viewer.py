@@ -200,9 +200,9 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
                 case Key(evdev, down):
                     await _key(client, evdev, down)
                 case Move(x, y):
-                    await client.mouse_move(x, y)
+                    await client.inputs.mouse_move(x, y)
                 case Button(name, down):
-                    await client.mouse_button(name, down)
+                    await client.inputs.mouse_button(name, down)
                 case Resize(width, height) if client.agent.connected:
                     if resizing is not None:
                         resizing.cancel()
@@ -246,7 +246,7 @@ async def _key(client, evdev: int, down: bool) -> None:
 
     scancode = scancode_from_evdev(evdev)
     if scancode is not None:
-        await (client.key_down(scancode) if down else client.key_up(scancode))
+        await (client.inputs.key_down(scancode) if down else client.inputs.key_up(scancode))
 
 
 async def _resize(client, width: int, height: int) -> None:

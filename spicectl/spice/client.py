@@ -27,7 +27,7 @@ from spicectl.spice.agent_link import AGENT_MESSAGES, AgentLink
 from spicectl.spice.channel import Message
 from spicectl.spice.cursor import Cursor
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display, Monitor
-from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
+from spicectl.spice.inputs_link import INPUTS_CAP_KEY_SCANCODE, InputsLink
 from spicectl.spice.port import PortState
 from spicectl.spice.transport import Connection, Transport, open_stream
 from spicectl.spice.transport import link as link_over
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spicectl.spice")
 
-INPUTS_CAP_KEY_SCANCODE = 0
 # what this client draws: sized streams, monitor configs, LZ4 images, the video codecs it decodes (MJPEG,
 # and with PyAV VP8, H.264, VP9, H.265), and Render composites where pixman is installed (a guest's driver
 # composites only for clients that say so)
@@ -56,9 +55,6 @@ def display_caps() -> tuple[int, ...]:
 
 
 CONNECT_TIMEOUT = 15.0
-MOUSE_MODE_WAIT = 2.0      # for the server's answer to a client-mode request (a refusal is silence)
-MOTION_WINDOW = 2 * M.INPUTS_MOTION_ACK_BUNCH   # unacknowledged motions in flight, as spice-gtk keeps
-MOTION_ACK_WAIT = 5.0
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -108,10 +104,8 @@ class Client:
         self.display_observer = display_observer  # sees every display message (bench/capture_frames.py records)
         self.session_id = 0
         self.channels_available: set[tuple[int, int]] = set()
-        self.mouse_modes = 0
-        self.mouse_mode = M.MOUSE_MODE_SERVER
         self.main: Connection | None = None
-        self.inputs: Connection | None = None
+        self.inputs = InputsLink(self)   # keys and the pointer, on the inputs channel
         self.display_channel: Connection | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()
@@ -120,10 +114,6 @@ class Client:
         self._init = asyncio.Event()
         self._channels_listed = asyncio.Event()
         self._inputs_ready = asyncio.Event()
-        self._mouse_mode_told = asyncio.Event()
-        self._motion_acked = asyncio.Event()
-        self._motion_unacked = 0
-        self._buttons = 0
         self.agent = AgentLink(self)   # the guest agent, over the main channel
 
     # --- connection -----------------------------------------------------------------
@@ -198,8 +188,8 @@ class Client:
             self.cursor_channel = await self._open(link.CURSOR, 0)
             self._spawn(self._cursor_loop())
         if inputs and (link.INPUTS, 0) in self.channels_available:
-            self.inputs = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
-            self._spawn(self._inputs_loop())
+            self.inputs.channel = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
+            self._spawn(self.inputs.run(self._inputs_ready))
             await self._wait(self._inputs_ready, "the inputs channel")
         return self
 
@@ -212,7 +202,7 @@ class Client:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for ch in (self.inputs, self.cursor_channel, self.display_channel, self.main):
+        for ch in (self.inputs.channel, self.cursor_channel, self.display_channel, self.main):
             if ch is not None:
                 ch.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -230,9 +220,10 @@ class Client:
             return
         self._error = task.exception()  # surfaced to whoever waits next
         self._changed.set()
-        for ev in (self._init, self._channels_listed, self._inputs_ready, self._mouse_mode_told, self._motion_acked):
+        for ev in (self._init, self._channels_listed, self._inputs_ready):
             ev.set()
         self.agent.wake()
+        self.inputs.wake()
 
     @property
     def failed(self) -> bool:
@@ -259,8 +250,7 @@ class Client:
                 init = W.MAIN_INIT.unpack(body)
                 self.agent.init(bool(init["agent_connected"]), init["agent_tokens"])
                 self.session_id = init["session_id"]
-                self.mouse_modes = init["supported_mouse_modes"]
-                self.mouse_mode = init["current_mouse_mode"]
+                self.inputs.mouse_mode_is(init["supported_mouse_modes"], init["current_mouse_mode"])
                 self._init.set()
             elif msg_type == M.MSG_MAIN_CHANNELS_LIST:
                 listed = W.CHANNELS_LIST.unpack(body)["channels"]
@@ -270,8 +260,7 @@ class Client:
                 await self.agent.handle(msg_type, body)
             elif msg_type == M.MSG_MAIN_MOUSE_MODE:
                 mode = W.MAIN_MOUSE_MODE.unpack(body)
-                self.mouse_modes, self.mouse_mode = mode["supported_modes"], mode["current_mode"]
-                self._mouse_mode_told.set()
+                self.inputs.mouse_mode_is(mode["supported_modes"], mode["current_mode"])
 
     async def _display_loop(self) -> None:
         assert self.display_channel is not None
@@ -287,16 +276,6 @@ class Client:
             msg_type, body = await self.cursor_channel.read()
             self.cursor.handle(msg_type, body)
             self._changed.set()
-
-    async def _inputs_loop(self) -> None:
-        assert self.inputs is not None
-        while True:
-            msg_type, _body = await self.inputs.read()
-            if msg_type == M.MSG_INPUTS_INIT:
-                self._inputs_ready.set()
-            elif msg_type == M.MSG_INPUTS_MOUSE_MOTION_ACK:
-                self._motion_unacked = max(0, self._motion_unacked - M.INPUTS_MOTION_ACK_BUNCH)
-                self._motion_acked.set()
 
     # --- display ------------------------------------------------------------------
     async def frame(self, *, settle: float = 0.1, max_wait: float = 2.0, timeout: float = 20.0):
@@ -603,105 +582,6 @@ class Client:
             return len(pcm) / (channels * SAMPLE_BYTES * rate)
         finally:
             channel.close()
-
-    # --- inputs -------------------------------------------------------------------
-    def _need_inputs(self) -> Connection:
-        self._raise_if_failed()
-        if self.inputs is None:
-            raise ProtocolError("the guest has no inputs channel")
-        return self.inputs
-
-    async def key_down(self, scancode: int) -> None:
-        ch = self._need_inputs()
-        ch.send(M.MSGC_INPUTS_KEY_DOWN, W.KEY_CODE.pack(code=make_code(scancode)))
-        await ch.flush()
-
-    async def key_up(self, scancode: int) -> None:
-        ch = self._need_inputs()
-        ch.send(M.MSGC_INPUTS_KEY_UP, W.KEY_CODE.pack(code=break_code(scancode)))
-        await ch.flush()
-
-    async def send_keys(self, *combos: str, hold: float = 0.05, gap: float = 0.05) -> None:
-        """Press each combo ('esc', 'ctrl-alt-delete'): keys down in order, up in reverse."""
-        for i, combo in enumerate(combos):
-            if i:
-                await asyncio.sleep(gap)   # between combinations only: nothing follows the last
-            codes = parse_combo(combo)
-            for code in codes:
-                await self.key_down(code)
-            await asyncio.sleep(hold)
-            for code in reversed(codes):
-                await self.key_up(code)
-
-    async def type_text(self, text: str, *, delay: float = 0.02) -> None:
-        shift = 0x2A
-        for i, (scancode, shifted) in enumerate(text_to_strokes(text)):
-            if i:
-                await asyncio.sleep(delay)
-            if shifted:
-                await self.key_down(shift)
-            await self.key_down(scancode)
-            await asyncio.sleep(delay)
-            await self.key_up(scancode)
-            if shifted:
-                await self.key_up(shift)
-
-    async def mouse_move(self, x: int, y: int) -> None:
-        """Absolute in client mouse mode (a tablet or agent); relative steps from (0,0) otherwise."""
-        ch = self._need_inputs()
-        wants_client_mode = self.mouse_modes & M.MOUSE_MODE_CLIENT and self.mouse_mode != M.MOUSE_MODE_CLIENT
-        if self.main is not None and wants_client_mode:
-            self._mouse_mode_told.clear()
-            self.main.send(M.MSGC_MAIN_MOUSE_MODE_REQUEST, W.MOUSE_MODE_REQUEST.pack(mode=M.MOUSE_MODE_CLIENT))
-            await self.main.flush()
-            try:   # the server's MOUSE_MODE says whether it switched; one that cannot stays silent
-                await asyncio.wait_for(self._mouse_mode_told.wait(), MOUSE_MODE_WAIT)
-            except TimeoutError:
-                pass
-            self._raise_if_failed()
-        if self.mouse_mode == M.MOUSE_MODE_CLIENT:
-            await self._motion_room(ch)
-            ch.send(M.MSGC_INPUTS_MOUSE_POSITION,
-                    W.MOUSE_POSITION.pack(x=x, y=y, buttons_state=self._buttons, display_id=0))
-            self._motion_unacked += 1
-        else:
-            # server mode: push to the top-left corner, then move by the offset
-            for dx, dy in ((-4096, -4096), (x, y)):
-                await self._motion_room(ch)
-                ch.send(M.MSGC_INPUTS_MOUSE_MOTION, W.MOUSE_MOTION.pack(dx=dx, dy=dy, buttons_state=self._buttons))
-                self._motion_unacked += 1
-        await ch.flush()
-
-    async def _motion_room(self, ch: Connection) -> None:
-        """Wait until the server has acknowledged enough motion to take one more (a server that stops
-        acknowledging is a protocol error, not a pile of queued motion)."""
-        while self._motion_unacked >= MOTION_WINDOW:
-            await ch.flush()
-            self._motion_acked.clear()
-            try:
-                await asyncio.wait_for(self._motion_acked.wait(), MOTION_ACK_WAIT)
-            except TimeoutError:
-                raise ProtocolError(f"the server acknowledged none of {self._motion_unacked} pointer motions "
-                                    f"in {MOTION_ACK_WAIT:g}s") from None
-            self._raise_if_failed()
-
-    async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
-        await self.mouse_button(button, True)
-        await asyncio.sleep(hold)
-        await self.mouse_button(button, False)
-
-    async def mouse_button(self, button: str, down: bool) -> None:
-        """Press or release 'left', 'middle', 'right', or the wheel's 'up'/'down'."""
-        ch = self._need_inputs()
-        code = {"left": M.BUTTON_LEFT, "middle": M.BUTTON_MIDDLE, "right": M.BUTTON_RIGHT,
-                "up": M.BUTTON_UP, "down": M.BUTTON_DOWN}[button]
-        if down:
-            self._buttons |= M.BUTTON_MASK.get(code, 0)
-        else:
-            self._buttons &= ~M.BUTTON_MASK.get(code, 0)
-        ch.send(M.MSGC_INPUTS_MOUSE_PRESS if down else M.MSGC_INPUTS_MOUSE_RELEASE,
-                W.MOUSE_BUTTON.pack(button=code, buttons_state=self._buttons))
-        await ch.flush()
 
 
 async def _run_for(work: Awaitable[None], seconds: float | None, stop: asyncio.Event | None = None) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from spicectl.errors import ProtocolError
-from spicectl.spice import client as C
+from spicectl.spice import inputs_link as C
 from spicectl.spice import messages as M
 from spicectl.spice.client import Client
 from tests.hostile_server import HostileServer, Script
@@ -22,7 +22,7 @@ def moves(script: Script, points: list[tuple[int, int]]) -> tuple[list[int], Bas
             try:
                 await client.connect(display=False, inputs=True)
                 for x, y in points:
-                    await client.mouse_move(x, y)
+                    await client.inputs.mouse_move(x, y)
                 await asyncio.sleep(0.2)   # what was flushed reaches the server
             finally:
                 await client.close()
