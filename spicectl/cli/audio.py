@@ -41,7 +41,9 @@ def record_audio(app: App, name: str, output: str, seconds: float, raw: bool, **
     from spicectl.spice import messages as M
 
     async def work(client):
-        return await client.record_playback(seconds, opus=not raw)
+        from spicectl.spice.audio_link import record_playback
+
+        return await record_playback(client, seconds, opus=not raw)
 
     playback = run_client(app, name, opts, work, timeout=seconds + CONNECT_ALLOWANCE, display=False, inputs=False)
     atomic_write(path, playback.wav(), 0o644)
@@ -74,7 +76,9 @@ def play_audio(app: App, name: str, wav: str, timeout: float, **opts) -> None:
     sound = read_wav(read_bytes(Path(wav), what="WAV file", limit=MAX_WAV_BYTES), what=wav)
 
     async def work(client):
-        return await client.play_to_microphone(sound, timeout=timeout)
+        from spicectl.spice.audio_link import play_to_microphone
+
+        return await play_to_microphone(client, sound, timeout=timeout)
 
     # the wait for the guest to record, then the sound at the pace it plays
     seconds = run_client(app, name, opts, work, timeout=timeout + sound.seconds + CONNECT_ALLOWANCE, display=False,

@@ -25,7 +25,9 @@ def channels(app: App, name: str, timeout: float, **opts) -> None:
     from spicectl.spice import link
 
     async def work(client):
-        return client.channels_available, await client.ports(timeout=timeout)
+        from spicectl.spice.port_link import list_ports
+
+        return client.channels_available, await list_ports(client, timeout=timeout)
 
     available, ports = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False,
                                   inputs=False)

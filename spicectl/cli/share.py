@@ -59,7 +59,9 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
                 loop.add_signal_handler(sig, stop.set)
             out.announce({"event": "sharing", **shared}, f"sharing {path} with {name} ({access}), in the guest at "
                          f"{GUEST_URL}" + ("" if seconds else "; Ctrl-C stops"))
-            return await client.serve_webdav(server.connect, seconds=seconds, stop=stop)
+            from spicectl.spice.webdav_link import serve_webdav
+
+            return await serve_webdav(client, server.connect, seconds=seconds, stop=stop)
 
         carried = run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
     out.announce({"event": "stopped", **shared, "connections": carried,

@@ -26,7 +26,9 @@ def status(app: App, name: str, timeout: float, **opts) -> None:
     No device is redirected: the usbredir conversation stops after the hello.
     """
     async def work(client):
-        return await client.usbredir_hellos(timeout=timeout)
+        from spicectl.spice.usbredir_link import usbredir_hellos
+
+        return await usbredir_hellos(client, timeout=timeout)
 
     hellos = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
     rows = [{"channel": cid, "peer_version": h.version, "peer_caps": h.cap_names} for cid, h in sorted(hellos.items())]

@@ -116,7 +116,9 @@ async def play_guest_sound(client, device: str | None, on_note: Callable[[str], 
     if speaker is None:
         return
     try:
-        async for msg_type, body in client.playback_messages(playback):
+        from spicectl.spice.audio_link import playback_messages
+
+        async for msg_type, body in playback_messages(client, playback):
             samples = playback.handle(msg_type, body)
             if msg_type == M.MSG_PLAYBACK_START and (speaker.channels, speaker.rate) != (playback.channels,
                                                                                         playback.rate):

@@ -236,7 +236,9 @@ async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], Non
         stats.share_connections = n
 
     try:
-        await client.serve_webdav(connect, on_connection=counted)
+        from spicectl.spice.webdav_link import serve_webdav
+
+        await serve_webdav(client, connect, on_connection=counted)
     except SpicectlError as exc:  # the window goes on without the folder
         on_note(f"not sharing the folder: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
 

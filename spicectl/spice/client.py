@@ -1,6 +1,8 @@
-"""A minimal headless SPICE client (asyncio): the session (link, main channel, the channel list) and
-its display, cursor, inputs, port, WebDAV, usbredir and audio channels; the guest agent's
-conversation over the main channel is `agent_link.AgentLink` (`client.agent`).
+"""A minimal headless SPICE client (asyncio): the session (link, the main channel, the channel list,
+`open_channel` for any other) with its display and cursor. Each other channel's work lives in a
+module of its own beside its sans-I/O state: `inputs_link` (`client.inputs`: keys, pointer),
+`agent_link` (`client.agent`: the guest agent over the main channel), and functions that take the
+session: `audio_link` (playback, record), `webdav_link` (folder sharing), `port_link`, `usbredir_link`.
 
     async with Client("127.0.0.1", tls_port=5901, password=b"...", ca_file="ca-cert.pem") as c:
         image = await c.screenshot()
@@ -15,12 +17,12 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from spicectl.errors import InvalidInput, NotFound, ProtocolError, TimeoutExpired
+from spicectl.errors import InvalidInput, ProtocolError, TimeoutExpired
 from spicectl.spice import agent as A
-from spicectl.spice import link, port, usbredir
+from spicectl.spice import link
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
 from spicectl.spice.agent_link import AGENT_MESSAGES, AgentLink
@@ -28,7 +30,6 @@ from spicectl.spice.channel import Message
 from spicectl.spice.cursor import Cursor
 from spicectl.spice.display import GLZ_WINDOW_PIXELS, PIXMAP_CACHE_PIXELS, Display, Monitor
 from spicectl.spice.inputs_link import INPUTS_CAP_KEY_SCANCODE, InputsLink
-from spicectl.spice.port import PortState
 from spicectl.spice.transport import Connection, Transport, open_stream
 from spicectl.spice.transport import link as link_over
 from spicectl.spice.wire import caps_bits
@@ -36,7 +37,7 @@ from spicectl.spice.wire import caps_bits
 Opener = Callable[[int], Awaitable[Transport]]
 
 if TYPE_CHECKING:
-    from spicectl.spice.audio import Playback, Wav
+    pass
 
 log = logging.getLogger("spicectl.spice")
 
@@ -126,7 +127,8 @@ class Client:
         assert self.port is not None
         return await open_stream(self.host, self.port)
 
-    async def _open(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Connection:
+    async def open_channel(self, channel_type: int, channel_id: int = 0, caps: tuple[int, ...] = ()) -> Connection:
+        """Link one more channel of this session (its connection id, the same server and ticket)."""
         try:
             transport = await asyncio.wait_for(self._open_transport(channel_type), CONNECT_TIMEOUT)
         except TimeoutError:
@@ -161,7 +163,7 @@ class Client:
             raise ProtocolError(f"server certificate subject {subject!r} is not {expected!r}")
 
     async def connect(self, *, display: bool = True, inputs: bool = True, cursor: bool = False) -> Client:
-        self.main = await self._open(link.MAIN)
+        self.main = await self.open_channel(link.MAIN)
         self._spawn(self._main_loop())
         await self._wait(self._init, "the main channel's init message")
         self.main.send(M.MSGC_MAIN_ATTACH_CHANNELS)
@@ -170,7 +172,7 @@ class Client:
         if display:
             if (link.DISPLAY, 0) not in self.channels_available:
                 raise ProtocolError("the guest has no display channel")
-            self.display_channel = await self._open(link.DISPLAY, 0, display_caps())
+            self.display_channel = await self.open_channel(link.DISPLAY, 0, display_caps())
             if self.display_observer is not None:
                 self.display_channel.observers.append(self.display_observer)
             self.display_channel.send(M.MSGC_DISPLAY_INIT, W.DISPLAY_INIT.pack(
@@ -185,10 +187,10 @@ class Client:
             if (link.CURSOR, 0) not in self.channels_available:
                 raise ProtocolError("the guest has no cursor channel")
             self.cursor = Cursor()
-            self.cursor_channel = await self._open(link.CURSOR, 0)
+            self.cursor_channel = await self.open_channel(link.CURSOR, 0)
             self._spawn(self._cursor_loop())
         if inputs and (link.INPUTS, 0) in self.channels_available:
-            self.inputs.channel = await self._open(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
+            self.inputs.channel = await self.open_channel(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
             self._spawn(self.inputs.run(self._inputs_ready))
             await self._wait(self._inputs_ready, "the inputs channel")
         return self
@@ -397,218 +399,6 @@ class Client:
                 await asyncio.wait_for(self._changed.wait(), 1.0)
             except TimeoutError:
                 pass
-
-    # --- port channels ---------------------------------------------------------------
-    async def ports(self, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
-        """Link each port and WebDAV channel; its name and whether the guest holds it open."""
-        found: dict[tuple[int, int], PortState] = {}
-        for key in sorted(k for k in self.channels_available if k[0] in (link.PORT, link.WEBDAV)):
-            conn = await self._open(*key)
-            try:
-                deadline = time.monotonic() + timeout
-                while True:
-                    msg_type, body = await _read_by(conn, deadline, f"{link.CHANNEL_NAMES[key[0]]} channel {key[1]}: "
-                                                                    f"no port init within {timeout:g}s")
-                    if msg_type == M.MSG_PORT_INIT:
-                        found[key] = port.read_init(body)
-                        break
-            finally:
-                conn.close()
-        return found
-
-    async def serve_webdav(self, connect: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
-                           *, seconds: float | None = None, stop: asyncio.Event | None = None,
-                           on_connection: Callable[[int], None] = lambda _n: None) -> int:
-        """Carry the guest's folder-sharing connections (spice-webdavd's, muxed on the WebDAV channel)
-        to a WebDAV server: `connect()` opens one server connection per guest connection. Runs for
-        `seconds` or until `stop` is set (or forever); returns how many guest connections it carried."""
-        from spicectl.spice import webdav
-
-        if (link.WEBDAV, 0) not in self.channels_available:
-            raise NotFound("the guest has no folder-sharing channel",
-                           hint="create the guest with --folder-sharing (spicectl vm create --help)")
-        channel = await self._open(link.WEBDAV, 0)
-        demux = webdav.Demux()
-        servers: dict[int, asyncio.StreamWriter] = {}
-        pumps: set[asyncio.Task] = set()
-        carried = 0
-        send_lock = asyncio.Lock()
-
-        async def to_guest(client_id: int, data: bytes) -> None:
-            async with send_lock:
-                channel.send(M.MSGC_SPICEVMC_DATA, webdav.frames(client_id, data))
-                await channel.flush()
-
-        async def pump(client_id: int, reader: asyncio.StreamReader) -> None:
-            try:
-                while data := await reader.read(webdav.MAX_FRAME):
-                    await to_guest(client_id, data)
-            except OSError:
-                pass
-            finally:
-                if servers.pop(client_id, None) is not None:
-                    await to_guest(client_id, b"")  # the server is done with it: so is the guest
-
-        async def carry() -> None:
-            nonlocal carried
-            while True:
-                msg_type, body = await channel.read()
-                if msg_type != M.MSG_SPICEVMC_DATA:
-                    continue  # PORT_INIT and PORT_EVENT: spice-webdavd opening and closing its end
-                for client_id, data in demux.feed(body):
-                    writer = servers.get(client_id)
-                    if writer is None:
-                        if not data:
-                            continue
-                        webdav.check_clients(len(servers) + 1)
-                        reader, writer = await connect()
-                        servers[client_id] = writer
-                        carried += 1
-                        on_connection(carried)
-                        task = asyncio.ensure_future(pump(client_id, reader))
-                        pumps.add(task)
-                        task.add_done_callback(pumps.discard)
-                    if data:
-                        try:
-                            writer.write(data)
-                            await writer.drain()
-                        except OSError:   # the server closed this one (a refusal): the others go on
-                            if servers.pop(client_id, None) is not None:
-                                writer.close()
-                                await to_guest(client_id, b"")
-                    else:  # the guest program closed its connection
-                        servers.pop(client_id, None)
-                        writer.close()
-
-        try:
-            await _run_for(carry(), seconds, stop)
-        finally:
-            for t in pumps:
-                t.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            for writer in servers.values():
-                writer.close()
-            channel.close()
-        return carried
-
-    # --- USB redirection ------------------------------------------------------------
-    async def usbredir_hellos(self, *, timeout: float = 15) -> dict[int, usbredir.Hello]:
-        """Link each usbredir channel, exchange the usbredir hello, and return what each peer said."""
-        from spicectl import __version__
-
-        hellos: dict[int, usbredir.Hello] = {}
-        for channel_id in sorted(i for t, i in self.channels_available if t == link.USBREDIR):
-            conn = await self._open(link.USBREDIR, channel_id)
-            try:
-                conn.send(M.MSGC_SPICEVMC_DATA, usbredir.hello(f"spicectl {__version__}"))
-                await conn.flush()
-                parser = usbredir.Parser()
-                deadline = time.monotonic() + timeout
-                while parser.peer is None:
-                    msg_type, body = await _read_by(conn, deadline,
-                                                    f"usbredir channel {channel_id}: no hello within {timeout:g}s")
-                    if msg_type == M.MSG_SPICEVMC_DATA:
-                        parser.receive_data(body)
-                hellos[channel_id] = parser.peer
-            finally:
-                conn.close()
-        return hellos
-
-    # --- audio --------------------------------------------------------------------
-    async def playback_messages(self, playback: Playback) -> AsyncIterator[tuple[int, bytes]]:
-        """The playback channel's messages as they come, volume and mute included, until the caller stops;
-        Opus is announced if `playback` takes it (its `opus_ok`)."""
-        if (link.PLAYBACK, 0) not in self.channels_available:
-            raise ProtocolError("the guest has no playback channel (no sound card with SPICE audio)")
-        caps = (M.PLAYBACK_CAP_VOLUME,) + ((M.PLAYBACK_CAP_OPUS,) if playback.opus_ok else ())
-        channel = await self._open(link.PLAYBACK, 0, caps=caps)
-        try:
-            while True:
-                yield await channel.read()
-        finally:
-            channel.close()
-
-    async def record_playback(self, seconds: float, *, opus: bool = True) -> Playback:
-        """What the guest plays during the next `seconds`, as PCM: sent raw, or as Opus when `opus`, this
-        host decodes it, and the guest's playback compression is on (`Playback.mode` says which came)."""
-        from spicectl.spice.audio import Playback, opus_available
-
-        playback = Playback(opus_ok=opus and opus_available(), seconds_kept=seconds, budget=self.display.budget)
-
-        async def collect() -> None:
-            async for msg_type, body in self.playback_messages(playback):
-                playback.handle(msg_type, body)
-
-        await _run_for(collect(), seconds)
-        playback.check_heard()
-        return playback
-
-    async def play_to_microphone(self, wav: Wav, *, timeout: float = 30, chunk_ms: int = 20) -> float:
-        """Feed a WAV file to the guest's microphone once the guest records; the seconds sent.
-
-        The server asks for a format (START) when the guest opens its capture device; the samples go out
-        at the pace they play, as a microphone's would (spice-server keeps only a short buffer).
-        """
-        from spicectl.spice.audio import MIN_RATE, SAMPLE_BYTES, pcm_from_wav
-
-        if (link.RECORD, 0) not in self.channels_available:
-            raise ProtocolError("the guest has no record channel (no sound card with SPICE audio)")
-        channel = await self._open(link.RECORD, 0)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                msg_type, body = await _read_by(channel, deadline,
-                                                f"the guest did not start recording within {timeout:g}s")
-                if msg_type == M.MSG_RECORD_START:
-                    start = W.RECORD_START.unpack(body)
-                    break
-            if start["format"] != M.AUDIO_FMT_S16:
-                raise ProtocolError(f"record channel: sample format {start['format']} is not S16")
-            channels, rate = start["channels"], start["frequency"]
-            if not (0 < channels <= 8 and MIN_RATE <= rate <= 384_000):
-                raise ProtocolError(f"record channel: {channels} channels at {rate} Hz")
-            pcm = pcm_from_wav(wav, channels, rate)
-            step = channels * SAMPLE_BYTES * rate * chunk_ms // 1000
-            began = time.monotonic()
-            channel.send(M.MSGC_RECORD_MODE, W.RECORD_MODE.pack(time=0, mode=M.AUDIO_DATA_MODE_RAW))
-            channel.send(M.MSGC_RECORD_START_MARK, W.RECORD_START_MARK.pack(time=0))
-            for n, pos in enumerate(range(0, len(pcm), step)):
-                stamp = n * chunk_ms
-                channel.send(M.MSGC_RECORD_DATA, W.RECORD_PACKET.pack(time=stamp & 0xFFFFFFFF) + pcm[pos:pos + step])
-                await channel.flush()
-                ahead = began + (stamp + chunk_ms) / 1000 - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            return len(pcm) / (channels * SAMPLE_BYTES * rate)
-        finally:
-            channel.close()
-
-
-async def _run_for(work: Awaitable[None], seconds: float | None, stop: asyncio.Event | None = None) -> None:
-    """Run `work` for `seconds` (None: no limit) or until `stop` is set, then cancel it; what ended it
-    earlier (a closed channel, a protocol error) is raised."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
-    try:
-        done, _ = await asyncio.wait({task, stopped}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-    finally:
-        for t in (task, stopped):
-            t.cancel()
-        await asyncio.gather(task, stopped, return_exceptions=True)
-
-
-async def _read_by(conn: Connection, deadline: float, expired: str) -> Message:
-    """The channel's next message if it comes before `deadline` (a time.monotonic()); else `expired`."""
-    remaining = deadline - time.monotonic()
-    try:
-        if remaining <= 0:
-            raise TimeoutError
-        return await asyncio.wait_for(conn.read(), remaining)
-    except TimeoutError:
-        raise TimeoutExpired(expired) from None
-
 
 class _Timeout(TimeoutExpired):
     """A wait that ran out; carries the last frame seen (None if none arrived) for the log."""
