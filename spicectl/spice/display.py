@@ -1,18 +1,15 @@
-"""The display channel's state: surfaces, caches, and the drawing commands that change them.
+"""The display channel's state: surfaces, video streams, and the drawing commands that change them.
 
 Surfaces are numpy arrays of shape (height, width, 4) holding BGRX (or BGRA)
-bytes, as SPICE's 32-bit surfaces are laid out in memory. Message bodies
-address embedded structures (images, palettes, masks) by u32 offsets from
-the start of the body; `BodyParser` follows them with bounds checks.
+bytes, as SPICE's 32-bit surfaces are laid out in memory. The images drawn
+(and their caches) come from `images.py`; each message's handler is in
+`HANDLERS`.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
-import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,14 +20,19 @@ from spicectl.spice import messages as M
 from spicectl.spice import pixman, raster, video
 from spicectl.spice import wire as W
 from spicectl.spice.budget import Budget
-from spicectl.spice.codecs.lz import MAX_PIXELS, GlzWindow, decode_glz, decode_lz
-from spicectl.spice.codecs.lz4 import decode_lz4
-from spicectl.spice.codecs.quic import decode_quic
-from spicectl.spice.pixels import rgb555_bgr
+from spicectl.spice.codecs.lz import MAX_PIXELS
+from spicectl.spice.images import (
+    MAX_SURFACE_SIDE,
+    BodyParser,
+    Image,
+    Images,
+    UnsupportedImage,
+    from_jpeg,
+    take_bytes,
+)
 
 log = logging.getLogger("spicectl.spice.display")
 
-MAX_SURFACE_SIDE = 16384
 MAX_SURFACES = 1024
 MAX_STREAMS = 64
 PIXMAP_CACHE_PIXELS = 16 * 1024 * 1024
@@ -44,10 +46,6 @@ ROP_INVERS_RES = 1024
 # known messages that change nothing a screenshot shows
 NOT_DRAWING = {M.MSG_DISPLAY_MODE, M.MSG_DISPLAY_RESET, M.MSG_DISPLAY_STREAM_ACTIVATE_REPORT}
 STREAM_FLAGS_TOP_DOWN = 1
-
-
-class UnsupportedImage(ProtocolError):
-    """An image in a format this client does not decode yet (QUIC, LZ4)."""
 
 
 @dataclass
@@ -76,34 +74,6 @@ class Rect:
     @property
     def height(self) -> int:
         return self.bottom - self.top
-
-
-class BodyParser:
-    def __init__(self, body: bytes, what: str) -> None:
-        self.body = body
-        self.pos = 0
-        self.what = what
-
-    def take(self, part: W.Layout | W.Struct) -> dict:
-        try:
-            values, self.pos = part.read(self.body, self.pos)
-        except ProtocolError as exc:
-            raise ProtocolError(f"{self.what}: {exc.message}") from None
-        return values
-
-    def at(self, offset: int) -> BodyParser:
-        if not 0 < offset < len(self.body):
-            raise ProtocolError(f"{self.what}: pointer {offset} outside the {len(self.body)}-byte message")
-        sub = BodyParser(self.body, self.what)
-        sub.pos = offset
-        return sub
-
-
-@dataclass
-class Image:
-    pixels: np.ndarray      # (h, w, 4) uint8, BGRX/BGRA
-    has_alpha: bool = False
-    surface: bool = False   # a surface's pixels, not an image the server sent
 
 
 @dataclass(frozen=True)
@@ -142,10 +112,7 @@ class Display:
         self.surfaces: dict[int, np.ndarray] = {}
         self.surface_formats: dict[int, int] = {}
         self.primary: int | None = None
-        self.images: OrderedDict[int, Image] = OrderedDict()
-        self.palettes: dict[int, np.ndarray] = {}
-        self.cache_pixels = cache_pixels
-        self.glz = GlzWindow(glz_window_pixels)
+        self.images = Images(self.budget, cache_pixels, glz_window_pixels)   # caches, palettes, GLZ window
         self.marked = False          # the server has sent MARK: the primary surface is complete
         self.warnings: set[str] = set()
         self.streams: dict[int, Stream] = {}
@@ -174,28 +141,28 @@ class Display:
 
     def _inval_list(self, p: BodyParser) -> None:
         for resource in p.take(W.INVAL_LIST)["resources"]:
-            self.images.pop(resource["id"], None)
-        self._count_cache()
+            self.images.pixmaps.pop(resource["id"], None)
+        self.images.count_cache()
 
     def _inval_all_pixmaps(self, _p: BodyParser) -> None:
-        self.images.clear()
-        self._count_cache()
+        self.images.pixmaps.clear()
+        self.images.count_cache()
 
     def _inval_palette(self, p: BodyParser) -> None:
-        self.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
-        self._count_palettes()
+        self.images.palettes.pop(p.take(W.INVAL_ONE)["id"], None)
+        self.images.count_palettes()
 
     def _inval_all_palettes(self, _p: BodyParser) -> None:
-        self.palettes.clear()
-        self._count_palettes()
+        self.images.palettes.clear()
+        self.images.count_palettes()
 
     def _stream_data(self, p: BodyParser) -> None:
         head = p.take(W.STREAM_DATA)
-        self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), None, None)
+        self._stream_frame(head["base"]["id"], take_bytes(p, head["data_size"]), None, None)
 
     def _stream_data_sized(self, p: BodyParser) -> None:
         head = p.take(W.STREAM_DATA_SIZED)
-        self._stream_frame(head["base"]["id"], self._slice(p, head["data_size"]), (head["width"], head["height"]),
+        self._stream_frame(head["base"]["id"], take_bytes(p, head["data_size"]), (head["width"], head["height"]),
                            Rect.of(head["dest"]))
 
     def _stream_clip(self, p: BodyParser) -> None:
@@ -250,7 +217,7 @@ class Display:
         expected = size or stream.size
         self.budget.need(2 * expected[0] * expected[1] * 4, f"a {expected[0]}x{expected[1]} video frame")
         if stream.codec == M.VIDEO_CODEC_MJPEG:
-            frame = _from_jpeg(data, expected, exact=False).pixels
+            frame = from_jpeg(data, expected, exact=False).pixels
         elif stream.codec in video.decodable():
             if stream.decoder is None:
                 stream.decoder = video.VideoDecoder(stream.codec)
@@ -298,9 +265,6 @@ class Display:
 
     def _count_surfaces(self) -> None:
         self.budget.set("surfaces", self._surface_bytes(), "surfaces")
-
-    def _count_palettes(self) -> None:
-        self.budget.set("palettes", sum(a.nbytes for a in self.palettes.values()), "cached palettes")
 
     def surface(self, sid: int) -> np.ndarray:
         try:
@@ -367,169 +331,13 @@ class Display:
         return np.zeros((h, w, 4), np.uint8)  # no brush: the canvas still applies the operation, with black
 
     # --- images -----------------------------------------------------------------
-    def _palette(self, p: BodyParser, flags: int) -> np.ndarray | None:
-        if flags & M.BITMAP_PAL_FROM_CACHE:
-            pid = p.take(W.PALETTE_ID)["palette_id"]
-            if pid not in self.palettes:
-                raise ProtocolError(f"display channel: palette {pid} is not cached")
-            return self.palettes[pid]
-        offset = p.take(W.PALETTE_PTR)["palette"]
-        if not offset:
-            return None
-        sub = p.at(offset)
-        head = sub.take(W.PALETTE_HEAD)
-        n = head["num_ents"]
-        if sub.pos + 4 * n > len(sub.body):
-            raise ProtocolError("display channel: palette runs past the message")
-        ents = np.frombuffer(sub.body, "<u4", n, sub.pos).copy()  # not a view that keeps the message alive
-        if flags & M.BITMAP_PAL_CACHE_ME:
-            if len(self.palettes) > 4096:
-                self.palettes.clear()
-            self.palettes[head["unique"]] = ents
-            self._count_palettes()
-        return ents
-
     def image(self, p: BodyParser) -> Image:
-        d = p.take(W.IMAGE_DESCRIPTOR)
-        kind, flags, w, h = d["type"], d["flags"], d["width"], d["height"]
-        if kind in (M.IMAGE_FROM_CACHE, M.IMAGE_FROM_CACHE_LOSSLESS):
-            try:
-                img = self.images[d["id"]]
-            except KeyError:
-                raise ProtocolError(f"display channel: image {d['id']} is not cached") from None
-            self.images.move_to_end(d["id"])
-            return img
-        if kind == M.IMAGE_SURFACE:
-            sid = p.take(W.SURFACE_IMAGE)["surface_id"]
-            source = self.surface(sid)
-            self.budget.need(source.nbytes, f"a copy of surface {sid}")
-            return Image(source.copy(), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB, True)
-        if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
-            raise ProtocolError(f"display channel: image of {w}x{h} is out of bounds")
-        # a decode holds its output and about one working copy
-        self.budget.need(2 * w * h * 4, f"a {w}x{h} image")
-        if kind == M.IMAGE_BITMAP:
-            img = self._bitmap(p)
-        elif kind in (M.IMAGE_LZ_RGB, M.IMAGE_GLZ_RGB, M.IMAGE_JPEG):
-            data = self._slice(p, p.take(W.IMAGE_DATA)["data_size"])
-            if kind == M.IMAGE_LZ_RGB:
-                img = _from_decoded(decode_lz(data))
-            elif kind == M.IMAGE_GLZ_RGB:
-                img = _from_decoded(decode_glz(data, self.glz))
-                self._count_glz()
-            else:
-                img = _from_jpeg(data, (w, h))
-        elif kind == M.IMAGE_LZ_PLT:
-            head = p.take(W.LZ_PLT_DATA)
-            palette = self._palette(p, head["flags"])
-            img = _from_decoded(decode_lz(self._slice(p, head["data_size"]), palette))
-        elif kind == M.IMAGE_ZLIB_GLZ_RGB:
-            head = p.take(W.ZLIB_GLZ_DATA)
-            glz_size, size = head["glz_data_size"], head["data_size"]
-            if glz_size > MAX_PIXELS * 4 + 1024:
-                raise ProtocolError("display channel: zlib-GLZ image claims an oversize payload")
-            try:
-                inflater = zlib.decompressobj()
-                glz = inflater.decompress(self._slice(p, size), glz_size)
-            except zlib.error as exc:
-                raise ProtocolError(f"display channel: bad zlib data ({exc})") from None
-            img = _from_decoded(decode_glz(glz, self.glz))
-            self._count_glz()
-        elif kind == M.IMAGE_QUIC:
-            img = _from_decoded(decode_quic(self._slice(p, p.take(W.IMAGE_DATA)["data_size"]), self.deadline))
-        elif kind == M.IMAGE_LZ4:
-            img = _from_decoded(decode_lz4(self._slice(p, p.take(W.IMAGE_DATA)["data_size"]), w, h))
-        elif kind == M.IMAGE_JPEG_ALPHA:
-            head = p.take(W.JPEG_ALPHA_DATA)
-            if head["jpeg_size"] > head["data_size"]:
-                raise ProtocolError("display channel: JPEG-alpha image's JPEG is larger than its data")
-            data = self._slice(p, head["data_size"])
-            img = _from_jpeg(data[:head["jpeg_size"]], (w, h))
-            alpha = decode_lz(data[head["jpeg_size"]:])
-            if (alpha.width, alpha.height) != (img.pixels.shape[1], img.pixels.shape[0]) or not alpha.has_alpha:
-                raise ProtocolError("display channel: JPEG-alpha image's alpha plane does not fit its picture")
-            img.pixels[:, :, 3] = _from_decoded(alpha).pixels[:, :, 3]
-            img.has_alpha = True
-        else:
-            raise ProtocolError(f"display channel: unknown image type {kind}")
-        if img.pixels.shape[0] != h or img.pixels.shape[1] != w:
-            raise ProtocolError(f"display channel: image says {w}x{h} but decodes to "
-                                f"{img.pixels.shape[1]}x{img.pixels.shape[0]}")
-        if flags & (M.IMAGE_CACHE_ME | M.IMAGE_CACHE_REPLACE_ME):
-            self.images[d["id"]] = img
-            self._trim_cache()
-        return img
+        """The image the descriptor at `p` describes: decoded (within the budget and the command's
+        deadline), from the cache, or a copy of a surface."""
+        return self.images.decode(p, self._surface_source, self.deadline)
 
-    def _trim_cache(self) -> None:
-        total = sum(i.pixels.shape[0] * i.pixels.shape[1] for i in self.images.values())
-        while total > self.cache_pixels * 2 and len(self.images) > 1:
-            _, old = self.images.popitem(last=False)
-            total -= old.pixels.shape[0] * old.pixels.shape[1]
-        self._count_cache()
-
-    def _count_cache(self) -> None:
-        self.budget.set("image cache", sum(i.pixels.nbytes for i in self.images.values()), "cached images")
-
-    def _count_glz(self) -> None:
-        self.budget.set("GLZ window", self.glz.nbytes, "the GLZ window")
-
-    def _slice(self, p: BodyParser, size: int) -> bytes:
-        if p.pos + size > len(p.body):
-            raise ProtocolError(f"{p.what}: image data of {size} bytes runs past the message")
-        data = p.body[p.pos:p.pos + size]
-        p.pos += size
-        return data
-
-    def _bitmap(self, p: BodyParser) -> Image:
-        b = p.take(W.BITMAP)
-        fmt, flags, w, h, stride = b["format"], b["flags"], b["x"], b["y"], b["stride"]
-        if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE):
-            raise ProtocolError(f"display channel: bitmap of {w}x{h} is out of bounds")
-        palette = self._palette(p, flags) if fmt in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE,
-                                                     M.BITMAP_4BIT_BE, M.BITMAP_8BIT) else None
-        if fmt not in (M.BITMAP_1BIT_LE, M.BITMAP_1BIT_BE, M.BITMAP_4BIT_LE, M.BITMAP_4BIT_BE, M.BITMAP_8BIT):
-            p.take(W.PALETTE_PTR)  # unused for direct-colour formats
-        bits = {M.BITMAP_1BIT_LE: 1, M.BITMAP_1BIT_BE: 1, M.BITMAP_4BIT_LE: 4, M.BITMAP_4BIT_BE: 4,
-                M.BITMAP_8BIT: 8, M.BITMAP_16BIT: 16, M.BITMAP_24BIT: 24, M.BITMAP_32BIT: 32, M.BITMAP_RGBA: 32,
-                M.BITMAP_8BIT_A: 8}.get(fmt)
-        if bits is None:
-            raise ProtocolError(f"display channel: unknown bitmap format {fmt}")
-        if stride < (w * bits + 7) // 8:
-            raise ProtocolError(f"display channel: bitmap stride {stride} too small for {w} pixels")
-        raw = np.frombuffer(self._slice(p, stride * h), np.uint8).reshape(h, stride)
-        out = np.zeros((h, w, 4), np.uint8)
-        if fmt in (M.BITMAP_32BIT, M.BITMAP_RGBA):
-            out[:] = raw[:, :w * 4].reshape(h, w, 4)
-            if fmt == M.BITMAP_32BIT:
-                out[:, :, 3] = 0
-        elif fmt == M.BITMAP_24BIT:
-            out[:, :, :3] = raw[:, :w * 3].reshape(h, w, 3)
-        elif fmt == M.BITMAP_16BIT:
-            out[:, :, :3] = rgb555_bgr(raw[:, :w * 2].copy().view("<u2").reshape(h, w))
-        elif fmt == M.BITMAP_8BIT_A:
-            out[:, :, 3] = raw[:, :w]
-        else:
-            if (palette is None or not len(palette)) and bits == 1:
-                palette = np.array([0, 0xFFFFFF], np.uint32)  # a 1-bit mask carries no palette
-            if palette is None or not len(palette):
-                raise ProtocolError("display channel: palette bitmap without a palette")
-            table = (palette.astype("<u4") & 0xFFFFFF).view(np.uint8).reshape(-1, 4)  # BGRX, X zero
-            if bits == 8:
-                idx = raw[:, :w]
-            elif bits == 4:
-                hi, lo = raw >> 4, raw & 15
-                pair = (lo, hi) if fmt == M.BITMAP_4BIT_LE else (hi, lo)
-                idx = np.stack(pair, axis=2).reshape(h, -1)[:, :w]
-            else:
-                idx = np.unpackbits(raw, axis=1, bitorder="little" if fmt == M.BITMAP_1BIT_LE else "big")[:, :w]
-            if idx.max(initial=0) >= len(table):
-                if bits == 8:
-                    raise ProtocolError("display channel: palette index out of range")
-                idx = idx % len(table)
-            out[:] = table[idx]
-        if not flags & M.BITMAP_TOP_DOWN:
-            out = out[::-1].copy()
-        return Image(out, has_alpha=fmt in (M.BITMAP_RGBA, M.BITMAP_8BIT_A))
+    def _surface_source(self, sid: int) -> tuple[np.ndarray, bool]:
+        return self.surface(sid), self.surface_formats.get(sid) == M.SURFACE_FMT_32_ARGB
 
     def _mask_bits(self, p: BodyParser) -> np.ndarray:
         img = self.image(p)
@@ -798,7 +606,7 @@ class Display:
             size = ((glyph["width"] * bpp + 7) // 8) * glyph["height"]
             left = glyph["render_pos"]["x"] + glyph["glyph_origin"]["x"]
             top = glyph["render_pos"]["y"] + glyph["glyph_origin"]["y"]
-            glyphs.append((left, top, glyph["width"], glyph["height"], self._slice(string, size)))
+            glyphs.append((left, top, glyph["width"], glyph["height"], take_bytes(string, size)))
         back = Rect.of(text["back_area"])
         if not back.empty and text["fore_mode"] != ROP_PUT:
             self._warn("text with a back area and a fore mode other than put is not drawn by this client")
@@ -891,41 +699,10 @@ def _tile(pattern: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
     return pattern[ys][:, xs]
 
 
-def _from_decoded(decoded) -> Image:
-    arr = np.frombuffer(decoded.pixels, np.uint8).reshape(decoded.height, decoded.row_pixels, 4)
-    return Image(arr[:, :decoded.width].copy(), decoded.has_alpha)
-
-
 def _check_frame_size(size: tuple[int, int]) -> None:
     w, h = size
     if not (0 < w <= MAX_SURFACE_SIDE and 0 < h <= MAX_SURFACE_SIDE) or w * h > MAX_PIXELS:
         raise ProtocolError(f"display channel: a video stream of {w}x{h} is out of bounds")
-
-
-def _from_jpeg(data: bytes, size: tuple[int, int], exact: bool = True) -> Image:
-    """A JPEG that is `size` (width, height), or at most that for a stream frame, as its header says,
-    checked before anything is decoded: PNG, GIF or TIFF sent as JPEG, and pictures larger than the
-    descriptor or the stream says, are refused."""
-    import warnings
-
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            picture = PILImage.open(io.BytesIO(data), formats=("JPEG",))  # reads the header only
-            w, h = picture.size
-            if (w, h) != size if exact else w > size[0] or h > size[1]:
-                raise ProtocolError(f"display channel: a JPEG of {picture.size[0]}x{picture.size[1]} where "
-                                    f"{size[0]}x{size[1]} was announced")
-            rgb = np.asarray(picture.convert("RGB"))
-    except (UnidentifiedImageError, OSError, PILImage.DecompressionBombError,
-            PILImage.DecompressionBombWarning) as exc:
-        raise ProtocolError(f"display channel: bad JPEG image ({exc})") from None
-    out = np.zeros((rgb.shape[0], rgb.shape[1], 4), np.uint8)
-    out[:, :, :3] = rgb[:, :, ::-1]
-    return Image(out)
 
 
 def copy_source(body: bytes) -> tuple[dict, bytes]:

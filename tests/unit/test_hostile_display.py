@@ -145,7 +145,7 @@ def test_cached_palettes_are_compact_and_counted():
     d = on_surface()
     for unique in range(300):
         d.handle(M.MSG_DISPLAY_DRAW_COPY, cached_palette_copy(unique, 65535))
-    assert len(d.palettes) == 300
+    assert len(d.images.palettes) == 300
     assert d.budget.parts["palettes"] == 300 * 65535 * 4  # 75 MiB; as lists of numpy scalars it was 600 MB
 
 
