@@ -1,4 +1,4 @@
-"""Where spicectl's state and config live by default.
+"""Where spicectl's state and config live by default, and the mode files are made with (the umask).
 
 Plain strings and os.path underneath, so that the fast path in front of every command
 (spicectl.holder.client) finds the state dir without importing pathlib or typing (together
@@ -36,3 +36,10 @@ def config_file_str() -> str:
     if not os.path.exists(user) and _is_root() and os.path.exists(SYSTEM_CONFIG):
         return SYSTEM_CONFIG
     return user
+
+
+def umask() -> int:
+    """This process's umask (reading it means setting it: it is set back at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask

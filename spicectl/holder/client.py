@@ -15,6 +15,7 @@ import sys
 import time
 
 from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SOCKET, wire
+from spicectl.paths import umask
 
 VALUE_OPTIONS = {"--connect", "-c", "--state-dir", "--persist"}
 NOT_TRUSTED = 10   # the exit code for "the host lacks a permission": the CLI's table, not imported here
@@ -118,7 +119,7 @@ def forward(argv: list[str]) -> int | None:
         sys.stderr.write(f"spicectl: error: the process listening at {path} is not yours: refusing to hand it this "
                          "command and its environment\n")
         return NOT_TRUSTED
-    request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": _umask(),
+    request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask(),
                "persist": persist}
     try:
         wire.send(sock, request)
@@ -176,12 +177,6 @@ def _kind(mode: int) -> str:
 def _peer_uid(sock: _socket.socket) -> int:
     creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)   # struct ucred: pid, uid, gid
     return int.from_bytes(creds[4:8], sys.byteorder)
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _connect(path: str) -> _socket.socket | None:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from spicectl.errors import EnvironmentProblem, InvalidInput
+from spicectl.paths import umask
 
 SOCKET = "webdav.sock"
 LOCK = "lock"                  # held while the share runs: a folder whose lock is free was left by a kill
@@ -98,7 +99,7 @@ def _provider(root: str, *, writable: bool, max_upload: int):
             folder, name = os.path.split(self._file_path)
             fd, self._part = tempfile.mkstemp(prefix=f".{name}.", suffix=PART_SUFFIX, dir=folder)
             # the mode of the file it replaces; a new one's as the umask makes it
-            mode = self.file_stat.st_mode & 0o7777 if self.file_stat else 0o666 & ~_umask()
+            mode = self.file_stat.st_mode & 0o7777 if self.file_stat else 0o666 & ~umask()
             os.fchmod(fd, mode)
             self._upload = Upload(fd, expected)
             return self._upload
@@ -177,12 +178,6 @@ def _whole_error_bodies(app):
         return body()
 
     return wrapped
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 class FolderServer:
