@@ -1,4 +1,4 @@
-"""A folder served over WebDAV to a guest, for `spicectl share` (and the client's serve_webdav).
+"""A folder served over WebDAV to a guest, for `spicectl share` (and webdav_link.serve_webdav).
 
 WsgiDAV (the WebDAV protocol: PROPFIND, GET, PUT, MOVE, locks) runs under cheroot on a UNIX
 socket in a private 0700 directory: nothing but this process reaches it, and each guest
@@ -211,7 +211,7 @@ class FolderServer:
         self._thread.start()
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the server, for one guest connection (`Client.serve_webdav`'s connector)."""
+        """A connection to the server, for one guest connection (`webdav_link.serve_webdav`'s connector)."""
         return await asyncio.open_unix_connection(self.socket_path)
 
     def close(self) -> None:

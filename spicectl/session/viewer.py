@@ -140,7 +140,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
     keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs),
     with `sound` its playback to this host's output, and with `share` (a WebDAV server's connector, see
-    `Client.serve_webdav`) a folder to its spice-webdavd. `on_note` hears why something is missing."""
+    `webdav_link.serve_webdav`) a folder to its spice-webdavd. `on_note` hears why something is missing."""
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
