@@ -57,11 +57,13 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            out.announce({"event": "sharing", **shared}, f"sharing {path} with {name} ({access}), in the guest at "
-                         f"{GUEST_URL}" + ("" if seconds else "; Ctrl-C stops"))
             from spicectl.spice.webdav_link import serve_webdav
 
-            return await serve_webdav(client, server.connect, seconds=seconds, stop=stop)
+            def ready() -> None:   # said once the guest's connections reach us, not before
+                out.announce({"event": "sharing", **shared}, f"sharing {path} with {name} ({access}), in the "
+                             f"guest at {GUEST_URL}" + ("" if seconds else "; Ctrl-C stops"))
+
+            return await serve_webdav(client, server.connect, seconds=seconds, stop=stop, on_ready=ready)
 
         carried = run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
     out.announce({"event": "stopped", **shared, "connections": carried,

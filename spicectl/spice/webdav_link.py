@@ -21,14 +21,17 @@ Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWri
 
 async def serve_webdav(session: Client, connect: Connector, *, seconds: float | None = None,
                        stop: asyncio.Event | None = None,
-                       on_connection: Callable[[int], None] = lambda _n: None) -> int:
+                       on_connection: Callable[[int], None] = lambda _n: None,
+                       on_ready: Callable[[], None] = lambda: None) -> int:
     """Carry the guest's folder-sharing connections (spice-webdavd's, muxed on the WebDAV channel)
     to a WebDAV server: `connect()` opens one server connection per guest connection. Runs for
-    `seconds` or until `stop` is set (or forever); returns how many guest connections it carried."""
+    `seconds` or until `stop` is set (or forever); returns how many guest connections it carried.
+    `on_ready` runs once the channel is linked: from then on the guest's connections reach us."""
     if (link.WEBDAV, 0) not in session.channels_available:
         raise NotFound("the guest has no folder-sharing channel",
                        hint="create the guest with --folder-sharing (spicectl vm create --help)")
     channel = await session.open_channel(link.WEBDAV, 0)
+    on_ready()
     demux = webdav.Demux()
     servers: dict[int, asyncio.StreamWriter] = {}
     pumps: set[asyncio.Task] = set()
