@@ -19,7 +19,7 @@ from spicectl.spice import wire as W
 from spicectl.spice.agent import AgentStream
 
 if TYPE_CHECKING:
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
 
 log = logging.getLogger("spicectl.spice")
 
@@ -29,7 +29,7 @@ AGENT_MESSAGES = frozenset({M.MSG_MAIN_AGENT_CONNECTED, M.MSG_MAIN_AGENT_CONNECT
 
 
 class AgentLink:
-    def __init__(self, session: Client) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
         self.connected = False
         self.caps: set[int] = set()
@@ -90,14 +90,14 @@ class AgentLink:
                 # what is queued must go out first: the server returns tokens as the guest takes chunks
                 await self._session.main.flush()
                 self._token.clear()
-                await self._session._wait(self._token, "the agent to take more data", timeout=30)
+                await self._session.wait_event(self._token, "the agent to take more data", timeout=30)
             self._tokens -= 1
             self._session.main.send(M.MSGC_MAIN_AGENT_DATA, chunk)
         await self._session.main.flush()
 
     async def start(self, timeout: float = 30) -> set[int]:
         """Open the conversation with the guest agent; its capabilities."""
-        self._session._raise_if_failed()
+        self._session.raise_if_failed()
         if self._session.main is None or not self.connected:
             raise ProtocolError("the guest's agent (spice-vdagent) is not connected",
                                 hint="install and start spice-vdagent in the guest")
@@ -105,7 +105,7 @@ class AgentLink:
             self._started = True
             self._session.main.send(M.MSGC_MAIN_AGENT_START, W.AGENT_TOKENS.pack(num_tokens=AGENT_WINDOW))
             await self.send(A.ANNOUNCE_CAPABILITIES, A.announce(request=True))
-        await self._session._wait(self._caps_known, "the agent's capabilities", timeout)
+        await self._session.wait_event(self._caps_known, "the agent's capabilities", timeout)
         return self.caps
 
     async def expect(self, wanted: set[int], timeout: float, what: str) -> tuple[int, bytes]:

@@ -16,10 +16,10 @@ from spicectl.spice.channel_io import read_by, run_for
 
 if TYPE_CHECKING:
     from spicectl.spice.audio import Playback, Wav
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
 
 
-async def playback_messages(session: Client, playback: Playback) -> AsyncIterator[tuple[int, bytes]]:
+async def playback_messages(session: Session, playback: Playback) -> AsyncIterator[tuple[int, bytes]]:
     """The playback channel's messages as they come, volume and mute included, until the caller stops;
     Opus is announced if `playback` takes it (its `opus_ok`)."""
     if (link.PLAYBACK, 0) not in session.channels_available:
@@ -32,7 +32,7 @@ async def playback_messages(session: Client, playback: Playback) -> AsyncIterato
     finally:
         channel.close()
 
-async def record_playback(session: Client, seconds: float, *, opus: bool = True) -> Playback:
+async def record_playback(session: Session, seconds: float, *, opus: bool = True) -> Playback:
     """What the guest plays during the next `seconds`, as PCM: sent raw, or as Opus when `opus`, this
     host decodes it, and the guest's playback compression is on (`Playback.mode` says which came)."""
     from spicectl.spice.audio import Playback, opus_available
@@ -47,7 +47,7 @@ async def record_playback(session: Client, seconds: float, *, opus: bool = True)
     playback.check_heard()
     return playback
 
-async def play_to_microphone(session: Client, wav: Wav, *, timeout: float = 30,
+async def play_to_microphone(session: Session, wav: Wav, *, timeout: float = 30,
                              chunk_ms: int = 20) -> float:
     """Feed a WAV file to the guest's microphone once the guest records; the seconds sent.
 

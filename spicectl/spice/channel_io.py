@@ -1,15 +1,33 @@
-"""Two waits every secondary channel needs: work that runs for a while or until stopped, and the
-next message by a deadline."""
+"""What every channel module needs of a session (`Session`, which `Client` is), and two waits:
+work that runs for a while or until stopped, and the next message by a deadline. The channel
+modules type against `Session`, not `Client`, so that the client can import them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
 
 from spicectl.errors import TimeoutExpired
 from spicectl.spice.channel import Message
 from spicectl.spice.transport import Connection
+
+if TYPE_CHECKING:
+    from spicectl.spice.display import Display
+
+
+class Session(Protocol):
+    main: Connection | None
+    channels_available: set[tuple[int, int]]
+    display: Display
+
+    async def open_channel(self, channel_type: int, channel_id: int = 0,
+                           caps: tuple[int, ...] = ()) -> Connection: ...
+
+    def raise_if_failed(self) -> None: ...
+
+    async def wait_event(self, event: asyncio.Event, what: str, timeout: float = ...) -> None: ...
 
 
 async def run_for(work: Awaitable[None], seconds: float | None, stop: asyncio.Event | None = None) -> None:

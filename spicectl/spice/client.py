@@ -165,10 +165,10 @@ class Client:
     async def connect(self, *, display: bool = True, inputs: bool = True, cursor: bool = False) -> Client:
         self.main = await self.open_channel(link.MAIN)
         self._spawn(self._main_loop())
-        await self._wait(self._init, "the main channel's init message")
+        await self.wait_event(self._init, "the main channel's init message")
         self.main.send(M.MSGC_MAIN_ATTACH_CHANNELS)
         await self.main.flush()
-        await self._wait(self._channels_listed, "the channel list")
+        await self.wait_event(self._channels_listed, "the channel list")
         if display:
             if (link.DISPLAY, 0) not in self.channels_available:
                 raise ProtocolError("the guest has no display channel")
@@ -192,7 +192,7 @@ class Client:
         if inputs and (link.INPUTS, 0) in self.channels_available:
             self.inputs.channel = await self.open_channel(link.INPUTS, 0, (INPUTS_CAP_KEY_SCANCODE,))
             self._spawn(self.inputs.run(self._inputs_ready))
-            await self._wait(self._inputs_ready, "the inputs channel")
+            await self.wait_event(self._inputs_ready, "the inputs channel")
         return self
 
     async def __aenter__(self) -> Client:
@@ -232,16 +232,18 @@ class Client:
         """A channel task of this session ended with an error: the session is no use any more."""
         return self._error is not None
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
+        """Raise what ended a channel task of this session, if one ended so."""
         if self._error is not None:
             raise self._error
 
-    async def _wait(self, event: asyncio.Event, what: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    async def wait_event(self, event: asyncio.Event, what: str, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Wait for `event` (TimeoutExpired naming `what` after `timeout`), then raise what ended the session."""
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             raise TimeoutExpired(f"timed out waiting for {what}") from None
-        self._raise_if_failed()
+        self.raise_if_failed()
 
     # --- channel loops ------------------------------------------------------------------
     async def _main_loop(self) -> None:
@@ -291,7 +293,7 @@ class Client:
         deadline = time.monotonic() + timeout
         first_seen = None
         while True:
-            self._raise_if_failed()
+            self.raise_if_failed()
             now = time.monotonic()
             # the cursor channel's INIT says what the pointer is; a picture taken before it has none
             cursor_known = self.cursor is None or self.cursor.initialized
@@ -315,7 +317,7 @@ class Client:
         """Wait for display messages that arrived since the last call (raises what ended the client)."""
         await self._changed.wait()
         self._changed.clear()
-        self._raise_if_failed()
+        self.raise_if_failed()
 
     def _check_complete(self) -> None:
         missing = self.display.warnings | (self.cursor.warnings if self.cursor is not None else set())

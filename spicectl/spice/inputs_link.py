@@ -14,7 +14,7 @@ from spicectl.spice import wire as W
 from spicectl.spice.keys import break_code, make_code, parse_combo, text_to_strokes
 
 if TYPE_CHECKING:
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
     from spicectl.spice.transport import Connection
 
 INPUTS_CAP_KEY_SCANCODE = 0
@@ -24,7 +24,7 @@ MOTION_ACK_WAIT = 5.0
 
 
 class InputsLink:
-    def __init__(self, session: Client) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
         self.channel: Connection | None = None   # once linked
         self.mouse_modes = 0
@@ -56,7 +56,7 @@ class InputsLink:
                 self._motion_acked.set()
 
     def _need_inputs(self) -> Connection:
-        self._session._raise_if_failed()
+        self._session.raise_if_failed()
         if self.channel is None:
             raise ProtocolError("the guest has no inputs channel")
         return self.channel
@@ -109,7 +109,7 @@ class InputsLink:
                 await asyncio.wait_for(self._mouse_mode_told.wait(), MOUSE_MODE_WAIT)
             except TimeoutError:
                 pass
-            self._session._raise_if_failed()
+            self._session.raise_if_failed()
         if self.mouse_mode == M.MOUSE_MODE_CLIENT:
             await self._motion_room(ch)
             ch.send(M.MSGC_INPUTS_MOUSE_POSITION,
@@ -134,7 +134,7 @@ class InputsLink:
             except TimeoutError:
                 raise ProtocolError(f"the server acknowledged none of {self._motion_unacked} pointer motions "
                                     f"in {MOTION_ACK_WAIT:g}s") from None
-            self._session._raise_if_failed()
+            self._session.raise_if_failed()
 
     async def click(self, button: str = "left", *, hold: float = 0.05) -> None:
         await self.mouse_button(button, True)

@@ -11,10 +11,10 @@ from spicectl.spice.channel_io import read_by
 from spicectl.spice.port import PortState
 
 if TYPE_CHECKING:
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
 
 
-async def list_ports(session: Client, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
+async def list_ports(session: Session, *, timeout: float = 15) -> dict[tuple[int, int], PortState]:
     """Link each port and WebDAV channel; its name and whether the guest holds it open."""
     found: dict[tuple[int, int], PortState] = {}
     for key in sorted(k for k in session.channels_available if k[0] in (link.PORT, link.WEBDAV)):

@@ -10,10 +10,10 @@ from spicectl.spice import messages as M
 from spicectl.spice.channel_io import read_by
 
 if TYPE_CHECKING:
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
 
 
-async def usbredir_hellos(session: Client, *, timeout: float = 15) -> dict[int, usbredir.Hello]:
+async def usbredir_hellos(session: Session, *, timeout: float = 15) -> dict[int, usbredir.Hello]:
     """Link each usbredir channel, exchange the usbredir hello, and return what each peer said."""
     from spicectl import __version__
 

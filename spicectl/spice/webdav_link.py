@@ -13,13 +13,13 @@ from spicectl.spice import messages as M
 from spicectl.spice.channel_io import run_for
 
 if TYPE_CHECKING:
-    from spicectl.spice.client import Client
+    from spicectl.spice.channel_io import Session
 
 
 Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
-async def serve_webdav(session: Client, connect: Connector, *, seconds: float | None = None,
+async def serve_webdav(session: Session, connect: Connector, *, seconds: float | None = None,
                        stop: asyncio.Event | None = None,
                        on_connection: Callable[[int], None] = lambda _n: None,
                        on_ready: Callable[[], None] = lambda: None) -> int:

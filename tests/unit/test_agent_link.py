@@ -32,10 +32,10 @@ class Session:
     def __init__(self) -> None:
         self.main = Main()
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
         pass
 
-    async def _wait(self, event: asyncio.Event, what: str, timeout: float = 1.0) -> None:
+    async def wait_event(self, event: asyncio.Event, what: str, timeout: float = 1.0) -> None:
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
