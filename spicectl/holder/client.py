@@ -14,8 +14,8 @@ import os
 import sys
 import time
 
+from spicectl import paths
 from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SOCKET, wire
-from spicectl.paths import umask
 
 VALUE_OPTIONS = {"--connect", "-c", "--state-dir", "--persist"}
 NOT_TRUSTED = 10   # the exit code for "the host lacks a permission": the CLI's table, not imported here
@@ -66,8 +66,6 @@ def persist_seconds(options: dict[str, str]) -> float | None:
 
 
 def state_dir(options: dict[str, str]) -> str | None:
-    from spicectl import paths
-
     explicit = options.get("--state-dir") or os.environ.get("SPICECTL_STATE_DIR")
     if explicit:
         return os.path.abspath(os.path.expanduser(explicit))
@@ -119,7 +117,7 @@ def forward(argv: list[str]) -> int | None:
         sys.stderr.write(f"spicectl: error: the process listening at {path} is not yours: refusing to hand it this "
                          "command and its environment\n")
         return NOT_TRUSTED
-    request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask(),
+    request = {"op": "run", "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": paths.umask(),
                "persist": persist}
     try:
         wire.send(sock, request)
