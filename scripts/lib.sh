@@ -38,7 +38,8 @@ ensure_venv() {
   fi
   local stamp="$VENV/.spicectl-installed"
   local want
-  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  # what the install builds from: the dependencies, and the compiled decoders (built in place by the hook)
+  want="$(cat "$ROOT/pyproject.toml" "$ROOT/hatch_build.py" "$ROOT"/spicectl/spice/codecs/*.c | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing spicectl and its dependencies into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip >&2

@@ -25,6 +25,21 @@ class Result:
         return json.loads(self.stdout)
 
 
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def decoders(request):
+    """Runs each test of a module with the compiled decoder loops, then again with the pure-Python
+    reference (module-scoped so hypothesis examples share it)."""
+    from spicectl.spice.codecs import accel
+
+    saved = accel.native
+    if request.param == "compiled":
+        assert saved is not None, f"the compiled decoders are not built: {accel.why_not}"
+    else:
+        accel.native = None
+    yield request.param
+    accel.native = saved
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"

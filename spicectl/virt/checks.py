@@ -21,6 +21,7 @@ def run_checks(s: Settings, *, on_busy: Callable[[], None] | None = None) -> lis
     from spicectl.image.build import check_host, unprivileged_problem
     from spicectl.pki.ca import CA_CERT
     from spicectl.pki.verify import verify_directory
+    from spicectl.spice.codecs import accel
     from spicectl.virt import host as H
     from spicectl.virt.connection import open_hypervisor, resolve
     from spicectl.virt.kvm import probe
@@ -48,6 +49,8 @@ def run_checks(s: Settings, *, on_busy: Callable[[], None] | None = None) -> lis
                                   severity="error" if problem is None else "warning"))
     except EnvironmentProblem as exc:
         checks.append(HostCheck("images", True, f"{exc.message} ({exc.hint})", severity="warning"))
+    checks.append(HostCheck("decoders", True, f"image decoders: {accel.describe()}",
+                            severity="error" if accel.native is not None else "warning"))
     target = resolve(s.connect, s.state_dir)
     session = target.uri == H.SESSION_URI
     if (target.embedded or session) and os.getuid() != 0:

@@ -106,6 +106,11 @@ def test_the_wheel_finds_its_data_files_outside_the_checkout(as_user, wheel_venv
     located = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "import spicectl; print(spicectl.__file__)"],
                              capture_output=True, text=True, check=True, cwd="/").stdout
     assert not located.startswith(str(REPO))
+    # the wheel's build hook compiled the decoders (the checkout's in-place build is not in the wheel)
+    built = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "from spicectl.spice.codecs import accel;"
+                            "print(accel.native.__file__)"], capture_output=True, text=True, check=True, cwd="/")
+    assert built.stdout.startswith(str(wheel_venv))
+    assert "compiled" in checks(as_user)["decoders"]["detail"]
 
 
 def checks(as_user) -> dict[str, dict]:

@@ -19,6 +19,9 @@ from spicectl.spice.display import ROP_PUT, Display
 from spicectl.spice.link import LinkReply
 from tests.display_messages import NO_MASK, base, fill, stream_create, surface_create
 
+# every test here runs with the compiled decoder loops and with the pure-Python reference
+pytestmark = pytest.mark.usefixtures("decoders")
+
 
 def lz_header(image_type: int, w: int, h: int, stride: int, top_down: int = 1) -> bytes:
     return struct.pack(">7I", MAGIC, VERSION, image_type, w, h, stride, top_down)

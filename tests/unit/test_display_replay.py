@@ -13,6 +13,9 @@ from tests.conftest import REPO
 
 DATA = REPO / "tests" / "data"
 
+# every test here runs with the compiled decoder loops and with the pure-Python reference
+pytestmark = pytest.mark.usefixtures("decoders")
+
 
 RECORDINGS = {
     "display-lz": (400, 720), "display-glz": (400, 720), "display-auto_glz": (400, 720), "display-quic": (400, 720),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spicectl.errors import ProtocolError
+from spicectl.spice.codecs import accel
 from spicectl.spice.pixels import rgb555_bgr
 
 if TYPE_CHECKING:
@@ -107,8 +108,10 @@ class _Units:
         self.type = image_type
         self.what = what
         self.scale = PLT_PIXELS_PER_BYTE.get(image_type, 1)  # pixels per unit (CAST_PLT_DISTANCE)
+        self.pal_bytes: bytes | None = None
         if image_type in PLT_PIXELS_PER_BYTE:
             self.pal = _palette_pixels(palette, what)
+            self.pal_bytes = b"".join(self.pal)
 
     def literal(self, r: _Reader, count: int, out: bytearray, op: int) -> int:
         """Write `count` literal units at pixel `op`; return pixels written."""
@@ -184,6 +187,12 @@ def _literals(r: _Reader, units: _Units, out: bytearray, op: int, count: int, n_
 
 
 def _lz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, alpha_only: bool) -> None:
+    if accel.native is not None:
+        try:
+            r.pos = accel.native.lz_pass(r.data, r.pos, out, n_pixels, units.type, units.pal_bytes, alpha_only)
+        except accel.FAILURES as e:
+            raise accel.failure(e) from None
+        return
     bias = 3 if units.type in PLT_PIXELS_PER_BYTE or units.type in (XXXA, A8) or alpha_only else \
         2 if units.type == RGB16 else 1
     scale = units.scale
@@ -267,29 +276,31 @@ def decode_lz(data: bytes | memoryview, palette: Palette | None = None) -> Decod
 
 
 @dataclass
-class _WindowImage:
-    id: int
-    pixels: bytearray   # in decode order (not flipped)
-    win_head_dist: int
-
-
-@dataclass
 class GlzWindow:
-    """The images GLZ may refer back to, bounded by the window size we told the server."""
+    """The images GLZ may refer back to (id -> pixels in decode order), bounded by the window size we
+    told the server. Honest servers number images upwards, so the oldest is first in the dict."""
 
     max_pixels: int
-    images: dict[int, _WindowImage] = field(default_factory=dict)
+    images: dict[int, bytearray] = field(default_factory=dict)
+    nbytes: int = 0
 
-    def add(self, img: _WindowImage) -> None:
-        self.images[img.id] = img
-        oldest = img.id - img.win_head_dist
-        for key in [k for k in self.images if k < oldest]:
-            del self.images[key]
+    def add(self, image_id: int, pixels: bytearray, win_head_dist: int) -> None:
+        images = self.images
+        replaced = images.pop(image_id, None)
+        if replaced is not None:
+            self.nbytes -= len(replaced)
+        images[image_id] = pixels
+        self.nbytes += len(pixels)
+        oldest = image_id - win_head_dist
         # a server can never need more than the window it was given; drop the oldest beyond it
-        while sum(len(i.pixels) for i in self.images.values()) // 4 > self.max_pixels * 2 and len(self.images) > 1:
-            del self.images[min(self.images)]
+        limit = self.max_pixels * 8
+        while len(images) > 1:
+            first = next(iter(images))
+            if first >= oldest and self.nbytes <= limit:
+                break
+            self.nbytes -= len(images.pop(first))
 
-    def get(self, image_id: int) -> _WindowImage:
+    def get(self, image_id: int) -> bytearray:
         try:
             return self.images[image_id]
         except KeyError:
@@ -297,10 +308,7 @@ class GlzWindow:
 
     def clear(self) -> None:
         self.images.clear()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(i.pixels) for i in self.images.values())
+        self.nbytes = 0
 
 
 def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id: int,
@@ -345,9 +353,9 @@ def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id
                 _copy_ref(out, out, src, op, length, alpha_only)
             else:
                 ref = window.get(image_id - image_dist)
-                if (pixel_ofs + length) * 4 > len(ref.pixels):
+                if (pixel_ofs + length) * 4 > len(ref):
                     raise ProtocolError("GLZ: back-reference outside the referenced image")
-                _copy_ref(out, ref.pixels, pixel_ofs, op, length, alpha_only)
+                _copy_ref(out, ref, pixel_ofs, op, length, alpha_only)
             op += length
         else:
             op = _literals(r, units, out, op, ctrl + 1, n_pixels, alpha_only)
@@ -358,6 +366,18 @@ def _glz_pass(r: _Reader, units: _Units, out: bytearray, n_pixels: int, image_id
 
 def decode_glz(data: bytes | memoryview, window: GlzWindow, palette: Palette | None = None) -> Decoded:
     """Decode one GLZ image, adding it to `window` for later images to refer to."""
+    native = accel.native
+    if native is not None:
+        pal = None
+        if palette is not None and len(palette) and len(data) > 8 and data[8] & 0x0F in PLT_PIXELS_PER_BYTE:
+            pal = b"".join(_palette_pixels(palette, "GLZ"))
+        try:
+            width, height, row, alpha, image_id, head_dist, out, shown = native.glz(data, window.images, pal,
+                                                                                    MAX_PIXELS)
+        except accel.FAILURES as e:
+            raise accel.failure(e) from None
+        window.add(image_id, out, head_dist)
+        return Decoded(width, height, shown, row, alpha)
     r = _Reader(data, 0, "GLZ")
     if r.u32() != MAGIC:
         raise ProtocolError("GLZ: bad magic")
@@ -375,7 +395,7 @@ def decode_glz(data: bytes | memoryview, window: GlzWindow, palette: Palette | N
     _glz_pass(r, units, out, n, image_id, window, alpha_only=False)
     if image_type == RGBA:
         _glz_pass(r, units, out, n, image_id, window, alpha_only=True)
-    window.add(_WindowImage(image_id, out, win_head_dist))
+    window.add(image_id, out, win_head_dist)
     row = n // height
     pixels = out if top_down else _flip(out, row, height)
     return Decoded(width, height, pixels, row, has_alpha=image_type == RGBA)

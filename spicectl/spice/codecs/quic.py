@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from spicectl.errors import ProtocolError, TimeoutExpired
+from spicectl.spice.codecs import accel
 from spicectl.spice.codecs.lz import MAX_PIXELS, Decoded
 from spicectl.spice.pixels import widen5
 
@@ -338,6 +339,12 @@ def decode_quic(data: bytes, deadline: float | None = None) -> Decoded:
     channels = {TYPE_GRAY: 1, TYPE_RGBA: 4}.get(kind, 3)
     if bits.limit - bits.pos < channels * (width + 3 * (height - 1)):
         raise ProtocolError(f"QUIC image: too little data for {width}x{height}")
+    if accel.native is not None:
+        try:
+            pixels = accel.native.quic(data, kind, width, height, -1.0 if deadline is None else deadline)
+        except accel.FAILURES as e:
+            raise accel.failure(e) from None
+        return Decoded(width, height, pixels, width, has_alpha=kind == TYPE_RGBA)
     out = np.zeros((height, width, 4), np.uint8)
     if kind == TYPE_GRAY:
         _decode_planes(bits, FAMILY_8, 1, width, height, out, (0, 1, 2), deadline)
