@@ -204,6 +204,36 @@ def test_the_hook_builds_a_module_that_decodes(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path), str(sample)], check=True, cwd=REPO)
 
 
+def test_the_compiled_loops_stay_in_bounds_under_asan_on_hostile_input(tmp_path):
+    """The differential tests above, again with the extension built under AddressSanitizer and
+    UBSan: an out-of-bounds read or write, or undefined arithmetic, aborts the run."""
+    import os
+
+    target = tmp_path / "_accel.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O1", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                    f"-I{__import__('sysconfig').get_paths()['include']}", str(REPO / "spicectl/spice/codecs/_accel.c"),
+                    "-o", str(target)], check=True)
+    runtimes = [subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True,
+                               check=True).stdout.strip() for lib in ("libasan.so", "libubsan.so")]
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("spicectl.spice.codecs._accel", {str(target)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules[spec.name] = module
+from spicectl.spice.codecs import accel
+assert accel.native is module
+import pytest
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/unit/test_accel.py", "-k", "both_ways"]))
+"""
+    env = {**os.environ, "LD_PRELOAD": " ".join(runtimes), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
+    env.pop("SPICECTL_DECODERS", None)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout
+
+
 def test_spicectl_decoders_python_picks_the_reference(tmp_path):
     probe = "from spicectl.spice.codecs import accel; print(accel.native is None, accel.describe())"
     out = subprocess.run([sys.executable, "-c", probe], env={"SPICECTL_DECODERS": "python", "PATH": "/usr/bin"},
