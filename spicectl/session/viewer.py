@@ -2,9 +2,12 @@
 
 Tk runs in a thread of its own and the client stays on the caller's asyncio loop, where a
 per-session proxy may run beside it. The window hands what the user does to the loop with
-call_soon_threadsafe; the loop hands frames to the window through a one-frame slot (a newer
-frame replaces one not drawn yet, so a slow window skips frames instead of falling behind)
-and everything else through a queue the window polls.
+call_soon_threadsafe; the loop hands the window what changed on the guest's screen through a
+one-patch slot (the area drawn since the window last took one: a slow window skips frames
+instead of falling behind) and everything else through a queue; either wakes the window through
+a pipe Tk watches, so an idle window costs nothing. Only the changed area is converted and
+drawn, on a Tk canvas that redraws just that area: a video in a corner of the screen costs
+the corner.
 
 Tk comes with Python (Debian: python3-tk) and draws through Pillow's ImageTk: no toolkit to
 install beyond what the client needs. The guest's sound plays through `sound.Speaker` (PortAudio)
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,13 +28,13 @@ from typing import Any
 
 from spicectl.errors import EnvironmentProblem, SpicectlError
 from spicectl.spice import messages as M
+from spicectl.spice.display import Display, Rect
 
 log = logging.getLogger("spicectl.viewer")
 
 RELEASE_KEYS = "Shift+F12"   # remote-viewer's default release-cursor combination
 FRAME_INTERVAL = 1 / 60      # frames handed to the window at most this often
 RESIZE_DEBOUNCE_MS = 400     # a window being dragged asks the guest once it rests
-POLL_MS = 8
 BUTTONS = {1: "left", 2: "middle", 3: "right", 4: "up", 5: "down"}
 SHIFT_MASK = 0x1
 
@@ -106,21 +110,72 @@ class ViewStats:
     share_connections: int = 0   # guest connections to the shared folder
 
 
-class _FrameSlot:
-    """The newest frame not yet drawn (the loop puts, the window takes)."""
+@dataclass(frozen=True)
+class _Patch:
+    """A changed area of the guest's screen, and the size of the whole screen."""
+
+    size: tuple[int, int]
+    area: Rect
+    bgrx: Any    # numpy (h, w, 4) uint8, the surface's own pixels (Pillow reads them as RGB in one pass)
+
+    @property
+    def whole(self) -> bool:
+        return (self.area.width, self.area.height) == self.size
+
+
+class _ToWindow:
+    """What the loop hands the window: the part of the guest's screen not drawn yet (one patch, the
+    area changed since the window last took one) and messages. Each wakes the window's thread through
+    a pipe that Tk watches: the window does not poll."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._frame: Any = None
+        self._patch: _Patch | None = None
+        self._size: tuple[int, int] | None = None   # of the last patch offered
+        self.messages: queue.Queue[GuestText | Close] = queue.Queue()
+        self.wake_fd, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        os.set_blocking(self._wake_w, False)
 
-    def put(self, frame: Any) -> None:
+    def offer(self, display: Display) -> bool:
+        """Hand over what the display drew since the last offer, with what the window has not taken yet."""
+        dirty = display.take_dirty()
+        size = display.primary_size()
+        if dirty is None or size is None:
+            return False
         with self._lock:
-            self._frame = frame
+            if size != self._size:   # a new screen: the window draws it whole
+                area = Rect(0, 0, size[1], size[0])
+            else:
+                area = dirty.union(self._patch.area if self._patch is not None else None)
+            self._patch = _Patch(size, area, display.primary_bgrx(area))
+            self._size = size
+        self._wake()
+        return True
 
-    def take(self) -> Any:
+    def send(self, message: GuestText | Close) -> None:
+        self.messages.put(message)
+        self._wake()
+
+    def take(self) -> _Patch | None:
+        """The patch to draw, if any (the window's thread, once woken)."""
+        try:
+            os.read(self.wake_fd, 4096)
+        except BlockingIOError:
+            pass
         with self._lock:
-            frame, self._frame = self._frame, None
-        return frame
+            patch, self._patch = self._patch, None
+        return patch
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:   # the pipe is full: the window has wakes enough pending
+            pass
+
+    def close(self) -> None:
+        os.close(self.wake_fd)
+        os.close(self._wake_w)
 
 
 def tk_available() -> bool:
@@ -145,8 +200,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
-    slot = _FrameSlot()
-    to_window: queue.Queue[GuestText | Close] = queue.Queue()
+    to_window = _ToWindow()
     stats = ViewStats()
     counted = client.display_observer
 
@@ -162,11 +216,11 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     def post(event: Event) -> None:  # from the window's thread
         loop.call_soon_threadsafe(events.put_nowait, event)
 
-    window = threading.Thread(target=_Window.run, args=(title, post, slot, to_window, stats), daemon=True,
+    window = threading.Thread(target=_Window.run, args=(title, post, to_window, stats), daemon=True,
                               name="spicectl-viewer")
     began, cpu = time.monotonic(), time.process_time()
     window.start()
-    tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, slot, stats))]
+    tasks: list[asyncio.Future] = [asyncio.ensure_future(_frames(client, to_window, stats))]
     if client.agent.connected:
         tasks.append(asyncio.ensure_future(_clipboard(client, to_window)))
     if sound:
@@ -210,25 +264,31 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
                 case Offer(text) if client.agent.connected:
                     await client.agent.clipboard_offer(text)
     finally:
-        to_window.put(Close())
+        to_window.send(Close())
         for task in [*tasks, *([resizing] if resizing else [])]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(window.join, 5)
+        if not window.is_alive():
+            to_window.close()
         stats.seconds = time.monotonic() - began
         stats.cpu_seconds = time.process_time() - cpu
     return stats
 
 
-async def _frames(client, slot: _FrameSlot, stats: ViewStats) -> None:
-    """Hand the window the guest's screen whenever it changed, at most every FRAME_INTERVAL."""
+async def _frames(client, to_window: _ToWindow, stats: ViewStats) -> None:
+    """Hand the window what changed on the guest's screen, at most every FRAME_INTERVAL (a video
+    below that rate is handed on as each frame comes, with no timer in between)."""
+    loop = asyncio.get_running_loop()
+    last = 0.0
     while True:
         await client.display_changed()
-        frame = client.display.primary_rgb()
-        if frame is not None:
-            slot.put(frame)
+        wait = last + FRAME_INTERVAL - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if to_window.offer(client.display):
             stats.frames_offered += 1
-        await asyncio.sleep(FRAME_INTERVAL)
+            last = loop.time()
 
 
 async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], None]) -> None:
@@ -252,8 +312,7 @@ async def _key(client, evdev: int, down: bool) -> None:
 
 
 async def _resize(client, width: int, height: int) -> None:
-    frame = client.display.primary_rgb()
-    if frame is not None and frame.shape[:2] == (height, width):
+    if client.display.primary_size() == (width, height):
         return
     try:
         await client.resize(max(320, width), max(200, height), timeout=30)
@@ -261,9 +320,9 @@ async def _resize(client, width: int, height: int) -> None:
         log.info("the guest did not take %dx%d: %s", width, height, exc)
 
 
-async def _clipboard(client, to_window: queue.Queue[GuestText | Close]) -> None:
+async def _clipboard(client, to_window: _ToWindow) -> None:
     try:
-        await client.agent.clipboard_sync(lambda text: to_window.put(GuestText(text)))
+        await client.agent.clipboard_sync(lambda text: to_window.send(GuestText(text)))
     except Exception as exc:  # the view goes on without a shared clipboard
         log.info("clipboard sharing stopped: %s", exc)
 
@@ -271,19 +330,25 @@ async def _clipboard(client, to_window: queue.Queue[GuestText | Close]) -> None:
 class _Window:
     """The Tk side; every Tk call happens in the thread that runs `run`."""
 
-    def __init__(self, title: str, post: Callable[[Event], None], slot: _FrameSlot,
-                 inbox: queue.Queue[GuestText | Close], stats: ViewStats) -> None:
+    def __init__(self, title: str, post: Callable[[Event], None], inbox: _ToWindow, stats: ViewStats) -> None:
         import tkinter as tk
 
-        self.title, self.post, self.slot, self.inbox, self.stats = title, post, slot, inbox, stats
+        self.title, self.post, self.inbox, self.stats = title, post, inbox, stats
         self.tk = tk
         self.root = tk.Tk()
         self.root.title(title)
         self.root.configure(background="black")
-        self.screen = tk.Label(self.root, borderwidth=0, highlightthickness=0, background="black",
-                               cursor="crosshair")
+        # a canvas, not a label: a label redraws all of its image when any of it changes
+        self.screen = tk.Canvas(self.root, borderwidth=0, highlightthickness=0, background="black",
+                                cursor="crosshair")
         self.screen.pack(fill="both", expand=True)
+        self.item = self.screen.create_image(0, 0, anchor="nw")
         self.photo: Any = None
+        self.scratch: Any = None                   # a changed area on its way into the photo
+        # an area updated again and again (a video) gets an image of its own above the screen's: Tk
+        # scans all of a photo's pixels on every change to it, 0.3 ms for 1024x768
+        self.overlay: tuple[Rect, Any, Any] | None = None   # area, its photo, its canvas item
+        self.last_area: Rect | None = None
         self.size: tuple[int, int] | None = None   # the guest's screen, as last drawn
         self.grabbed = False
         self.clipboard: str | None = None          # what both sides hold: not offered back
@@ -291,9 +356,8 @@ class _Window:
         self.shown = False
 
     @classmethod
-    def run(cls, title: str, post: Callable[[Event], None], slot: _FrameSlot,
-            inbox: queue.Queue[GuestText | Close], stats: ViewStats) -> None:
-        window = cls(title, post, slot, inbox, stats)
+    def run(cls, title: str, post: Callable[[Event], None], inbox: _ToWindow, stats: ViewStats) -> None:
+        window = cls(title, post, inbox, stats)
         try:
             window.loop()
         finally:
@@ -316,7 +380,9 @@ class _Window:
         root.bind("<FocusIn>", self.on_focus)
         root.protocol("WM_DELETE_WINDOW", self.closed)
         screen.focus_set()
-        root.after(POLL_MS, self.poll)
+        # woken by the loop when there is something to draw or to do: no polling
+        root.tk.createfilehandler(self.inbox.wake_fd, self.tk.READABLE, lambda _fd, _mask: self.on_wake())
+        self.on_wake()   # anything offered before the handler was there
         root.mainloop()
 
     def set_title(self) -> None:
@@ -367,24 +433,61 @@ class _Window:
 
     def closed(self) -> None:
         self.post(Closed())
+        self.destroy()
+
+    def destroy(self) -> None:
+        self.root.tk.deletefilehandler(self.inbox.wake_fd)
         self.root.destroy()
 
-    def poll(self) -> None:
+    def draw(self, area: Rect, image: Any, *, whole: bool) -> None:
+        from PIL import ImageTk
+
+        if self.overlay is not None and self.overlay[0] == area:
+            self.overlay[1].paste(image)
+            return
+        self.drop_overlay()
+        if area == self.last_area and not whole:
+            photo = ImageTk.PhotoImage(image)
+            self.overlay = (area, photo, self.screen.create_image(area.left, area.top, anchor="nw", image=photo))
+        elif whole:
+            self.photo.paste(image)
+        else:
+            if self.scratch is None or (self.scratch.width(), self.scratch.height()) != image.size:
+                self.scratch = ImageTk.PhotoImage(image)
+            else:
+                self.scratch.paste(image)
+            # Tk copies the block and redraws only that area of the canvas
+            self.root.tk.call(str(self.photo), "copy", str(self.scratch), "-to", area.left, area.top)
+
+    def drop_overlay(self) -> None:
+        """Put the overlay's pixels into the screen's photo and remove it."""
+        if self.overlay is None:
+            return
+        area, photo, item = self.overlay
+        self.overlay = None
+        if self.photo is not None:
+            self.root.tk.call(str(self.photo), "copy", str(photo), "-to", area.left, area.top)
+        self.screen.delete(item)
+
+    def on_wake(self) -> None:
         from PIL import Image, ImageTk
 
         root = self.root
-        frame = self.slot.take()
-        if frame is not None:
-            height, width = frame.shape[:2]
-            image = Image.fromarray(frame, "RGB")
-            if self.photo is None or self.size != (width, height):
+        patch = self.inbox.take()
+        if patch is not None:
+            width, height = patch.size
+            image = Image.frombuffer("RGB", (patch.area.width, patch.area.height), patch.bgrx, "raw", "BGRX", 0, 1)
+            if self.photo is None or self.size != patch.size:
+                self.drop_overlay()
                 self.photo = ImageTk.PhotoImage(image)
-                self.screen.configure(image=self.photo)
+                self.screen.itemconfigure(self.item, image=self.photo)
+                self.screen.configure(width=width, height=height)
                 if self.size is None or (root.winfo_width(), root.winfo_height()) == self.size:
                     root.geometry(f"{width}x{height}")  # the window follows the guest unless the user resized it
-                self.size = (width, height)
+                self.size = patch.size
             else:
-                self.photo.paste(image)
+                self.draw(patch.area, image, whole=patch.whole)
+            self.last_area = patch.area
             self.stats.frames_drawn += 1
             if not self.shown:
                 self.shown = True
@@ -392,15 +495,14 @@ class _Window:
                 self.post(Shown())
         while True:
             try:
-                message = self.inbox.get_nowait()
+                message = self.inbox.messages.get_nowait()
             except queue.Empty:
                 break
             match message:
                 case Close():
-                    root.destroy()
+                    self.destroy()
                     return
                 case GuestText(text):
                     self.clipboard = text
                     root.clipboard_clear()
                     root.clipboard_append(text)
-        root.after(POLL_MS, self.poll)

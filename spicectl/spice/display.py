@@ -59,6 +59,14 @@ class Rect:
     def of(cls, r: dict) -> Rect:
         return cls(r["top"], r["left"], r["bottom"], r["right"])
 
+    def union(self, other: Rect | None) -> Rect:
+        if other is None or other.empty:
+            return self
+        if self.empty:
+            return other
+        return Rect(min(self.top, other.top), min(self.left, other.left),
+                    max(self.bottom, other.bottom), max(self.right, other.right))
+
     def intersect(self, other: Rect) -> Rect:
         return Rect(max(self.top, other.top), max(self.left, other.left),
                     min(self.bottom, other.bottom), min(self.right, other.right))
@@ -117,6 +125,7 @@ class Display:
         self.warnings: set[str] = set()
         self.streams: dict[int, Stream] = {}
         self.monitors: list[Monitor] = []  # as the server last said; empty until it says
+        self.dirty: Rect | None = None     # what may have changed on the primary surface since take_dirty
 
     # --- dispatch ------------------------------------------------------------
     def handle(self, msg_type: int, body: bytes) -> None:
@@ -238,6 +247,7 @@ class Display:
         if box.empty:
             return
         surface = self.surface(stream.surface_id)
+        self._touch(stream.surface_id, box)
         vis = self._visible(surface, box, stream.clips)
         full = Rect(0, 0, frame.shape[0], frame.shape[1])
         region = self._src_region(Image(frame), full, box, vis)
@@ -259,6 +269,7 @@ class Display:
         if s["flags"] & M.SURFACE_FLAG_PRIMARY:
             self.primary = s["surface_id"]
             self.marked = False
+        self._touch(s["surface_id"], Rect(0, 0, h, w))
 
     def _surface_bytes(self) -> int:
         return sum(a.nbytes for a in self.surfaces.values())
@@ -272,11 +283,40 @@ class Display:
         except KeyError:
             raise ProtocolError(f"display channel: drawing on unknown surface {sid}") from None
 
-    def primary_rgb(self) -> np.ndarray | None:
-        """The primary surface as (h, w, 3) RGB, or None before the server created it."""
+    def _touch(self, sid: int, box: Rect) -> None:
+        if sid == self.primary:
+            self.dirty = box.union(self.dirty)
+
+    def primary_size(self) -> tuple[int, int] | None:
+        """The primary surface's width and height, or None before the server created it."""
+        if self.primary is None or self.primary not in self.surfaces:
+            return None
+        h, w = self.surfaces[self.primary].shape[:2]
+        return w, h
+
+    def take_dirty(self) -> Rect | None:
+        """What of the primary surface may have changed since the last call (within the surface), or None."""
+        dirty, self.dirty = self.dirty, None
+        size = self.primary_size()
+        if dirty is None or size is None:
+            return None
+        dirty = dirty.intersect(Rect(0, 0, size[1], size[0]))
+        return None if dirty.empty else dirty
+
+    def primary_bgrx(self, area: Rect) -> np.ndarray | None:
+        """A copy of `area` of the primary surface, as the surface holds it (h, w, 4), or None before
+        the server created it."""
+        if self.primary is None or self.primary not in self.surfaces:
+            return None
+        return self.surfaces[self.primary][area.top:area.bottom, area.left:area.right].copy()
+
+    def primary_rgb(self, area: Rect | None = None) -> np.ndarray | None:
+        """The primary surface (or `area` of it) as (h, w, 3) RGB, or None before the server created it."""
         if self.primary is None or self.primary not in self.surfaces:
             return None
         bgrx = self.surfaces[self.primary]
+        if area is not None:
+            bgrx = bgrx[area.top:area.bottom, area.left:area.right]
         # a channel at a time: one copy through a reversed channel slice took 5x as long (the
         # viewer's largest cost per frame in bench/view.py's profile)
         rgb = np.empty(bgrx.shape[:2] + (3,), np.uint8)
@@ -288,7 +328,9 @@ class Display:
     def _base(self, p: BodyParser) -> tuple[np.ndarray, Rect, list[Rect]]:
         base = p.take(W.DISPLAY_BASE)
         rects = [Rect.of(r) for r in base["clip"].get("rects", ())]
-        return self.surface(base["surface_id"]), Rect.of(base["box"]), rects
+        box = Rect.of(base["box"])
+        self._touch(base["surface_id"], box)
+        return self.surface(base["surface_id"]), box, rects
 
     def _areas(self, surface: np.ndarray, box: Rect, clips: list[Rect]) -> list[Rect]:
         h, w = surface.shape[:2]
@@ -639,6 +681,7 @@ class Display:
         base = p.take(W.DISPLAY_BASE)
         sid = base["surface_id"]
         surface, box = self.surface(sid), Rect.of(base["box"])
+        self._touch(sid, box)
         clips = [Rect.of(r) for r in base["clip"].get("rects", ())]
         head = p.take(W.COMPOSITE_HEAD)
         flags = head["flags"]
