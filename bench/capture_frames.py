@@ -46,11 +46,11 @@ def main() -> None:
             client = server.client(display_observer=records.append)
             await client.connect(inputs=bool(args.keys))
             try:
-                await client.screenshot(settle=0.5)
+                await client.screen.screenshot(settle=0.5)
                 if args.keys:
                     await client.inputs.send_keys(*args.keys)
                 await asyncio.sleep(args.seconds)
-                return await client.screenshot(settle=0.5)
+                return await client.screen.screenshot(settle=0.5)
             finally:
                 await client.close()
 

@@ -169,10 +169,10 @@ async def main(actions, guest, shot, server):
             elif step == 1:
                 await client.inputs.send_keys("shift")
             elif step == 2:
-                (await client.screenshot(settle=0.0)).save(shot, "PNG")
+                (await client.screen.screenshot(settle=0.0)).save(shot, "PNG")
             else:
                 want = np.asarray(Image.open(shot).convert("RGB"))
-                await client.wait_for(lambda f: f.shape == want.shape and (f == want).all(axis=2).mean() >= 0.99,
+                await client.screen.wait_for(lambda f: f.shape == want.shape and (f == want).all(axis=2).mean() >= 0.99,
                                       timeout=30)
     finally:
         await client.close()

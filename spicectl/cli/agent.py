@@ -46,7 +46,7 @@ def resize(app: App, name: str, sizes: tuple[str, ...], timeout: float, **opts) 
                                  param_hint="WIDTHxHEIGHT...")
 
     async def work(client):
-        return await client.set_monitors(wanted, timeout=timeout)
+        return await client.screen.set_monitors(wanted, timeout=timeout)
 
     monitors = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, inputs=False)
     width, height = sum(w for w, _h in wanted), max(h for _w, h in wanted)

@@ -88,8 +88,8 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
 
     async def bounded(client, coro):
         # a warm session (the holder's) keeps its budget's accounting and takes this command's limit
-        client.display.budget.limit = limit
-        client.display.deadline = deadline
+        client.budget.limit = limit
+        client.screen.display.deadline = deadline
         try:
             if deadline is None:
                 return await coro
@@ -98,7 +98,7 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
             raise TimeoutExpired(f"{name}: the command did not finish within {timeout:g}s",
                                  hint="a longer --timeout") from None
         finally:
-            client.display.deadline = None
+            client.screen.display.deadline = None
 
     if app.runtime is not None and not is_spice_uri(name):
         s = app.settings
@@ -179,8 +179,8 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
         check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
-        image = await client.screenshot(settle=settle, monitor=monitor, timeout=timeout)
-        if with_cursor and not (client.cursor and client.cursor.drawn):
+        image = await client.screen.screenshot(settle=settle, monitor=monitor, timeout=timeout)
+        if with_cursor and not (client.screen.cursor and client.screen.cursor.drawn):
             app.warn(f"{name} shows no pointer on its screen (its cursor channel has no shape, or it is hidden "
                      "or off screen): the picture has none")
         return image

@@ -57,7 +57,7 @@ class WarmSessions:
 
             warm = self.sessions[key] = Warm(self._call(connect()), cursor)
         warm.used = time.monotonic()
-        warm.client.allow_partial = allow_partial
+        warm.client.screen.allow_partial = allow_partial
         return warm
 
     def drop(self, key: tuple) -> None:

@@ -186,7 +186,7 @@ async def _builtin_async(server: SpiceServer, opener, r: SessionRequest) -> dict
             stats = await view(client, f"{server.name} (spicectl)")
             return {"name": server.name, "mode": "builtin", "view": True, "seconds": round(stats.seconds, 1),
                     "frames_drawn": stats.frames_drawn}
-        image = await client.screenshot()
+        image = await client.screen.screenshot()
     finally:
         await client.close()
     return _builtin_result(server, image, r.screenshot)

@@ -48,14 +48,14 @@ class ScreenWait:
     async def run(self, client: Client, timeout: float) -> tuple[bool, np.ndarray | None]:
         """(True, the frame) once the condition holds; (False, the last frame seen) after `timeout`."""
         if self.reference is None:
-            start = await client.frame()
+            start = await client.screen.frame()
 
             def predicate(f):
                 return self.changed(start, f)
         else:
             predicate = self.matches
         try:
-            return True, await client.wait_for(predicate, timeout=timeout)
+            return True, await client.screen.wait_for(predicate, timeout=timeout)
         except TimeoutExpired as exc:
             last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
-            return False, last if last is not None else client.display.primary_rgb()
+            return False, last if last is not None else client.screen.display.primary_rgb()

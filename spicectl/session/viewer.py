@@ -202,7 +202,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
     events: asyncio.Queue[Event] = asyncio.Queue()
     to_window = _ToWindow()
     stats = ViewStats()
-    counted = client.display_observer
+    counted = client.screen.observer
 
     def count(msg) -> None:
         stats.display_messages += 1
@@ -210,8 +210,8 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
             stats.stream_frames += 1
         if counted is not None:
             counted(msg)
-    if client.display_channel is not None:
-        client.display_channel.observers.append(count)
+    if client.screen.channel is not None:
+        client.screen.channel.observers.append(count)
 
     def post(event: Event) -> None:  # from the window's thread
         loop.call_soon_threadsafe(events.put_nowait, event)
@@ -282,11 +282,11 @@ async def _frames(client, to_window: _ToWindow, stats: ViewStats) -> None:
     loop = asyncio.get_running_loop()
     last = 0.0
     while True:
-        await client.display_changed()
+        await client.screen.changed()
         wait = last + FRAME_INTERVAL - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        if to_window.offer(client.display):
+        if to_window.offer(client.screen.display):
             stats.frames_offered += 1
             last = loop.time()
 
@@ -312,10 +312,10 @@ async def _key(client, evdev: int, down: bool) -> None:
 
 
 async def _resize(client, width: int, height: int) -> None:
-    if client.display.primary_size() == (width, height):
+    if client.screen.display.primary_size() == (width, height):
         return
     try:
-        await client.resize(max(320, width), max(200, height), timeout=30)
+        await client.screen.resize(max(320, width), max(200, height), timeout=30)
     except Exception as exc:  # the window keeps its size; the guest keeps its own
         log.info("the guest did not take %dx%d: %s", width, height, exc)
 

@@ -37,7 +37,7 @@ async def record_playback(session: Session, seconds: float, *, opus: bool = True
     host decodes it, and the guest's playback compression is on (`Playback.mode` says which came)."""
     from spicectl.spice.audio import Playback, opus_available
 
-    playback = Playback(opus_ok=opus and opus_available(), seconds_kept=seconds, budget=session.display.budget)
+    playback = Playback(opus_ok=opus and opus_available(), seconds_kept=seconds, budget=session.budget)
 
     async def collect() -> None:
         async for msg_type, body in playback_messages(session, playback):

@@ -14,13 +14,13 @@ from spicectl.spice.channel import Message
 from spicectl.spice.transport import Connection
 
 if TYPE_CHECKING:
-    from spicectl.spice.display import Display
+    from spicectl.spice.budget import Budget
 
 
 class Session(Protocol):
     main: Connection | None
     channels_available: set[tuple[int, int]]
-    display: Display
+    budget: Budget
 
     async def open_channel(self, channel_type: int, channel_id: int = 0,
                            caps: tuple[int, ...] = ()) -> Connection: ...

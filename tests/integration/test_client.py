@@ -180,7 +180,7 @@ def test_the_library_client_sees_the_guest_without_the_cli(spicectl, menu_guest)
 
     async def shot():
         async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file) as client:
-            return await client.screenshot()
+            return await client.screen.screenshot()
 
     frame = np.asarray(asyncio.run(shot()).convert("RGB"))
     assert (menu_region(frame) == BOOT_MENU).all()

@@ -193,16 +193,16 @@ def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicect
 
     async def watch():
         async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file) as client:
-            await client.frame()
+            await client.screen.frame()
             await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl animated; echo ANIMATED",
                                     r"ANIMATED\r?\n")
             try:
                 deadline = time.monotonic() + 60
-                while not client.display.streams:  # the server turns the moving region into a video stream
+                while not client.screen.display.streams:  # the server turns the moving region into a video stream
                     assert time.monotonic() < deadline, "the animation never became a video stream"
                     await asyncio.sleep(0.2)
-                streamed = crop(await client.frame(settle=0), ANIMATION)
-                assert not client.display.warnings
+                streamed = crop(await client.screen.frame(settle=0), ANIMATION)
+                assert not client.screen.display.warnings
             finally:
                 await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl static; echo STILL",
                                         r"STILL\r?\n")
@@ -211,7 +211,7 @@ def test_the_animation_arrives_as_a_video_stream_and_its_area_ends_exact(spicect
             still = crop(await asyncio.to_thread(libvirt_screenshot, spicectl, GUEST), ANIMATION)
             deadline = time.monotonic() + 60
             while True:
-                ours = crop(await client.frame(), ANIMATION)
+                ours = crop(await client.screen.frame(), ANIMATION)
                 if (ours == still).all():
                     break
                 assert time.monotonic() < deadline, "the stopped stream's area never became exact"
@@ -236,16 +236,16 @@ def test_the_animation_streams_in_the_codec_the_client_prefers(spicectl, scene, 
         async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file,
                           prefer_video=(codec,)) as client:
             codecs, drawn = set(), []   # the animation's area after each video frame
-            handle = client.display.handle
+            handle = client.screen.display.handle
 
             def watched(msg_type: int, body: bytes) -> None:
                 handle(msg_type, body)
                 if msg_type in (M.MSG_DISPLAY_STREAM_DATA, M.MSG_DISPLAY_STREAM_DATA_SIZED):
-                    codecs.update(s.codec for s in client.display.streams.values())
-                    drawn.append(crop(client.display.primary_rgb(), ANIMATION))
+                    codecs.update(s.codec for s in client.screen.display.streams.values())
+                    drawn.append(crop(client.screen.display.primary_rgb(), ANIMATION))
 
-            client.display.handle = watched  # type: ignore[method-assign]
-            await client.frame()
+            client.screen.display.handle = watched  # type: ignore[method-assign]
+            await client.screen.frame()
             await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl animated; echo ANIMATED",
                                     r"ANIMATED\r?\n")
             try:
@@ -253,13 +253,13 @@ def test_the_animation_streams_in_the_codec_the_client_prefers(spicectl, scene, 
                 while len(drawn) < 20:
                     assert time.monotonic() < deadline, f"{len(drawn)} video frames in 60s"
                     await asyncio.sleep(0.2)
-                assert not client.display.warnings, client.display.warnings
+                assert not client.screen.display.warnings, client.screen.display.warnings
             finally:
                 await asyncio.to_thread(guest_shell, spicectl, "spicectl-scene-ctl static; echo STILL",
                                         r"STILL\r?\n")
             still = crop(await asyncio.to_thread(libvirt_screenshot, spicectl, GUEST), ANIMATION)
             deadline = time.monotonic() + 60
-            while not (crop(await client.frame(), ANIMATION) == still).all():  # then losslessly, as ever
+            while not (crop(await client.screen.frame(), ANIMATION) == still).all():  # then losslessly, as ever
                 assert time.monotonic() < deadline, "the stopped stream's area never became exact"
                 await asyncio.sleep(0.5)
             return codecs, drawn, still

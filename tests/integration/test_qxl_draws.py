@@ -54,19 +54,19 @@ def test_rop3_strokes_and_text_from_the_device_equal_spice_servers_own_drawing(s
 
     async def watch():
         async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file) as client:
-            handle = client.display.handle
+            handle = client.screen.display.handle
 
             def counted(msg_type: int, body: bytes) -> None:
                 seen[msg_type] += 1
                 handle(msg_type, body)
 
-            client.display.handle = counted  # type: ignore[method-assign]
-            await client.frame()  # connected before the commands: they come as draw messages, not a snapshot
+            client.screen.display.handle = counted  # type: ignore[method-assign]
+            await client.screen.frame()  # connected before the commands: they come as draw messages, not a snapshot
             out = await asyncio.to_thread(shell, spicectl, "python3 /tmp/qxl_draws.py",
                                           r"QXL-DRAWS (done=\d+|error=.*)\r?\n")
             assert "QXL-DRAWS done=" in out, out
-            ours = await client.frame(settle=1.0)
-            assert not client.display.warnings, client.display.warnings
+            ours = await client.screen.frame(settle=1.0)
+            assert not client.screen.display.warnings, client.screen.display.warnings
             return ours
 
     ours = asyncio.run(watch())

@@ -146,7 +146,7 @@ def minted_connect_session(spicectl, guest: str, url: str, tmp_path: Path):
                         opener=opener)
         await client.connect(inputs=False)
         try:
-            return await client.screenshot()
+            return await client.screen.screenshot()
         finally:
             await client.close()
 

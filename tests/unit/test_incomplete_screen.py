@@ -10,18 +10,20 @@ import pytest
 from spicectl.errors import InvalidInput, ProtocolError
 from spicectl.spice import messages as M
 from spicectl.spice import wire as W
-from spicectl.spice.client import Client, IncompleteScreen
+from spicectl.spice.client import Client
+from spicectl.spice.screen_link import IncompleteScreen, ScreenLink
 from tests.display_messages import solid, text
 
 VECTOR_TEXT = text([(0, 0, 1, 1, b"")], 0, solid(0xFFFFFF))  # no raster flag: vector glyphs
 
 
-def client_with_screen(**kwargs) -> Client:
-    client = Client("127.0.0.1", port=5900, **kwargs)
-    client.display.surfaces[0] = np.zeros((8, 8, 4), np.uint8)
-    client.display.primary = 0
-    client.display.marked = True
-    return client
+def client_with_screen(**kwargs) -> ScreenLink:
+    """The screen of a client that is not connected, with an 8x8 primary surface drawn."""
+    screen = Client("127.0.0.1", port=5900, **kwargs).screen
+    screen.display.surfaces[0] = np.zeros((8, 8, 4), np.uint8)
+    screen.display.primary = 0
+    screen.display.marked = True
+    return screen
 
 
 def test_a_complete_screen_is_returned():
