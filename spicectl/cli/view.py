@@ -55,6 +55,7 @@ def view(app: App, name: str, close_after: float | None, mute: bool, audio_devic
         async def work(client):
             return await show(client, f"{name} (spicectl)", on_shown=shown, close_after=close_after,
                               sound=not mute, audio_device=audio_device, share=folder.connect if folder else None,
+                              on_sharing=lambda: app.info(f"{name}: sharing {share} with the guest"),
                               on_note=lambda m: app.warn(f"{name}: {m}"))
 
         stats = run_client(app, name, opts, work, timeout=None, allow_partial=True, prefer_video=video_codecs)

@@ -191,11 +191,13 @@ def tk_available() -> bool:
 async def view(client, title: str, *, on_shown: Callable[[], None] | None = None,
                close_after: float | None = None, sound: bool = True, audio_device: str | None = None,
                share: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] | None = None,
+               on_sharing: Callable[[], None] = lambda: None,
                on_note: Callable[[str], None] = log.warning) -> ViewStats:
     """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
     keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs),
     with `sound` its playback to this host's output, and with `share` (a WebDAV server's connector, see
-    `webdav_link.serve_webdav`) a folder to its spice-webdavd. `on_note` hears why something is missing."""
+    `webdav_link.serve_webdav`) a folder to its spice-webdavd, `on_sharing` called once the guest can
+    reach it. `on_note` hears why something is missing."""
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
@@ -231,7 +233,7 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
 
         tasks.append(asyncio.ensure_future(play_guest_sound(client, audio_device, on_note, heard)))
     if share is not None:
-        tasks.append(asyncio.ensure_future(_share(client, share, stats, on_note)))
+        tasks.append(asyncio.ensure_future(_share(client, share, stats, on_sharing, on_note)))
     resizing: asyncio.Task | None = None
     if close_after is not None:
         loop.call_later(close_after, events.put_nowait, Closed())
@@ -291,14 +293,15 @@ async def _frames(client, to_window: _ToWindow, stats: ViewStats) -> None:
             last = loop.time()
 
 
-async def _share(client, connect, stats: ViewStats, on_note: Callable[[str], None]) -> None:
+async def _share(client, connect, stats: ViewStats, on_sharing: Callable[[], None],
+                 on_note: Callable[[str], None]) -> None:
     def counted(n: int) -> None:
         stats.share_connections = n
 
     try:
         from spicectl.spice.webdav_link import serve_webdav
 
-        await serve_webdav(client, connect, on_connection=counted)
+        await serve_webdav(client, connect, on_connection=counted, on_ready=on_sharing)
     except SpicectlError as exc:  # the window goes on without the folder
         on_note(f"not sharing the folder: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
 

@@ -61,6 +61,11 @@ class LibvirtURI:
     embedded: bool
     root: Path | None = None
 
+    @classmethod
+    def given(cls, uri: str) -> LibvirtURI:
+        """A URI the user named (--connect, a [hosts] entry)."""
+        return cls(uri, embedded=uri.startswith("qemu:///embed"))
+
     @property
     def local(self) -> bool:
         return self.embedded or self.uri.split("://", 1)[-1].startswith("/") or "://" not in self.uri
@@ -77,7 +82,7 @@ def embedded_root(state_dir: Path) -> Path:
 
 def resolve(connect: str | None, state_dir: Path) -> LibvirtURI:
     if connect:
-        return LibvirtURI(connect, embedded=connect.startswith("qemu:///embed"))
+        return LibvirtURI.given(connect)
     root = embedded_root(state_dir)
     return LibvirtURI(f"qemu:///embed?root={root}", embedded=True, root=root)
 

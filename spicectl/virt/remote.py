@@ -112,9 +112,9 @@ class LocalHost(SshHost):
 
 def host_of(uri: str) -> SshHost:
     """How `host setup --apply` reaches the files of the libvirt a URI names."""
-    from spicectl.virt.connection import resolve
+    from spicectl.virt.connection import LibvirtURI
 
-    if resolve(uri, Path("/nonexistent")).system:
+    if LibvirtURI.given(uri).system:
         if os.geteuid() != 0:
             raise EnvironmentProblem(f"setting up {uri} writes {QEMU_CONF} and its SPICE certificates: root's files",
                                    hint=f"as root: spicectl --connect {uri} host setup --apply")
