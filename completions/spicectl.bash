@@ -46,7 +46,7 @@ _spicectl_opts() {
     'image delete') echo '--force --help --json -h' ;;
     'image list') echo '--help --json -h' ;;
     'image show') echo '--help --json -h' ;;
-    'mouse') echo '--ca-file --click --help --host-subject --json --max-memory --move --password-file --plain-port --timeout -h' ;;
+    'mouse') echo '--ca-file --click --help --host-subject --json --max-memory --move --needle --needles --password-file --plain-port --tag --timeout -h' ;;
     'play-audio') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'proxy') echo '--help -h' ;;
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --reuse-port --tls -h' ;;
@@ -73,7 +73,7 @@ _spicectl_opts() {
     'vm start') echo '--help --json --timeout --wait --wait-for -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
-    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --password-file --plain-port --region --threshold --timeout -h' ;;
+    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --needle --needles --password-file --plain-port --region --tag --threshold --timeout -h' ;;
   esac
 }
 _spicectl_values() {
@@ -85,6 +85,7 @@ _spicectl_values() {
     'cert issue server|--out') echo 'dir' ;;
     'connect|--proxy') echo 'choice:ws http-connect' ;;
     'mouse|--click') echo 'choice:left middle right up down' ;;
+    'mouse|--needles') echo 'dir' ;;
     'view|--share') echo 'dir' ;;
     'view|--video-codec') echo 'choice:mjpeg vp8 h264 vp9 h265' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
@@ -101,6 +102,7 @@ _spicectl_values() {
     'vm create|--zlib') echo 'choice:auto never always' ;;
     'vm restart|--wait-for') echo 'choice:ready ports' ;;
     'vm start|--wait-for') echo 'choice:ready ports' ;;
+    'wait-screen|--needles') echo 'dir' ;;
   esac
 }
 _spicectl_args() {
@@ -121,7 +123,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -53,7 +53,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'console' -d 'Open gues
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'copy-to' -d 'Copy FILEs into guest GUEST through its agent, as...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'host' -d 'Check and set up this host (and spicectl'\''s private libvirt).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'image' -d 'Guest OS images built from recipes (images/*.toml, plus...'
-complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME.'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the pointer and/or click on guest NAME (at X,Y, or...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'play-audio' -d 'Feed WAV (16-bit PCM) to guest GUEST'\''s microphone, once...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
@@ -67,7 +67,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'type' -d 'Type TEXT on
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'usb' -d 'USB redirection over SPICE (usbredir).'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'view' -d 'Show guest GUEST'\''s screen in a window, with its keyboard...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
-complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed) or...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed),...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l json -d 'Print JSON objects for scripts instead of tables.'
@@ -275,7 +275,10 @@ complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l click -r -a 'left 
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l move -r -d 'Move the pointer to X,Y.'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l needle -r -d 'Move to this openQA needle'\''s click point (or the middle of i'
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l needles -r -F -d 'The needle directory --tag searches.'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l tag -r -d 'As --needle, for the best needle under --needles DIR carryin'
 complete -c spicectl -n 'test (__spicectl_path) = "mouse"' -l timeout -r -d 'Seconds the whole command may take (exit 9 past them).'
 complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "play-audio"' -l json -d 'Print a JSON object for scripts.'
@@ -521,7 +524,10 @@ complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l host-subject
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l last-frame -r -d 'Where to save the last frame on timeout (default STATE_DIR/l'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l match -r -d 'Wait until the screen matches this reference image.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l needle -r -d 'Wait until this openQA needle matches (PATH: DIR/NAME, besid'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l needles -r -F -d 'The needle directory --tag searches (subdirectories too).'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l region -r -d 'Compare only this rectangle.'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l tag -r -d 'Wait until any needle under --needles DIR carrying TAG match'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l threshold -r -d 'Share of pixels that must be equal for --match (and differ f'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l timeout -r -d 'Seconds to wait.'

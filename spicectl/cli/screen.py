@@ -259,28 +259,123 @@ def _xy(value: str | None):
 @click.option("--move", metavar="X,Y", help="Move the pointer to X,Y.")
 @click.option("--click", "button", type=click.Choice(["left", "middle", "right", "up", "down"]),
               help="Click a button (up/down: the wheel).")
+@click.option("--needle", metavar="PATH", help="Move to this openQA needle's click point (or the middle of its "
+              "last area) once it is on screen, waiting up to --timeout.")
+@click.option("--tag", metavar="TAG", help="As --needle, for the best needle under --needles DIR carrying TAG.")
+@click.option("--needles", "needles_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="The needle directory --tag searches.")
 @command_timeout(30)
 @server_options
 @json_option
 @pass_app
-def mouse(app: App, name: str, move: str | None, button: str | None, timeout: float, **opts) -> None:
-    """Move the pointer and/or click on guest NAME."""
+def mouse(app: App, name: str, move: str | None, button: str | None, needle: str | None, tag: str | None,
+          needles_dir: str | None, timeout: float, **opts) -> None:
+    """Move the pointer and/or click on guest NAME (at X,Y, or where a needle is found)."""
     pos = _xy(move)
-    if pos is None and button is None:
-        raise click.UsageError("give --move X,Y and/or --click BUTTON")
+    by_needle = bool(needle or tag)
+    if pos is not None and by_needle:
+        raise click.UsageError("give --move X,Y or a needle, not both")
+    if pos is None and button is None and not by_needle:
+        raise click.UsageError("give --move X,Y (or --needle PATH) and/or --click BUTTON")
+    if bool(tag) != bool(needles_dir) or (needle and tag):
+        raise click.UsageError("give --needle PATH, or --tag TAG with --needles DIR")
+    wait = None
+    if by_needle:
+        from spicectl.session.screen_wait import NeedleWait
+
+        wait = NeedleWait(_needles(needle, tag, needles_dir))
 
     async def work(client):
-        if pos is not None:
-            await client.inputs.mouse_move(*pos)
+        target = pos
+        if wait is not None:
+            found, _frame = await wait.run(client, timeout)
+            if found is None:
+                return None, None
+            target = found.click()
+        if target is not None:
+            await client.inputs.mouse_move(*target)
         if button:
             await client.inputs.click(button)
-        return client.inputs.mouse_mode
+        return target, client.inputs.mouse_mode
 
     from spicectl.spice.messages import MOUSE_MODE_CLIENT
 
-    mode = run_client(app, name, opts, work, timeout=timeout, display=False)
-    app.emit({"name": name, "moved": list(pos) if pos else None, "clicked": button,
+    target, mode = run_client(app, name, opts, work, timeout=timeout + (CONNECT_ALLOWANCE if wait else 0),
+                              display=wait is not None)
+    if wait is not None and target is None:
+        from spicectl.errors import TimeoutExpired
+
+        closest = wait.closest
+        raise TimeoutExpired(f"{name}: no needle matched within {timeout:g}s" + (
+            f"; closest: {closest.needle.name} at {closest.similarity:.3f}" if closest else ""))
+    app.emit({"name": name, "moved": list(target) if target else None, "clicked": button,
+              "needle": wait.closest.needle.name if wait and wait.closest else None,
               "mouse_mode": "client" if mode == MOUSE_MODE_CLIENT else "server"}, lambda: None)
+
+
+def _needles(needle: str | None, tag: str | None, directory: str | None) -> list:
+    from spicectl.errors import NotFound
+    from spicectl.session import needles as N
+
+    if needle:
+        return [N.Needle.load(needle)]
+    assert tag is not None and directory is not None
+    found = N.tagged(N.load_dir(directory), tag)
+    if not found:
+        raise NotFound(f"no needle under {directory} carries the tag {tag!r}")
+    return found
+
+
+def _last_frame_path(app: App, name: str, given: str | None, what: str | None = None) -> str:
+    """Where a timed-out wait saves the last frame: as given, else STATE_DIR/last-frames/GUEST[-WHAT].png."""
+    if given:
+        return given
+    from pathlib import Path
+
+    from spicectl.pki.store import ensure_dir
+
+    stem = Path(name).name + (f"-{Path(what).name}" if what else "")
+    return str(ensure_dir(app.settings.state_dir / "last-frames") / f"{stem}.png")
+
+
+def _wait_needles(app: App, name: str, needles: list, what: str, timeout: float, last_frame: str | None,
+                  allow_partial: bool, opts: dict) -> None:
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from spicectl.errors import TimeoutExpired
+    from spicectl.session.screen_wait import NeedleWait
+
+    condition = NeedleWait(needles)
+
+    async def work(client):
+        return await condition.run(client, timeout)
+
+    started = time.monotonic()
+    found, frame = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, allow_partial=allow_partial)
+    elapsed = time.monotonic() - started
+    if found is not None:
+        x, y = found.areas[0].x, found.areas[0].y
+        app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2), **found.as_dict(),
+                  "click": list(found.click())},
+                 lambda: app.info(f"{name}: needle {found.needle.name} matched after {elapsed:.1f}s "
+                                  f"(similarity {found.similarity:.3f} at {x},{y})"))
+        return
+    saved = None
+    if frame is not None:
+        saved = _last_frame_path(app, name, last_frame, what)
+        _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    closest = condition.closest
+    app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2),
+              "closest": closest.as_dict() if closest else None, "last_frame": saved}, lambda: None)
+    said = ""
+    if closest is not None:
+        level = max(a.match for a in closest.needle.areas if a.type == "match")
+        said = f"; closest: {closest.needle.name} at {closest.similarity:.3f} (needs {level:.2f})"
+    raise TimeoutExpired(f"{name}: no needle matched within {timeout:g}s{said}"
+                         + (f"; last frame saved to {saved}" if saved else ""))
 
 
 def _load_reference(path: str):
@@ -311,6 +406,11 @@ def _region(value: str | None):
 @click.argument("name", metavar="GUEST")
 @click.option("--changed", is_flag=True, help="Wait until the screen differs from when the command started.")
 @click.option("--match", "reference", metavar="PNG", help="Wait until the screen matches this reference image.")
+@click.option("--needle", metavar="PATH", help="Wait until this openQA needle matches (PATH: DIR/NAME, beside "
+              "NAME.json and NAME.png).")
+@click.option("--tag", metavar="TAG", help="Wait until any needle under --needles DIR carrying TAG matches.")
+@click.option("--needles", "needles_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="The needle directory --tag searches (subdirectories too).")
 @click.option("--threshold", type=Fraction(), default=0.99, show_default=True,
               help="Share of pixels that must be equal for --match (and differ for nothing else).")
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
@@ -322,11 +422,18 @@ def _region(value: str | None):
 @server_options
 @json_option
 @pass_app
-def wait_screen(app: App, name: str, changed: bool, reference: str | None, threshold: float, region, timeout: float,
-                last_frame: str | None, allow_partial: bool, **opts) -> None:
-    """Wait until guest NAME's screen changes (--changed) or matches a reference (--match).
+def wait_screen(app: App, name: str, changed: bool, reference: str | None, needle: str | None, tag: str | None,
+                needles_dir: str | None, threshold: float, region, timeout: float, last_frame: str | None,
+                allow_partial: bool, **opts) -> None:
+    """Wait until guest NAME's screen changes (--changed), matches a reference (--match), or shows an
+    openQA needle (--needle DIR/NAME, or --tag TAG --needles DIR: the best of the needles carrying TAG).
 
-    Exits 0 when it happens and 9 on timeout, saving the last frame for the log.
+    Needles follow os-autoinst's format and rules: each match area is searched for within its margin
+    (50 px by default) of its place and must reach its match level (96% by default); exclude areas
+    are ignored. --json says which needle matched, each area's similarity and where it was found.
+
+    Exits 0 when it happens and 9 on timeout, saving the last frame for the log (and naming the
+    closest needle with its score).
     """
     import time
 
@@ -334,8 +441,14 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
 
     from spicectl.errors import TimeoutExpired
 
-    if changed == bool(reference):
-        raise click.UsageError("give exactly one of --changed and --match PNG")
+    if sum((changed, bool(reference), bool(needle), bool(tag))) != 1:
+        raise click.UsageError("give exactly one of --changed, --match PNG, --needle PATH and --tag TAG")
+    if bool(tag) != bool(needles_dir):
+        raise click.UsageError("--tag TAG needs --needles DIR (and --needles DIR a --tag)")
+    if needle or tag:
+        _wait_needles(app, name, _needles(needle, tag, needles_dir), needle or tag or "", timeout, last_frame,
+                      allow_partial, opts)
+        return
     from spicectl.session.screen_wait import ScreenWait
 
     condition = ScreenWait(threshold, _load_reference(reference) if reference else None, _region(region))
@@ -354,14 +467,7 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, thres
     if frame is not None:
         from PIL import Image
 
-        if last_frame:
-            saved = last_frame
-        else:
-            from pathlib import Path
-
-            from spicectl.pki.store import ensure_dir
-
-            saved = str(ensure_dir(app.settings.state_dir / "last-frames") / f"{Path(name).name}.png")
+        saved = _last_frame_path(app, name, last_frame)
         _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
     app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2), "last_frame": saved}, lambda: None)
     raise TimeoutExpired(f"{name}: the screen did not {'change' if changed else 'match'} within {timeout:g}s"

@@ -1,4 +1,5 @@
-"""`wait-screen`'s condition: a guest's screen that changed, or that matches a reference, in a region.
+"""`wait-screen`'s condition: a guest's screen that changed, or that matches a reference, in a region,
+or that shows one of a set of openQA needles.
 
 Frames are RGB arrays as `Client.frame` returns them; two frames are alike in the share of their
 pixels that are equal (`similarity`).
@@ -14,6 +15,7 @@ from spicectl.errors import TimeoutExpired
 if TYPE_CHECKING:
     import numpy as np
 
+    from spicectl.session.needles import Match, Needle
     from spicectl.spice.client import Client
 
 Region = tuple[int, int, int, int]   # x, y, width, height
@@ -59,3 +61,29 @@ class ScreenWait:
         except TimeoutExpired as exc:
             last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
             return False, last if last is not None else client.screen.display.primary_rgb()
+
+
+@dataclass
+class NeedleWait:
+    """Wait until one of `needles` matches (os-autoinst's rules, `needles.py`); the best candidate seen
+    is kept for the report when none does."""
+
+    needles: list[Needle]
+    closest: Match | None = None
+
+    def check(self, frame: np.ndarray) -> Match | None:
+        from spicectl.session.needles import best
+
+        found, ranked = best(frame, self.needles)
+        if ranked and (self.closest is None or ranked[0].error <= self.closest.error or found is not None):
+            self.closest = ranked[0]
+        return found
+
+    async def run(self, client: Client, timeout: float) -> tuple[Match | None, np.ndarray | None]:
+        """(the match, the frame) once a needle matches; (None, the last frame seen) after `timeout`."""
+        try:
+            frame = await client.screen.wait_for(lambda f: self.check(f) is not None, timeout=timeout)
+        except TimeoutExpired as exc:
+            last = getattr(exc, "last_frame", None)
+            return None, last if last is not None else client.screen.display.primary_rgb()
+        return self.closest, frame

@@ -271,6 +271,81 @@ def test_the_animation_streams_in_the_codec_the_client_prefers(spicectl, scene, 
     assert error < 12 and error < np.abs(drawn[-1][::-1].astype(int) - still).mean() / 2, error
 
 
+def write_needle(directory: Path, name: str, image: np.ndarray, areas: list[dict], tags: list[str]) -> str:
+    """A needle in openQA's format: NAME.png and NAME.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(directory / f"{name}.png")
+    (directory / f"{name}.json").write_text(json.dumps({"area": areas, "tags": tags, "properties": []}))
+    return str(directory / name)
+
+
+def needle_area(box: tuple[int, int, int, int], **more) -> dict:
+    x, y, w, h = box
+    return {"xpos": x, "ypos": y, "width": w, "height": h, "type": "match", **more}
+
+
+def test_wait_screen_finds_openqa_needles_on_the_desktop(spicectl, scene, tmp_path):
+    shot = libvirt_screenshot(spicectl, GUEST)
+    needles = tmp_path / "needles"
+    px, py, pw, ph = PHOTO
+    write_needle(needles / "desktop", "desktop-photo", shot, [needle_area(PHOTO), needle_area(TEXT)], ["desktop"])
+    write_needle(needles / "desktop", "desktop-eyes-elsewhere", np.roll(shot, 200, axis=1), [needle_area(EYES)],
+                 ["desktop"])
+    # the needle's picture 30 px to the left of where the screen shows it: found within the default margin
+    moved = write_needle(needles, "photo-moved", np.roll(shot, -30, axis=1), [needle_area((px - 30, py, pw, ph))],
+                         ["moved"])
+    narrow = write_needle(needles, "photo-narrow", np.roll(shot, -30, axis=1),
+                          [needle_area((px - 30, py, pw, ph), margin=10)], ["narrow"])
+    # a little brighter than the screen: only at a lower match level
+    brighter = np.clip(shot.astype(int) + 6, 0, 255).astype(np.uint8)
+    lenient = write_needle(needles, "photo-lenient", brighter, [needle_area(PHOTO, match=90)], ["lenient"])
+    strict = write_needle(needles, "photo-strict", brighter, [needle_area(PHOTO)], ["strict"])
+
+    found = spicectl("wait-screen", GUEST, "--tag", "desktop", "--needles", str(needles), "--timeout", "30",
+                     "--json").json()
+    assert found["matched"] and found["needle"] == "desktop-photo" and found["similarity"] == 1.0
+    assert [(a["x"], a["y"]) for a in found["areas"]] == [(px, py), TEXT[:2]]
+    assert found["click"] == [TEXT[0] + TEXT[2] // 2, TEXT[1] + TEXT[3] // 2]   # the middle of the last area
+
+    found = spicectl("wait-screen", GUEST, "--needle", moved, "--timeout", "30", "--json").json()
+    assert found["matched"] and (found["areas"][0]["x"], found["areas"][0]["y"]) == (px, py)
+    assert found["similarity"] >= 0.99
+    found = spicectl("wait-screen", GUEST, "--needle", lenient, "--timeout", "30", "--json").json()
+    assert found["matched"] and 0.9 <= found["similarity"] < 0.96
+
+    for missing in (narrow, strict):
+        r = spicectl("wait-screen", GUEST, "--needle", missing, "--timeout", "4", "--json", check=False)
+        assert r.exit_code == 9, r.stderr
+        report = r.json()
+        name = Path(missing).name
+        assert not report["matched"] and report["closest"]["needle"] == name
+        assert report["closest"]["similarity"] < 0.96
+        assert f"closest: {name} at" in r.stderr
+        assert Path(report["last_frame"]).name == f"{GUEST}-{name}.png" and Path(report["last_frame"]).is_file()
+
+    # the animation excluded, a needle over it still matches while it moves; without the exclusion it does not
+    ax, ay, aw, ah = ANIMATION
+    around = (ax - 20, ay, aw + 40, ah + 20)
+    excluding = write_needle(needles, "animation-excluded", shot, [
+        needle_area(around, margin=5), {"xpos": ax, "ypos": ay, "width": aw, "height": ah, "type": "exclude"}],
+        ["animation"])
+    plain = write_needle(needles, "animation-plain", shot, [needle_area(around, margin=5)], ["animation"])
+    guest_shell(spicectl, "spicectl-scene-ctl animated; echo ANIMATED", r"ANIMATED\r?\n")
+    try:
+        r = spicectl("wait-screen", GUEST, "--needle", plain, "--timeout", "6", "--json", check=False)
+        assert r.exit_code == 9 and r.json()["closest"]["similarity"] < 0.96, r.stdout
+        found = spicectl("wait-screen", GUEST, "--needle", excluding, "--timeout", "30", "--json").json()
+        assert found["matched"] and found["similarity"] >= 0.99
+    finally:
+        guest_shell(spicectl, "spicectl-scene-ctl static; echo STILL", r"STILL\r?\n")
+
+    # mouse --needle moves to the needle's click point where it was found
+    clicked = write_needle(needles, "photo-click", np.roll(shot, -30, axis=1), [
+        needle_area((px - 30, py, pw, ph), click_point={"xpos": 10, "ypos": 20})], ["click"])
+    moved_to = spicectl("mouse", GUEST, "--needle", clicked, "--json").json()
+    assert moved_to["moved"] == [px + 10, py + 20] and moved_to["needle"] == "photo-click"
+
+
 @pytest.mark.parametrize("codec", ["opus", "raw"])
 def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path, codec):
     import wave
