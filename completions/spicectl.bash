@@ -52,7 +52,7 @@ _spicectl_opts() {
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --reuse-port --tls -h' ;;
     'record-audio') echo '--ca-file --help --host-subject --json --max-memory --output --password-file --plain-port --raw --seconds -h -o' ;;
     'resize') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --output --password-file --plain-port --settle --timeout -h -o' ;;
+    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --ocr --output --password-file --plain-port --settle --timeout -h -o' ;;
     'send-keys') echo '--ca-file --help --hold --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'share') echo '--ca-file --help --host-subject --json --max-memory --max-upload --password-file --plain-port --seconds --writable -h' ;;
     'template') echo '--help -h' ;;
@@ -73,7 +73,7 @@ _spicectl_opts() {
     'vm start') echo '--help --json --timeout --wait --wait-for -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
-    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --needle --needles --password-file --plain-port --region --tag --threshold --timeout -h' ;;
+    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --needle --needles --password-file --plain-port --region --tag --text --threshold --timeout -h' ;;
   esac
 }
 _spicectl_values() {
@@ -123,7 +123,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

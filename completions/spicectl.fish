@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -325,6 +325,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l cursor -d 'Draw the guest'\''s pointer into the picture, where it is, as a'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l ocr -d 'Also read the text on it (Tesseract): printed on stdout, or '
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l ca-file -r -d 'CA that signed the guest'\''s SPICE certificate (default: for a'
@@ -529,5 +530,6 @@ complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l needles -r -
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l region -r -d 'Compare only this rectangle.'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l tag -r -d 'Wait until any needle under --needles DIR carrying TAG match'
+complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l text -r -d 'Wait until text matching REGEX is on the screen (or in --reg'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l threshold -r -d 'Share of pixels that must be equal for --match (and differ f'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l timeout -r -d 'Seconds to wait.'

@@ -160,16 +160,27 @@ def _save_png(image, output: str) -> None:
               help="Draw the guest's pointer into the picture, where it is, as a viewer shows it.")
 @click.option("--monitor", type=Integer(0, 63), metavar="N",
               help="Only monitor N (0 is the first) of a guest that shows several (default: the whole screen).")
+@click.option("--ocr", is_flag=True, help="Also read the text on it (Tesseract): printed on stdout, or with "
+              "--json as text and word boxes.")
 @command_timeout(30)
 @server_options
 @json_option
 @pass_app
 def screenshot(app: App, name: str, output: str, settle: float, allow_partial: bool, with_cursor: bool,
-               monitor: int | None, timeout: float, **opts) -> None:
+               monitor: int | None, ocr: bool, timeout: float, **opts) -> None:
     """Save a PNG of guest NAME's screen, taken through spicectl's SPICE client.
 
     A screen the client could not draw completely is an error (exit 7), never a plausible-looking picture.
     """
+    if ocr:
+        from spicectl.errors import EnvironmentProblem
+        from spicectl.session.ocr import problem
+
+        if output == "-":
+            raise click.UsageError("--ocr prints the text on stdout: give -o FILE")
+        why = problem()
+        if why is not None:
+            raise EnvironmentProblem(f"cannot read text on the screen: {why}")
 
     if output != "-":
         from pathlib import Path
@@ -187,11 +198,23 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
 
     image = run_client(app, name, opts, work, timeout=timeout, inputs=False, allow_partial=allow_partial,
                        cursor=with_cursor)
+    reading = None
+    if ocr:
+        import numpy as np
+
+        from spicectl.session.ocr import read
+
+        reading = read(np.asarray(image))
     _save_png(image, output)
     if output != "-":
+        def human() -> None:
+            app.info(f"{name}: {image.width}x{image.height} screenshot saved to {output}")
+            if reading is not None:
+                click.echo(reading.text.rstrip("\n"))
+
         app.emit({"name": name, "output": output, "width": image.width, "height": image.height,
-                  **({"monitor": monitor} if monitor is not None else {})},
-                 lambda: app.info(f"{name}: {image.width}x{image.height} screenshot saved to {output}"))
+                  **({"monitor": monitor} if monitor is not None else {}),
+                  **({"ocr": reading.as_dict()} if reading is not None else {})}, human)
 
 
 @click.command("send-keys")
@@ -358,8 +381,10 @@ def _wait_needles(app: App, name: str, needles: list, what: str, timeout: float,
     elapsed = time.monotonic() - started
     if found is not None:
         x, y = found.areas[0].x, found.areas[0].y
+        # as os-autoinst: a matched needle's ocr areas are read where the needle puts them
+        texts = [_read_area(frame, a) for a in found.needle.areas if a.type == "ocr"] if frame is not None else []
         app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2), **found.as_dict(),
-                  "click": list(found.click())},
+                  "click": list(found.click()), **({"ocr": texts} if texts else {})},
                  lambda: app.info(f"{name}: needle {found.needle.name} matched after {elapsed:.1f}s "
                                   f"(similarity {found.similarity:.3f} at {x},{y})"))
         return
@@ -376,6 +401,59 @@ def _wait_needles(app: App, name: str, needles: list, what: str, timeout: float,
         said = f"; closest: {closest.needle.name} at {closest.similarity:.3f} (needs {level:.2f})"
     raise TimeoutExpired(f"{name}: no needle matched within {timeout:g}s{said}"
                          + (f"; last frame saved to {saved}" if saved else ""))
+
+
+def _read_area(frame, area) -> str | None:
+    """The text in a needle's ocr area, or None where text cannot be read here."""
+    from spicectl.session.ocr import problem, read
+
+    if problem() is not None or area.x + area.width > frame.shape[1] or area.y + area.height > frame.shape[0]:
+        return None
+    return read(frame, (area.x, area.y, area.width, area.height)).text.strip()
+
+
+def _wait_text(app: App, name: str, pattern: str, region, timeout: float, last_frame: str | None,
+               allow_partial: bool, opts: dict) -> None:
+    import re
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from spicectl.errors import EnvironmentProblem, InvalidInput, TimeoutExpired
+    from spicectl.session.ocr import problem
+    from spicectl.session.screen_wait import TextWait
+
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise InvalidInput(f"--text {pattern!r} is not a regular expression: {exc}") from None
+    why = problem()
+    if why is not None:   # before connecting: a wait that could never see text is no wait
+        raise EnvironmentProblem(f"cannot read text on the screen: {why}")
+    condition = TextWait(compiled, region)
+
+    async def work(client):
+        return await condition.run(client, timeout)
+
+    started = time.monotonic()
+    hit, frame = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, allow_partial=allow_partial)
+    elapsed = time.monotonic() - started
+    words = condition.last.words if condition.last else []
+    if hit is not None:
+        app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2), "found": hit.group(0),
+                  "text": condition.last.text if condition.last else "", "words": [w.as_dict() for w in words]},
+                 lambda: app.info(f"{name}: {hit.group(0)!r} on the screen after {elapsed:.1f}s"))
+        return
+    saved = None
+    if frame is not None:
+        saved = _last_frame_path(app, name, last_frame)
+        _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    seen = " ".join((condition.last.text if condition.last else "").split())
+    app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2), "text": seen, "last_frame": saved},
+             lambda: None)
+    raise TimeoutExpired(f"{name}: no text matching {pattern!r} within {timeout:g}s; the screen read "
+                         f"{seen[:200]!r}" + (f"; last frame saved to {saved}" if saved else ""))
 
 
 def _load_reference(path: str):
@@ -411,6 +489,8 @@ def _region(value: str | None):
 @click.option("--tag", metavar="TAG", help="Wait until any needle under --needles DIR carrying TAG matches.")
 @click.option("--needles", "needles_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="The needle directory --tag searches (subdirectories too).")
+@click.option("--text", "text", metavar="REGEX", help="Wait until text matching REGEX is on the screen (or in "
+              "--region), read by Tesseract (the [ocr] extra and Debian's tesseract-ocr).")
 @click.option("--threshold", type=Fraction(), default=0.99, show_default=True,
               help="Share of pixels that must be equal for --match (and differ for nothing else).")
 @click.option("--region", metavar="X,Y,W,H", help="Compare only this rectangle.")
@@ -423,10 +503,11 @@ def _region(value: str | None):
 @json_option
 @pass_app
 def wait_screen(app: App, name: str, changed: bool, reference: str | None, needle: str | None, tag: str | None,
-                needles_dir: str | None, threshold: float, region, timeout: float, last_frame: str | None,
-                allow_partial: bool, **opts) -> None:
+                needles_dir: str | None, text: str | None, threshold: float, region, timeout: float,
+                last_frame: str | None, allow_partial: bool, **opts) -> None:
     """Wait until guest NAME's screen changes (--changed), matches a reference (--match), or shows an
-    openQA needle (--needle DIR/NAME, or --tag TAG --needles DIR: the best of the needles carrying TAG).
+    openQA needle (--needle DIR/NAME, or --tag TAG --needles DIR: the best of the needles carrying TAG),
+    or shows text matching a regular expression (--text REGEX, optionally in --region).
 
     Needles follow os-autoinst's format and rules: each match area is searched for within its margin
     (50 px by default) of its place and must reach its match level (96% by default); exclude areas
@@ -441,13 +522,16 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, needl
 
     from spicectl.errors import TimeoutExpired
 
-    if sum((changed, bool(reference), bool(needle), bool(tag))) != 1:
-        raise click.UsageError("give exactly one of --changed, --match PNG, --needle PATH and --tag TAG")
+    if sum((changed, bool(reference), bool(needle), bool(tag), text is not None)) != 1:
+        raise click.UsageError("give exactly one of --changed, --match PNG, --needle PATH, --tag TAG and --text REGEX")
     if bool(tag) != bool(needles_dir):
         raise click.UsageError("--tag TAG needs --needles DIR (and --needles DIR a --tag)")
     if needle or tag:
         _wait_needles(app, name, _needles(needle, tag, needles_dir), needle or tag or "", timeout, last_frame,
                       allow_partial, opts)
+        return
+    if text is not None:
+        _wait_text(app, name, text, _region(region), timeout, last_frame, allow_partial, opts)
         return
     from spicectl.session.screen_wait import ScreenWait
 

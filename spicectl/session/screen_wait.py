@@ -1,5 +1,5 @@
 """`wait-screen`'s condition: a guest's screen that changed, or that matches a reference, in a region,
-or that shows one of a set of openQA needles.
+or that shows one of a set of openQA needles, or text (read by `ocr.py`).
 
 Frames are RGB arrays as `Client.frame` returns them; two frames are alike in the share of their
 pixels that are equal (`similarity`).
@@ -7,6 +7,7 @@ pixels that are equal (`similarity`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from spicectl.session.needles import Match, Needle
+    from spicectl.session.ocr import Reading
     from spicectl.spice.client import Client
 
 Region = tuple[int, int, int, int]   # x, y, width, height
@@ -87,3 +89,35 @@ class NeedleWait:
             last = getattr(exc, "last_frame", None)
             return None, last if last is not None else client.screen.display.primary_rgb()
         return self.closest, frame
+
+
+@dataclass
+class TextWait:
+    """Wait until text matching `pattern` (a regular expression) is on the screen, or in `region`."""
+
+    pattern: re.Pattern
+    region: Region | None = None
+    last: Reading | None = None
+
+    def check(self, frame: np.ndarray) -> re.Match | None:
+        from spicectl.session.ocr import read
+
+        self.last = read(frame, self.region)
+        return self.pattern.search(self.last.text)
+
+    async def run(self, client: Client, timeout: float) -> tuple[re.Match | None, np.ndarray | None]:
+        """(the match, the frame) once the text is there; (None, the last frame seen) after `timeout`."""
+        found: list[re.Match] = []
+
+        def predicate(frame: np.ndarray) -> bool:
+            hit = self.check(frame)
+            if hit is not None:
+                found.append(hit)
+            return hit is not None
+
+        try:
+            frame = await client.screen.wait_for(predicate, timeout=timeout)
+        except TimeoutExpired as exc:
+            last = getattr(exc, "last_frame", None)
+            return None, last if last is not None else client.screen.display.primary_rgb()
+        return found[-1], frame

@@ -346,6 +346,21 @@ def test_wait_screen_finds_openqa_needles_on_the_desktop(spicectl, scene, tmp_pa
     assert moved_to["moved"] == [px + 10, py + 20] and moved_to["needle"] == "photo-click"
 
 
+def test_text_typed_into_a_terminal_on_the_desktop_is_read_by_wait_screen_text(spicectl, scene):
+    guest_shell(spicectl, "(DISPLAY=:0 xterm -geometry 50x6+60+440 -fa Monospace -fs 14 -title ocr-term &); "
+                          "timeout 30 sh -c \"until DISPLAY=:0 xwininfo -name ocr-term >/dev/null 2>&1; do sleep 0.2; "
+                          "done\"; echo TERM-MAPPED", r"TERM-MAPPED\r?\n")
+    try:
+        spicectl("mouse", GUEST, "--move", "200,500")   # focus follows the pointer: no window manager
+        spicectl("type", GUEST, "echo spice $((6*7))-ok\n")
+        found = spicectl("wait-screen", GUEST, "--text", r"spice 42-ok", "--region", "40,420,560,200",
+                         "--timeout", "60", "--json").json()
+        assert found["matched"] and found["found"] == "spice 42-ok"
+        assert any(w["text"] == "42-ok" and 40 <= w["x"] < 600 for w in found["words"])
+    finally:
+        guest_shell(spicectl, "pkill -f 'xterm.*ocr-term'; echo TERM-GONE", r"TERM-GONE\r?\n")
+
+
 @pytest.mark.parametrize("codec", ["opus", "raw"])
 def test_what_the_guest_plays_is_recorded_at_its_pitch(spicectl, scene, tmp_path, codec):
     import wave

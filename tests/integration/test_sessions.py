@@ -214,3 +214,18 @@ def test_two_proxies_on_one_port_share_sessions_and_spend_each_token_once(spicec
     for err in errs:
         assert f"session guest={guest}" in err, "the kernel gave one proxy no connection"
         assert "token already used" in err
+
+
+def test_text_on_the_firmware_screen_is_read_and_waited_for(spicectl, guest):
+    found = spicectl("wait-screen", guest, "--text", r"No bootable device\.", "--timeout", "60", "--json").json()
+    assert found["matched"] and found["found"] == "No bootable device."
+    shot = spicectl("screenshot", guest, "-o", "/dev/null", "--ocr", "--json").json()
+    assert "SeaBIOS" in shot["ocr"]["text"] and "No bootable device." in shot["ocr"]["text"]
+    bootable = next(w for w in shot["ocr"]["words"] if w["text"] == "bootable")
+    assert 176 <= bootable["y"] and bootable["y"] + bootable["height"] <= 194   # text row 11, in screen pixels
+    in_row = spicectl("wait-screen", guest, "--text", "bootable", "--region", "0,176,720,16", "--timeout", "20",
+                      "--json").json()
+    assert in_row["matched"]
+    r = spicectl("wait-screen", guest, "--text", "Windows Boot Manager", "--timeout", "3", "--json", check=False)
+    assert r.exit_code == 9, r.stderr
+    assert "the screen read" in r.stderr and "SeaBIOS" in r.json()["text"]
