@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --connect --days --disk --dns --expect --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio resize screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio record-video resize screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -57,6 +57,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'mouse' -d 'Move the po
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'play-audio' -d 'Feed WAV (16-bit PCM) to guest GUEST'\''s microphone, once...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-lived session proxy (WebSocket for browsers,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-video' -d 'Record guest NAME'\''s screen into a video file until...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
@@ -312,6 +313,22 @@ complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l output -r -
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -l seconds -r -d 'How long to record.'
 complete -c spicectl -n 'test (__spicectl_path) = "record-audio"' -s o -r -d 'WAV file to write.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l background -d 'Record in the session holder and return at once: later comma'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l cursor -d 'Draw the guest'\''s pointer in, where it is.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l stop -d 'End GUEST'\''s background recording (and write its index).'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l ca-file -r -d 'CA that signed the guest'\''s SPICE certificate (default: for a'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l codec -r -a 'vp9 vp8 h264' -d 'The video codec (default: the container'\''s first: VP9 for .we'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l fps -r -d 'Frames a second; a still screen is repeated, so time in the '
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l output -r -d 'The video: .webm (VP9, or VP8), .mkv (VP9, H.264 or VP8) or '
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -l seconds -r -d 'Stop after this long (default: until Ctrl-C or SIGTERM).'
+complete -c spicectl -n 'test (__spicectl_path) = "record-video"' -s o -r -d 'The video: .webm (VP9, or VP8), .mkv (VP9, H.264 or VP8) or '
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'

@@ -36,6 +36,7 @@ COMMANDS = {
     "play-audio": ("spicectl.cli.audio:play_audio", "Feed a WAV file to a guest's microphone."),
     "proxy": ("spicectl.cli.proxy:proxy", "Run a long-lived session proxy (WebSocket and HTTP CONNECT)."),
     "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
+    "record-video": ("spicectl.cli.video:record_video", "Record a guest's screen into a video file."),
     "resize": ("spicectl.cli.agent:resize", "Change a guest's screen size through its agent."),
     "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
     "share": ("spicectl.cli.share:share", "Share a host folder with a guest (WebDAV over SPICE) until Ctrl-C."),
@@ -118,8 +119,9 @@ def _help_width(max_width: int = 100) -> int:
                    "(env SPICECTL_STATE_DIR; default /var/lib/spicectl as root, else ~/.local/share/spicectl).")
 @click.option("--persist", type=DELAY, metavar="SECONDS", envvar="SPICECTL_PERSIST",
               help="Keep a session holder (libvirt connection, SPICE sessions) for repeated vm list/show, ticket, "
-                   "screenshot, send-keys, type, mouse and wait-screen; it exits after SECONDS without one "
-                   "(env SPICECTL_PERSIST; default 60; 0: none, each command does its own work).")
+                   "screenshot, send-keys, type, mouse and wait-screen, and record-video --background; it exits "
+                   "after SECONDS without one and no recording (env SPICECTL_PERSIST; default 60; 0: none, each "
+                   "command does its own work).")
 @click.version_option(__version__, "--version", prog_name="spicectl")
 @click.pass_context
 def cli(ctx: click.Context, connect, json_, quiet, verbose, debug, state_dir, persist) -> None:

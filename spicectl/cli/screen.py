@@ -101,10 +101,8 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
             client.screen.display.deadline = None
 
     if app.runtime is not None and not is_spice_uri(name):
-        s = app.settings
-        key = (s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"])
-        return app.runtime.warm.run(key, lambda: _server(app, name, opts), lambda c: bounded(c, work(c)),
-                                    cursor=cursor, allow_partial=allow_partial)
+        return app.runtime.warm.run(warm_key(app, name, opts), lambda: _server(app, name, opts),
+                                    lambda c: bounded(c, work(c)), cursor=cursor, allow_partial=allow_partial)
 
     # The client's imports (numpy, Pillow, cryptography: ~100 ms) overlap with the libvirt work,
     # which mostly waits on a child process or on libvirt's socket.
@@ -126,6 +124,17 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
             await client.close()
 
     return asyncio.run(go())
+
+
+def warm_key(app: App, name: str, opts: dict) -> tuple:
+    """Which of the holder's sessions a command on guest NAME uses."""
+    s = app.settings
+    return s.connect, str(s.state_dir), name, opts["plain_port"], opts["ca_file"]
+
+
+def warm_server(app: App, name: str, opts: dict):
+    """How the holder links a session to guest NAME (when it has none)."""
+    return _server(app, name, opts)
 
 
 def _save_png(image, output: str) -> None:
@@ -190,7 +199,7 @@ def screenshot(app: App, name: str, output: str, settle: float, allow_partial: b
         check_output_path(Path(output))  # before connecting, not after the picture was taken
 
     async def work(client):
-        image = await client.screen.screenshot(settle=settle, monitor=monitor, timeout=timeout)
+        image = await client.screen.screenshot(settle=settle, monitor=monitor, timeout=timeout, cursor=with_cursor)
         if with_cursor and not (client.screen.cursor and client.screen.cursor.drawn):
             app.warn(f"{name} shows no pointer on its screen (its cursor channel has no shape, or it is hidden "
                      "or off screen): the picture has none")

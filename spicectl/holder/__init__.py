@@ -18,5 +18,8 @@ PERSIST_ENV = "SPICECTL_PERSIST"
 
 # commands a holder runs: quick, repeated in scripts, and needing nothing from the terminal
 SERVED = frozenset({("vm", "list"), ("vm", "show"), ("ticket",), ("screenshot",), ("send-keys",), ("type",),
-                    ("mouse",), ("wait-screen",)})
+                    ("mouse",), ("wait-screen",), ("record-video",)})
+# served only with one of these options: record-video --background starts a recording on the holder's
+# session and returns; --stop ends it (a recording in the foreground runs until Ctrl-C, in the terminal)
+SERVED_ONLY_WITH = {("record-video",): frozenset({"--background", "--stop"})}
 READ_ONLY = frozenset({("vm", "list"), ("vm", "show"), ("screenshot",), ("wait-screen",)})

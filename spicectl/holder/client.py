@@ -15,7 +15,7 @@ import sys
 import time
 
 from spicectl import paths
-from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SOCKET, wire
+from spicectl.holder import DEFAULT_PERSIST, LOG, PERSIST_ENV, READ_ONLY, SERVED, SERVED_ONLY_WITH, SOCKET, wire
 
 VALUE_OPTIONS = {"--connect", "-c", "--state-dir", "--persist"}
 NOT_TRUSTED = 10   # the exit code for "the host lacks a permission": the CLI's table, not imported here
@@ -45,6 +45,8 @@ def parse(argv: list[str]) -> tuple[dict[str, str], tuple[str, ...]] | None:
     if command is None:
         return None
     rest = argv[i + len(command):]
+    if command in SERVED_ONLY_WITH and not SERVED_ONLY_WITH[command] & set(rest):
+        return None
     for j, arg in enumerate(rest):
         if arg in ("-h", "--help"):
             return None

@@ -122,7 +122,8 @@ def serve(state: Path, persist: float) -> int:
             except TimeoutError:
                 if context.running == 0:
                     runtime.warm.expire(limits["persist"])
-                    if time.monotonic() - context.last > limits["persist"]:
+                    # a background recording keeps the holder (and its session) alive until stopped
+                    if time.monotonic() - context.last > limits["persist"] and not runtime.warm.running():
                         return 0
                 continue
             if not _same_user(conn):
@@ -144,8 +145,10 @@ def _serve_one(conn: socket.socket, path: Path, context: _Context, limits: dict,
             return
         if request.get("op") == "exit":
             # the private libvirt is released when this process ends (libvirt's embedded
-            # driver holds its root until then): say so, then end at once
+            # driver holds its root until then): say so, then end at once, after background
+            # recordings have written their index
             path.unlink(missing_ok=True)
+            runtime.warm.stop_all(timeout=5)
             with contextlib.suppress(OSError):
                 wire.send(conn, {"exit": 0})
             os._exit(0)

@@ -163,13 +163,14 @@ class ScreenLink:
             raise IncompleteScreen("the screen could not be drawn completely: " + "; ".join(sorted(missing)),
                                    hint="--allow-partial saves what could be drawn")
 
-    async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0, monitor: int | None = None):
-        """A PIL image of the guest's screen (with the pointer drawn in, if connected with cursor=True);
-        with `monitor`, just that monitor (0 is the first) of the several the screen may show."""
+    async def screenshot(self, *, settle: float = 0.1, timeout: float = 20.0, monitor: int | None = None,
+                         cursor: bool = True):
+        """A PIL image of the guest's screen (with the pointer drawn in, if connected with cursor=True and
+        `cursor`); with `monitor`, just that monitor (0 is the first) of the several the screen may show."""
         from PIL import Image
 
         frame = await self.frame(settle=settle, timeout=timeout)
-        if self.cursor is not None:
+        if cursor and self.cursor is not None:
             frame = self.cursor.composite(frame)
         if monitor is not None:
             frame = self._monitor_part(frame, monitor)

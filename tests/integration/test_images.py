@@ -27,6 +27,7 @@ from tests.conftest import REPO, require_binary
 from tests.integration.conftest import (
     SHELL_PROMPT,
     SPICECTL,
+    Spicectl,
     console_run,
     finish,
     grab_x,
@@ -346,19 +347,54 @@ def test_wait_screen_finds_openqa_needles_on_the_desktop(spicectl, scene, tmp_pa
     assert moved_to["moved"] == [px + 10, py + 20] and moved_to["needle"] == "photo-click"
 
 
-def test_text_typed_into_a_terminal_on_the_desktop_is_read_by_wait_screen_text(spicectl, scene):
+def test_a_recorded_run_types_into_a_terminal_and_its_video_shows_the_text_read_by_ocr(spicectl, scene, tmp_path):
+    """A scripted CI run through the session holder (a SPICE server serves one client: the recording and
+    the commands share the holder's session): open an xterm, record in the background, type, wait for the
+    text with --text, take a screenshot, stop the recording."""
+    import av
+
+    from spicectl.session.ocr import read
+
+    script = Spicectl(spicectl.state_dir, Path(spicectl.env["SPICECTL_CONFIG"]))
+    script.env["SPICECTL_PERSIST"] = "600"
+    video = tmp_path / "run.webm"
+    # (console is no command the holder serves: on the private libvirt it ends the holder, and a
+    # background recording with it, so the terminal opens first)
     guest_shell(spicectl, "(DISPLAY=:0 xterm -geometry 50x6+60+440 -fa Monospace -fs 14 -title ocr-term &); "
-                          "timeout 30 sh -c \"until DISPLAY=:0 xwininfo -name ocr-term >/dev/null 2>&1; do sleep 0.2; "
-                          "done\"; echo TERM-MAPPED", r"TERM-MAPPED\r?\n")
+                          "timeout 30 sh -c \"until DISPLAY=:0 xwininfo -name ocr-term >/dev/null 2>&1; "
+                          "do sleep 0.2; done\"; echo TERM-MAPPED", r"TERM-MAPPED\r?\n")
     try:
-        spicectl("mouse", GUEST, "--move", "200,500")   # focus follows the pointer: no window manager
-        spicectl("type", GUEST, "echo spice $((6*7))-ok\n")
-        found = spicectl("wait-screen", GUEST, "--text", r"spice 42-ok", "--region", "40,420,560,200",
-                         "--timeout", "60", "--json").json()
+        started = script("record-video", GUEST, "-o", str(video), "--fps", "10", "--background", "--json").json()
+        t0 = time.monotonic()
+        assert started["event"] == "recording" and (started["width"], started["height"]) == (1024, 768)
+        script("mouse", GUEST, "--move", "200,500")   # focus follows the pointer: no window manager
+        time.sleep(1)   # (the guest's X moves the focus after the pointer; keys before that go elsewhere)
+        script("type", GUEST, "echo spice $((6*7))-ok\n")
+        found = script("wait-screen", GUEST, "--text", r"spice 42-ok", "--region", "40,420,560,200",
+                       "--timeout", "60", "--json").json()
         assert found["matched"] and found["found"] == "spice 42-ok"
         assert any(w["text"] == "42-ok" and 40 <= w["x"] < 600 for w in found["words"])
+        shot_file = tmp_path / "final.png"
+        script("screenshot", GUEST, "-o", str(shot_file))
+        shot = np.asarray(Image.open(shot_file).convert("RGB"))
+        time.sleep(1)
+        stopped = script("record-video", GUEST, "--stop", "--json").json()
+        t1 = time.monotonic()
+        assert stopped["event"] == "stopped" and stopped["frames"] > 0
+        r = script("record-video", GUEST, "--stop", check=False)
+        assert r.exit_code != 0 and "no background recording" in r.stderr
     finally:
+        script("record-video", GUEST, "--stop", check=False)
         guest_shell(spicectl, "pkill -f 'xterm.*ocr-term'; echo TERM-GONE", r"TERM-GONE\r?\n")
+        spicectl("vm", "list")   # SPICECTL_PERSIST=0: the holder lets go (and ends)
+    with av.open(str(video)) as container:
+        frames = [(f.to_ndarray(format="rgb24"), f) for f in container.decode(container.streams.video[0])]
+    last, meta = frames[-1]
+    length = float((meta.pts + (meta.duration or 1)) * meta.time_base)
+    assert abs(length - (t1 - t0)) <= 0.02 * (t1 - t0) + 0.3, (length, t1 - t0)   # wall time, within 2%
+    x, y, w, h = 40, 420, 560, 200
+    assert np.abs(last[y:y + h, x:x + w].astype(int) - shot[y:y + h, x:x + w]).mean() < 6   # the codec's error
+    assert "spice 42-ok" in read(last, (x, y, w, h)).text
 
 
 @pytest.mark.parametrize("codec", ["opus", "raw"])

@@ -117,3 +117,11 @@ def test_the_fast_path_finds_the_state_dir_as_settings_do(tmp_path, monkeypatch,
     resolved = Settings.resolve(connect=None, state_dir=option or env).state_dir
     fast = state_dir({"--state-dir": option} if option else {})
     assert fast == str(resolved.absolute())
+
+
+def test_record_video_goes_to_the_holder_only_to_start_or_stop_a_background_recording():
+    from spicectl.holder.client import parse
+
+    assert parse(["record-video", "web", "-o", "run.webm"]) is None   # the foreground: Ctrl-C is the terminal's
+    assert parse(["record-video", "web", "-o", "run.webm", "--background"]) == ({}, ("record-video",))
+    assert parse(["--json", "record-video", "web", "--stop"]) == ({}, ("record-video",))
