@@ -24,10 +24,12 @@ def ensure_apt(*packages: str) -> None:
 
 
 def ensure_pip(*modules: str) -> None:
-    """Peers that live on PyPI go into this venv, not into the project's dependencies."""
+    """Peers that live on PyPI go into this venv, not into the project's dependencies (MODULE or
+    MODULE=PACKAGE where the two names differ)."""
     import importlib.util
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    wanted = dict(m.partition("=")[::2] for m in modules)
+    missing = [package or module for module, package in wanted.items() if importlib.util.find_spec(module) is None]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
 

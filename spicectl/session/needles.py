@@ -61,6 +61,7 @@ class Needle:
     tags: list[str] = field(default_factory=list)
     properties: list = field(default_factory=list)
     _image: np.ndarray | None = None
+    _prepared: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Needle:
@@ -119,6 +120,12 @@ class Needle:
             _paint_excluded(rgb, self.areas)
             self._image = rgb
         return self._image
+
+    def prepared(self) -> np.ndarray:
+        """The needle's image grey and blurred, as the search compares it (once per needle)."""
+        if self._prepared is None:
+            self._prepared = prepare(self.image())
+        return self._prepared
 
     def has_property(self, name: str) -> bool:
         return any(p == name or (isinstance(p, dict) and p.get("name") == name) for p in self.properties)
@@ -223,21 +230,34 @@ class Match:
 
 
 class Screen:
-    """A frame prepared once for every needle searched on it."""
+    """A frame, prepared (exclusions painted, grey, blurred) where each needle searches it."""
 
     def __init__(self, frame: np.ndarray) -> None:
         self.rgb = frame
-        self._plain: np.ndarray | None = None
 
-    def prepared(self, areas: list[Area]) -> np.ndarray:
+    def prepared(self, needle_shape: tuple[int, ...], areas: list[Area]) -> np.ndarray:
+        """The frame prepared as one needle's search reads it: only inside the box that holds its search
+        regions (the rest left unset), a pixel wider each way so that the blur there is exact."""
+        sh, sw = self.rgb.shape[:2]
+        boxes = [_search_box(a, sh, sw, needle_shape) for a in areas if a.type == "match"]
+        top, left = max(0, min(b[0] for b in boxes) - 1), max(0, min(b[1] for b in boxes) - 1)
+        bottom, right = min(sh, max(b[2] for b in boxes) + 1), min(sw, max(b[3] for b in boxes) + 1)
+        part = self.rgb[top:bottom, left:right]
         excluded = [a for a in areas if a.type == "exclude"]
-        if not excluded:
-            if self._plain is None:
-                self._plain = prepare(self.rgb)
-            return self._plain
-        rgb = self.rgb.copy()
-        _paint_excluded(rgb, excluded)
-        return prepare(rgb)
+        if excluded:
+            rgb = self.rgb.copy()
+            _paint_excluded(rgb, excluded)
+            part = rgb[top:bottom, left:right]
+        out = np.zeros((sh, sw), np.uint8)
+        # at the frame's own edges the blur reflects as over the whole frame; inside, the pixel kept
+        # around the box supplies the neighbours and is then dropped
+        blurred = prepare(part)
+        inner_top, inner_left = (1 if top > 0 else 0), (1 if left > 0 else 0)
+        inner_bottom = blurred.shape[0] - (1 if bottom < sh else 0)
+        inner_right = blurred.shape[1] - (1 if right < sw else 0)
+        out[top + inner_top:top + inner_bottom, left + inner_left:left + inner_right] = \
+            blurred[inner_top:inner_bottom, inner_left:inner_right]
+        return out
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -277,9 +297,27 @@ def sqdiff(scene: np.ndarray, template: np.ndarray) -> np.ndarray:
     integral = np.zeros((sh + 1, sw + 1))
     integral[1:, 1:] = (s * s).cumsum(0).cumsum(1)
     windows = integral[th:, tw:] - integral[:-th, tw:] - integral[th:, :-tw] + integral[:-th, :-tw]
-    shape = (sh + th, sw + tw)
+    # a circular correlation as large as the scene has no wrapped term at the places kept; sizes of
+    # 2, 3 and 5 only keep the FFT fast
+    shape = (_fast_size(sh), _fast_size(sw))
     cross = np.fft.irfft2(np.fft.rfft2(s, shape) * np.conj(np.fft.rfft2(t, shape)), shape)[:sh - th + 1, :sw - tw + 1]
     return np.rint(windows - 2 * cross + (t * t).sum())
+
+
+def _fast_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c at least n."""
+    best = 1 << max(0, (n - 1).bit_length())
+    f5 = 1
+    while f5 < best:
+        f35 = f5
+        while f35 < best:
+            f = f35
+            while f < n:
+                f *= 2
+            best = min(best, f)
+            f35 *= 3
+        f5 *= 5
+    return best
 
 
 def _near_best(result: np.ndarray, start: float) -> list[tuple[int, int]]:
@@ -299,6 +337,15 @@ def _near_best(result: np.ndarray, start: float) -> list[tuple[int, int]]:
     return places
 
 
+def _search_box(area: Area, sh: int, sw: int, needle_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of where `area` is searched on a sh x sw screen: its place (scaled when
+    the needle's image has another size) and `margin` around it, within the screen."""
+    nh, nw = needle_shape[:2]
+    sx, sy = area.x * sw // nw, area.y * sh // nh
+    return (max(0, sy - area.margin), max(0, sx - area.margin),
+            min(sh, sy + area.height + area.margin), min(sw, sx + area.width + area.margin))
+
+
 def search_area(screen: np.ndarray, needle_img: np.ndarray, area: Area) -> AreaMatch:
     """Find one match area of a needle on a prepared screen."""
     sh, sw = screen.shape
@@ -308,8 +355,7 @@ def search_area(screen: np.ndarray, needle_img: np.ndarray, area: Area) -> AreaM
     if x + w > sw or y + h > sh:
         return fail
     sx, sy = x * sw // nw, y * sh // nh
-    left, top = max(0, sx - area.margin), max(0, sy - area.margin)
-    right, bottom = min(sw, sx + w + area.margin), min(sh, sy + h + area.margin)
+    top, left, bottom, right = _search_box(area, sh, sw, needle_img.shape)
     if right - left < w or bottom - top < h:
         return fail
     template = needle_img[y:y + h, x:x + w]
@@ -330,9 +376,8 @@ def search_area(screen: np.ndarray, needle_img: np.ndarray, area: Area) -> AreaM
 
 
 def search(screen: Screen, needle: Needle) -> Match:
-    image = needle.image()
-    prepared_needle = prepare(image)
-    prepared_screen = screen.prepared(needle.areas)
+    prepared_needle = needle.prepared()
+    prepared_screen = screen.prepared(prepared_needle.shape, needle.areas)
     return Match(needle, [search_area(prepared_screen, prepared_needle, a) for a in needle.areas if a.type == "match"])
 
 

@@ -209,3 +209,14 @@ def test_wait_screen_and_mouse_find_a_needle_on_a_recorded_real_session(tmp_path
     assert missed.how == "exit" and missed.code == 9, str(missed)
     assert "no needle matched within 3s; closest: wrong at" in missed.stderr
     assert (tmp_path / "last.png").is_file()
+
+
+def test_the_screen_is_prepared_only_where_the_search_reads_it_and_exactly_there(tmp_path):
+    frame = screen(5, 320, 240)
+    needle = N.Needle.load(write_needle(tmp_path, "box", frame, [area(100, 60, 40, 30, margin=20),
+                                                                  area(200, 150, 30, 20, margin=5)]))
+    part = N.Screen(frame).prepared(needle.prepared().shape, needle.areas)
+    full = N.prepare(frame)
+    inside = (slice(40, 175), slice(80, 235))   # from the first box's top-left to the second's bottom-right
+    assert (part[inside] == full[inside]).all()
+    assert not part[:30].any() and not part[:, :70].any()   # nothing prepared where nothing is searched
