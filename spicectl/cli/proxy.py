@@ -37,9 +37,9 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
     proxies is one session.
     """
     import asyncio
-    import signal
     from pathlib import Path
 
+    from spicectl.cli.screen import stopped_by_signals
     from spicectl.errors import InvalidInput
     from spicectl.pki.ca import CA_CERT
     from spicectl.proxy.server import ProxyServer, find_html5_dir
@@ -63,10 +63,7 @@ def serve(app: App, listen: str, tls: bool, cert_dir: str | None, require_client
     async def main() -> None:
         bound = await server.start(host, port, reuse_port=reuse_port)
         app.info(f"spicectl proxy listening on {'https' if tls else 'http'}://{bound[0]}:{bound[1]}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stopped_by_signals()
         await stop.wait()
         await server.close()
 

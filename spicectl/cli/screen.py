@@ -126,6 +126,19 @@ def run_client(app: App, name: str, opts: dict, work, *, timeout: float | None, 
     return asyncio.run(go())
 
 
+def stopped_by_signals():
+    """An asyncio.Event that Ctrl-C or SIGTERM sets (call it in the running loop): how a command that
+    runs until stopped ends cleanly."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def warm_key(app: App, name: str, opts: dict) -> tuple:
     """Which of the holder's sessions a command on guest NAME uses."""
     s = app.settings
@@ -358,24 +371,27 @@ def _needles(needle: str | None, tag: str | None, directory: str | None) -> list
     return found
 
 
-def _last_frame_path(app: App, name: str, given: str | None, what: str | None = None) -> str:
-    """Where a timed-out wait saves the last frame: as given, else STATE_DIR/last-frames/GUEST[-WHAT].png."""
-    if given:
-        return given
+def _save_last_frame(app: App, name: str, frame, given: str | None, what: str | None = None) -> str | None:
+    """Save a timed-out wait's last frame (if one came): as given, else STATE_DIR/last-frames/GUEST[-WHAT].png.
+    Where it went, or None."""
+    if frame is None:
+        return None
     from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
 
     from spicectl.pki.store import ensure_dir
 
     stem = Path(name).name + (f"-{Path(what).name}" if what else "")
-    return str(ensure_dir(app.settings.state_dir / "last-frames") / f"{stem}.png")
+    saved = given or str(ensure_dir(app.settings.state_dir / "last-frames") / f"{stem}.png")
+    _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    return saved
 
 
 def _wait_needles(app: App, name: str, needles: list, what: str, timeout: float, last_frame: str | None,
                   allow_partial: bool, opts: dict) -> None:
     import time
-
-    import numpy as np
-    from PIL import Image
 
     from spicectl.errors import TimeoutExpired
     from spicectl.session.screen_wait import NeedleWait
@@ -397,10 +413,7 @@ def _wait_needles(app: App, name: str, needles: list, what: str, timeout: float,
                  lambda: app.info(f"{name}: needle {found.needle.name} matched after {elapsed:.1f}s "
                                   f"(similarity {found.similarity:.3f} at {x},{y})"))
         return
-    saved = None
-    if frame is not None:
-        saved = _last_frame_path(app, name, last_frame, what)
-        _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    saved = _save_last_frame(app, name, frame, last_frame, what)
     closest = condition.closest
     app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2),
               "closest": closest.as_dict() if closest else None, "last_frame": saved}, lambda: None)
@@ -425,9 +438,6 @@ def _wait_text(app: App, name: str, pattern: str, region, timeout: float, last_f
                allow_partial: bool, opts: dict) -> None:
     import re
     import time
-
-    import numpy as np
-    from PIL import Image
 
     from spicectl.errors import EnvironmentProblem, InvalidInput, TimeoutExpired
     from spicectl.session.ocr import problem
@@ -454,10 +464,7 @@ def _wait_text(app: App, name: str, pattern: str, region, timeout: float, last_f
                   "text": condition.last.text if condition.last else "", "words": [w.as_dict() for w in words]},
                  lambda: app.info(f"{name}: {hit.group(0)!r} on the screen after {elapsed:.1f}s"))
         return
-    saved = None
-    if frame is not None:
-        saved = _last_frame_path(app, name, last_frame)
-        _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    saved = _save_last_frame(app, name, frame, last_frame)
     seen = " ".join((condition.last.text if condition.last else "").split())
     app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2), "text": seen, "last_frame": saved},
              lambda: None)
@@ -527,8 +534,6 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, needl
     """
     import time
 
-    import numpy as np
-
     from spicectl.errors import TimeoutExpired
 
     if sum((changed, bool(reference), bool(needle), bool(tag), text is not None)) != 1:
@@ -556,12 +561,7 @@ def wait_screen(app: App, name: str, changed: bool, reference: str | None, needl
         app.emit({"name": name, "matched": True, "seconds": round(elapsed, 2)},
                  lambda: app.info(f"{name}: screen {'changed' if changed else 'matches'} after {elapsed:.1f}s"))
         return
-    saved = None
-    if frame is not None:
-        from PIL import Image
-
-        saved = _last_frame_path(app, name, last_frame)
-        _save_png(Image.fromarray(np.ascontiguousarray(frame), "RGB"), saved)
+    saved = _save_last_frame(app, name, frame, last_frame)
     app.emit({"name": name, "matched": False, "seconds": round(elapsed, 2), "last_frame": saved}, lambda: None)
     raise TimeoutExpired(f"{name}: the screen did not {'change' if changed else 'match'} within {timeout:g}s"
                          + (f"; last frame saved to {saved}" if saved else ""))

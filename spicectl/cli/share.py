@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import run_client, server_options, stopped_by_signals
 
 GUEST_URL = "http://127.0.0.1:9843/"  # where spice-webdavd serves the shared folder inside the guest
 
@@ -36,8 +36,6 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
       spicectl share web ./reports                    # read-only, until Ctrl-C
       spicectl share web ./inbox --writable --seconds 600 --json
     """
-    import asyncio
-    import signal
     import time
     from pathlib import Path
 
@@ -53,10 +51,7 @@ def share(app: App, name: str, folder: str, writable: bool, seconds: float | Non
         started = time.monotonic()
 
         async def work(client):
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            stop = stopped_by_signals()
             from spicectl.spice.webdav_link import serve_webdav
 
             def ready() -> None:   # said once the guest's connections reach us, not before

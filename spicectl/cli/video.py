@@ -6,7 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT, Integer
-from spicectl.cli.screen import run_client, server_options
+from spicectl.cli.screen import run_client, server_options, stopped_by_signals
 
 
 @click.command("record-video")
@@ -41,8 +41,6 @@ def record_video(app: App, name: str, output: str | None, seconds: float | None,
       spicectl record-video web -o run.webm --seconds 60
       spicectl record-video web -o run.webm --background && ./ci-steps.sh; spicectl record-video web --stop
     """
-    import asyncio
-    import signal
     import time
     from pathlib import Path
 
@@ -65,10 +63,7 @@ def record_video(app: App, name: str, output: str | None, seconds: float | None,
     started = time.monotonic()
 
     async def work(client):
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stopped_by_signals()
 
         def recording(r) -> None:
             out.announce({"event": "recording", "name": name, "output": str(path), "width": r.width,
