@@ -58,11 +58,7 @@ class ScreenWait:
                 return self.changed(start, f)
         else:
             predicate = self.matches
-        try:
-            return True, await client.screen.wait_for(predicate, timeout=timeout)
-        except TimeoutExpired as exc:
-            last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
-            return False, last if last is not None else client.screen.display.primary_rgb()
+        return await _wait(client, predicate, timeout)
 
 
 @dataclass
@@ -83,12 +79,8 @@ class NeedleWait:
 
     async def run(self, client: Client, timeout: float) -> tuple[Match | None, np.ndarray | None]:
         """(the match, the frame) once a needle matches; (None, the last frame seen) after `timeout`."""
-        try:
-            frame = await client.screen.wait_for(lambda f: self.check(f) is not None, timeout=timeout)
-        except TimeoutExpired as exc:
-            last = getattr(exc, "last_frame", None)
-            return None, last if last is not None else client.screen.display.primary_rgb()
-        return self.closest, frame
+        matched, frame = await _wait(client, lambda f: self.check(f) is not None, timeout)
+        return (self.closest if matched else None), frame
 
 
 @dataclass
@@ -98,26 +90,26 @@ class TextWait:
     pattern: re.Pattern
     region: Region | None = None
     last: Reading | None = None
+    hit: re.Match | None = None
 
     def check(self, frame: np.ndarray) -> re.Match | None:
         from spicectl.session.ocr import read
 
         self.last = read(frame, self.region)
-        return self.pattern.search(self.last.text)
+        self.hit = self.pattern.search(self.last.text)
+        return self.hit
 
     async def run(self, client: Client, timeout: float) -> tuple[re.Match | None, np.ndarray | None]:
         """(the match, the frame) once the text is there; (None, the last frame seen) after `timeout`."""
-        found: list[re.Match] = []
+        matched, frame = await _wait(client, lambda f: self.check(f) is not None, timeout)
+        return (self.hit if matched else None), frame
 
-        def predicate(frame: np.ndarray) -> bool:
-            hit = self.check(frame)
-            if hit is not None:
-                found.append(hit)
-            return hit is not None
 
-        try:
-            frame = await client.screen.wait_for(predicate, timeout=timeout)
-        except TimeoutExpired as exc:
-            last = getattr(exc, "last_frame", None)
-            return None, last if last is not None else client.screen.display.primary_rgb()
-        return found[-1], frame
+async def _wait(client: Client, predicate, timeout: float) -> tuple[bool, np.ndarray | None]:
+    """(True, the frame) once `predicate` holds for a settled frame; (False, the last frame seen) after
+    `timeout` (the display's current one if no frame was checked)."""
+    try:
+        return True, await client.screen.wait_for(predicate, timeout=timeout)
+    except TimeoutExpired as exc:
+        last = getattr(exc, "last_frame", None)  # set unless no frame arrived at all
+        return False, last if last is not None else client.screen.display.primary_rgb()
