@@ -10,7 +10,7 @@ _spicectl_subs() {
     'image') echo 'build delete list show' ;;
     'proxy') echo 'serve' ;;
     'template') echo 'list show' ;;
-    'usb') echo 'status' ;;
+    'usb') echo 'share status' ;;
     'vm') echo 'create delete destroy list restart show start stop xml' ;;
   esac
 }
@@ -62,6 +62,7 @@ _spicectl_opts() {
     'ticket') echo '--help --json --output --ttl -h -o' ;;
     'type') echo '--ca-file --help --host-subject --json --max-memory --no-escapes --password-file --plain-port --timeout -h' ;;
     'usb') echo '--help -h' ;;
+    'usb share') echo '--attach-timeout --ca-file --cd --disk --help --host-subject --json --max-memory --password-file --plain-port --seconds --writable -h' ;;
     'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
@@ -88,6 +89,8 @@ _spicectl_values() {
     'mouse|--click') echo 'choice:left middle right up down' ;;
     'mouse|--needles') echo 'dir' ;;
     'record-video|--codec') echo 'choice:vp9 vp8 h264' ;;
+    'usb share|--cd') echo 'file' ;;
+    'usb share|--disk') echo 'file' ;;
     'view|--share') echo 'dir' ;;
     'view|--video-codec') echo 'choice:mjpeg vp8 h264 vp9 h265' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
@@ -125,7 +128,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --audio-device --boot-menu-timeout --ca-file --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -34,7 +34,7 @@ function __spicectl_path
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
             case 'usb'
-                contains -- $word status; and set path (string trim -- "$path $word")
+                contains -- $word share status; and set path (string trim -- "$path $word")
             case 'vm'
                 contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
         end
@@ -402,9 +402,23 @@ complete -c spicectl -n 'test (__spicectl_path) = "type"' -l host-subject -r -d 
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l timeout -r -d 'Seconds the whole command may take (exit 9 past them).'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'share' -d 'Plug emulated USB devices into guest GUEST over its...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'status' -d 'Link every usbredir channel of guest GUEST and report...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l writable -d 'Let the guest write to the --disk images (read-only by defau'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l attach-timeout -r -d 'Seconds the guest has to take each device (set a configurati'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l ca-file -r -d 'CA that signed the guest'\''s SPICE certificate (default: for a'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l cd -r -F -d 'Plug ISO in as a USB CD-ROM drive (read-only). Repeatable.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l disk -r -F -d 'Plug the raw disk image IMG in as a USB stick. Repeatable.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l seconds -r -d 'Unplug after this long (default: until Ctrl-C, SIGTERM, or t'
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb status"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'

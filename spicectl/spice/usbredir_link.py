@@ -1,16 +1,22 @@
-"""The usbredir channels: each one linked, and the usbredir hello exchanged with its peer."""
+"""The usbredir channels: their hellos (`usb status`), and emulated devices plugged into them (`usb share`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spicectl.errors import InvalidInput, NotFound, TimeoutExpired
 from spicectl.spice import link, usbredir
 from spicectl.spice import messages as M
-from spicectl.spice.channel_io import read_by
+from spicectl.spice.channel_io import read_by, run_for
+from spicectl.spice.usbredir_host import Event, RedirHost
 
 if TYPE_CHECKING:
     from spicectl.spice.channel_io import Session
+    from spicectl.spice.transport import Connection
+    from spicectl.spice.usb_storage import MassStorage
 
 
 async def usbredir_hellos(session: Session, *, timeout: float = 15) -> dict[int, usbredir.Hello]:
@@ -34,3 +40,114 @@ async def usbredir_hellos(session: Session, *, timeout: float = 15) -> dict[int,
         finally:
             conn.close()
     return hellos
+
+
+# spice-server takes a client's spicevmc data in messages of any size; smaller ones keep a slow
+# channel's other traffic moving
+CHUNK = 64 * 1024
+# how long a guest side that never acknowledges the barrier (see usbredir_host) is waited for
+BARRIER_SECONDS = 2.0
+RELEASE_SECONDS = 5.0
+
+
+async def share_devices(session: Session, devices: list[MassStorage], *, seconds: float | None = None,
+                        stop: asyncio.Event | None = None, attach_timeout: float | None = None,
+                        on_event: Callable[[int, Event], None] = lambda _i, _e: None) -> list[str]:
+    """Plug each device into one of the guest's usbredir channels (in channel order) and answer the
+    guest until `seconds` pass, `stop` is set, or the guest has let go of every device; then unplug
+    what is left. `on_event(index, event)` hears each device's events. A device the guest has not
+    configured within `attach_timeout` seconds ends it with TimeoutExpired. Returns how each ended."""
+    from spicectl import __version__
+
+    channels = sorted(i for t, i in session.channels_available if t == link.USBREDIR)
+    if not channels:
+        raise NotFound("the guest has no usbredir channels", hint="create it with --usb-redir N (spicectl vm create)")
+    if len(devices) > len(channels):
+        raise InvalidInput(f"{len(devices)} USB devices, but the guest has {len(channels)} usbredir channel"
+                           f"{'' if len(channels) == 1 else 's'}: each device takes one",
+                           hint="create the guest with more (--usb-redir N), or plug fewer devices")
+    hosts = [RedirHost(d, f"spicectl {__version__}") for d in devices]
+    conns = [await session.open_channel(link.USBREDIR, cid) for cid, _ in zip(channels, devices, strict=False)]
+    stopping = asyncio.Event()
+
+    async def flush(conn: Connection, host: RedirHost, index: int) -> None:
+        out = host.take_output()
+        for start in range(0, len(out), CHUNK):
+            conn.send(M.MSGC_SPICEVMC_DATA, out[start:start + CHUNK])
+        if out:
+            await conn.flush()
+        for event in host.events:
+            on_event(index, event)
+        host.events.clear()
+
+    async def serve(index: int) -> None:
+        conn, host = conns[index], hosts[index]
+        loop = asyncio.get_running_loop()
+        barrier_at = None
+        attach_by = loop.time() + attach_timeout if attach_timeout is not None else None
+        await flush(conn, host, index)
+        release_by = None
+        while host.state not in ("released", "rejected"):
+            if stopping.is_set() and host.state in ("connected", "barrier"):
+                host.release("stopped")
+                await flush(conn, host, index)
+                continue
+            if host.state == "barrier":
+                barrier_at = barrier_at or loop.time() + BARRIER_SECONDS
+            if host.state == "releasing":
+                release_by = release_by or loop.time() + RELEASE_SECONDS
+                if loop.time() >= release_by:
+                    host.release_expired()
+                    await flush(conn, host, index)
+                    continue
+            deadlines = [t for t in (barrier_at if host.state == "barrier" else None,
+                                     release_by if host.state == "releasing" else None,
+                                     attach_by if host.state == "connected" and not host.attached else None)
+                         if t is not None]
+            if attach_by is not None and host.state == "connected" and not host.attached and loop.time() >= attach_by:
+                raise TimeoutExpired(f"the guest did not take USB device {index + 1} within {attach_timeout:g}s",
+                                     hint="is a USB driver running in the guest? (a booted OS, not firmware)")
+            wait = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+            reading = asyncio.ensure_future(conn.read())
+            stopped = asyncio.ensure_future(stopping.wait())
+            try:
+                done, _ = await asyncio.wait({reading, stopped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                if not reading.done():
+                    reading.cancel()
+                    await asyncio.gather(reading, return_exceptions=True)
+            if reading in done:
+                msg_type, body = reading.result()
+                if msg_type == M.MSG_SPICEVMC_DATA:
+                    host.receive(body)
+            elif not done and barrier_at is not None and loop.time() >= barrier_at:
+                host.barrier_expired()
+            await flush(conn, host, index)
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def until_stopped() -> None:
+        await run_for(forever(), seconds, stop)
+        stopping.set()
+
+    serving = [asyncio.ensure_future(serve(i)) for i in range(len(hosts))]
+    watcher = asyncio.ensure_future(until_stopped())
+    try:
+        await asyncio.gather(*serving)
+    except BaseException:
+        stopping.set()
+        raise
+    finally:
+        watcher.cancel()
+        if stopping.is_set() and not all(t.done() for t in serving):
+            await asyncio.wait(serving, timeout=RELEASE_SECONDS)
+        for t in serving:
+            t.cancel()
+        await asyncio.gather(watcher, *serving, return_exceptions=True)
+        for conn in conns:
+            conn.close()
+        for device in devices:
+            device.unit.medium.close()
+    return [h.state for h in hosts]
