@@ -34,7 +34,7 @@ _spicectl_opts() {
     'clipboard get') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'clipboard set') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'completion') echo '--help -h' ;;
-    'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --proxy --proxy-url --screenshot --token-ttl --ttl --view --viewer --vv -h' ;;
+    'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --proxy --proxy-url --screenshot --token-ttl --ttl --usb-cd --usb-disk --usb-writable --view --viewer --vv -h' ;;
     'console') echo '--expect --help --json --retry-every --send --timeout -h' ;;
     'copy-to') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
     'host') echo '--help -h' ;;
@@ -64,7 +64,7 @@ _spicectl_opts() {
     'usb') echo '--help -h' ;;
     'usb share') echo '--attach-timeout --ca-file --cd --disk --help --host-subject --json --max-memory --password-file --plain-port --seconds --writable -h' ;;
     'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --video-codec --writable -h' ;;
+    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --usb-cd --usb-disk --usb-writable --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
     'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --wait-for --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
@@ -86,12 +86,16 @@ _spicectl_values() {
     'cert issue server|--key-type') echo 'choice:rsa-2048 rsa-3072 rsa-4096 ec-p256 ec-p384' ;;
     'cert issue server|--out') echo 'dir' ;;
     'connect|--proxy') echo 'choice:ws http-connect' ;;
+    'connect|--usb-cd') echo 'file' ;;
+    'connect|--usb-disk') echo 'file' ;;
     'mouse|--click') echo 'choice:left middle right up down' ;;
     'mouse|--needles') echo 'dir' ;;
     'record-video|--codec') echo 'choice:vp9 vp8 h264' ;;
     'usb share|--cd') echo 'file' ;;
     'usb share|--disk') echo 'file' ;;
     'view|--share') echo 'dir' ;;
+    'view|--usb-cd') echo 'file' ;;
+    'view|--usb-disk') echo 'file' ;;
     'view|--video-codec') echo 'choice:mjpeg vp8 h264 vp9 h265' ;;
     'vm create|--image-compression') echo 'choice:auto_glz auto_lz quic glz lz off' ;;
     'vm create|--jpeg') echo 'choice:auto never always' ;;
@@ -128,7 +132,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -200,6 +200,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "completion"' -s h -d 'Show th
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l builtin -d 'Use spicectl'\''s own client for this session.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l usb-writable -d 'Let the guest write to the --usb-disk images.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l view -d 'With --builtin: show the session in spicectl'\''s viewer window'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l viewer -d 'Start remote-viewer on a 0600 .vv file (default when remote-'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -s h -d 'Show this message and exit.'
@@ -211,6 +212,8 @@ complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l proxy-url -r -d 
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l screenshot -r -d 'With --builtin: save a screenshot taken through the session.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l token-ttl -r -d 'Seconds the proxy token may start a session.'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l ttl -r -d 'Seconds the SPICE ticket stays valid (through a proxy: at le'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l usb-cd -r -F -d 'Plug ISO in as a USB CD-ROM drive meanwhile, as `spicectl us'
+complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l usb-disk -r -F -d 'Plug IMG in as a USB stick meanwhile, as `spicectl usb share'
 complete -c spicectl -n 'test (__spicectl_path) = "connect"' -l vv -r -d 'Write the .vv file to FILE ('\''-'\'' for stdout) for use elsewher'
 complete -c spicectl -n 'test (__spicectl_path) = "console"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "console"' -l json -d 'Print a JSON object for scripts.'
@@ -403,7 +406,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "type"' -l max-memory -r -d 'M
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l timeout -r -d 'Seconds the whole command may take (exit 9 past them).'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'share' -d 'Plug emulated USB devices into guest GUEST over its...'
-complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'status' -d 'Link every usbredir channel of guest GUEST and report...'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'status' -d 'What is plugged into guest GUEST'\''s usbredir channels, and...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l help -d 'Show this message and exit.'
@@ -432,6 +435,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "view"' -l help -d 'Show this 
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l mute -d 'Do not play the guest'\''s sound (played on this host'\''s default'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l usb-writable -d 'Let the guest write to the --usb-disk images.'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l writable -d 'With --share: let the guest change DIR (read-only by default'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l audio-device -r -d 'Play on this output instead (a PortAudio device name or numb'
@@ -441,6 +445,8 @@ complete -c spicectl -n 'test (__spicectl_path) = "view"' -l host-subject -r -d 
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l share -r -F -d 'Share DIR with the guest while the window is open, as `spice'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l usb-cd -r -F -d 'Plug ISO in as a USB CD-ROM drive meanwhile, as `spicectl us'
+complete -c spicectl -n 'test (__spicectl_path) = "view"' -l usb-disk -r -F -d 'Plug IMG in as a USB stick meanwhile, as `spicectl usb share'
 complete -c spicectl -n 'test (__spicectl_path) = "view"' -l video-codec -r -a 'mjpeg vp8 h264 vp9 h265' -d 'Ask for video streams in CODEC first (repeatable, best first'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a SPICE guest NAME from a template and options.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'

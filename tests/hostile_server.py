@@ -52,6 +52,11 @@ class Script:
     client_mouse: bool = False
     mode_delay: float | None = 0.0
     ack_every: int = M.INPUTS_MOTION_ACK_BUNCH
+    # a usbredir channel: the bytes the guest side (QEMU's part) sends on it, then `usbredir_forever`
+    # again and again until the client goes; it never reads what the client sends if `usbredir_deaf`
+    usbredir: list[bytes] | None = None
+    usbredir_forever: bytes = b""
+    usbredir_deaf: bool = False
 
 
 def _frame(msg_type: int, body: bytes) -> bytes:
@@ -110,6 +115,8 @@ class HostileServer:
                 await self._play(writer, self.script.playback)
             elif channel == link.INPUTS:
                 await self._inputs(reader, writer)
+            elif channel == link.USBREDIR:
+                await self._usbredir(reader, writer)
             if self.script.hang_up:
                 return
             await reader.read()   # quiet until the client goes
@@ -147,6 +154,8 @@ class HostileServer:
         while (await self._read_message(reader)).type != M.MSGC_MAIN_ATTACH_CHANNELS:
             pass
         channels = [{"type": link.DISPLAY, "id": 0}, {"type": link.PLAYBACK, "id": 0}]
+        if self.script.usbredir is not None:
+            channels.append({"type": link.USBREDIR, "id": 0})
         writer.write(_frame(M.MSG_MAIN_CHANNELS_LIST, W.CHANNELS_LIST.pack(
             channels=channels + ([{"type": link.INPUTS, "id": 0}] if self.script.inputs else []))))
         await writer.drain()
@@ -170,6 +179,23 @@ class HostileServer:
                 if self.script.ack_every and motions % self.script.ack_every == 0:
                     writer.write(_frame(M.MSG_INPUTS_MOUSE_MOTION_ACK, b""))
                     await writer.drain()
+
+    async def _usbredir(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def discard() -> None:   # what the client sends: read and dropped, until it goes
+            while await reader.read(1 << 16):
+                pass
+
+        reading = None if self.script.usbredir_deaf else asyncio.ensure_future(discard())
+        for chunk in self.script.usbredir or []:
+            writer.write(_frame(M.MSG_SPICEVMC_DATA, chunk))
+            await writer.drain()
+        while self.script.usbredir_forever:
+            writer.write(_frame(M.MSG_SPICEVMC_DATA, self.script.usbredir_forever))
+            await writer.drain()
+        if reading is None:
+            await asyncio.sleep(3600)   # deaf to the end (closing the server cancels this)
+        else:
+            await reading
 
     @staticmethod
     async def _play(writer: asyncio.StreamWriter, messages: list[Message]) -> None:

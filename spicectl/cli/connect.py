@@ -6,6 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import CA_FILE_HELP, Integer
+from spicectl.cli.usb import UsbPlugs, usb_plug_options
 
 
 @click.command()
@@ -30,11 +31,12 @@ from spicectl.cli.options import CA_FILE_HELP, Integer
               "(as `spicectl view`).")
 @click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
+@usb_plug_options
 @json_option
 @pass_app
 def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: str | None, proxy_url: str | None,
             listen: str, ttl: int, token_ttl: int, screenshot: str | None, view: bool, ca_file: str | None,
-            html5_dir: str | None) -> None:
+            html5_dir: str | None, usb_cds: tuple[str, ...], usb_disks: tuple[str, ...], usb_writable: bool) -> None:
     """Open a session to guest NAME with a fresh one-time ticket (default TTL 30 s).
 
     \b
@@ -45,6 +47,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     spicectl connect web --proxy-url http://gw:3128 --proxy http-connect --vv web.vv  # via `proxy serve`
     spicectl connect web --builtin --screenshot web.png [--proxy ws]
     spicectl connect web --builtin --view --proxy http-connect   # spicectl's window, through a proxy
+    spicectl connect web --builtin --view --proxy ws --usb-cd debian.iso   # and a USB CD meanwhile
     """
     import os
     import shutil
@@ -58,6 +61,8 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
         raise click.UsageError("--screenshot and --view go with --builtin")
     if screenshot and view:
         raise click.UsageError("--screenshot or --view, not both")
+    if (usb_cds or usb_disks) and not view:
+        raise click.UsageError("--usb-cd and --usb-disk go with --builtin --view")
     if mode is None and not vv_path and not proxy:
         has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         if shutil.which("remote-viewer") and has_display:
@@ -81,12 +86,14 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
 
     from spicectl.session import runner
 
-    request = runner.SessionRequest(mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
-                                    listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot, view=view,
-                                    html5_dir=html5_dir, usbredir=access.usbredir)
-    if proxy:
-        app.proxy_logging()
-    result = runner.run(server, request, state_dir=s.state_dir, out=app.session_output())
+    with UsbPlugs(app, name, usb_cds, usb_disks, usb_writable) as plugs:
+        request = runner.SessionRequest(mode=mode, vv_path=vv_path, proxy=proxy, proxy_url=proxy_url,
+                                        listen=listen_addr, token_ttl=token_ttl, screenshot=screenshot, view=view,
+                                        html5_dir=html5_dir, usbredir=access.usbredir, usb_devices=plugs.devices,
+                                        on_usb=plugs.on_event)
+        if proxy:
+            app.proxy_logging()
+        result = runner.run(server, request, state_dir=s.state_dir, out=app.session_output())
     if result is not None:
         app.emit(result, lambda: None)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import TIMEOUT
 from spicectl.cli.screen import CONNECT_ALLOWANCE, run_client, server_options
+
+if TYPE_CHECKING:
+    from spicectl.session.usb_plugs import ShareRecord
 
 
 @click.group()
@@ -21,25 +26,45 @@ def usb() -> None:
 @json_option
 @pass_app
 def status(app: App, name: str, timeout: float, **opts) -> None:
-    """Link every usbredir channel of guest GUEST and report what its usb-redir device says in hello.
+    """What is plugged into guest GUEST's usbredir channels, and what each channel's usb-redir says in hello.
 
-    No device is redirected: the usbredir conversation stops after the hello.
+    While a `spicectl usb share` of GUEST runs, its devices are listed from what it records, without
+    connecting (a SPICE server serves one client: connecting would cut the share off). Otherwise each
+    usbredir channel is linked and the usbredir conversation stops after the hello: nothing is plugged.
     """
+    from spicectl.session.usb_plugs import running_share
+
+    share = running_share(app.settings.state_dir, name)
+    if share is not None:
+        pid, plugs = share
+        rows = [{"channel": p.channel, "plugged": {"device": p.device, "file": p.file, "writable": p.writable,
+                                                   "state": p.state}} for p in sorted(plugs, key=lambda p: p.channel)]
+
+        def shared() -> None:
+            for p in sorted(plugs, key=lambda p: p.channel):
+                where = f"usbredir {p.channel}" if p.channel >= 0 else "usbredir (not yet linked)"
+                click.echo(f"{where}: USB {p.device} {p.file} ({p.state}{', writable' if p.writable else ''})")
+            click.echo(f"(usb share, pid {pid})")
+
+        app.emit({"name": name, "shared_by": pid, "channels": rows}, shared)
+        return
+
     async def work(client):
         from spicectl.spice.usbredir_link import usbredir_hellos
 
         return await usbredir_hellos(client, timeout=timeout)
 
     hellos = run_client(app, name, opts, work, timeout=timeout + CONNECT_ALLOWANCE, display=False, inputs=False)
-    rows = [{"channel": cid, "peer_version": h.version, "peer_caps": h.cap_names} for cid, h in sorted(hellos.items())]
+    rows = [{"channel": cid, "peer_version": h.version, "peer_caps": h.cap_names, "plugged": None}
+            for cid, h in sorted(hellos.items())]
 
     def human() -> None:
-        if not rows:
+        if not hellos:
             click.echo(f"{name} has no usbredir channels")
-        for r in rows:
-            click.echo(f"usbredir {r['channel']}: {r['peer_version']} ({', '.join(r['peer_caps']) or 'no caps'})")
+        for cid, h in sorted(hellos.items()):
+            click.echo(f"usbredir {cid}: nothing plugged; {h.version} ({', '.join(h.cap_names) or 'no caps'})")
 
-    app.emit({"name": name, "channels": rows}, human)
+    app.emit({"name": name, "shared_by": None, "channels": rows}, human)
 
 
 @usb.command("share")
@@ -75,48 +100,98 @@ def share(app: App, name: str, cds: tuple[str, ...], disks: tuple[str, ...], wri
       spicectl usb share web --cd debian.iso
       spicectl usb share web --disk stick.img --writable --seconds 600 --json
     """
-    from spicectl.errors import AuthError, InvalidInput
-    from spicectl.spice.usb_storage import open_device
-
-    if not cds and not disks:
-        raise InvalidInput("nothing to plug in: give --cd ISO or --disk IMG")
-    if writable and not disks:
-        raise InvalidInput("--writable applies to --disk images")
-    plugged = [("cd", p) for p in cds] + [("disk", p) for p in disks]
-    out = app.session_output()
-    rejected: list[str] = []
-
-    def describe(index: int) -> dict:
-        kind, path = plugged[index]
-        from pathlib import Path
-
-        return {"name": name, "device": kind, "file": str(Path(path).resolve()),
-                "writable": kind == "disk" and writable}
-
-    def on_event(index: int, event) -> None:
-        kind, path = plugged[index]
-        if event.kind == "attached":
-            out.announce({"event": "attached", **describe(index)}, f"{name} took the USB {kind} {path}")
-        elif event.kind == "released":
-            out.announce({"event": "released", **describe(index), "reason": event.detail},
-                         f"USB {kind} {path} unplugged ({event.detail})")
-        elif event.kind == "rejected":
-            rejected.append(f"USB {kind} {path}: {event.detail}")
+    from spicectl.errors import AuthError
 
     async def work(client):
         from spicectl.cli.screen import stopped_by_signals
         from spicectl.spice.usbredir_link import share_devices
 
-        return await share_devices(client, devices, seconds=seconds, stop=stopped_by_signals(),
-                                   attach_timeout=attach_timeout, on_event=on_event)
+        return await share_devices(client, plugs.devices, seconds=seconds, stop=stopped_by_signals(),
+                                   attach_timeout=attach_timeout, on_event=plugs.on_event)
 
-    devices = []   # opened first: a wrong file is said before connecting
-    try:
-        for number, (kind, path) in enumerate(plugged, 1):
-            devices.append(open_device(kind, path, writable=writable, number=number))
+    with UsbPlugs(app, name, cds, disks, writable, flags=("--cd", "--disk", "--writable"), required=True) as plugs:
         run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
-    finally:
-        for d in devices:
-            d.unit.medium.close()
-    if rejected:
-        raise AuthError(rejected[0], hint="the guest's filter is set by vm create --usb-filter")
+    if plugs.rejected:
+        raise AuthError(plugs.rejected[0], hint="the guest's filter is set by vm create --usb-filter")
+
+
+def usb_plug_options(func):
+    """--usb-cd, --usb-disk and --usb-writable: emulated USB devices plugged in while a session lasts."""
+    func = click.option("--usb-writable", is_flag=True, help="Let the guest write to the --usb-disk images.")(func)
+    func = click.option("--usb-disk", "usb_disks", metavar="IMG", multiple=True, type=click.Path(dir_okay=False),
+                        help="Plug IMG in as a USB stick meanwhile, as `spicectl usb share --disk` does. "
+                             "Repeatable.")(func)
+    return click.option("--usb-cd", "usb_cds", metavar="ISO", multiple=True, type=click.Path(dir_okay=False),
+                        help="Plug ISO in as a USB CD-ROM drive meanwhile, as `spicectl usb share --cd` does. "
+                             "Repeatable.")(func)
+
+
+class UsbPlugs:
+    """A session's emulated USB devices: opened from their files before connecting (a wrong file is said
+    first), their events said to the user and recorded for `usb status`, closed (synced) at the end."""
+
+    def __init__(self, app: App, name: str, cds: tuple[str, ...], disks: tuple[str, ...], writable: bool, *,
+                 flags: tuple[str, str, str] = ("--usb-cd", "--usb-disk", "--usb-writable"),
+                 required: bool = False) -> None:
+        from pathlib import Path
+
+        from spicectl.errors import InvalidInput
+        from spicectl.spice.usb_storage import open_device
+
+        cd_flag, disk_flag, writable_flag = flags
+        if required and not cds and not disks:
+            raise InvalidInput(f"nothing to plug in: give {cd_flag} ISO or {disk_flag} IMG")
+        if writable and not disks:
+            raise InvalidInput(f"{writable_flag} applies to {disk_flag} images")
+        self.app, self.name, self.writable, self.required = app, name, writable, required
+        self.plugged = [("cd", Path(p)) for p in cds] + [("disk", Path(p)) for p in disks]
+        self.out = app.session_output()
+        self.rejected: list[str] = []
+        self.record: ShareRecord | None = None
+        self.devices: list = []
+        try:
+            for number, (kind, path) in enumerate(self.plugged, 1):
+                self.devices.append(open_device(kind, str(path), writable=writable, number=number))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> UsbPlugs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for device in self.devices:
+            device.unit.medium.close()
+        if self.record is not None:
+            self.record.remove()
+
+    def describe(self, index: int) -> dict:
+        kind, path = self.plugged[index]
+        return {"name": self.name, "device": kind, "file": str(path.resolve()),
+                "writable": kind == "disk" and self.writable}
+
+    def on_event(self, index: int, channel: int, event) -> None:
+        from spicectl.session.usb_plugs import Plug, ShareRecord
+
+        kind, path = self.plugged[index]
+        if self.record is None:
+            self.record = ShareRecord(self.app.settings.state_dir, self.name, [
+                Plug(-1, k, self.describe(i)["file"], k == "disk" and self.writable, "plugging")
+                for i, (k, _p) in enumerate(self.plugged)])
+        plug = self.record.plugs[index]
+        plug.channel = channel
+        if event.kind == "attached":
+            self.out.announce({"event": "attached", "channel": channel, **self.describe(index)},
+                              f"{self.name} took the USB {kind} {path} (usbredir channel {channel})")
+        elif event.kind == "released":
+            self.out.announce({"event": "released", "channel": channel, **self.describe(index),
+                               "reason": event.detail}, f"USB {kind} {path} unplugged ({event.detail})")
+        elif event.kind == "rejected":
+            self.rejected.append(f"USB {kind} {path}: {event.detail}")
+            if not self.required:   # (a command that needs its devices fails with this instead)
+                self.app.warn(f"{self.name}: USB {kind} {path} not plugged in: {event.detail}")
+        plug.state = {"connected": "plugging"}.get(event.kind, event.kind)
+        self.record.write()

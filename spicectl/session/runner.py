@@ -7,7 +7,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,9 @@ class SessionRequest:
     view: bool = False                 # with mode "builtin": a viewer window instead of a screenshot
     html5_dir: str | None = None
     usbredir: bool = False
+    # with `view`: emulated USB devices (usb_storage.MassStorage) plugged in while the window is open
+    usb_devices: list = field(default_factory=list)
+    on_usb: Callable[[int, int, object], None] = lambda _i, _c, _e: None
 
 
 class SessionOutput(Protocol):
@@ -183,7 +187,7 @@ async def _builtin_async(server: SpiceServer, opener, r: SessionRequest) -> dict
         if r.view:
             from spicectl.session.viewer import view
 
-            stats = await view(client, f"{server.name} (spicectl)")
+            stats = await view(client, f"{server.name} (spicectl)", usb_devices=r.usb_devices, on_usb=r.on_usb)
             return {"name": server.name, "mode": "builtin", "view": True, "seconds": round(stats.seconds, 1),
                     "frames_drawn": stats.frames_drawn}
         image = await client.screen.screenshot()

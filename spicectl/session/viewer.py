@@ -192,12 +192,15 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
                close_after: float | None = None, sound: bool = True, audio_device: str | None = None,
                share: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] | None = None,
                on_sharing: Callable[[], None] = lambda: None,
-               on_note: Callable[[str], None] = log.warning) -> ViewStats:
+               on_note: Callable[[str], None] = log.warning, usb_devices: list | None = None,
+               on_usb: Callable[[int, int, object], None] = lambda _i, _c, _e: None) -> ViewStats:
     """Show `client`'s display in a window until the user closes it (or `close_after` seconds pass);
     keyboard, mouse, resize and clipboard go to the guest (the last two through its agent, when one runs),
     with `sound` its playback to this host's output, and with `share` (a WebDAV server's connector, see
     `webdav_link.serve_webdav`) a folder to its spice-webdavd, `on_sharing` called once the guest can
-    reach it. `on_note` hears why something is missing."""
+    reach it. `usb_devices` (usb_storage.MassStorage) are plugged into the guest's usbredir channels
+    while the window is open, `on_usb` hearing their events (usbredir_link.share_devices); they are
+    unplugged when it closes. `on_note` hears why something is missing."""
     if not tk_available():
         raise EnvironmentProblem("the viewer needs Tk (tkinter)", hint="apt-get install python3-tk")
     loop = asyncio.get_running_loop()
@@ -234,6 +237,11 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
         tasks.append(asyncio.ensure_future(play_guest_sound(client, audio_device, on_note, heard)))
     if share is not None:
         tasks.append(asyncio.ensure_future(_share(client, share, stats, on_sharing, on_note)))
+    unplug = asyncio.Event()
+    usb: asyncio.Future | None = None
+    if usb_devices:
+        usb = asyncio.ensure_future(_usb(client, usb_devices, unplug, on_usb, on_note))
+        tasks.append(usb)
     resizing: asyncio.Task | None = None
     if close_after is not None:
         loop.call_later(close_after, events.put_nowait, Closed())
@@ -267,6 +275,11 @@ async def view(client, title: str, *, on_shown: Callable[[], None] | None = None
                     await client.agent.clipboard_offer(text)
     finally:
         to_window.send(Close())
+        if usb is not None and not usb.done():   # unplugged as `usb share` does, before the session goes
+            from spicectl.spice.usbredir_link import RELEASE_SECONDS
+
+            unplug.set()
+            await asyncio.wait({usb}, timeout=RELEASE_SECONDS + 1)
         for task in [*tasks, *([resizing] if resizing else [])]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -304,6 +317,17 @@ async def _share(client, connect, stats: ViewStats, on_sharing: Callable[[], Non
         await serve_webdav(client, connect, on_connection=counted, on_ready=on_sharing)
     except SpicectlError as exc:  # the window goes on without the folder
         on_note(f"not sharing the folder: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+
+
+async def _usb(client, devices: list, unplug: asyncio.Event, on_usb: Callable[[int, int, object], None],
+               on_note: Callable[[str], None]) -> None:
+    from spicectl.spice.usbredir_link import share_devices
+
+    try:
+        await share_devices(client, devices, stop=unplug, on_event=on_usb)
+    except SpicectlError as exc:  # the window goes on without the devices
+        on_note(f"USB devices unplugged: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+    await unplug.wait()   # the devices are gone (ejected, refused): the window stays
 
 
 async def _key(client, evdev: int, down: bool) -> None:

@@ -52,10 +52,10 @@ RELEASE_SECONDS = 5.0
 
 async def share_devices(session: Session, devices: list[MassStorage], *, seconds: float | None = None,
                         stop: asyncio.Event | None = None, attach_timeout: float | None = None,
-                        on_event: Callable[[int, Event], None] = lambda _i, _e: None) -> list[str]:
+                        on_event: Callable[[int, int, Event], None] = lambda _i, _c, _e: None) -> list[str]:
     """Plug each device into one of the guest's usbredir channels (in channel order) and answer the
     guest until `seconds` pass, `stop` is set, or the guest has let go of every device; then unplug
-    what is left. `on_event(index, event)` hears each device's events. A device the guest has not
+    what is left. `on_event(index, channel id, event)` hears each device's events. A device the guest has not
     configured within `attach_timeout` seconds ends it with TimeoutExpired. Returns how each ended."""
     from spicectl import __version__
 
@@ -71,14 +71,15 @@ async def share_devices(session: Session, devices: list[MassStorage], *, seconds
     stopping = asyncio.Event()
 
     async def flush(conn: Connection, host: RedirHost, index: int) -> None:
+        # (events first: what the guest did is said even if the peer stops reading what we send)
+        for event in host.events:
+            on_event(index, channels[index], event)
+        host.events.clear()
         out = host.take_output()
         for start in range(0, len(out), CHUNK):
             conn.send(M.MSGC_SPICEVMC_DATA, out[start:start + CHUNK])
         if out:
             await conn.flush()
-        for event in host.events:
-            on_event(index, event)
-        host.events.clear()
 
     async def serve(index: int) -> None:
         conn, host = conns[index], hosts[index]
@@ -133,19 +134,21 @@ async def share_devices(session: Session, devices: list[MassStorage], *, seconds
         stopping.set()
 
     serving = [asyncio.ensure_future(serve(i)) for i in range(len(hosts))]
-    watcher = asyncio.ensure_future(until_stopped())
+    served: asyncio.Future = asyncio.ensure_future(asyncio.gather(*serving))
+    watcher: asyncio.Future = asyncio.ensure_future(until_stopped())
     try:
-        await asyncio.gather(*serving)
-    except BaseException:
-        stopping.set()
-        raise
+        done, _ = await asyncio.wait({served, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if served not in done:
+            # stopped: each device is unplugged, its acknowledgement awaited for a while; a guest side
+            # that does not even read what we send cannot hold us longer than that
+            done, _ = await asyncio.wait({served}, timeout=RELEASE_SECONDS + 1)
+        if served in done:
+            served.result()
     finally:
-        watcher.cancel()
-        if stopping.is_set() and not all(t.done() for t in serving):
-            await asyncio.wait(serving, timeout=RELEASE_SECONDS)
-        for t in serving:
+        stopping.set()
+        for t in (watcher, served, *serving):
             t.cancel()
-        await asyncio.gather(watcher, *serving, return_exceptions=True)
+        await asyncio.gather(watcher, served, *serving, return_exceptions=True)
         for conn in conns:
             conn.close()
         for device in devices:

@@ -190,6 +190,30 @@ def test_a_guest_without_usbredir_channels_reports_none(spicectl, menu_guest):
     assert spicectl("usb", "status", menu_guest, "--json").json()["channels"] == []
 
 
+def test_a_guest_without_usbredir_channels_cannot_take_a_usb_device(spicectl, menu_guest, tmp_path):
+    iso = tmp_path / "cd.iso"
+    iso.write_bytes(bytes(64 * 2048))
+    r = spicectl("usb", "share", menu_guest, "--cd", str(iso), check=False)
+    assert r.exit_code == 3 and "no usbredir channels" in r.stderr and "--usb-redir" in r.stderr
+
+
+def test_a_guest_whose_usb_filter_blocks_mass_storage_refuses_the_cd_and_the_client_says_so(spicectl, tmp_path):
+    """QEMU sends the guest's filter (libvirt's <redirfilter>) over usbredir; the device is never plugged in.
+    No OS is needed: the filter is QEMU's and ours, decided before the guest sees anything."""
+    spicectl("vm", "create", "nostorage", "-t", "headless-ci", "--usb", "ehci", "--usb-redir", "1",
+             "--usb-filter", "class=0x08,allow=no", "--usb-filter", "allow", "--virt-type", "qemu", "--wait")
+    try:
+        iso = tmp_path / "cd.iso"
+        iso.write_bytes(bytes(64 * 2048))
+        r = spicectl("usb", "share", "nostorage", "--cd", str(iso), "--json", check=False)
+        assert r.exit_code == 5, r.stderr
+        assert "filter blocks it (class 08" in r.stderr and r.stdout == ""
+        too_many = spicectl("usb", "share", "nostorage", "--cd", str(iso), "--disk", str(iso), check=False)
+        assert too_many.exit_code == 2 and "1 usbredir channel" in too_many.stderr
+    finally:
+        spicectl("vm", "delete", "nostorage", check=False)
+
+
 def test_a_guest_without_folder_sharing_lists_no_port_channels(spicectl, menu_guest):
     listed = spicectl("channels", menu_guest, "--json").json()["channels"]
     assert {c["type"] for c in listed} >= {"main", "display", "inputs", "cursor"}

@@ -580,8 +580,11 @@ def test_view_plays_the_guests_sound_on_the_hosts_sound_server(spicectl, scene, 
     assert abs(peak - 1000) < 5, f"what the sound server heard peaks at {peak:.0f} Hz"
 
 
-def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy(spicectl, scene, xdisplay):
-    viewer = popen(spicectl, "connect", GUEST, "--builtin", "--view", "--proxy", "ws", display=xdisplay)
+def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy_and_plugs_a_usb_cd(
+        spicectl, scene, xdisplay, tmp_path):
+    iso, digest = make_iso(tmp_path, 8)
+    viewer = popen(spicectl, "connect", GUEST, "--builtin", "--view", "--proxy", "ws", "--usb-cd", str(iso), "--json",
+                   display=xdisplay)
     try:
         deadline = time.monotonic() + 60
         photo = crop(libvirt_screenshot(spicectl, GUEST), PHOTO)
@@ -590,6 +593,12 @@ def test_connect_builtin_view_shows_the_guest_through_the_websocket_proxy(spicec
             assert time.monotonic() < deadline, "the viewer window did not show the guest's screen"
             time.sleep(1)
         assert where == PHOTO[:2]  # the window at the screen's origin, the frame unscaled
+        # the usbredir channel goes through the proxy as the others do
+        assert json_lines(viewer, 1)[0]["event"] == "attached"
+        out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/cd; mount -o ro $D /mnt/cd && "
+                                    "sha256sum /mnt/cd/payload.bin; umount /mnt/cd; echo READ=$?", r"READ=\d+",
+                          timeout=180)
+        assert digest in out, out
     finally:
         viewer.send_signal(signal.SIGINT)
         err = finish(viewer)
@@ -656,6 +665,141 @@ def test_each_usbredir_channel_completes_the_hello_with_qemus_usb_redir(spicectl
     for c in channels:
         assert c["peer_version"].startswith("qemu usb-redir guest"), c
         assert "connect_device_version" in c["peer_caps"]
+
+
+# the guest's USB block device (a stick or CD drive plugged in) in $D, once the kernel has probed it
+# (the guest configures the USB device before its SCSI disk appears) and udev has named it
+USB_DEVICE = ("for i in $(seq 120); do lsblk -dno TRAN | grep -q usb && break; sleep 1; done; udevadm settle; "
+              "D=/dev/$(lsblk -dno NAME,TRAN | awk '$2 == \"usb\" {print $1; exit}')")
+
+
+def make_iso(tmp_path: Path, megabytes: int) -> tuple[Path, str]:
+    """An ISO 9660 image holding payload.bin of random bytes; and that file's SHA-256."""
+    import hashlib
+
+    require_binary("xorriso")
+    tree = tmp_path / "iso-tree"
+    tree.mkdir()
+    payload = os.urandom(megabytes << 20)
+    (tree / "payload.bin").write_bytes(payload)
+    iso = tmp_path / "payload.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "SPICECTL", "-o", str(iso), str(tree)], check=True,
+                   capture_output=True)
+    return iso, hashlib.sha256(payload).hexdigest()
+
+
+def json_lines(proc, count: int, timeout: float = 120) -> list[dict]:
+    """The next `count` JSON lines proc prints on stdout."""
+    import selectors
+
+    lines: list[dict] = []
+    buffer = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while len(lines) < count:
+            assert time.monotonic() < deadline, f"only {lines} on stdout"
+            if sel.select(1):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, f"stdout closed after {lines}: {finish(proc)}"
+                buffer += chunk.decode()
+                while "\n" in buffer:
+                    line, buffer = buffer.split("\n", 1)
+                    lines.append(json.loads(line))
+    return lines
+
+
+def test_the_guest_mounts_an_iso_from_usb_share_reads_it_whole_and_eject_releases_it(spicectl, scene, tmp_path):
+    iso, digest = make_iso(tmp_path, 100)
+    proc = popen(spicectl, "usb", "share", GUEST, "--cd", str(iso), "--json")
+    try:
+        attached, = json_lines(proc, 1)
+        assert attached["event"] == "attached" and attached["device"] == "cd" and attached["file"] == str(iso)
+        guest_shell(spicectl, f"{USB_DEVICE}; echo SEEN=$D", r"SEEN=/dev/\w+", timeout=180)
+        disks = report(spicectl)["usb_disks"]
+        assert re.fullmatch(r"sr\d+:ro:100\.\dM:spicectl CD", disks), disks
+        # said from the share's record: linking the channels would cut the share off
+        status = spicectl("usb", "status", GUEST, "--json").json()
+        assert status["shared_by"] == proc.pid and status["channels"][0]["plugged"]["state"] == "attached"
+        out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/cd; mount -o ro $D /mnt/cd && "
+                                    "sha256sum /mnt/cd/payload.bin; umount /mnt/cd; udevadm settle; eject $D; "
+                                    "echo EJECTED=$?", r"EJECTED=\d+", timeout=300)
+        assert digest in out and "EJECTED=0" in out, out
+        released, = json_lines(proc, 1)
+        assert released["event"] == "released" and released["reason"] == "ejected by the guest"
+        assert proc.wait(30) == 0, finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        finish(proc)
+    assert "usb_disks" in (after := report(spicectl)) and after["usb_disks"] == ""
+
+
+def test_remote_viewer_shares_the_same_iso_as_spice_gtks_emulated_cd(spicectl, scene, tmp_path, xdisplay):
+    """The anchor, side by side: remote-viewer --spice-share-cd plugs the same ISO, read whole by the guest."""
+    require_binary("remote-viewer")
+    iso, digest = make_iso(tmp_path, 20)
+    vv = tmp_path / "guest.vv"
+    spicectl("connect", GUEST, "--vv", str(vv), "--ttl", "60")
+    env = {**spicectl.env, "DISPLAY": xdisplay}
+    viewer = subprocess.Popen(["remote-viewer", f"--spice-share-cd={iso}",
+                               "--spice-usbredir-redirect-on-connect=-1,-1,-1,-1,1", str(vv)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/cd; mount -o ro $D /mnt/cd && "
+                                    "sha256sum /mnt/cd/payload.bin; umount /mnt/cd; echo READ=$?", r"READ=\d+",
+                          timeout=300)
+        assert digest in out, out
+    finally:
+        viewer.terminate()
+        viewer.wait(30)
+
+
+def test_a_writable_stick_keeps_every_synced_file_when_the_client_is_killed(spicectl, scene, tmp_path):
+    require_binary("mkfs.ext4")
+    require_binary("debugfs")
+    stick = tmp_path / "stick.img"
+    with open(stick, "wb") as fh:
+        fh.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(stick)], check=True)
+    proc = popen(spicectl, "usb", "share", GUEST, "--disk", str(stick), "--writable", "--json")
+    try:
+        assert json_lines(proc, 1)[0]["writable"] is True
+        out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/stick; mount $D /mnt/stick && "
+                                    "for n in 1 2 3; do head -c 3000000 /dev/urandom > /mnt/stick/f$n.bin; done; "
+                                    "sync; sha256sum /mnt/stick/f*.bin; echo SYNCED=$?", r"SYNCED=\d+", timeout=300)
+        assert "SYNCED=0" in out, out
+    finally:
+        proc.kill()   # SIGKILL: nothing of ours runs after the guest's sync
+        proc.wait(30)
+    guest_shell(spicectl, "umount -l /mnt/stick; echo GONE", r"GONE\r?\n")
+    sums = dict(re.findall(r"([0-9a-f]{64})  /mnt/stick/(f\d\.bin)", out))
+    assert len(sums) == 3, out
+    import hashlib
+    for digest, name in sums.items():
+        data = subprocess.run(["debugfs", "-R", f"cat /{name}", str(stick)], check=True, capture_output=True).stdout
+        assert hashlib.sha256(data).hexdigest() == digest, name
+
+
+def test_a_read_only_stick_is_write_protected_in_the_guest(spicectl, scene, tmp_path):
+    stick = tmp_path / "ro.img"
+    with open(stick, "wb") as fh:
+        fh.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(stick)], check=True)
+    before = stick.read_bytes()
+    proc = popen(spicectl, "usb", "share", GUEST, "--disk", str(stick), "--json")
+    try:
+        assert json_lines(proc, 1)[0]["writable"] is False
+        guest_shell(spicectl, f"{USB_DEVICE}; echo SEEN=$D", r"SEEN=/dev/\w+", timeout=180)
+        assert re.fullmatch(r"sd[a-z]+:ro:16M:spicectl disk", report(spicectl)["usb_disks"])
+        out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/ro; mount $D /mnt/ro 2>&1; touch /mnt/ro/x; "
+                                    "echo TOUCH=$?; dd if=/dev/zero of=$D bs=512 count=1 oflag=direct 2>&1; "
+                                    "echo DD=$?; umount /mnt/ro; echo DONE", r"DONE\r?\n", timeout=120)
+        assert "TOUCH=1" in out and "DD=1" in out, out
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert stick.read_bytes() == before
 
 
 def test_resize_through_the_agent_changes_the_guests_screen(spicectl, scene, tmp_path):
@@ -759,10 +903,17 @@ def test_a_shared_folder_is_read_and_written_by_the_guest_over_webdav(spicectl, 
     assert stopped["event"] == "stopped" and stopped["connections"] >= 3
 
 
-def test_view_shares_a_folder_while_its_window_is_open(spicectl, scene, xdisplay, tmp_path):
+def test_view_shares_a_folder_and_plugs_a_usb_stick_while_its_window_is_open(spicectl, scene, xdisplay, tmp_path):
     (tmp_path / "hello.txt").write_bytes(b"shared by the viewer")
+    tree = tmp_path / "stick-tree"
+    tree.mkdir()
+    (tree / "on-the-stick.txt").write_text("carried by usbredir")
+    stick = tmp_path / "stick.img"
+    with open(stick, "wb") as fh:
+        fh.truncate(8 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(stick)], check=True)
     viewer = popen(spicectl, "view", GUEST, "--share", str(tmp_path), "--mute", "--close-after", "120",
-                   display=xdisplay)
+                   "--usb-disk", str(stick), display=xdisplay)
     try:
         said = read_stderr_until(viewer, "sharing", timeout=60)   # once the guest can reach the folder
         if "window open" not in said:
@@ -770,10 +921,15 @@ def test_view_shares_a_folder_while_its_window_is_open(spicectl, scene, xdisplay
         out = guest_python(spicectl, "import urllib.request as u\nprint('WEBDAV get=' + "
                                      "u.urlopen('http://127.0.0.1:9843/hello.txt', timeout=30).read().hex())",
                            r"WEBDAV get=[0-9a-f]+\r?\n")
+        stick_out = guest_shell(spicectl, f"{USB_DEVICE}; mkdir -p /mnt/vs; mount -o ro $D /mnt/vs && "
+                                          "cat /mnt/vs/on-the-stick.txt; umount /mnt/vs; echo; echo CAT=$?",
+                                r"CAT=\d+", timeout=180)
     finally:
         viewer.send_signal(signal.SIGINT)
-        finish(viewer)
+        said, err = viewer.communicate(timeout=60)
     assert b"shared by the viewer".hex() in out, out
+    assert "carried by usbredir" in stick_out, stick_out
+    assert "took the USB disk" in said and "unplugged (stopped)" in said, (said, err)
 
 
 def test_a_read_only_share_refuses_the_guests_writes(spicectl, scene, tmp_path):

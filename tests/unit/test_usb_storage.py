@@ -270,3 +270,20 @@ def test_scsi_commands_shorter_than_their_opcode_fail_cleanly():
                 assert reply.status in (scsi.GOOD, scsi.CHECK_CONDITION)
                 if reply.read:   # whatever it reads is inside the medium
                     assert reply.read[0] + reply.read[1] <= medium.size
+
+
+def test_a_share_record_is_read_while_its_process_lives_and_dropped_after(tmp_path):
+    import subprocess
+    import sys
+
+    from spicectl.session.usb_plugs import Plug, ShareRecord, running_share
+
+    record = ShareRecord(tmp_path, "web", [Plug(0, "cd", "/x.iso", False, "attached")])
+    record.write()
+    assert (record.path.stat().st_mode & 0o777) == 0o600
+    pid, plugs = running_share(tmp_path, "web")
+    assert pid == os.getpid() and plugs[0].state == "attached"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record.path.write_text(record.path.read_text().replace(str(os.getpid()), gone.stdout.strip()))
+    assert running_share(tmp_path, "web") is None and not record.path.exists()
+    assert running_share(tmp_path, "other") is None
