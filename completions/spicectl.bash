@@ -17,7 +17,7 @@ _spicectl_subs() {
 _spicectl_opts() {
   case "$1" in
     '') echo '--connect --debug --help --json --persist --quiet --state-dir --verbose --version -c -h -q -v' ;;
-    'agent') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'agent') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'ca') echo '--help -h' ;;
     'ca init') echo '--days --force --help --json --key-type --passphrase-env --passphrase-fd --passphrase-file --subject -h' ;;
     'ca show') echo '--help --json -h' ;;
@@ -29,14 +29,14 @@ _spicectl_opts() {
     'cert renew') echo '--days --help --json --keep-key --passphrase-env --passphrase-fd --passphrase-file -h' ;;
     'cert show') echo '--help --json -h' ;;
     'cert verify') echo '--help --host --json -h' ;;
-    'channels') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'channels') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'clipboard') echo '--help -h' ;;
-    'clipboard get') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'clipboard set') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'clipboard get') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
+    'clipboard set') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'completion') echo '--help -h' ;;
     'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --proxy --proxy-url --screenshot --token-ttl --ttl --usb-cd --usb-disk --usb-writable --view --viewer --vv -h' ;;
     'console') echo '--expect --help --json --retry-every --send --timeout -h' ;;
-    'copy-to') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'copy-to') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'host') echo '--help -h' ;;
     'host check') echo '--help --json -h' ;;
     'host setup') echo '--apply --help --json --passphrase-env --passphrase-fd --passphrase-file -h' ;;
@@ -46,25 +46,25 @@ _spicectl_opts() {
     'image delete') echo '--force --help --json -h' ;;
     'image list') echo '--help --json -h' ;;
     'image show') echo '--help --json -h' ;;
-    'mouse') echo '--ca-file --click --help --host-subject --json --max-memory --move --needle --needles --password-file --plain-port --tag --timeout -h' ;;
-    'play-audio') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
+    'mouse') echo '--ca-file --click --help --host-subject --json --max-memory --move --needle --needles --password-env --password-file --plain-port --sasl-user --tag --timeout -h' ;;
+    'play-audio') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'proxy') echo '--help -h' ;;
     'proxy serve') echo '--cert-dir --help --html5-dir --listen --require-client-cert --reuse-port --tls -h' ;;
-    'record-audio') echo '--ca-file --help --host-subject --json --max-memory --output --password-file --plain-port --raw --seconds -h -o' ;;
-    'record-video') echo '--background --ca-file --codec --cursor --fps --help --host-subject --json --max-memory --output --password-file --plain-port --seconds --stop -h -o' ;;
-    'resize') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --ocr --output --password-file --plain-port --settle --timeout -h -o' ;;
-    'send-keys') echo '--ca-file --help --hold --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'share') echo '--ca-file --help --host-subject --json --max-memory --max-upload --password-file --plain-port --seconds --writable -h' ;;
+    'record-audio') echo '--ca-file --help --host-subject --json --max-memory --output --password-env --password-file --plain-port --raw --sasl-user --seconds -h -o' ;;
+    'record-video') echo '--background --ca-file --codec --cursor --fps --help --host-subject --json --max-memory --output --password-env --password-file --plain-port --sasl-user --seconds --stop -h -o' ;;
+    'resize') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
+    'screenshot') echo '--allow-partial --ca-file --cursor --help --host-subject --json --max-memory --monitor --ocr --output --password-env --password-file --plain-port --sasl-user --settle --timeout -h -o' ;;
+    'send-keys') echo '--ca-file --help --hold --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
+    'share') echo '--ca-file --help --host-subject --json --max-memory --max-upload --password-env --password-file --plain-port --sasl-user --seconds --writable -h' ;;
     'template') echo '--help -h' ;;
     'template list') echo '--help --json -h' ;;
     'template show') echo '--help --json -h' ;;
     'ticket') echo '--help --json --output --ttl -h -o' ;;
-    'type') echo '--ca-file --help --host-subject --json --max-memory --no-escapes --password-file --plain-port --timeout -h' ;;
+    'type') echo '--ca-file --help --host-subject --json --max-memory --no-escapes --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'usb') echo '--help -h' ;;
-    'usb share') echo '--attach-timeout --ca-file --cd --disk --help --host-subject --json --max-memory --password-file --plain-port --seconds --writable -h' ;;
-    'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-file --plain-port --timeout -h' ;;
-    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-file --plain-port --share --usb-cd --usb-disk --usb-writable --video-codec --writable -h' ;;
+    'usb share') echo '--attach-timeout --ca-file --cd --disk --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --seconds --writable -h' ;;
+    'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
+    'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-env --password-file --plain-port --sasl-user --share --usb-cd --usb-disk --usb-writable --video-codec --writable -h' ;;
     'vm') echo '--help -h' ;;
     'vm create') echo '--agent --arch --boot-menu --boot-menu-timeout --cdrom --clipboard --disk --file-transfer --folder-sharing --gl --heads --help --image --image-compression --insecure --jpeg --json --kernel-arg --listen --machine --memory --mouse-mode --network --no-agent --no-boot-menu --no-clipboard --no-file-transfer --no-start --playback-compression --port --print-qemu --print-xml --qemu-arg --ram --rendernode --smartcard --sound --start --streaming --template --timeout --tls-port --usb --usb-filter --usb-redir --vcpus --vgamem --video --virt-type --vram --vram64 --wait --wait-for --zlib -h -t' ;;
     'vm delete') echo '--help --json --keep-disks -h' ;;
@@ -75,7 +75,7 @@ _spicectl_opts() {
     'vm start') echo '--help --json --timeout --wait --wait-for -h' ;;
     'vm stop') echo '--force --help --json --timeout -h' ;;
     'vm xml') echo '--help --inactive --json -h' ;;
-    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --needle --needles --password-file --plain-port --region --tag --text --threshold --timeout -h' ;;
+    'wait-screen') echo '--allow-partial --ca-file --changed --help --host-subject --json --last-frame --match --max-memory --needle --needles --password-env --password-file --plain-port --region --sasl-user --tag --text --threshold --timeout -h' ;;
   esac
 }
 _spicectl_values() {
@@ -132,7 +132,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -57,6 +57,8 @@ class Script:
     usbredir: list[bytes] | None = None
     usbredir_forever: bytes = b""
     usbredir_deaf: bool = False
+    # a SASL login instead of a ticket: after the client picks SASL, these bytes, then silence
+    sasl: bytes | None = None
 
 
 def _frame(msg_type: int, body: bytes) -> bytes:
@@ -128,11 +130,17 @@ class HostileServer:
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         header = W.LINK_HEADER.unpack(await reader.readexactly(W.LINK_HEADER.size))
         mess = W.LINK_MESS.unpack(await reader.readexactly(header["size"]))
-        caps = W.caps_words([link.CAP_AUTH_SPICE, link.CAP_MINI_HEADER])
+        auth = [link.CAP_AUTH_SELECTION, link.CAP_AUTH_SASL] if self.script.sasl is not None else [link.CAP_AUTH_SPICE]
+        caps = W.caps_words([*auth, link.CAP_MINI_HEADER])
         body = W.LINK_REPLY.pack(error=0, pub_key=_KEY, num_common_caps=len(caps), num_channel_caps=0,
                                  caps_offset=W.LINK_REPLY.size) + b"".join(c.to_bytes(4, "little") for c in caps)
         writer.write(W.LINK_HEADER.pack(magic=link.MAGIC, major=link.VERSION_MAJOR, minor=link.VERSION_MINOR,
                                         size=len(body)) + body)
+        if self.script.sasl is not None:
+            await reader.readexactly(4)   # the mechanism: SASL
+            writer.write(self.script.sasl)
+            await writer.drain()
+            await asyncio.sleep(3600)     # and nothing more (closing the server cancels this)
         await reader.readexactly(128)   # the encrypted ticket: any will do
         writer.write(W.LINK_RESULT.pack(error=0))
         await writer.drain()

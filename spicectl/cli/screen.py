@@ -20,27 +20,47 @@ def server_options(func):
     func = click.option("--host-subject", metavar="SUBJECT", help="With a spice:// URI: the server certificate's "
                         "subject, as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
     func = click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)(func)
+    func = click.option("--password-env", metavar="VAR", help="With --sasl-user: the password is in environment "
+                        "variable VAR.")(func)
+    func = click.option("--sasl-user", metavar="NAME", envvar="SPICECTL_SASL_USER", help="Log in with SASL as NAME "
+                        "(a server with SASL on: QEMU's spice sasl=on, libvirt's spice_sasl), the password from "
+                        "--password-file or --password-env, instead of a ticket.")(func)
     func = click.option("--password-file", metavar="PATH", help="With a spice:// URI: read the SPICE password "
-                        "from PATH ('-' for stdin).")(func)
+                        "from PATH ('-' for stdin); with --sasl-user, the user's password.")(func)
     return func
 
 
 def _server(app: App, guest: str, opts: dict):
     from spicectl.pki.ca import CA_CERT
+    from spicectl.secrets import read_secret
     from spicectl.session.server import from_access, from_uri, is_spice_uri
 
+    sasl_user = opts.get("sasl_user")
+    if opts.get("password_env") and not sasl_user:
+        raise click.UsageError("--password-env goes with --sasl-user")
+    if sasl_user is not None:
+        if not sasl_user or len(sasl_user) > 255:
+            raise click.BadParameter("a user name of 1 to 255 characters", param_hint="--sasl-user")
+        password = read_secret(file=opts["password_file"], env=opts.get("password_env"), what="SASL password")
+        if password is None:
+            raise click.UsageError("--sasl-user needs the password: --password-file PATH ('-' for stdin) or "
+                                   "--password-env VAR")
     if is_spice_uri(guest):
-        from spicectl.secrets import read_secret
-
-        password_file = opts["password_file"]
-        password = read_secret(file=password_file, what="SPICE password") if password_file else None
-        return from_uri(guest, password=password, ca_file=opts["ca_file"], host_subject=opts["host_subject"],
-                        plain=opts["plain_port"])
-    for option in ("password_file", "host_subject"):
-        if opts[option]:
-            raise click.UsageError(f"--{option.replace('_', '-')} goes with a spice:// URI, not a guest name")
-    access = app.guest_access(guest, plain=opts["plain_port"])
-    return from_access(access, ca_file=opts["ca_file"], own_ca=str(app.settings.ca_dir / CA_CERT))
+        if sasl_user is None:
+            password_file = opts["password_file"]
+            password = read_secret(file=password_file, what="SPICE password") if password_file else None
+        server = from_uri(guest, password=password, ca_file=opts["ca_file"], host_subject=opts["host_subject"],
+                          plain=opts["plain_port"])
+    else:
+        for option in (("host_subject",) if sasl_user else ("password_file", "host_subject")):
+            if opts[option]:
+                raise click.UsageError(f"--{option.replace('_', '-')} goes with a spice:// URI, not a guest name")
+        access = app.guest_access(guest, plain=opts["plain_port"])
+        server = from_access(access, ca_file=opts["ca_file"], own_ca=str(app.settings.ca_dir / CA_CERT))
+        if sasl_user is not None:
+            server.password = password
+    server.sasl_user = sasl_user
+    return server
 
 
 CONNECT_ALLOWANCE = 30.0  # what a command with a --timeout for its wait adds for connecting (TLS, link, channels)

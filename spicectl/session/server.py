@@ -25,13 +25,14 @@ class SpiceServer:
     name: str | None = None
     valid_to: str | None = None
     host_subject: str | None = None   # checked against the server certificate when known
+    sasl_user: str | None = None      # a SASL login (`password` is the user's) instead of a ticket
 
     def client(self, **kwargs: Any) -> Client:
         from spicectl.spice.client import Client
 
         return Client(self.host, port=self.port, tls_port=self.tls_port, password=self.password,
                       ca_file=self.ca_file, server_hostname=self.server_hostname, host_subject=self.host_subject,
-                      **kwargs)
+                      sasl_user=self.sasl_user, **kwargs)
 
 
 SCHEME = "spice://"

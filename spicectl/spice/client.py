@@ -49,13 +49,14 @@ class Client:
                  ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
                  host_subject: str | None = None, opener: Opener | None = None,
                  allow_partial: bool = False, display_observer: Callable[[Message], None] | None = None,
-                 prefer_video: Sequence[str] = ()) -> None:
+                 prefer_video: Sequence[str] = (), sasl_user: str | None = None) -> None:
         if port is None and tls_port is None:
             raise ValueError("give port or tls_port")
         self.host = host
         self.port = port
         self.tls_port = tls_port
         self.password = password
+        self.sasl_user = sasl_user   # log in with SASL as this user (`password` is theirs), not a ticket
         self.ssl_context = ssl_context or (tls_context(ca_file) if tls_port else None)
         self.server_hostname = server_hostname or host
         self.host_subject = host_subject
@@ -101,7 +102,7 @@ class Client:
             # (through the WebSocket proxy there is no TLS here: the proxy verifies the guest)
             self._check_subject(der, self.host_subject)
         handshake = link.Handshake(channel_type, channel_id, self.session_id, password=self.password,
-                                   channel_caps=caps)
+                                   channel_caps=caps, sasl_user=self.sasl_user, tls=der is not None)
         try:
             conn = await asyncio.wait_for(link_over(transport, handshake), CONNECT_TIMEOUT)
         except TimeoutError:

@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 from spicectl.errors import AuthError, ProtocolError
+from spicectl.spice.sasl import SaslLogin
 from spicectl.spice.wire import AUTH_MECHANISM, LINK_HEADER, LINK_MESS, LINK_REPLY, LINK_RESULT, caps_bits, caps_words
 
 MAGIC = int.from_bytes(b"REDQ", "little")
@@ -123,12 +124,16 @@ class Handshake:
     """
 
     def __init__(self, channel_type: int, channel_id: int = 0, connection_id: int = 0, *,
-                 password: bytes | None = None, channel_caps: tuple[int, ...] = ()) -> None:
+                 password: bytes | None = None, channel_caps: tuple[int, ...] = (), sasl_user: str | None = None,
+                 tls: bool = False) -> None:
         self.channel_type = channel_type
         self.channel_id = channel_id
         self.connection_id = connection_id
         self.password = password or b""
         self.channel_caps = channel_caps
+        self.sasl_user = sasl_user   # log in with SASL as this user, `password` being theirs
+        self.tls = tls
+        self.sasl: SaslLogin | None = None
         self.reply: LinkReply | None = None
         self.done = False
         self.leftover = b""  # bytes after the auth result belong to the channel
@@ -141,26 +146,40 @@ class Handshake:
         return CHANNEL_NAMES.get(self.channel_type, str(self.channel_type))
 
     def start(self) -> bytes:
-        return encode_link(self.channel_type, self.channel_id, self.connection_id, channel_caps=self.channel_caps)
+        auth = CAP_AUTH_SASL if self.sasl_user is not None else CAP_AUTH_SPICE
+        return encode_link(self.channel_type, self.channel_id, self.connection_id,
+                           common_caps=(CAP_AUTH_SELECTION, auth, CAP_MINI_HEADER), channel_caps=self.channel_caps)
 
     def receive_data(self, data: bytes) -> bytes:
         """Take bytes from the server; return bytes to send (possibly none)."""
         if self.done:
             raise ProtocolError(f"{self.name} channel: link data after the link finished")
+        if self._stage == "sasl":
+            assert self.sasl is not None
+            out, data = self.sasl.receive_data(data)
+            if not self.sasl.done:
+                return out
+            # spice-server says how the SASL login went, then how the link went (spice-gtk reads both)
+            self._stage, self._need = "sasl-result", LINK_RESULT.size
+        else:
+            out = b""
         self._buffer += data
-        out = b""
-        while not self.done and len(self._buffer) >= self._need:
+        while not self.done and self._stage != "sasl" and len(self._buffer) >= self._need:
             chunk = bytes(self._buffer[:self._need])
             del self._buffer[:self._need]
             out += self._step(chunk)
+        if self._stage == "sasl" and self._buffer:   # the server's first SASL bytes came with the reply
+            data, self._buffer = bytes(self._buffer), bytearray()
+            return out + self.receive_data(data)
         if self.done:
             self.leftover = bytes(self._buffer)
             self._buffer.clear()
         return out
 
     def receive_eof(self) -> None:
-        where = {"header": "server closed the link", "reply": "server closed the link",
-                 "result": "server closed before the auth result"}[self._stage]
+        if self._stage == "sasl" and self.sasl is not None:
+            self.sasl.receive_eof()
+        where = "server closed before the auth result" if self._stage == "result" else "server closed the link"
         raise ProtocolError(f"{self.name} channel: {where}")
 
     def _step(self, chunk: bytes) -> bytes:
@@ -172,6 +191,17 @@ class Handshake:
             if reply.error:
                 raise link_error(reply.error, self.channel_type)
             self.reply = reply
+            if self.sasl_user is not None:
+                if CAP_AUTH_SASL not in reply.common_caps or CAP_AUTH_SELECTION not in reply.common_caps:
+                    raise AuthError(f"{self.name} channel: the server does not offer SASL login",
+                                    hint="log in with a ticket instead (drop --sasl-user)")
+                self.sasl = SaslLogin(self.sasl_user, self.password, tls=self.tls, channel=self.name)
+                self._stage = "sasl"
+                return AUTH_MECHANISM.pack(auth_mechanism=CAP_AUTH_SASL)
+            if CAP_AUTH_SELECTION in reply.common_caps and CAP_AUTH_SPICE not in reply.common_caps \
+                    and CAP_AUTH_SASL in reply.common_caps:
+                raise AuthError(f"{self.name} channel: the server requires a SASL login",
+                                hint="give --sasl-user NAME and the password (--password-file)")
             self._need, self._stage = LINK_RESULT.size, "result"
             mechanism = AUTH_MECHANISM.pack(auth_mechanism=AUTH_MECHANISM_SPICE) \
                 if CAP_AUTH_SELECTION in reply.common_caps else b""
@@ -179,5 +209,8 @@ class Handshake:
         result = LINK_RESULT.unpack(chunk)["error"]
         if result:
             raise link_error(result, self.channel_type)
+        if self._stage == "sasl-result":
+            self._stage = "result"
+            return b""
         self.done = True
         return b""

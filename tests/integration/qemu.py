@@ -26,13 +26,16 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
 
 
 @contextmanager
-def qemu_spice(spice_opts: str, port: int) -> Iterator[subprocess.Popen]:
-    """Start a paused, diskless QEMU (TCG) whose SPICE server listens on 127.0.0.1:port."""
+def qemu_spice(spice_opts: str, port: int, *, paused: bool = True, env: dict | None = None,
+               monitor: bool = False) -> Iterator[subprocess.Popen]:
+    """Start a diskless QEMU (TCG; paused, or running SeaBIOS) whose SPICE server listens on 127.0.0.1:port;
+    with `monitor`, its human monitor on stdin."""
     qemu = require_binary("qemu-system-x86_64")
     proc = subprocess.Popen(
-        [qemu, "-machine", "pc,accel=tcg", "-S", "-nodefaults", "-display", "none", "-vga", "qxl",
-         "-m", "64", "-spice", spice_opts],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [qemu, "-machine", "pc,accel=tcg", *(["-S"] if paused else []), "-nodefaults", "-display", "none",
+         "-vga", "qxl", "-m", "64", "-spice", spice_opts, *(["-monitor", "stdio"] if monitor else [])],
+        stdin=subprocess.PIPE if monitor else subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, text=monitor or None,
     )
     try:
         wait_listening(port, proc)
