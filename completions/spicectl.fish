@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio record-video resize screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio record-video resize sasl screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -31,6 +31,10 @@ function __spicectl_path
                 contains -- $word build delete list show; and set path (string trim -- "$path $word")
             case 'proxy'
                 contains -- $word serve; and set path (string trim -- "$path $word")
+            case 'sasl'
+                contains -- $word user; and set path (string trim -- "$path $word")
+            case 'sasl user'
+                contains -- $word add delete list; and set path (string trim -- "$path $word")
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
             case 'usb'
@@ -59,6 +63,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-video' -d 'Record guest NAME'\''s screen into a video file until...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'sasl' -d 'SASL logins (spicectl host setup --sasl turns them on for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'share' -d 'Share DIR with guest GUEST until Ctrl-C, as...'
@@ -252,6 +257,8 @@ complete -c spicectl -n 'test (__spicectl_path) = "host check"' -s h -d 'Show th
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l apply -d 'For a libvirt named by --connect qemu+ssh://… or this host'\''s'
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l no-sasl -d 'Turn SASL logins (SCRAM-SHA-256, users from `spicectl sasl u'
+complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l sasl -d 'Turn SASL logins (SCRAM-SHA-256, users from `spicectl sasl u'
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l passphrase-env -r -d 'Read the CA key passphrase from environment variable VAR (de'
 complete -c spicectl -n 'test (__spicectl_path) = "host setup"' -l passphrase-fd -r -d 'Read the CA key passphrase from file descriptor FD.'
@@ -361,6 +368,26 @@ complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l password-env -r -
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l sasl-user -r -d 'Log in with SASL as NAME (a server with SASL on: QEMU'\''s spic'
 complete -c spicectl -n 'test (__spicectl_path) = "resize"' -l timeout -r -d 'Seconds to wait until the guest'\''s screen has the new size.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl"' -a 'user' -d 'The users in spicectl'\''s sasldb.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user"' -a 'add' -d 'Add user NAME (or, with --replace, set their password),...'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user"' -a 'delete' -d 'Remove user NAME: their next login is refused (sessions...'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user"' -a 'list' -d 'The users who may log in.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -l replace -d 'Set a new password for a user who exists.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -l password-env -r -d 'The password is in environment variable VAR.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user add"' -l password-file -r -d 'Read the password from PATH ('\''-'\'' for stdin, the default).'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user delete"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user delete"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user delete"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "sasl user list"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l allow-partial -d 'Save the picture even if the server sent drawing this client'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l cursor -d 'Draw the guest'\''s pointer into the picture, where it is, as a'
 complete -c spicectl -n 'test (__spicectl_path) = "screenshot"' -l help -d 'Show this message and exit.'
@@ -509,6 +536,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-file-transf
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l no-start -d 'Start the guest after defining it (default: start).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-qemu -d 'Print an equivalent QEMU command line as a shell script and '
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l print-xml -d 'Print the libvirt domain XML and exit (no hypervisor needed)'
+complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l sasl -d 'Clients log in with SASL, not tickets: no SPICE password in '
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l smartcard -d 'Smartcard passthrough over SPICE.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l start -d 'Start the guest after defining it (default: start).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm create"' -l wait -d 'Return once the guest is ready to use (see --wait-for).'

@@ -44,11 +44,15 @@ def check_cmd(app: App) -> None:
               "install a SPICE server certificate from spicectl's CA for the URI's host (127.0.0.1 for this "
               "host) into its SPICE certificate directory and set spice_tls in its qemu.conf, over the URI's "
               "own SSH or in place; backs up what it replaces.")
+@click.option("--sasl/--no-sasl", "sasl", default=None,
+              help="Turn SASL logins (SCRAM-SHA-256, users from `spicectl sasl user add`) on or off for the private "
+              "libvirt's SPICE servers; with them on, clients log in with --sasl-user instead of a ticket. Guests "
+              "started before keep what they had until restarted.")
 @passphrase_options
 @json_option
 @pass_app
-def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase_env) -> None:
-    """Set up spicectl's private libvirt: CA, SPICE TLS server certificate, qemu.conf.
+def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passphrase_fd, passphrase_env) -> None:
+    """Set up spicectl's private libvirt: CA, SPICE TLS server certificate, qemu.conf (and SASL with --sasl).
 
     Safe to repeat. For another libvirt (--connect qemu:///system, qemu+ssh://…) it lists what to
     do by hand, or does it with --apply and says what it changed and what to restart.
@@ -59,6 +63,11 @@ def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase
     s = app.settings
     target = resolve(s.connect, s.state_dir)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    if sasl is not None and (not target.embedded or target.root is None):
+        from spicectl.errors import Conflict
+
+        raise Conflict(f"--sasl is for spicectl's private libvirt; {target.uri} reads its own qemu.conf",
+                       hint="there: spice_sasl = 1 and spice_sasl_dir in qemu.conf, users with saslpasswd2 -a qemu")
     if target.uri == H.SESSION_URI:
         _setup_session(app, passphrase)
         return
@@ -75,16 +84,29 @@ def setup_cmd(app: App, apply_: bool, passphrase_file, passphrase_fd, passphrase
 
         app.emit({"uri": target.uri, "manual_steps": steps}, human)
         return
+    from spicectl.virt import sasl as S
+
+    if sasl:
+        S.enable(s.state_dir)
+    elif sasl is False:
+        S.disable(s.state_dir)
     report = H.setup_private(s.state_dir, target.root, pki_dir=s.pki_dir, passphrase=passphrase,
                              on_busy=app.release_holder())
+    sasl_on = S.enabled(s.state_dir)
     data = {"uri": target.uri, "root": str(report.root), "cert_dir": str(report.cert_dir),
             "created_ca": report.created_ca, "issued_server_cert": report.issued_server_cert,
-            "wrote_qemu_conf": report.wrote_qemu_conf}
+            "wrote_qemu_conf": report.wrote_qemu_conf, "sasl": sasl_on,
+            "sasl_dir": str(S.sasl_dir(s.state_dir)) if sasl_on else None}
 
     def ready() -> None:
         click.echo(f"private libvirt ready: {target.uri}")
         click.echo(f"  CA {'created' if report.created_ca else 'present'}; server certificate "
                    f"{'issued' if report.issued_server_cert else 'valid'} in {report.cert_dir}")
+        if sasl_on:
+            click.echo(f"  SASL logins on (SCRAM-SHA-256, {S.sasl_dir(s.state_dir)}): add users with "
+                       "spicectl sasl user add NAME; clients log in with --sasl-user NAME")
+        if sasl is not None and report.wrote_qemu_conf:
+            click.echo("  guests started before keep their old setting until restarted (spicectl vm restart NAME)")
 
     app.emit(data, ready)
 

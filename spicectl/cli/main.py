@@ -38,6 +38,7 @@ COMMANDS = {
     "record-audio": ("spicectl.cli.audio:record_audio", "Record what a guest plays into a WAV file."),
     "record-video": ("spicectl.cli.video:record_video", "Record a guest's screen into a video file."),
     "resize": ("spicectl.cli.agent:resize", "Change a guest's screen size through its agent."),
+    "sasl": ("spicectl.cli.sasl:sasl", "SASL logins for the private libvirt's SPICE servers: their users."),
     "screenshot": ("spicectl.cli.screen:screenshot", "Save a PNG of a guest's screen through spicectl's SPICE client."),
     "share": ("spicectl.cli.share:share", "Share a host folder with a guest (WebDAV over SPICE) until Ctrl-C."),
     "send-keys": ("spicectl.cli.screen:send_keys", "Press keys or combinations (esc, ctrl-alt-delete) on a guest."),
@@ -45,7 +46,7 @@ COMMANDS = {
     "type": ("spicectl.cli.screen:type_cmd", "Type text on a guest (US layout)."),
     "wait-screen": ("spicectl.cli.screen:wait_screen", "Wait until a guest's screen changes or matches a reference."),
     "ticket": ("spicectl.cli.ticket:ticket", "Set a fresh one-time SPICE ticket on a running guest."),
-    "usb": ("spicectl.cli.usb:usb", "USB redirection over SPICE: what each usbredir channel reports."),
+    "usb": ("spicectl.cli.usb:usb", "USB over SPICE: plug an ISO or disk image into a guest; what is plugged."),
     "view": ("spicectl.cli.view:view", "Show a guest's screen in a window of spicectl's own."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
 }

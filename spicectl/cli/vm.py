@@ -37,6 +37,8 @@ def make_spec(app: App, name: str, template: str | None, params: dict, image: st
         values.update({k: v for k, v in t.values.items() if k != "description"})
         tname = t.name
     values.update(collect(params))
+    if values.get("sasl") is None and _host_sasl(app):
+        values["sasl"] = True
     from spicectl.virt.kvm import cached
 
     spec = build_spec(name, values, images_dir=s.images_dir, template=tname, host_has_kvm=cached(s.state_dir))
@@ -45,6 +47,15 @@ def make_spec(app: App, name: str, template: str | None, params: dict, image: st
 
         apply_image(spec, recipe, s.image_cache, s.images_dir, kernel_args)
     return spec, recipe, values.get("virt_type") in (None, "auto")
+
+
+def _host_sasl(app: App) -> bool:
+    """Whether the private libvirt's SPICE servers take SASL logins (spicectl host setup --sasl)."""
+    from spicectl.virt.connection import resolve
+    from spicectl.virt.sasl import enabled
+
+    s = app.settings
+    return resolve(s.connect, s.state_dir).embedded and enabled(s.state_dir)
 
 
 def _host_has_kvm(app: App, hv, arch: str, progress) -> bool:
@@ -138,6 +149,7 @@ def create(app: App, name: str, template, image: str | None, kernel_arg: tuple[s
                                images_dir=app.settings.images_dir, notice=app.warn)
         data = lifecycle.info(dom)
     data["uri"] = hv.location.uri
+    data["sasl"] = spec.graphics.password is None   # defined without a ticket: SASL logins (vm create --sasl)
     _print_created(app, data)
 
 
@@ -149,7 +161,10 @@ def _print_created(app: App, data: dict) -> None:
             ports = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in (("tls_port", spice["tls_port"]),
                                                                         ("port", spice["port"])) if v)
             click.echo(f"  SPICE on {spice['listen']}: {ports or 'no ports assigned'}")
-            click.echo(f"  connect: spicectl ticket {data['name']}  (then remote-viewer, or spicectl connect)")
+            if data.get("sasl"):
+                click.echo(f"  connect: spicectl view {data['name']} --sasl-user NAME --password-file PATH  (SASL)")
+            else:
+                click.echo(f"  connect: spicectl ticket {data['name']}  (then remote-viewer, or spicectl connect)")
 
     app.emit(data, human)
 

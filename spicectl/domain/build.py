@@ -244,7 +244,8 @@ def _graphics(spec: S.VMSpec, get: Get) -> None:
         g.image_compression = "off"
     if g.rendernode and not g.gl:
         raise InvalidInput("--rendernode needs --gl")
-    g.password = S.random_password()
+    # a SASL guest has no ticket at all: with SASL on, spice-server refuses to set one (and QEMU fails to start)
+    g.password = None if get("sasl") else S.random_password()
 
 
 

@@ -142,6 +142,9 @@ SETTINGS: list[Setting] = [
     Setting("port", "int", "Fixed plain SPICE port (needs --insecure); default: libvirt picks."),
     Setting("tls_port", "int", "Fixed TLS SPICE port; default: libvirt picks."),
     Setting("insecure", "bool", "Allow plain channels (default: every channel TLS).", flag="on"),
+    Setting("sasl", "bool", "Clients log in with SASL, not tickets: no SPICE password in the definition (the "
+            "host's SPICE servers need SASL on; the default when spicectl host setup --sasl turned it on for the "
+            "private libvirt).", flag="on"),
     *GRAPHICS,
     # video, sound, USB, channels
     Setting("video", "str", "Video device (default qxl).", S.VIDEO_MODELS, noun="video model"),

@@ -13,7 +13,7 @@ from spicectl.errors import InvalidInput, NotFound, SpicectlError
 from spicectl.virt import lifecycle
 from spicectl.virt.connection import Hypervisor
 from spicectl.virt.graphics import GRAPHICS, LOOPBACKS, WILDCARDS, read_listen
-from spicectl.virt.tickets import set_ticket
+from spicectl.virt.tickets import SaslOnly, set_ticket
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,12 @@ def guest_access(hv: Hypervisor, name: str, *, ttl: int = 30, plain: bool = Fals
         subject = _embedded_subject(state_dir)
     elif tls_port and hv.location.system:
         subject, ca_file = _system_trust()
-    ticket = set_ticket(dom, ttl)
-    return GuestAccess(name, host, listen.port, tls_port, ticket.password, ticket.as_dict()["valid_to"], subject,
+    try:
+        ticket = set_ticket(dom, ttl)
+        password, valid_to = ticket.password, ticket.as_dict()["valid_to"]
+    except SaslOnly:   # the client logs in with --sasl-user, or hears that it must
+        password, valid_to = "", ""
+    return GuestAccess(name, host, listen.port, tls_port, password, valid_to, subject,
                        live.find("devices/redirdev") is not None, ca_file)
 
 

@@ -102,6 +102,7 @@ def run_checks(s: Settings, *, on_busy: Callable[[], None] | None = None) -> lis
     if target.embedded and target.root is not None:
         conf = H.read_qemu_conf(target.root / "etc" / "qemu.conf")
         cert_dir = conf.get("spice_tls_x509_cert_dir")
+        checks.append(_sasl_check(s.state_dir, conf))
     elif session:   # the user's own daemon reads the user's own qemu.conf
         conf = H.read_qemu_conf(H.session_qemu_conf())
         cert_dir = conf.get("spice_tls_x509_cert_dir")
@@ -220,3 +221,21 @@ def _kvm_for_qemu_user(facts: tuple[str, str, str, list[str]] | None) -> HostChe
                      f"/dev/kvm ({owner}:{group} {mode}) is closed to {QEMU_USER}: libvirt probes QEMU again on "
                      f"every call (a define takes about a minute); chgrp kvm /dev/kvm; chmod 660 /dev/kvm",
                      severity="error" if ok else "warning")
+
+
+def _sasl_check(state_dir: Path, conf: dict[str, str]) -> HostCheck:
+    """Whether the private libvirt's SPICE servers take SASL logins, and from how many users."""
+    from spicectl.errors import SpicectlError
+    from spicectl.virt import sasl as S
+
+    if not S.enabled(state_dir):
+        return HostCheck("sasl", True, "SASL logins off: clients log in with one-time tickets "
+                                       "(spicectl host setup --sasl turns them on)")
+    if conf.get("spice_sasl") != "1":
+        return HostCheck("sasl", False, "SASL is set up but not in qemu.conf yet: run spicectl host setup")
+    try:
+        users = S.list_users(state_dir)
+    except SpicectlError as exc:
+        return HostCheck("sasl", False, f"SASL logins on, but its users cannot be read: {exc.message}")
+    return HostCheck("sasl", bool(users), f"SASL logins on (SCRAM-SHA-256): {len(users)} user"
+                     f"{'' if len(users) == 1 else 's'}" + ("" if users else "; add one: spicectl sasl user add NAME"))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spicectl.errors import AuthError, VerificationFailed
 from spicectl.pki import store
+from spicectl.virt import sasl
 
 TLS_HOST = "127.0.0.1"
 
@@ -53,7 +54,7 @@ def server_cert_dir(state_dir: Path) -> Path:
     return state_dir / "certs" / "server" / TLS_HOST
 
 
-def qemu_conf_text(cert_dir: Path, uid: int | None = None) -> str:
+def qemu_conf_text(cert_dir: Path, uid: int | None = None, sasl_dir: Path | None = None) -> str:
     """The private libvirt's qemu.conf. QEMU runs as the user who runs spicectl: root says so (libvirt
     would pick its QEMU user otherwise); for anyone else libvirt's unprivileged driver already does,
     and naming root there makes it chown its folders to root, which fails ('Failed to create dbus
@@ -66,6 +67,7 @@ def qemu_conf_text(cert_dir: Path, uid: int | None = None) -> str:
         "spice_tls = 1\n"
         f'spice_tls_x509_cert_dir = "{cert_dir}"\n'
         f'spice_listen = "{TLS_HOST}"\n'
+        + (f'spice_sasl = 1\nspice_sasl_dir = "{sasl_dir}"\n' if sasl_dir is not None else "")
     )
 
 
@@ -85,7 +87,8 @@ def prepare_embedded(state_dir: Path, root: Path, *, pki_dir: Path | None = None
     for sub in ("etc", "lib", "log", "run", "cache"):
         store.ensure_dir(root / sub)
     conf = root / "etc" / "qemu.conf"
-    text = qemu_conf_text(cert_dir)
+    # SASL on (host setup --sasl) is the presence of spicectl's SASL configuration
+    text = qemu_conf_text(cert_dir, sasl_dir=sasl.sasl_dir(state_dir) if sasl.enabled(state_dir) else None)
     wrote = not conf.exists() or conf.read_text() != text
     if wrote:
         store.atomic_write(conf, text.encode(), 0o600)

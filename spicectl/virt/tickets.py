@@ -20,6 +20,10 @@ from spicectl.virt.graphics import live_graphics
 MAX_TTL = 24 * 3600
 
 
+class SaslOnly(Conflict):
+    """The guest's SPICE server has SASL on: it takes no ticket."""
+
+
 @dataclass
 class Ticket:
     password: str
@@ -49,5 +53,8 @@ def set_ticket(dom, ttl: int = 30) -> Ticket:
     try:
         dom.updateDeviceFlags(etree.tostring(graphics, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError as exc:
+        if "Could not set password" in str(exc):   # spice-server with SASL on takes no ticket
+            raise SaslOnly(f"{dom.name()} takes SASL logins, not tickets",
+                           hint="log in with --sasl-user NAME (spicectl sasl user list)") from None
         raise libvirt_error(exc, f"setting a ticket on {dom.name()}") from None
     return Ticket(password, valid_to)

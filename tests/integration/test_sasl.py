@@ -100,3 +100,45 @@ def test_the_password_never_goes_on_the_command_line(spicectl, sasl_guest):
                            "--password-env", "SASL_PW", "--json"],
                           env=env_run, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_private_libvirt_with_sasl_on_takes_logins_of_its_users_and_no_tickets(tmp_path):
+    """host setup --sasl on a private libvirt of its own (SASL is host-wide: the session's guests keep tickets)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.integration.conftest import Spicectl
+
+    base = Path(tempfile.mkdtemp(prefix="spicectl-sasl-"))
+    sc = Spicectl(base / "state", base / "no-config.toml")
+    try:
+        setup = sc("host", "setup", "--sasl", "--json").json()
+        assert setup["sasl"] is True
+        conf = (sc.root / "etc" / "qemu.conf").read_text()
+        assert "spice_sasl = 1" in conf and f'spice_sasl_dir = "{setup["sasl_dir"]}"' in conf
+        pw = tmp_path / "bob.pw"
+        pw.write_text("bob's password")
+        sc("sasl", "user", "add", "bob", "--password-file", str(pw))
+        assert (Path(setup["sasl_dir"]) / "passwd.db").stat().st_mode & 0o777 == 0o600
+        assert sc("sasl", "user", "list", "--json").json()["users"] == ["bob"]
+        again = sc("sasl", "user", "add", "bob", "--password-file", str(pw), check=False)
+        assert again.exit_code == 4 and "--replace" in again.stderr
+        created = sc("vm", "create", "s1", "-t", "headless-ci", "--virt-type", "qemu", "--wait", "--json").json()
+        assert created["sasl"] is True   # the host's default: no ticket in the definition
+        out = tmp_path / "s1.png"
+        shot = sc("screenshot", "s1", "--sasl-user", "bob", "--password-file", str(pw), "-o", str(out), "--json")
+        assert shot.json()["width"] == 720 and out.stat().st_size > 0
+        refused = sc("screenshot", "s1", "-o", str(out), check=False)
+        assert refused.exit_code == 5 and "requires a SASL login" in refused.stderr
+        no_ticket = sc("ticket", "s1", check=False)
+        assert no_ticket.exit_code == 4 and "takes SASL logins" in no_ticket.stderr
+        checks = {c["check"]: c for c in sc("host", "check", "--json", check=False).json()["checks"]}
+        assert checks["sasl"]["ok"] and "1 user" in checks["sasl"]["detail"]
+        sc("sasl", "user", "delete", "bob")
+        gone = sc("screenshot", "s1", "--sasl-user", "bob", "--password-file", str(pw), "-o", str(out), check=False)
+        assert gone.exit_code == 5 and "SASL login refused" in gone.stderr
+    finally:
+        sc("vm", "delete", "s1", check=False)
+        sc("host", "stop", check=False)
+        shutil.rmtree(base, ignore_errors=True)
