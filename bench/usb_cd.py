@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ GUEST = "bench-usb"
 READ = ("for i in $(seq 120); do lsblk -dno TRAN | grep -q usb && break; sleep 1; done; udevadm settle; "
         "D=/dev/$(lsblk -dno NAME,TRAN | awk '$2 == \"usb\" {print $1; exit}'); mkdir -p /mnt/cd; "
         "mount -o ro $D /mnt/cd && dd if=/mnt/cd/payload.bin of=/dev/null bs=1M 2>&1 | tail -n1; "
-        "sha256sum /mnt/cd/payload.bin; umount /mnt/cd; udevadm settle; echo BENCH-DONE")
+        "sha256sum /mnt/cd/payload.bin; umount /mnt/cd; udevadm settle; echo BENCH-$((6*7))-DONE")
 
 
 def main() -> None:
@@ -48,9 +49,9 @@ def main() -> None:
         return subprocess.run([SPICECTL, *a], env=env, check=True, capture_output=True, text=True, **kw)
 
     def guest_read() -> float:
-        out = spicectl("console", GUEST, "--send", READ + "\\n", "--expect", r"BENCH-DONE\r?\n(?s:.*)#",
+        out = spicectl("console", GUEST, "--send", READ + "\\n", "--expect", r"BENCH-42-DONE",
                        "--timeout", "600", "--json", timeout=700).stdout
-        text = out.replace("\\r", "")
+        text = json.loads(out)["output"].replace("\r", "")
         if digest not in text:
             raise SystemExit(f"the guest did not read the file whole:\n{text[-2000:]}")
         seconds = re.search(r"copied, ([\d.]+) s", text)
@@ -79,7 +80,16 @@ def main() -> None:
             share = subprocess.Popen([SPICECTL, "usb", "share", GUEST, "--cd", str(iso), "--json"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
+                # (it takes the private libvirt for its ticket; the console below would hold it meanwhile)
+                line = share.stdout.readline() if share.stdout else ""
+                if '"attached"' not in line:
+                    raise SystemExit(f"usb share did not plug the CD in: {line}")
                 ours.append(guest_read())
+            except SystemExit:
+                share.terminate()
+                out, err = share.communicate(timeout=30)
+                print(f"usb share said: {out}{err}", file=sys.stderr)
+                raise
             finally:
                 share.terminate()
                 share.wait(30)
