@@ -36,7 +36,7 @@ _spicectl_opts() {
     'clipboard get') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'clipboard set') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'completion') echo '--help -h' ;;
-    'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --proxy --proxy-url --screenshot --token-ttl --ttl --usb-cd --usb-disk --usb-writable --view --viewer --vv -h' ;;
+    'connect') echo '--builtin --ca-file --help --html5-dir --json --listen --password-env --password-file --proxy --proxy-url --sasl-user --screenshot --token-ttl --ttl --usb-cd --usb-disk --usb-writable --view --viewer --vv -h' ;;
     'console') echo '--expect --help --json --retry-every --send --timeout -h' ;;
     'copy-to') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'host') echo '--help -h' ;;

@@ -6,6 +6,7 @@ import click
 
 from spicectl.cli.app import App, json_option, pass_app
 from spicectl.cli.options import CA_FILE_HELP, Integer
+from spicectl.cli.screen import sasl_credentials, sasl_options
 from spicectl.cli.usb import UsbPlugs, usb_plug_options
 
 
@@ -32,11 +33,13 @@ from spicectl.cli.usb import UsbPlugs, usb_plug_options
 @click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)
 @click.option("--html5-dir", metavar="DIR", help="spice-html5 files to serve (default: /usr/share/spice-html5).")
 @usb_plug_options
+@sasl_options
 @json_option
 @pass_app
 def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: str | None, proxy_url: str | None,
             listen: str, ttl: int, token_ttl: int, screenshot: str | None, view: bool, ca_file: str | None,
-            html5_dir: str | None, usb_cds: tuple[str, ...], usb_disks: tuple[str, ...], usb_writable: bool) -> None:
+            html5_dir: str | None, usb_cds: tuple[str, ...], usb_disks: tuple[str, ...], usb_writable: bool,
+            **sasl) -> None:
     """Open a session to guest NAME with a fresh one-time ticket (default TTL 30 s).
 
     \b
@@ -48,6 +51,7 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     spicectl connect web --builtin --screenshot web.png [--proxy ws]
     spicectl connect web --builtin --view --proxy http-connect   # spicectl's window, through a proxy
     spicectl connect web --builtin --view --proxy ws --usb-cd debian.iso   # and a USB CD meanwhile
+    spicectl connect web --sasl-user alice [--password-file pw]   # a SASL login (remote-viewer asks without one)
     """
     import os
     import shutil
@@ -83,6 +87,9 @@ def connect(app: App, name: str, mode: str | None, vv_path: str | None, proxy: s
     s = app.settings
     access = app.guest_access(name, ttl=ttl)
     server = from_access(access, ca_file=ca_file, own_ca=str(s.ca_dir / CA_CERT))
+    sasl_user, sasl_password = sasl_credentials(sasl, required=mode == "builtin")
+    if sasl_user is not None:
+        server.sasl_user, server.password = sasl_user, sasl_password or b""
 
     from spicectl.session import runner
 

@@ -20,14 +20,37 @@ def server_options(func):
     func = click.option("--host-subject", metavar="SUBJECT", help="With a spice:// URI: the server certificate's "
                         "subject, as remote-viewer's host-subject (e.g. 'O=Org,CN=host').")(func)
     func = click.option("--ca-file", metavar="PEM", help=CA_FILE_HELP)(func)
+    return sasl_options(func, password_help="With a spice:// URI: read the SPICE password from PATH ('-' for "
+                        "stdin); with --sasl-user, the user's password.")
+
+
+def sasl_options(func, *, password_help: str = "With --sasl-user: read the user's password from PATH ('-' for "
+                 "stdin)."):
+    """--sasl-user NAME and where its password comes from (never the command line)."""
     func = click.option("--password-env", metavar="VAR", help="With --sasl-user: the password is in environment "
                         "variable VAR.")(func)
     func = click.option("--sasl-user", metavar="NAME", envvar="SPICECTL_SASL_USER", help="Log in with SASL as NAME "
                         "(a server with SASL on: QEMU's spice sasl=on, libvirt's spice_sasl), the password from "
                         "--password-file or --password-env, instead of a ticket.")(func)
-    func = click.option("--password-file", metavar="PATH", help="With a spice:// URI: read the SPICE password "
-                        "from PATH ('-' for stdin); with --sasl-user, the user's password.")(func)
-    return func
+    return click.option("--password-file", metavar="PATH", help=password_help)(func)
+
+
+def sasl_credentials(opts: dict, *, required: bool = True) -> tuple[str | None, bytes | None]:
+    """The SASL user and password the options name (the password may be left to a viewer that asks)."""
+    from spicectl.secrets import read_secret
+
+    user = opts.get("sasl_user")
+    if opts.get("password_env") and not user:
+        raise click.UsageError("--password-env goes with --sasl-user")
+    if user is None:
+        return None, None
+    if not user or len(user) > 255:
+        raise click.BadParameter("a user name of 1 to 255 characters", param_hint="--sasl-user")
+    password = read_secret(file=opts.get("password_file"), env=opts.get("password_env"), what="SASL password")
+    if password is None and required:
+        raise click.UsageError("--sasl-user needs the password: --password-file PATH ('-' for stdin) or "
+                               "--password-env VAR")
+    return user, password
 
 
 def _server(app: App, guest: str, opts: dict):
@@ -35,16 +58,7 @@ def _server(app: App, guest: str, opts: dict):
     from spicectl.secrets import read_secret
     from spicectl.session.server import from_access, from_uri, is_spice_uri
 
-    sasl_user = opts.get("sasl_user")
-    if opts.get("password_env") and not sasl_user:
-        raise click.UsageError("--password-env goes with --sasl-user")
-    if sasl_user is not None:
-        if not sasl_user or len(sasl_user) > 255:
-            raise click.BadParameter("a user name of 1 to 255 characters", param_hint="--sasl-user")
-        password = read_secret(file=opts["password_file"], env=opts.get("password_env"), what="SASL password")
-        if password is None:
-            raise click.UsageError("--sasl-user needs the password: --password-file PATH ('-' for stdin) or "
-                                   "--password-env VAR")
+    sasl_user, password = sasl_credentials(opts)
     if is_spice_uri(guest):
         if sasl_user is None:
             password_file = opts["password_file"]

@@ -47,7 +47,7 @@ def make_vv(server: SpiceServer, *, host_subject: str | None, proxy: str | None 
         host=server.host, port=None if server.tls_port else server.port, tls_port=server.tls_port,
         password=server.password.decode() if server.password else "", ca_pem=ca_pem,
         host_subject=host_subject, title=f"{server.name} (spicectl)", proxy=proxy,
-        enable_usbredir=usbredir,
+        enable_usbredir=usbredir, username=server.sasl_user,
     )
 
 

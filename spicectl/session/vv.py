@@ -21,6 +21,7 @@ class VVFile:
     secure_channels: str | None = SECURE_CHANNELS
     delete_this_file: bool = True
     enable_usbredir: bool = False
+    username: str | None = None       # a SASL login's user (the password: `password`, or asked for)
 
     def render(self) -> str:
         lines = ["[virt-viewer]", "type=spice", f"host={self.host}"]
@@ -28,7 +29,10 @@ class VVFile:
             lines.append(f"port={self.port}")
         if self.tls_port:
             lines.append(f"tls-port={self.tls_port}")
-        lines.append(f"password={self.password}")
+        if self.username:
+            lines.append(f"username={self.username}")
+        if self.password or not self.username:   # (no password with a user name: remote-viewer asks)
+            lines.append(f"password={self.password}")
         if self.ca_pem:
             # virt-viewer reads the CA inline, with newlines written as \n
             lines.append("ca=" + self.ca_pem.strip().replace("\n", "\\n"))

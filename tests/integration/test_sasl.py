@@ -102,7 +102,40 @@ def test_the_password_never_goes_on_the_command_line(spicectl, sasl_guest):
     assert done.returncode == 0, done.stderr
 
 
-def test_the_private_libvirt_with_sasl_on_takes_logins_of_its_users_and_no_tickets(tmp_path):
+def viewer_shows_the_guest(sc, xdisplay: str, name: str, login: list[str], tmp_path) -> None:
+    """remote-viewer on a .vv from `connect`, until its window shows the guest's first line of text as
+    libvirt's own screenshot has it (the search starts on a lit pixel: a black screen has too many)."""
+    from tests.integration.conftest import grab_x, libvirt_screenshot
+
+    require_binary("remote-viewer")
+    shot = libvirt_screenshot(sc, name)
+    ys, xs = np.nonzero(shot.any(axis=2))
+    assert len(ys), "the guest shows no text yet"
+    y0, x0 = int(ys.min()), int(xs[ys == ys.min()].min())
+    patch = shot[y0:y0 + 12, x0:x0 + 160]
+    vv = tmp_path / f"{name}.vv"
+    sc("connect", name, "--vv", str(vv), "--ttl", "60", *login)
+    text = vv.read_text()
+    assert "username=bob" in text and (vv.stat().st_mode & 0o777) == 0o600
+    viewer = subprocess.Popen(["remote-viewer", str(vv)], env={**sc.env, "DISPLAY": xdisplay},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            screen = grab_x(xdisplay)
+            ys2, xs2 = np.nonzero((screen == patch[0, 0]).all(axis=2))
+            if any(y + 12 <= screen.shape[0] and x + 160 <= screen.shape[1]
+                   and (screen[y:y + 12, x:x + 160] == patch).all() for y, x in zip(ys2, xs2, strict=True)):
+                return
+            assert viewer.poll() is None, viewer.stderr.read() if viewer.stderr else ""
+            assert time.monotonic() < deadline, "remote-viewer never showed the guest after a SASL login"
+            time.sleep(1)
+    finally:
+        viewer.terminate()
+        viewer.wait(10)
+
+
+def test_the_private_libvirt_with_sasl_on_takes_logins_of_its_users_and_no_tickets(tmp_path, xdisplay):
     """host setup --sasl on a private libvirt of its own (SASL is host-wide: the session's guests keep tickets)."""
     import shutil
     import tempfile
@@ -135,6 +168,13 @@ def test_the_private_libvirt_with_sasl_on_takes_logins_of_its_users_and_no_ticke
         assert no_ticket.exit_code == 4 and "takes SASL logins" in no_ticket.stderr
         checks = {c["check"]: c for c in sc("host", "check", "--json", check=False).json()["checks"]}
         assert checks["sasl"]["ok"] and "1 user" in checks["sasl"]["detail"]
+        # a .vv with the user name (and here the password): remote-viewer logs in and shows the guest
+        viewer_shows_the_guest(sc, xdisplay, "s1", ["--sasl-user", "bob", "--password-file", str(pw)], tmp_path)
+        # our client through the per-session WebSocket proxy: the SCRAM exchange rides it end to end
+        via = tmp_path / "via-proxy.png"
+        sc("connect", "s1", "--builtin", "--proxy", "ws", "--screenshot", str(via), "--sasl-user", "bob",
+           "--password-file", str(pw))
+        assert Image.open(via).size == (720, 400)
         sc("sasl", "user", "delete", "bob")
         gone = sc("screenshot", "s1", "--sasl-user", "bob", "--password-file", str(pw), "-o", str(out), check=False)
         assert gone.exit_code == 5 and "SASL login refused" in gone.stderr
