@@ -12,7 +12,7 @@ _spicectl_subs() {
     'sasl') echo 'user' ;;
     'sasl user') echo 'add delete list' ;;
     'template') echo 'list show' ;;
-    'usb') echo 'share status' ;;
+    'usb') echo 'attach list share status' ;;
     'vm') echo 'create delete destroy list restart show start stop xml' ;;
   esac
 }
@@ -69,6 +69,8 @@ _spicectl_opts() {
     'ticket') echo '--help --json --output --ttl -h -o' ;;
     'type') echo '--ca-file --help --host-subject --json --max-memory --no-escapes --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'usb') echo '--help -h' ;;
+    'usb attach') echo '--attach-timeout --ca-file --device --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --seconds -h' ;;
+    'usb list') echo '--help --json -h' ;;
     'usb share') echo '--attach-timeout --ca-file --cd --disk --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --seconds --writable -h' ;;
     'usb status') echo '--ca-file --help --host-subject --json --max-memory --password-env --password-file --plain-port --sasl-user --timeout -h' ;;
     'view') echo '--audio-device --ca-file --close-after --help --host-subject --json --max-memory --mute --password-env --password-file --plain-port --sasl-user --share --usb-cd --usb-disk --usb-writable --video-codec --writable -h' ;;
@@ -139,7 +141,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -38,7 +38,7 @@ function __spicectl_path
             case 'template'
                 contains -- $word list show; and set path (string trim -- "$path $word")
             case 'usb'
-                contains -- $word share status; and set path (string trim -- "$path $word")
+                contains -- $word attach list share status; and set path (string trim -- "$path $word")
             case 'vm'
                 contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
         end
@@ -463,10 +463,28 @@ complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-env -r -d 
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l sasl-user -r -d 'Log in with SASL as NAME (a server with SASL on: QEMU'\''s spic'
 complete -c spicectl -n 'test (__spicectl_path) = "type"' -l timeout -r -d 'Seconds the whole command may take (exit 9 past them).'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'attach' -d 'Redirect a USB device of this host to guest GUEST over...'
+complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'list' -d 'This host'\''s USB devices (hubs left out), as libusb sees...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'share' -d 'Plug emulated USB devices into guest GUEST over its...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -a 'status' -d 'What is plugged into guest GUEST'\''s usbredir channels, and...'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l attach-timeout -r -d 'Seconds the guest has to take the device (set a configuratio'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l ca-file -r -d 'CA that signed the guest'\''s SPICE certificate (default: for a'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l device -r -d 'The host device: its IDs in hex (as lsusb shows them) or whe'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l host-subject -r -d 'With a spice:// URI: the server certificate'\''s subject, as re'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l max-memory -r -d 'Memory the guest'\''s SPICE server may make this client hold (s'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l password-env -r -d 'With --sasl-user: the password is in environment variable VA'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l password-file -r -d 'With a spice:// URI: read the SPICE password from PATH ('\''-'\'' '
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l sasl-user -r -d 'Log in with SASL as NAME (a server with SASL on: QEMU'\''s spic'
+complete -c spicectl -n 'test (__spicectl_path) = "usb attach"' -l seconds -r -d 'Give it back after this long (default: until Ctrl-C or SIGTE'
+complete -c spicectl -n 'test (__spicectl_path) = "usb list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "usb list"' -s h -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "usb share"' -l plain-port -d 'Use the guest'\''s plain (unencrypted) SPICE port; the guest mu'

@@ -13,6 +13,8 @@ from spicectl.cli.screen import CONNECT_ALLOWANCE, run_client, server_options
 if TYPE_CHECKING:
     from spicectl.session.usb_plugs import ShareRecord
 
+FILTER_HINT = "the guest's filter is set by vm create --usb-filter"
+
 
 @click.group()
 def usb() -> None:
@@ -112,7 +114,7 @@ def share(app: App, name: str, cds: tuple[str, ...], disks: tuple[str, ...], wri
     with UsbPlugs(app, name, cds, disks, writable, flags=("--cd", "--disk", "--writable"), required=True) as plugs:
         run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
     if plugs.rejected:
-        raise AuthError(plugs.rejected[0], hint="the guest's filter is set by vm create --usb-filter")
+        raise AuthError(plugs.rejected[0], hint=FILTER_HINT)
 
 
 def usb_plug_options(func):
@@ -195,3 +197,144 @@ class UsbPlugs:
                 self.app.warn(f"{self.name}: USB {kind} {path} not plugged in: {event.detail}")
         plug.state = {"connected": "plugging"}.get(event.kind, event.kind)
         self.record.write()
+
+
+def _guest_filter(app: App, name: str):
+    """The guest's usbredir filter, from its definition (libvirt's <redirfilter>), as usbredir's rules."""
+    from spicectl.domain.xml import from_xml
+    from spicectl.spice.usbredir import FilterRule
+    from spicectl.virt import lifecycle
+
+    with app.hypervisor() as hv:
+        spec = from_xml(lifecycle.lookup(hv, name).XMLDesc(0))
+
+    def bcd(version: str | None) -> int:
+        if not version:
+            return -1
+        major, _, minor = version.partition(".")
+        return int(major, 16) << 8 | int((minor or "0").ljust(2, "0")[:2], 16)
+
+    return [FilterRule(-1 if r.usb_class is None else r.usb_class, -1 if r.vendor is None else r.vendor,
+                       -1 if r.product is None else r.product, bcd(r.version), r.allow) for r in spec.usb_filter]
+
+
+def _verdict(rules, info) -> str | None:
+    """None if the guest's filter lets `info` through, else why not."""
+    from spicectl.spice.usbredir import filter_verdict
+    from spicectl.spice.usbredir_host import refusal
+
+    if not rules:
+        return None
+    blocked = filter_verdict(rules, device_class=info.device_class, interfaces=list(info.interfaces),
+                             vendor_id=info.vendor_id, product_id=info.product_id, version_bcd=info.version_bcd)
+    return None if blocked is None else refusal(rules, blocked)
+
+
+@usb.command("list")
+@click.argument("name", metavar="GUEST", required=False)
+@json_option
+@pass_app
+def list_cmd(app: App, name: str | None) -> None:
+    """This host's USB devices (hubs left out), as libusb sees them; with GUEST, whether its filter allows each.
+
+    \b
+      spicectl usb list
+      spicectl usb list web --json
+    """
+    from spicectl.session.usb_libusb import Libusb
+
+    backend = Libusb()
+    try:
+        devices = backend.devices()
+    finally:
+        backend.close()
+    rules = _guest_filter(app, name) if name else None
+    rows = []
+    for d in devices:
+        row = {"bus": d.bus, "address": d.address, "id": d.name, "class": d.device_class,
+               "interfaces": [list(i) for i in d.interfaces], "manufacturer": d.manufacturer, "product": d.product}
+        if name:
+            why = _verdict(rules, d)
+            row.update({"allowed": why is None, "refused_because": why})
+        rows.append(row)
+
+    def human() -> None:
+        if not rows:
+            click.echo("no USB devices on this host (libusb sees none)")
+        for r in rows:
+            verdict = "" if not name else ("  allowed" if r["allowed"] else f"  refused: {r['refused_because']}")
+            click.echo(f"{r['bus']}-{r['address']}  {r['id']}  {r['manufacturer']} {r['product']}".rstrip() + verdict)
+
+    app.emit({"devices": rows, "guest": name}, human)
+
+
+@usb.command("attach")
+@click.argument("name", metavar="GUEST")
+@click.option("--device", "selector", required=True, metavar="VID:PID|BUS-ADDR",
+              help="The host device: its IDs in hex (as lsusb shows them) or where it is (bus-address, e.g. 1-4).")
+@click.option("--seconds", type=TIMEOUT, default=None, help="Give it back after this long (default: until Ctrl-C "
+              "or SIGTERM).")
+@click.option("--attach-timeout", type=TIMEOUT, default=120, show_default=True,
+              help="Seconds the guest has to take the device (set a configuration) before this fails (exit 9).")
+@server_options
+@json_option
+@pass_app
+def attach(app: App, name: str, selector: str, seconds: float | None, attach_timeout: float, **opts) -> None:
+    """Redirect a USB device of this host to guest GUEST over one of its usbredir channels, until Ctrl-C.
+
+    The device's interfaces are taken from this host's drivers (libusb detaches them) and given back
+    when it is released. The guest's USB filter is law: a device it blocks is not redirected (exit 5).
+    Isochronous endpoints (webcams, sound) are not carried. Needs access to the device node (root,
+    or a udev rule) and python-libusb1 over libusb-1.0.
+
+    \b
+      spicectl usb attach web --device 0781:5581
+      spicectl usb attach web --device 1-4 --seconds 600 --json
+    """
+    from spicectl.errors import AuthError
+    from spicectl.session.usb_host import HostDevice, choose
+    from spicectl.session.usb_libusb import Libusb
+
+    backend = Libusb()
+    try:
+        info = choose(backend.devices(), selector)
+        why = _verdict(_guest_filter(app, name), info) if not name.startswith("spice://") else None
+        if why:
+            raise AuthError(f"USB device {info.name}: {why}", hint=FILTER_HINT)
+        io = backend.open(info)
+        try:
+            device = HostDevice(io, info)
+            io.claim(device.numbers)
+        except BaseException:
+            io.close()
+            raise
+        out = app.session_output()
+        rejected: list[str] = []
+        described = {"name": name, "device": info.name, "bus": info.bus, "address": info.address,
+                     "product": info.product}
+
+        def on_event(_index: int, channel: int, event) -> None:
+            if event.kind == "attached":
+                out.announce({"event": "attached", "channel": channel, **described},
+                             f"{name} took USB device {info.name} {info.product} (usbredir channel {channel})")
+            elif event.kind == "released":
+                out.announce({"event": "released", "channel": channel, **described, "reason": event.detail},
+                             f"USB device {info.name} given back ({event.detail})")
+            elif event.kind == "rejected":
+                rejected.append(f"USB device {info.name}: {event.detail}")
+
+        async def work(client):
+            from spicectl.cli.screen import stopped_by_signals
+            from spicectl.spice.usbredir_link import share_devices
+
+            return await share_devices(client, [device], seconds=seconds, stop=stopped_by_signals(),
+                                       attach_timeout=attach_timeout, on_event=on_event)
+
+        try:
+            run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
+        finally:
+            device.close()
+        if rejected:
+            raise AuthError(rejected[0], hint=FILTER_HINT)
+    finally:
+        backend.close()

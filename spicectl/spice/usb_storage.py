@@ -88,6 +88,34 @@ class MassStorage:
         self._reset_transport()
         self.halted.clear()
 
+    def close(self) -> None:
+        self.unit.medium.close()
+
+    @property
+    def ejected(self) -> bool:
+        """The guest ejected the medium and has read the command's status: time to unplug."""
+        return self.unit.ejected and self.phase == "command"
+
+    # (what a real device's host-side driver would do; an emulated device has one configuration and
+    # one interface with one alternate setting, and no interrupt endpoint)
+    def set_configuration(self, configuration: int) -> int:
+        if configuration not in (0, 1):
+            return STALL
+        self.reset()
+        return SUCCESS
+
+    def set_alt_setting(self, interface: int, alt: int) -> int:
+        return SUCCESS if (interface, alt) == (0, 0) else STALL
+
+    def get_alt_setting(self, interface: int) -> tuple[int, int]:
+        return (SUCCESS, 0) if interface == 0 else (STALL, 0)
+
+    def start_interrupt_receiving(self, endpoint: int) -> int:
+        return STALL
+
+    def stop_interrupt_receiving(self, endpoint: int) -> None:
+        pass
+
     # --- descriptors and control requests ---
     def descriptor(self, kind: int, index: int) -> bytes | None:
         ident = self.identity

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from spicectl.errors import ProtocolError
 from spicectl.spice import usbredir as U
@@ -32,6 +33,21 @@ MAX_WAITING = 64
 HOST_ONLY = {U.DEVICE_CONNECT, U.DEVICE_DISCONNECT, U.INTERFACE_INFO, U.EP_INFO, U.CONFIGURATION_STATUS,
              U.ALT_SETTING_STATUS, U.ISO_STREAM_STATUS, U.INTERRUPT_RECEIVING_STATUS, U.BULK_STREAMS_STATUS,
              U.BULK_RECEIVING_STATUS, U.BUFFERED_BULK_PACKET}
+
+
+class AsyncDevice(Protocol):
+    """A device whose transfers finish later (session/usb_host.HostDevice): besides what MassStorage
+    answers (descriptors, configuration, alternate settings, interrupt receiving), it takes control,
+    bulk and interrupt packets and hands each one's answer to RedirHost.complete."""
+    asynchronous: bool
+    interfaces: list[tuple[int, int, int]]
+    endpoints: dict[int, tuple[int, int]]
+    device_class: int
+
+    def submit(self, packet: U.Packet) -> None: ...
+    def cancel(self, packet_id: int) -> None: ...
+    def cancel_all(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -47,9 +63,19 @@ def describe_rule(rule: U.FilterRule) -> str:
             f"product {part(rule.product_id, 4)}, version {part(rule.device_version_bcd, 4)}")
 
 
+def refusal(rules: list[U.FilterRule], blocked: U.FilterRule) -> str:
+    """Why a filter refuses a device: the rule that blocks it, or that none allows it."""
+    return (f"the guest's USB filter blocks it ({describe_rule(blocked)}"
+            f"{'' if blocked in rules else ': no rule allows it'})")
+
+
 class RedirHost:
-    def __init__(self, device: MassStorage, version: str) -> None:
-        self.device = device
+    def __init__(self, device: MassStorage | AsyncDevice, version: str) -> None:
+        # (MassStorage's methods, or an asynchronous device's: the code below asks only what each has)
+        self.device: Any = device
+        # a device that answers transfers later (a host device) takes them with submit() and answers with
+        # complete(); an emulated one answers each at once
+        self._async: AsyncDevice | None = device if getattr(device, "asynchronous", False) else None  # type: ignore
         self.parser = U.Parser()
         self.state = "hello"      # hello -> barrier -> connected -> releasing -> released | rejected
         self.rules: list[U.FilterRule] | None = None
@@ -58,6 +84,7 @@ class RedirHost:
         self.events: list[Event] = []
         self._out = bytearray(U.hello(version))
         self._waiting: deque[U.Packet] = deque()
+        self._in_flight: dict[int, U.Packet] = {}   # submitted to an asynchronous device, by packet id
         self._release_reason = ""
 
     @property
@@ -96,8 +123,7 @@ class RedirHost:
                                        version_bcd=ident.version_bcd)
             if blocked is not None:
                 self.state = "rejected"
-                self.events.append(Event("rejected", f"the guest's USB filter blocks it ({describe_rule(blocked)}"
-                                                     f"{'' if blocked in self.rules else ': no rule allows it'})"))
+                self.events.append(Event("rejected", refusal(self.rules, blocked)))
                 return
         classes = [i[0] for i in dev.interfaces]
         self._send(U.INTERFACE_INFO, 0, {
@@ -126,9 +152,12 @@ class RedirHost:
         if self.state not in ("connected", "barrier"):
             return
         self._release_reason = reason
-        for packet in self._waiting:   # the device is going: what waited is cancelled
-            self._send(U.BULK_PACKET, packet.id, U.with_bulk_length({**packet.header, "status": U.CANCELLED}, 0))
+        for packet in [*self._waiting, *self._in_flight.values()]:   # the device is going: what waited is cancelled
+            self._cancelled(packet)
         self._waiting.clear()
+        self._in_flight.clear()
+        if self._async:
+            self._async.cancel_all()
         if self.state == "barrier":
             self.state = "released"
             self.events.append(Event("released", reason))
@@ -167,22 +196,25 @@ class RedirHost:
             if attached:
                 self.device.reset()
         elif t == U.SET_CONFIGURATION:
-            ok = attached and p.header["configuration"] in (0, 1)
-            if ok:
+            status = self.device.set_configuration(p.header["configuration"]) if attached else U.IOERROR
+            if status == U.SUCCESS:
                 self.configuration = p.header["configuration"]
-                self.device.reset()
                 if self.configuration and not self.attached:
                     self.attached = True
                     self.events.append(Event("attached"))
-            self._send(U.CONFIGURATION_STATUS, p.id, {"status": U.SUCCESS if ok else U.STALL,
-                                                      "configuration": self.configuration})
+            self._send(U.CONFIGURATION_STATUS, p.id, {"status": status, "configuration": self.configuration})
         elif t == U.GET_CONFIGURATION:
             self._send(U.CONFIGURATION_STATUS, p.id, {"status": U.SUCCESS if attached else U.IOERROR,
                                                       "configuration": self.configuration})
         elif t in (U.SET_ALT_SETTING, U.GET_ALT_SETTING):
-            ok = attached and p.header["interface"] == 0 and p.header.get("alt", 0) == 0
-            self._send(U.ALT_SETTING_STATUS, p.id, {"status": U.SUCCESS if ok else U.STALL,
-                                                    "interface": p.header["interface"], "alt": 0})
+            interface = p.header["interface"]
+            if not attached:
+                status, alt = U.IOERROR, 0
+            elif t == U.SET_ALT_SETTING:
+                status, alt = self.device.set_alt_setting(interface, p.header["alt"]), p.header["alt"]
+            else:
+                status, alt = self.device.get_alt_setting(interface)
+            self._send(U.ALT_SETTING_STATUS, p.id, {"status": status, "interface": interface, "alt": alt})
         elif t == U.CONTROL_PACKET:
             self._control(p, attached)
         elif t == U.BULK_PACKET:
@@ -191,20 +223,83 @@ class RedirHost:
             for waiting in list(self._waiting):
                 if waiting.id == p.id:
                     self._waiting.remove(waiting)
-                    self._send(U.BULK_PACKET, p.id, U.with_bulk_length({**waiting.header, "status": U.CANCELLED}, 0))
+                    self._cancelled(waiting)
+            if p.id in self._in_flight:   # the device's answer, if it still comes, is dropped
+                self._cancelled(self._in_flight.pop(p.id))
+                if self._async:
+                    self._async.cancel(p.id)
         elif t == U.START_ISO_STREAM:
             self._send(U.ISO_STREAM_STATUS, p.id, {"status": U.STALL, "endpoint": p.header["endpoint"]})
         elif t == U.START_INTERRUPT_RECEIVING:
-            self._send(U.INTERRUPT_RECEIVING_STATUS, p.id, {"status": U.STALL, "endpoint": p.header["endpoint"]})
+            ep = p.header["endpoint"]
+            status = self.device.start_interrupt_receiving(ep) if attached else U.IOERROR
+            self._send(U.INTERRUPT_RECEIVING_STATUS, p.id, {"status": status, "endpoint": ep})
+        elif t == U.STOP_INTERRUPT_RECEIVING:
+            if attached:
+                self.device.stop_interrupt_receiving(p.header["endpoint"])
+            self._send(U.INTERRUPT_RECEIVING_STATUS, p.id, {"status": U.SUCCESS, "endpoint": p.header["endpoint"]})
+        elif t == U.INTERRUPT_PACKET:
+            self._submit(p, attached)
         elif t == U.ALLOC_BULK_STREAMS:
             self._send(U.BULK_STREAMS_STATUS, p.id, {"endpoints": p.header["endpoints"],
                                                      "no_streams": p.header["no_streams"], "status": U.STALL})
         elif t == U.START_BULK_RECEIVING:
             self._send(U.BULK_RECEIVING_STATUS, p.id, {"stream_id": p.header["stream_id"],
                                                        "endpoint": p.header["endpoint"], "status": U.STALL})
-        # the rest (stop_*, free_bulk_streams, iso and interrupt data) concern endpoints this device has not
+        # the rest (stop_iso_stream, free_bulk_streams, iso data) concern what no device here has
+
+    # --- what an asynchronous device (a host device, see session/usb_host.py) answers later ---
+    def _submit(self, p: U.Packet, attached: bool) -> bool:
+        """Hand the packet to an asynchronous device; False for a device that answers at once."""
+        if self._async is None:
+            if p.type == U.INTERRUPT_PACKET:   # (no interrupt endpoint on an emulated device)
+                self._send(U.INTERRUPT_PACKET, p.id, {**p.header, "status": U.STALL, "length": 0})
+                return True
+            return False
+        if not attached:
+            self._cancelled(p, U.IOERROR)
+            return True
+        if len(self._in_flight) >= MAX_WAITING:
+            raise ProtocolError(f"usbredir: more than {MAX_WAITING} transfers in flight")
+        self._in_flight[p.id] = p
+        self._async.submit(p)
+        return True
+
+    def complete(self, packet_id: int, status: int, data: bytes = b"") -> None:
+        """An asynchronous device's answer to a packet it took (dropped if it was cancelled meanwhile)."""
+        p = self._in_flight.pop(packet_id, None)
+        if p is None:
+            return
+        h = p.header
+        if p.type == U.CONTROL_PACKET:
+            inbound = bool(h["requesttype"] & 0x80)
+            length = len(data) if inbound else (len(p.data) if status == U.SUCCESS else 0)
+            self._send(U.CONTROL_PACKET, p.id, {**h, "status": status, "length": length}, data if inbound else b"")
+        elif p.type == U.BULK_PACKET:
+            inbound = bool(h["endpoint"] & 0x80)
+            length = len(data) if inbound else (len(p.data) if status == U.SUCCESS else 0)
+            self._send(U.BULK_PACKET, p.id, U.with_bulk_length({**h, "status": status}, length),
+                       data if inbound else b"")
+        else:
+            inbound = bool(h["endpoint"] & 0x80)
+            self._send(U.INTERRUPT_PACKET, p.id, {**h, "status": status, "length": len(data) if inbound else 0},
+                       data if inbound else b"")
+
+    def interrupt_data(self, endpoint: int, status: int, data: bytes) -> None:
+        """What an interrupt-in endpoint the guest receives from delivered (started by start_interrupt_receiving)."""
+        if self.state == "connected":
+            self._send(U.INTERRUPT_PACKET, 0, {"endpoint": endpoint, "status": status, "length": len(data)}, data)
+
+    def _cancelled(self, p: U.Packet, status: int = U.CANCELLED) -> None:
+        h = p.header
+        if p.type == U.BULK_PACKET:
+            self._send(U.BULK_PACKET, p.id, U.with_bulk_length({**h, "status": status}, 0))
+        elif p.type in (U.CONTROL_PACKET, U.INTERRUPT_PACKET):
+            self._send(p.type, p.id, {**h, "status": status, "length": 0})
 
     def _control(self, p: U.Packet, attached: bool) -> None:
+        if self._submit(p, attached):
+            return
         h = p.header
         if not attached:
             status, data = U.IOERROR, b""
@@ -217,6 +312,10 @@ class RedirHost:
             self._send(U.CONTROL_PACKET, p.id, {**h, "status": status, "length": len(data)}, data)
 
     def _bulk(self, p: U.Packet, attached: bool) -> None:
+        if self._submit(p, attached):
+            if p.data and p.header["endpoint"] & 0x80:
+                raise ProtocolError("usbredir: a bulk-in request that carries data")
+            return
         h = p.header
         if not attached:
             self._send(U.BULK_PACKET, p.id, U.with_bulk_length({**h, "status": U.IOERROR}, 0))
@@ -240,7 +339,7 @@ class RedirHost:
             return False
         status, data = answer
         self._send(U.BULK_PACKET, p.id, U.with_bulk_length({**p.header, "status": status}, len(data)), data)
-        if self.device.unit.ejected and self.device.phase == "command":
+        if getattr(self.device, "ejected", False):
             self.release("ejected by the guest")
         return True
 

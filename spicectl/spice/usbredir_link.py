@@ -11,7 +11,7 @@ from spicectl.errors import InvalidInput, NotFound, TimeoutExpired
 from spicectl.spice import link, usbredir
 from spicectl.spice import messages as M
 from spicectl.spice.channel_io import read_by, run_for
-from spicectl.spice.usbredir_host import Event, RedirHost
+from spicectl.spice.usbredir_host import AsyncDevice, Event, RedirHost
 
 if TYPE_CHECKING:
     from spicectl.spice.channel_io import Session
@@ -50,7 +50,7 @@ BARRIER_SECONDS = 2.0
 RELEASE_SECONDS = 5.0
 
 
-async def share_devices(session: Session, devices: list[MassStorage], *, seconds: float | None = None,
+async def share_devices(session: Session, devices: list[MassStorage | AsyncDevice], *, seconds: float | None = None,
                         stop: asyncio.Event | None = None, attach_timeout: float | None = None,
                         on_event: Callable[[int, int, Event], None] = lambda _i, _c, _e: None) -> list[str]:
     """Plug each device into one of the guest's usbredir channels (in channel order) and answer the
@@ -84,47 +84,58 @@ async def share_devices(session: Session, devices: list[MassStorage], *, seconds
     async def serve(index: int) -> None:
         conn, host = conns[index], hosts[index]
         loop = asyncio.get_running_loop()
+        woken = asyncio.Event()   # an asynchronous device (a host device) finished something
+        _wire_async(devices[index], host, loop, woken)
         barrier_at = None
         attach_by = loop.time() + attach_timeout if attach_timeout is not None else None
         await flush(conn, host, index)
         release_by = None
-        while host.state not in ("released", "rejected"):
-            if stopping.is_set() and host.state in ("connected", "barrier"):
-                host.release("stopped")
-                await flush(conn, host, index)
-                continue
-            if host.state == "barrier":
-                barrier_at = barrier_at or loop.time() + BARRIER_SECONDS
-            if host.state == "releasing":
-                release_by = release_by or loop.time() + RELEASE_SECONDS
-                if loop.time() >= release_by:
-                    host.release_expired()
+        reading: asyncio.Future | None = None   # one read at a time, kept across wake-ups
+        try:
+            while host.state not in ("released", "rejected"):
+                if stopping.is_set() and host.state in ("connected", "barrier"):
+                    host.release("stopped")
                     await flush(conn, host, index)
                     continue
-            deadlines = [t for t in (barrier_at if host.state == "barrier" else None,
-                                     release_by if host.state == "releasing" else None,
-                                     attach_by if host.state == "connected" and not host.attached else None)
-                         if t is not None]
-            if attach_by is not None and host.state == "connected" and not host.attached and loop.time() >= attach_by:
-                raise TimeoutExpired(f"the guest did not take USB device {index + 1} within {attach_timeout:g}s",
-                                     hint="is a USB driver running in the guest? (a booted OS, not firmware)")
-            wait = max(0.0, min(deadlines) - loop.time()) if deadlines else None
-            reading = asyncio.ensure_future(conn.read())
-            stopped = asyncio.ensure_future(stopping.wait())
-            try:
-                done, _ = await asyncio.wait({reading, stopped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopped.cancel()
-                if not reading.done():
-                    reading.cancel()
-                    await asyncio.gather(reading, return_exceptions=True)
-            if reading in done:
-                msg_type, body = reading.result()
-                if msg_type == M.MSG_SPICEVMC_DATA:
-                    host.receive(body)
-            elif not done and barrier_at is not None and loop.time() >= barrier_at:
-                host.barrier_expired()
-            await flush(conn, host, index)
+                if host.state == "barrier":
+                    barrier_at = barrier_at or loop.time() + BARRIER_SECONDS
+                if host.state == "releasing":
+                    release_by = release_by or loop.time() + RELEASE_SECONDS
+                    if loop.time() >= release_by:
+                        host.release_expired()
+                        await flush(conn, host, index)
+                        continue
+                waiting_attach = host.state == "connected" and not host.attached
+                deadlines = [t for t in (barrier_at if host.state == "barrier" else None,
+                                         release_by if host.state == "releasing" else None,
+                                         attach_by if waiting_attach else None) if t is not None]
+                if attach_by is not None and waiting_attach and loop.time() >= attach_by:
+                    raise TimeoutExpired(f"the guest did not take USB device {index + 1} within "
+                                         f"{attach_timeout:g}s",
+                                         hint="is a USB driver running in the guest? (a booted OS, not firmware)")
+                wait = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+                reading = reading or asyncio.ensure_future(conn.read())
+                stopped = asyncio.ensure_future(stopping.wait())
+                wake = asyncio.ensure_future(woken.wait())
+                try:
+                    done, _ = await asyncio.wait({reading, stopped, wake}, timeout=wait,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopped.cancel()
+                    wake.cancel()
+                woken.clear()
+                if reading in done:
+                    msg_type, body = reading.result()
+                    reading = None
+                    if msg_type == M.MSG_SPICEVMC_DATA:
+                        host.receive(body)
+                elif not done and barrier_at is not None and loop.time() >= barrier_at:
+                    host.barrier_expired()
+                await flush(conn, host, index)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
 
     async def forever() -> None:
         await asyncio.Event().wait()
@@ -152,5 +163,22 @@ async def share_devices(session: Session, devices: list[MassStorage], *, seconds
         for conn in conns:
             conn.close()
         for device in devices:
-            device.unit.medium.close()
+            device.close()
     return [h.state for h in hosts]
+
+
+def _wire_async(device, host: RedirHost, loop: asyncio.AbstractEventLoop, woken: asyncio.Event) -> None:
+    """An asynchronous device answers from its own threads: its answers reach the host on the loop."""
+    if not getattr(device, "asynchronous", False):
+        return
+
+    def completed(packet_id: int, status: int, data: bytes) -> None:
+        host.complete(packet_id, status, data)
+        woken.set()
+
+    def interrupt(endpoint: int, status: int, data: bytes) -> None:
+        host.interrupt_data(endpoint, status, data)
+        woken.set()
+
+    device.on_complete = lambda *a: loop.call_soon_threadsafe(completed, *a)
+    device.on_interrupt = lambda *a: loop.call_soon_threadsafe(interrupt, *a)

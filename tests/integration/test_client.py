@@ -210,6 +210,10 @@ def test_a_guest_whose_usb_filter_blocks_mass_storage_refuses_the_cd_and_the_cli
         assert "filter blocks it (class 08" in r.stderr and r.stdout == ""
         too_many = spicectl("usb", "share", "nostorage", "--cd", str(iso), "--disk", str(iso), check=False)
         assert too_many.exit_code == 2 and "1 usbredir channel" in too_many.stderr
+        # this host has no USB devices at all (no USB subsystem): said as such, never a traceback
+        assert spicectl("usb", "list", "nostorage", "--json").json() == {"devices": [], "guest": "nostorage"}
+        none = spicectl("usb", "attach", "nostorage", "--device", "1-4", check=False)
+        assert none.exit_code == 3 and "no USB device 1-4" in none.stderr
     finally:
         spicectl("vm", "delete", "nostorage", check=False)
 

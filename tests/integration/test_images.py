@@ -755,6 +755,47 @@ def test_remote_viewer_shares_the_same_iso_as_spice_gtks_emulated_cd(spicectl, s
         viewer.wait(30)
 
 
+def test_a_host_device_redirected_through_its_own_transfers_is_read_by_the_guest(spicectl, scene, tmp_path):
+    """`usb attach`'s path: session/usb_host.HostDevice (the device's own descriptors; transfers submitted
+    and answered later, from other threads, as libusb's are) with the device libusb would hand over played
+    by tests/usb_fake.py, since this host has no USB subsystem (no /sys/bus/usb, no dummy_hcd module)."""
+    import asyncio
+
+    from spicectl.session.usb_host import HostDevice
+    from spicectl.spice import Client
+    from spicectl.spice.usb_storage import open_device
+    from spicectl.spice.usbredir_link import share_devices
+    from tests.usb_fake import DeviceTransfers
+
+    iso, digest = make_iso(tmp_path, 20)
+    io = DeviceTransfers(open_device("cd", str(iso)))
+    device = HostDevice(io, io.info())
+    io.claim(device.numbers)
+    tls_port = spicectl("vm", "show", GUEST, "--json").json()["spice"]["tls_port"]
+    password = spicectl("ticket", GUEST, "--ttl", "120").stdout.strip().encode()
+    events: list[str] = []
+
+    async def run() -> str:
+        async with Client("127.0.0.1", tls_port=tls_port, password=password, ca_file=spicectl.ca_file) as client:
+            stop = asyncio.Event()
+            sharing = asyncio.ensure_future(share_devices(client, [device], stop=stop,
+                                                          on_event=lambda _i, _c, e: events.append(e.kind)))
+            deadline = time.monotonic() + 120
+            while "attached" not in events:
+                assert not sharing.done() and time.monotonic() < deadline, events
+                await asyncio.sleep(0.2)
+            out = await asyncio.to_thread(
+                guest_shell, spicectl, f"{USB_DEVICE}; mkdir -p /mnt/hd; mount -o ro $D /mnt/hd && "
+                                       "sha256sum /mnt/hd/payload.bin; umount /mnt/hd; echo READ=$?", r"READ=\d+", 180)
+            stop.set()
+            await sharing
+            return out
+
+    out = asyncio.run(run())
+    assert digest in out, out
+    assert events[-1] == "released" and io.claimed == [0] and io.released and io.closed
+
+
 def test_a_writable_stick_keeps_every_synced_file_when_the_client_is_killed(spicectl, scene, tmp_path):
     require_binary("mkfs.ext4")
     require_binary("debugfs")

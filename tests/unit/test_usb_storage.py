@@ -287,3 +287,75 @@ def test_a_share_record_is_read_while_its_process_lives_and_dropped_after(tmp_pa
     record.path.write_text(record.path.read_text().replace(str(os.getpid()), gone.stdout.strip()))
     assert running_share(tmp_path, "web") is None and not record.path.exists()
     assert running_share(tmp_path, "other") is None
+
+
+# --- a host device (session/usb_host.HostDevice): transfers answered later, as libusb's are ---
+
+def host_device_plugged(tmp_path, size=64 * 2048):
+    from spicectl.session.usb_host import HostDevice
+    from tests.usb_fake import DeviceTransfers
+
+    image = tmp_path / "host.iso"
+    image.write_bytes(os.urandom(size))
+    io = DeviceTransfers(open_device("cd", str(image)), threaded=False)
+    device = HostDevice(io, io.info())
+    host = RedirHost(device, "spicectl test")
+    device.on_complete = host.complete          # (libusb's thread would go through the loop)
+    device.on_interrupt = host.interrupt_data
+
+    def send(data: bytes) -> bytes:
+        host.receive(data)
+        return host.take_output()
+
+    guest = Guest(send)
+    guest.hello(host.take_output())
+    return host, guest, image, device, io
+
+
+def test_a_host_device_is_described_by_its_own_descriptors_and_read_through_submitted_transfers(tmp_path):
+    host, guest, image, device, _io = host_device_plugged(tmp_path)
+    info, eps, dev = (p.header for p in guest.ack_disconnect())
+    assert (dev["vendor_id"], dev["product_id"]) == (0x2B23, 0xCDCD) and info["interface_class"][0] == 8
+    assert eps["type"][0x11] == U.TYPE_BULK and device.endpoint_interface == {0x81: 0, 0x02: 0}
+    guest.enumerate()
+    assert host.attached
+    data, csw = guest.scsi(read10(2, 3), 3 * 2048)
+    assert csw["status"] == CSW_PASSED and data == image.read_bytes()[2 * 2048:5 * 2048]
+
+
+def test_a_host_devices_waiting_read_is_cancelled_when_the_guest_cancels_it(tmp_path):
+    host, guest, _image, _device, _io = host_device_plugged(tmp_path)
+    guest.ack_disconnect()
+    guest.enumerate()
+    pid = 4242
+    assert guest.exchange(guest.codec.pack(U.BULK_PACKET, pid, U.with_bulk_length(
+        {"endpoint": 0x81, "status": 0, "stream_id": 0}, 512))) == []   # the device has nothing: it waits
+    got = guest.exchange(guest.codec.pack(U.CANCEL_DATA_PACKET, pid))
+    assert [(p.id, p.header["status"]) for p in got] == [(pid, U.CANCELLED)]
+
+
+def test_unplugging_a_host_device_cancels_what_is_in_flight_and_gives_it_back(tmp_path):
+    host, guest, _image, device, io = host_device_plugged(tmp_path)
+    guest.ack_disconnect()
+    guest.enumerate()
+    guest.exchange(guest.codec.pack(U.BULK_PACKET, 77, U.with_bulk_length(
+        {"endpoint": 0x81, "status": 0, "stream_id": 0}, 512)))
+    host.release("stopped")
+    out = guest.feed(host.take_output())
+    assert (77, U.CANCELLED) in [(p.id, p.header.get("status")) for p in out if p.type == U.BULK_PACKET]
+    assert out[-1].type == U.DEVICE_DISCONNECT
+    device.close()
+    assert io.released and io.closed
+
+
+def test_a_host_device_descriptor_parser_keeps_alternate_setting_0():
+    from spicectl.session.usb_host import parse_config
+
+    config = (bytes([9, 2, 39, 0, 2, 1, 0, 0x80, 50])
+              + bytes([9, 4, 0, 0, 1, 3, 1, 1, 0]) + bytes([7, 5, 0x81, 3, 8, 0, 10])
+              + bytes([9, 4, 1, 0, 0, 0xFF, 0, 0, 0])
+              + bytes([9, 4, 1, 1, 1, 0xFF, 0, 0, 0]) + bytes([7, 5, 0x82, 1, 0, 2, 1]))
+    interfaces, numbers, endpoints = parse_config(config[:9] + config[9:])
+    assert interfaces == [(3, 1, 1), (0xFF, 0, 0)] and numbers == [0, 1]
+    assert endpoints == {0x81: (U.TYPE_INTERRUPT, 8, 0)}   # the alt-1 iso endpoint is not the device's now
+    assert parse_config(b"\x09\x02\xff") == ([], [], {})   # cut short: nothing read past it
