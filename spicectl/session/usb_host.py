@@ -59,12 +59,15 @@ class Transfers(Protocol):
     def close(self) -> None: ...
 
 
-def parse_config(config: bytes) -> tuple[list[tuple[int, int, int]], list[int], dict[int, tuple[int, int, int]]]:
+Endpoint = tuple[int, int, int, int]   # type, max packet size, interface number, interval
+
+
+def parse_config(config: bytes) -> tuple[list[tuple[int, int, int]], list[int], dict[int, Endpoint]]:
     """A configuration descriptor's interfaces (class, subclass, protocol of alternate setting 0), their
-    numbers, and its endpoints: address -> (type, max packet size, interface number)."""
+    numbers, and its endpoints: address -> (type, max packet size, interface number, interval)."""
     interfaces: list[tuple[int, int, int]] = []
     numbers: list[int] = []
-    endpoints: dict[int, tuple[int, int, int]] = {}
+    endpoints: dict[int, Endpoint] = {}
     offset, current, alt = 0, -1, 0
     while offset + 2 <= len(config):
         length, kind = config[offset], config[offset + 1]
@@ -77,7 +80,7 @@ def parse_config(config: bytes) -> tuple[list[tuple[int, int, int]], list[int], 
                 interfaces.append((body[5], body[6], body[7]))
                 numbers.append(current)
         elif kind == 5 and length >= 7 and alt == 0:
-            endpoints[body[2]] = (body[3] & 3, int.from_bytes(body[4:6], "little") & 0x7FF, current)
+            endpoints[body[2]] = (body[3] & 3, int.from_bytes(body[4:6], "little") & 0x7FF, current, body[6])
         offset += length
     return interfaces, numbers, endpoints
 
@@ -103,8 +106,9 @@ class HostDevice:
         config = self.io.descriptor(2, 0, min(max(total, 9), MAX_CONFIG))
         self.interfaces, self.numbers, endpoints = parse_config(config)
         self.endpoints = {0x00: (U.TYPE_CONTROL, device[7]), 0x80: (U.TYPE_CONTROL, device[7])}
-        self.endpoints.update({a: (t, size) for a, (t, size, _n) in endpoints.items()})
-        self.endpoint_interface = {a: n for a, (_t, _s, n) in endpoints.items()}
+        self.endpoints.update({a: (t, size) for a, (t, size, _n, _i) in endpoints.items()})
+        self.endpoint_interface = {a: n for a, (_t, _s, n, _i) in endpoints.items()}
+        self.endpoint_interval = {a: i for a, (_t, _s, _n, i) in endpoints.items()}
         self.device_class = device[4]
         self.identity = Identity(int.from_bytes(device[8:10], "little"), int.from_bytes(device[10:12], "little"),
                                  self.info.manufacturer, self.info.product, int.from_bytes(device[12:14], "little"))

@@ -1,4 +1,4 @@
-"""The usb-host side of one usbredir channel with one emulated device, sans-I/O.
+"""The usb-host side of one usbredir channel with one device (emulated, or a host's), sans-I/O.
 
 Feed it the channel's bytes (`receive`), send what `take_output` returns, and
 read what happened from `events`. The conversation:
@@ -12,8 +12,9 @@ read what happened from `events`. The conversation:
 2. A device the filter blocks is not plugged in (event `rejected`).
    Otherwise `interface_info`, `ep_info` and `device_connect` plug it in;
    the guest enumerates it and sets a configuration (event `attached`).
-3. Control and bulk packets are answered by the device; bulk-in requests the
-   device cannot answer yet wait, `MAX_WAITING` at most.
+3. Control and bulk packets are answered by the device: an emulated one at
+   once (bulk-in requests it cannot answer yet wait, `MAX_WAITING` at most),
+   an asynchronous one (a host device) later, through `complete`.
 4. `release` unplugs it (`device_disconnect`); so does the guest ejecting the
    medium. The acknowledgement ends it (event `released`).
 """
@@ -127,19 +128,27 @@ class RedirHost:
                 return
         classes = [i[0] for i in dev.interfaces]
         self._send(U.INTERFACE_INFO, 0, {
-            "interface_count": len(dev.interfaces), "interface": bytes(range(len(classes))),
+            "interface_count": len(dev.interfaces),
+            "interface": bytes(getattr(dev, "numbers", range(len(classes)))),
             "interface_class": bytes(classes), "interface_subclass": bytes(i[1] for i in dev.interfaces),
             "interface_protocol": bytes(i[2] for i in dev.interfaces)})
-        types, sizes, interfaces = bytearray([U.TYPE_INVALID] * 32), bytearray(64), bytearray(32)
+        types, sizes = bytearray([U.TYPE_INVALID] * 32), bytearray(64)
+        intervals, interfaces = bytearray(32), bytearray(32)
+        # (a host device knows each endpoint's interval and interface; QEMU refuses an interrupt or
+        # isochronous endpoint polled every 0 frames)
+        interval_of = getattr(dev, "endpoint_interval", {})
+        interface_of = getattr(dev, "endpoint_interface", {})
         for address, (kind, size) in dev.endpoints.items():
             index = (address & 0x80) >> 3 | (address & 0x0F)
             types[index] = kind
             sizes[2 * index:2 * index + 2] = size.to_bytes(2, "little")
-        header = {"type": bytes(types), "interval": bytes(32), "interface": bytes(interfaces)}
+            intervals[index] = interval_of.get(address, 0)
+            interfaces[index] = interface_of.get(address, 0)
+        header = {"type": bytes(types), "interval": bytes(intervals), "interface": bytes(interfaces)}
         if U.CAP_EP_INFO_MAX_PACKET_SIZE in self.codec.shared:
             header["max_packet_size"] = bytes(sizes)
         self._send(U.EP_INFO, 0, header)
-        connect = {"speed": U.SPEED_HIGH, "device_class": dev.device_class, "device_subclass": 0,
+        connect = {"speed": getattr(dev, "speed", U.SPEED_HIGH), "device_class": dev.device_class, "device_subclass": 0,
                    "device_protocol": 0, "vendor_id": ident.vendor_id, "product_id": ident.product_id}
         if U.CAP_CONNECT_DEVICE_VERSION in self.codec.shared:
             connect["device_version_bcd"] = ident.version_bcd

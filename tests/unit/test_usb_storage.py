@@ -357,5 +357,70 @@ def test_a_host_device_descriptor_parser_keeps_alternate_setting_0():
               + bytes([9, 4, 1, 1, 1, 0xFF, 0, 0, 0]) + bytes([7, 5, 0x82, 1, 0, 2, 1]))
     interfaces, numbers, endpoints = parse_config(config[:9] + config[9:])
     assert interfaces == [(3, 1, 1), (0xFF, 0, 0)] and numbers == [0, 1]
-    assert endpoints == {0x81: (U.TYPE_INTERRUPT, 8, 0)}   # the alt-1 iso endpoint is not the device's now
+    assert endpoints == {0x81: (U.TYPE_INTERRUPT, 8, 0, 10)}   # the alt-1 iso endpoint is not the device's now
     assert parse_config(b"\x09\x02\xff") == ([], [], {})   # cut short: nothing read past it
+
+
+class KeyboardTransfers:
+    """A full-speed boot keyboard as libusb would hand it over: one interrupt-in endpoint, every 10 ms."""
+
+    DEVICE = bytes([18, 1, 0x10, 0x01, 0, 0, 0, 8, 0x6D, 0x04, 0x1C, 0xC3, 0x00, 0x01, 1, 2, 0, 1])
+    CONFIG = (bytes([9, 2, 34, 0, 1, 1, 0, 0xA0, 50]) + bytes([9, 4, 0, 0, 1, 3, 1, 1, 0])
+              + bytes([9, 0x21, 0x11, 1, 0, 1, 0x22, 63, 0]) + bytes([7, 5, 0x81, 3, 8, 0, 10]))
+
+    def __init__(self) -> None:
+        self.reports = [bytes([0, 0, 0x04, 0, 0, 0, 0, 0])]   # the key "a"
+        self.polls = 0
+
+    def descriptor(self, kind, index, length):
+        return (self.DEVICE if kind == 1 else self.CONFIG)[:length]
+
+    def interrupt(self, endpoint, data, done):
+        self.polls += 1
+        if self.reports:
+            done(0, self.reports.pop(0))
+        return object()   # then no key: the poll stays out, as a real one would
+
+    def control(self, requesttype, request, value, index, data, done):
+        if requesttype == 0x80 and request == 6:   # GET_DESCRIPTOR, as the guest's enumeration asks
+            done(U.SUCCESS, self.descriptor(value >> 8, value & 0xFF, data))
+        else:
+            done(U.SUCCESS, b"")
+        return object()
+
+    def claim(self, interfaces): ...
+    def release(self): ...
+    def cancel(self, token): ...
+    def set_configuration(self, configuration): return U.SUCCESS
+    def set_alt_setting(self, interface, alt): return U.SUCCESS
+    def reset(self): ...
+    def close(self): ...
+
+
+def test_a_host_keyboard_is_full_speed_its_interval_told_and_its_reports_delivered():
+    from spicectl.session.usb_host import DeviceInfo, HostDevice
+
+    io = KeyboardTransfers()
+    device = HostDevice(io, DeviceInfo(1, 4, 0x046D, 0xC31C, 0, 0x0100, U.SPEED_FULL, "Logitech", "Keyboard",
+                                       ((3, 1, 1),)))
+    host = RedirHost(device, "spicectl test")
+    device.on_complete, device.on_interrupt = host.complete, host.interrupt_data
+
+    def send(data: bytes) -> bytes:
+        host.receive(data)
+        return host.take_output()
+
+    guest = Guest(send)
+    guest.hello(host.take_output())
+    info, eps, dev = (p.header for p in guest.ack_disconnect())
+    assert dev["speed"] == U.SPEED_FULL and info["interface_class"][0] == 3
+    assert eps["type"][0x11] == U.TYPE_INTERRUPT and eps["interval"][0x11] == 10
+    guest.enumerate()
+    got = guest.request(U.START_INTERRUPT_RECEIVING, {"endpoint": 0x81})
+    status = [p for p in got if p.type == U.INTERRUPT_RECEIVING_STATUS]
+    reports = [p for p in got if p.type == U.INTERRUPT_PACKET]
+    assert status[0].header["status"] == U.SUCCESS
+    assert reports[0].header["endpoint"] == 0x81 and reports[0].data == bytes([0, 0, 0x04, 0, 0, 0, 0, 0])
+    assert io.polls == 2   # after a report, the next poll is out
+    guest.request(U.STOP_INTERRUPT_RECEIVING, {"endpoint": 0x81})
+    assert host.state == "connected"
