@@ -64,10 +64,18 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
     target = resolve(s.connect, s.state_dir)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
     if sasl is not None and (not target.embedded or target.root is None):
-        from spicectl.errors import Conflict
+        from spicectl.virt.sasl import manual_steps
 
-        raise Conflict(f"--sasl is for spicectl's private libvirt; {target.uri} reads its own qemu.conf",
-                       hint="there: spice_sasl = 1 and spice_sasl_dir in qemu.conf, users with saslpasswd2 -a qemu")
+        sasl_steps = manual_steps() if sasl else [
+            "in /etc/libvirt/qemu.conf: spice_sasl = 0, then restart libvirtd (and the guests)"]
+
+        def said() -> None:
+            click.echo(f"{target.uri} reads its own qemu.conf; for SASL logins there, by hand:")
+            for i, step in enumerate(sasl_steps, 1):
+                click.echo(f"  {i}. {step}")
+
+        app.emit({"uri": target.uri, "sasl": sasl, "manual_steps": sasl_steps}, said)
+        return
     if target.uri == H.SESSION_URI:
         _setup_session(app, passphrase)
         return

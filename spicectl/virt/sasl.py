@@ -129,3 +129,15 @@ def list_users(state_dir: Path) -> list[str]:
         raise EnvironmentProblem(f"sasldblistusers2 failed: {run.stderr.strip()}")
     # "alice@host: userPassword" (one line per secret the user has)
     return sorted({line.split("@", 1)[0] for line in run.stdout.splitlines() if "@" in line})
+
+
+def manual_steps(conf_dir: str = "/etc/sasl2") -> list[str]:
+    """What a system (or remote) libvirt needs for SPICE SASL logins, done by hand on its host."""
+    return [
+        f"write {conf_dir}/{CONFIG}: 'mech_list: {MECHANISM}' and 'sasldb_path: /etc/qemu/passwd.db' "
+        "(apt-get install sasl2-bin libsasl2-modules)",
+        f"add users: saslpasswd2 -a {APPLICATION} -f /etc/qemu/passwd.db NAME; make the database readable by "
+        "the QEMU user only",
+        f"in /etc/libvirt/qemu.conf: spice_sasl = 1 and spice_sasl_dir = \"{conf_dir}\", then restart libvirtd",
+        "define guests without a SPICE password (vm create --sasl), and log in with --sasl-user NAME",
+    ]

@@ -37,3 +37,27 @@ def test_a_certificate_from_another_ca_is_reported_and_renew_repairs_it(run, sta
     assert "spice_cert" in check.stderr
     assert run("cert", "renew", str(cert_dir)).exit_code == 0
     assert run("host", "setup").exit_code == 0
+
+
+def test_sasl_for_a_libvirt_not_ours_is_a_list_of_steps_and_nothing_written(run, state_dir):
+    import json
+
+    r = run("--connect", "test:///default", "host", "setup", "--sasl", "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["sasl"] is True and any("spice_sasl = 1" in step for step in data["manual_steps"])
+    assert not (state_dir / "sasl").exists()
+
+
+def test_sasl_users_need_sasl_on_and_names_are_checked(run, state_dir, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("secret")
+    r = run("sasl", "user", "add", "bob", "--password-file", str(pw))
+    assert r.exit_code == 4 and "SASL is off" in r.stderr and "host setup --sasl" in r.stderr
+    assert run("host", "setup", "--sasl").exit_code == 0
+    bad = run("sasl", "user", "add", "-rf", "--password-file", str(pw))
+    assert bad.exit_code != 0
+    weird = run("sasl", "user", "add", "a b", "--password-file", str(pw))
+    assert weird.exit_code == 2 and "letters, digits" in weird.stderr
+    assert run("sasl", "user", "list", "--json").stdout.strip().startswith("{")
+    assert run("host", "setup", "--no-sasl").exit_code == 0 and not (state_dir / "sasl" / "qemu.conf").exists()
