@@ -175,6 +175,22 @@ def test_the_private_libvirt_with_sasl_on_takes_logins_of_its_users_and_no_ticke
         sc("connect", "s1", "--builtin", "--proxy", "ws", "--screenshot", str(via), "--sasl-user", "bob",
            "--password-file", str(pw))
         assert Image.open(via).size == (720, 400)
+        via_connect = tmp_path / "via-connect.png"   # (TLS end to end through an HTTP CONNECT proxy)
+        sc("connect", "s1", "--builtin", "--proxy", "http-connect", "--screenshot", str(via_connect),
+           "--sasl-user", "bob", "--password-file", str(pw))
+        assert Image.open(via_connect).size == (720, 400)
+        # and through a long-lived `proxy serve`, with a token minted for it
+        from tests.integration.test_sessions import start_serve
+
+        serve, port = start_serve(sc)
+        try:
+            via_serve = tmp_path / "via-serve.png"
+            sc("connect", "s1", "--proxy-url", f"http://127.0.0.1:{port}", "--proxy", "ws", "--builtin",
+               "--screenshot", str(via_serve), "--sasl-user", "bob", "--password-file", str(pw))
+            assert Image.open(via_serve).size == (720, 400)
+        finally:
+            serve.terminate()
+            serve.communicate(timeout=30)
         sc("sasl", "user", "delete", "bob")
         gone = sc("screenshot", "s1", "--sasl-user", "bob", "--password-file", str(pw), "-o", str(out), check=False)
         assert gone.exit_code == 5 and "SASL login refused" in gone.stderr
