@@ -208,14 +208,11 @@ def _guest_filter(app: App, name: str):
     with app.hypervisor() as hv:
         spec = from_xml(lifecycle.lookup(hv, name).XMLDesc(0))
 
-    def bcd(version: str | None) -> int:
-        if not version:
-            return -1
-        major, _, minor = version.partition(".")
-        return int(major, 16) << 8 | int((minor or "0").ljust(2, "0")[:2], 16)
+    def any_(value: int | None) -> int:
+        return -1 if value is None else value
 
-    return [FilterRule(-1 if r.usb_class is None else r.usb_class, -1 if r.vendor is None else r.vendor,
-                       -1 if r.product is None else r.product, bcd(r.version), r.allow) for r in spec.usb_filter]
+    return [FilterRule(any_(r.usb_class), any_(r.vendor), any_(r.product), any_(r.version_bcd), r.allow)
+            for r in spec.usb_filter]
 
 
 def _verdict(rules, info) -> str | None:

@@ -151,9 +151,10 @@ def _sound(spec: VMSpec, usb_bus: str | None) -> list[str]:
 
 def _usb_redir(spec: VMSpec, usb_bus: str | None) -> list[str]:
     # libvirt's <redirfilter> applies to every redirdev: each device gets the same filter
+    # (usbredir's filter string, as libvirt writes it: numbers, the version in BCD)
     rules = "|".join(
-        ",".join("-1" if x is None else (f"0x{x:02x}" if isinstance(x, int) else x)
-                 for x in (r.usb_class, r.vendor, r.product, r.version)) + f",{int(r.allow)}"
+        ",".join("-1" if x is None else f"0x{x:02x}" for x in (r.usb_class, r.vendor, r.product, r.version_bcd))
+        + f",{int(r.allow)}"
         for r in spec.usb_filter
     )
     argv: list[str] = []

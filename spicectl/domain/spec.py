@@ -75,6 +75,15 @@ class UsbFilterRule:
     product: int | None = None
     version: str | None = None
 
+    @property
+    def version_bcd(self) -> int | None:
+        """The version as usbredir's filters and USB descriptors write it: libvirt reads "2.00" as
+        major and minor in hex, 0x0200 ("1.1" is 0x0101)."""
+        if self.version is None:
+            return None
+        major, _, minor = self.version.partition(".")
+        return int(major, 16) << 8 | int(minor or "0", 16)
+
 
 @dataclass
 class DiskSpec:

@@ -162,3 +162,16 @@ def test_print_qemu_gives_the_usb_filter_to_every_redirection_device_as_libvirt_
     devices = [a for a in r.json()["argv"] if a.startswith("usb-redir,")]
     assert len(devices) == 3
     assert all(d.endswith(",filter=0x08,-1,-1,-1,0|-1,0x1234,-1,-1,1") for d in devices), devices
+
+
+def test_a_usb_filter_version_is_bcd_as_libvirt_reads_it_and_print_qemu_writes_numbers(run):
+    from spicectl.domain.spec import UsbFilterRule
+
+    assert UsbFilterRule(version="2.00").version_bcd == 0x0200
+    assert UsbFilterRule(version="1.1").version_bcd == 0x0101
+    assert UsbFilterRule().version_bcd is None
+    r = run("vm", "create", "w", "-t", "desktop", "--usb-filter", "class=0x08,version=2.00,allow=no",
+            "--usb-filter", "allow", "--print-qemu")
+    assert r.exit_code == 0, r.stderr
+    # QEMU reads each field with strtol: "2.00" would have been refused
+    assert "filter=0x08,-1,-1,0x200,0|-1,-1,-1,-1,1" in r.stdout
