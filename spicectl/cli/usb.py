@@ -128,9 +128,46 @@ def usb_plug_options(func):
                              "Repeatable.")(func)
 
 
+class PlugEvents:
+    """What a session's USB devices go through, said to the user (a line each, or JSON) and recorded
+    for `usb status` (a SPICE server serves one client: status must not link the channels meanwhile)."""
+
+    def __init__(self, app: App, name: str, labels: list[str], described: list[dict], plugs: list,
+                 *, required: bool) -> None:
+        self.app, self.name, self.required = app, name, required
+        self.labels, self.described, self.plugs = labels, described, plugs   # one each per device
+        self.out = app.session_output()
+        self.rejected: list[str] = []
+        self.record: ShareRecord | None = None
+
+    def on_event(self, index: int, channel: int, event) -> None:
+        from spicectl.session.usb_plugs import ShareRecord
+
+        if self.record is None:
+            self.record = ShareRecord(self.app.settings.state_dir, self.name, self.plugs)
+        label, described, plug = self.labels[index], self.described[index], self.plugs[index]
+        plug.channel = channel
+        if event.kind == "attached":
+            self.out.announce({"event": "attached", "channel": channel, "name": self.name, **described},
+                              f"{self.name} took the {label} (usbredir channel {channel})")
+        elif event.kind == "released":
+            self.out.announce({"event": "released", "channel": channel, "name": self.name, **described,
+                               "reason": event.detail}, f"{label} unplugged ({event.detail})")
+        elif event.kind == "rejected":
+            self.rejected.append(f"{label}: {event.detail}")
+            if not self.required:   # (a command that needs its devices fails with this instead)
+                self.app.warn(f"{self.name}: {label} not plugged in: {event.detail}")
+        plug.state = {"connected": "plugging"}.get(event.kind, event.kind)
+        self.record.write()
+
+    def close(self) -> None:
+        if self.record is not None:
+            self.record.remove()
+
+
 class UsbPlugs:
     """A session's emulated USB devices: opened from their files before connecting (a wrong file is said
-    first), their events said to the user and recorded for `usb status`, closed (synced) at the end."""
+    first), their events said and recorded (`PlugEvents`), closed (synced) at the end."""
 
     def __init__(self, app: App, name: str, cds: tuple[str, ...], disks: tuple[str, ...], writable: bool, *,
                  flags: tuple[str, str, str] = ("--usb-cd", "--usb-disk", "--usb-writable"),
@@ -138,6 +175,7 @@ class UsbPlugs:
         from pathlib import Path
 
         from spicectl.errors import InvalidInput
+        from spicectl.session.usb_plugs import Plug
         from spicectl.spice.usb_storage import open_device
 
         cd_flag, disk_flag, writable_flag = flags
@@ -145,18 +183,24 @@ class UsbPlugs:
             raise InvalidInput(f"nothing to plug in: give {cd_flag} ISO or {disk_flag} IMG")
         if writable and not disks:
             raise InvalidInput(f"{writable_flag} applies to {disk_flag} images")
-        self.app, self.name, self.writable, self.required = app, name, writable, required
-        self.plugged = [("cd", Path(p)) for p in cds] + [("disk", Path(p)) for p in disks]
-        self.out = app.session_output()
-        self.rejected: list[str] = []
-        self.record: ShareRecord | None = None
+        plugged = [("cd", Path(p)) for p in cds] + [("disk", Path(p)) for p in disks]
+        plugs = [Plug(-1, kind, str(path.resolve()), kind == "disk" and writable, "plugging")
+                 for kind, path in plugged]
+        self.events = PlugEvents(app, name, [f"USB {kind} {path}" for kind, path in plugged],
+                                 [{"device": p.device, "file": p.file, "writable": p.writable} for p in plugs],
+                                 plugs, required=required)
+        self.on_event = self.events.on_event
         self.devices: list = []
         try:
-            for number, (kind, path) in enumerate(self.plugged, 1):
+            for number, (kind, path) in enumerate(plugged, 1):
                 self.devices.append(open_device(kind, str(path), writable=writable, number=number))
         except BaseException:
             self.close()
             raise
+
+    @property
+    def rejected(self) -> list[str]:
+        return self.events.rejected
 
     def __enter__(self) -> UsbPlugs:
         return self
@@ -166,37 +210,8 @@ class UsbPlugs:
 
     def close(self) -> None:
         for device in self.devices:
-            device.unit.medium.close()
-        if self.record is not None:
-            self.record.remove()
-
-    def describe(self, index: int) -> dict:
-        kind, path = self.plugged[index]
-        return {"name": self.name, "device": kind, "file": str(path.resolve()),
-                "writable": kind == "disk" and self.writable}
-
-    def on_event(self, index: int, channel: int, event) -> None:
-        from spicectl.session.usb_plugs import Plug, ShareRecord
-
-        kind, path = self.plugged[index]
-        if self.record is None:
-            self.record = ShareRecord(self.app.settings.state_dir, self.name, [
-                Plug(-1, k, self.describe(i)["file"], k == "disk" and self.writable, "plugging")
-                for i, (k, _p) in enumerate(self.plugged)])
-        plug = self.record.plugs[index]
-        plug.channel = channel
-        if event.kind == "attached":
-            self.out.announce({"event": "attached", "channel": channel, **self.describe(index)},
-                              f"{self.name} took the USB {kind} {path} (usbredir channel {channel})")
-        elif event.kind == "released":
-            self.out.announce({"event": "released", "channel": channel, **self.describe(index),
-                               "reason": event.detail}, f"USB {kind} {path} unplugged ({event.detail})")
-        elif event.kind == "rejected":
-            self.rejected.append(f"USB {kind} {path}: {event.detail}")
-            if not self.required:   # (a command that needs its devices fails with this instead)
-                self.app.warn(f"{self.name}: USB {kind} {path} not plugged in: {event.detail}")
-        plug.state = {"connected": "plugging"}.get(event.kind, event.kind)
-        self.record.write()
+            device.close()
+        self.events.close()
 
 
 def _guest_filter(app: App, name: str):
@@ -291,6 +306,7 @@ def attach(app: App, name: str, selector: str, seconds: float | None, attach_tim
     from spicectl.errors import AuthError
     from spicectl.session.usb_host import HostDevice, choose
     from spicectl.session.usb_libusb import Libusb
+    from spicectl.session.usb_plugs import Plug
 
     backend = Libusb()
     try:
@@ -305,33 +321,25 @@ def attach(app: App, name: str, selector: str, seconds: float | None, attach_tim
         except BaseException:
             io.close()
             raise
-        out = app.session_output()
-        rejected: list[str] = []
-        described = {"name": name, "device": info.name, "bus": info.bus, "address": info.address,
-                     "product": info.product}
-
-        def on_event(_index: int, channel: int, event) -> None:
-            if event.kind == "attached":
-                out.announce({"event": "attached", "channel": channel, **described},
-                             f"{name} took USB device {info.name} {info.product} (usbredir channel {channel})")
-            elif event.kind == "released":
-                out.announce({"event": "released", "channel": channel, **described, "reason": event.detail},
-                             f"USB device {info.name} given back ({event.detail})")
-            elif event.kind == "rejected":
-                rejected.append(f"USB device {info.name}: {event.detail}")
+        # (recorded as "host" and where it is, for usb status; a line when the guest takes it and lets go)
+        where = f"{info.bus}-{info.address}"
+        described = {"device": info.name, "bus": info.bus, "address": info.address, "product": info.product}
+        events = PlugEvents(app, name, [f"USB device {where} {info.name} {info.product}".rstrip()], [described],
+                            [Plug(-1, "host", f"{where} {info.name}", False, "plugging")], required=True)
 
         async def work(client):
             from spicectl.cli.screen import stopped_by_signals
             from spicectl.spice.usbredir_link import share_devices
 
             return await share_devices(client, [device], seconds=seconds, stop=stopped_by_signals(),
-                                       attach_timeout=attach_timeout, on_event=on_event)
+                                       attach_timeout=attach_timeout, on_event=events.on_event)
 
         try:
             run_client(app, name, opts, work, timeout=None, display=False, inputs=False)
         finally:
             device.close()
-        if rejected:
-            raise AuthError(rejected[0], hint=FILTER_HINT)
+            events.close()
+        if events.rejected:
+            raise AuthError(events.rejected[0], hint=FILTER_HINT)
     finally:
         backend.close()
