@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -16,7 +16,7 @@ function __spicectl_path
         end
         switch "$path"
             case ''
-                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio record-video resize sasl screenshot send-keys share template ticket type usb view vm wait-screen; and set path (string trim -- "$path $word")
+                contains -- $word agent ca cert channels clipboard completion connect console copy-to host image mouse play-audio proxy record-audio record-video resize sasl screenshot send-keys share template ticket type usb view vm wait-screen xspice; and set path (string trim -- "$path $word")
             case 'ca'
                 contains -- $word init show; and set path (string trim -- "$path $word")
             case 'cert'
@@ -41,6 +41,8 @@ function __spicectl_path
                 contains -- $word attach list share status; and set path (string trim -- "$path $word")
             case 'vm'
                 contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
+            case 'xspice'
+                contains -- $word connect list start stop; and set path (string trim -- "$path $word")
         end
     end
     echo "$path"
@@ -74,6 +76,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'usb' -d 'USB redirecti
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'view' -d 'Show guest GUEST'\''s screen in a window, with its keyboard...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'vm' -d 'Create, start, stop, list and inspect SPICE guests.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'wait-screen' -d 'Wait until guest NAME'\''s screen changes (--changed),...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'xspice' -d 'X displays served over SPICE, no VM: start, list, stop,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l debug -d 'Show a traceback on errors.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -l json -d 'Print JSON objects for scripts instead of tables.'
@@ -655,3 +658,53 @@ complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l tag -r -d 'W
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l text -r -d 'Wait until text matching REGEX is on the screen (or in --reg'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l threshold -r -d 'Share of pixels that must be equal for --match (and differ f'
 complete -c spicectl -n 'test (__spicectl_path) = "wait-screen"' -l timeout -r -d 'Seconds to wait.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -a 'connect' -d 'Open a session to guest NAME with a fresh one-time ticket...'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -a 'list' -d 'The displays spicectl started, running or not.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -a 'start' -d 'Start Xorg with the spiceqxl driver on DISPLAY (:N),...'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -a 'stop' -d 'Stop DISPLAY'\''s programs and its X server (SIGTERM, then...'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l builtin -d 'Use spicectl'\''s own client for this session.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l usb-writable -d 'Let the guest write to the --usb-disk images.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l view -d 'With --builtin: show the session in spicectl'\''s viewer window'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l viewer -d 'Start remote-viewer on a 0600 .vv file (default when remote-'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l ca-file -r -d 'CA that signed the guest'\''s SPICE certificate (default: for a'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l html5-dir -r -d 'spice-html5 files to serve (default: /usr/share/spice-html5)'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l listen -r -d 'Where the per-session proxy listens (port 0: any free port).'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l password-env -r -d 'With --sasl-user: the password is in environment variable VA'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l password-file -r -d 'With --sasl-user: read the user'\''s password from PATH ('\''-'\'' fo'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l proxy -r -a 'ws http-connect' -d 'Run a per-session proxy: ws (browsers, spice-html5) or http-'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l proxy-url -r -d 'Mint a one-time token for a running `spicectl proxy serve` a'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l sasl-user -r -d 'Log in with SASL as NAME (a server with SASL on: QEMU'\''s spic'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l screenshot -r -d 'With --builtin: save a screenshot taken through the session.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l token-ttl -r -d 'Seconds the proxy token may start a session.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l ttl -r -d 'Seconds the SPICE ticket stays valid (through a proxy: at le'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l usb-cd -r -F -d 'Plug ISO in as a USB CD-ROM drive meanwhile, as `spicectl us'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l usb-disk -r -F -d 'Plug IMG in as a USB stick meanwhile, as `spicectl usb share'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice connect"' -l vv -r -d 'Write the .vv file to FILE ('\''-'\'' for stdout) for use elsewher'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice list"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice list"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice list"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l agent -d 'Run spice-vdagent for the display (clipboard, resize). Defau'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l audio -d 'A playback folder: PCM (s16le, stereo, the server'\''s rate) wr'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l insecure -d 'No password at all, and no TLS; only on a loopback address.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l no-agent -d 'Run spice-vdagent for the display (clipboard, resize). Defau'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l no-audio -d 'A playback folder: PCM (s16le, stereo, the server'\''s rate) wr'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l cert-dir -r -d 'The server'\''s ca-cert.pem, server-cert.pem and server-key.pem'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l image-compression -r -a 'auto_glz auto_lz quic glz lz lz4 off' -d 'How the server compresses images.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l listen -r -d 'Address the SPICE server listens on. Anything but loopback n'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l password-file -r -d 'The SPICE password, from PATH ('\''-'\'' for stdin). Default: a ra'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l port -r -d 'Also serve unencrypted SPICE on port N (guest commands use i'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l run -r -d 'A program for the display, run with sh -c and DISPLAY set on'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l streaming-video -r -a 'off all filter' -d 'Which screen regions the server sends as a video stream.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l timeout -r -d 'Seconds the X server may take to start.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice start"' -l tls-port -r -d 'TLS port (default: the first free one from 5950).'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice stop"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice stop"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "xspice stop"' -s h -d 'Show this message and exit.'

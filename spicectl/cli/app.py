@@ -63,8 +63,14 @@ class App:
         return partial(release, str(self.settings.state_dir))
 
     def guest_access(self, name: str, *, ttl: int = 30, plain: bool = False):
-        """A running guest's SPICE access with a fresh ticket, the private libvirt left free after."""
+        """A running guest's SPICE access with a fresh ticket, the private libvirt left free after. An
+        Xspice display (`:N`) is a guest too: its access comes from its record, its password does not
+        expire."""
         s = self.settings
+        from spicectl.xspice.config import is_display
+
+        if is_display(name):
+            return _display_access(s.state_dir, name, plain=plain)
         if self.runtime is not None:
             from spicectl.virt.access import guest_access
 
@@ -186,3 +192,20 @@ def json_option(func):
 
     return click.option("--json", "json_", is_flag=True, expose_value=False, callback=callback,
                         help="Print a JSON object for scripts.")(func)
+
+
+def _display_access(state_dir, name: str, *, plain: bool):
+    from pathlib import Path
+
+    from spicectl.pki.ca import load_cert
+    from spicectl.pki.names import host_subject
+    from spicectl.virt.access import GuestAccess
+    from spicectl.xspice.config import parse_display
+    from spicectl.xspice.displays import access
+
+    a = access(state_dir, parse_display(name), plain=plain)
+    subject = ca_file = None
+    if a.tls_port is not None and a.x509_dir is not None:
+        subject = host_subject(load_cert(Path(a.x509_dir) / "server-cert.pem").subject)
+        ca_file = str(Path(a.x509_dir) / "ca-cert.pem")
+    return GuestAccess(a.name, a.host, a.port, a.tls_port, a.password, "", subject, usbredir=False, ca_file=ca_file)

@@ -25,6 +25,7 @@ def check_cmd(app: App) -> None:
     from spicectl.virt.checks import run_checks
 
     checks = run_checks(app.settings, on_busy=app.release_holder())
+    checks.append(_xspice_check())
     failed = [c for c in checks if not c.ok and c.severity == "error"]
 
     def human() -> None:
@@ -36,6 +37,20 @@ def check_cmd(app: App) -> None:
     app.emit({"ok": not failed, "checks": [c.as_dict() for c in checks]}, human)
     if failed:
         raise VerificationFailed(f"host check failed: {', '.join(c.name for c in failed)}")
+
+
+def _xspice_check():
+    """Xspice is optional: what it lacks is a warning that says what to install."""
+    from spicectl.virt.host import HostCheck
+    from spicectl.xspice import displays as D
+
+    missing = D.missing_parts()
+    if missing:
+        return HostCheck("xspice", True, "spicectl xspice needs " + ", ".join(missing) + " (apt-get install "
+                         + " ".join(missing) + ")", severity="warning")
+    agent = "with spice-vdagent (clipboard, resize)" if D.agent_available() else \
+        "without an agent (apt-get install spice-vdagent for clipboard and resize)"
+    return HostCheck("xspice", True, f"Xorg and its spiceqxl driver present: spicectl xspice works, {agent}")
 
 
 @host.command("setup")

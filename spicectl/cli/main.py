@@ -49,6 +49,7 @@ COMMANDS = {
     "usb": ("spicectl.cli.usb:usb", "USB over SPICE: plug an ISO or disk image into a guest; what is plugged."),
     "view": ("spicectl.cli.view:view", "Show a guest's screen in a window of spicectl's own."),
     "vm": ("spicectl.cli.vm:vm", "Create, start, stop, list and inspect SPICE guests."),
+    "xspice": ("spicectl.cli.xspice:xspice", "X displays served over SPICE with no VM: start, list, stop, connect."),
 }
 
 EPILOG = f"""\b

@@ -148,6 +148,10 @@ class ProxyServer:
             await self._respond(writer, exc.status, exc.reason)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() ends the sessions it holds: asyncio's stream callback would log a cancelled
+            # handler as an error, with a traceback, on a proxy that stopped as asked
+            pass
         finally:
             self._conns.discard(task)
             try:

@@ -98,6 +98,8 @@ def run(server: SpiceServer, request: SessionRequest, *, state_dir: Path, out: S
     """Carry out the session; a result for the caller, or None when it was all announced already."""
     r = request
     valid_to = server.valid_to
+    # (an Xspice display's password does not expire: no date)
+    until = f"ticket valid until {valid_to}" if valid_to else "the display's password does not expire"
     # Known already for the private default; otherwise read before any event loop runs (the
     # identity check is a TLS handshake of its own).
     identity = None if r.mode == "builtin" else server.host_subject or server_identity(server)
@@ -110,9 +112,9 @@ def run(server: SpiceServer, request: SessionRequest, *, state_dir: Path, out: S
             return None
         if r.mode == "viewer":
             pid = _launch_viewer(path)
-            out.info(f"remote-viewer started (pid {pid}); ticket valid until {valid_to}")
+            out.info(f"remote-viewer started (pid {pid}); {until}")
             return {"name": server.name, "mode": "viewer", "pid": pid, "vv": str(path), "valid_to": valid_to}
-        out.info(f"{path} written (mode 0600); ticket valid until {valid_to}")
+        out.info(f"{path} written (mode 0600); {until}")
         return {"name": server.name, "mode": "vv", "vv": str(path), "valid_to": valid_to}
 
     signer = _signer(state_dir)

@@ -229,6 +229,16 @@ def sound_server():
     shutil.rmtree(base, ignore_errors=True)
 
 
+def find(big: np.ndarray, patch: np.ndarray) -> tuple[int, int] | None:
+    """Where `patch` stands in `big` pixel for pixel (top-left), if it does."""
+    h, w = patch.shape[:2]
+    ys, xs = np.nonzero((big == patch[0, 0]).all(axis=2))
+    for y, x in zip(ys, xs, strict=True):
+        if y + h <= big.shape[0] and x + w <= big.shape[1] and (big[y:y + h, x:x + w] == patch).all():
+            return int(x), int(y)
+    return None
+
+
 def grab_x(display: str) -> np.ndarray:
     from PIL import ImageGrab
 

@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     SPICECTL,
     Spicectl,
     console_run,
+    find,
     finish,
     grab_x,
     html5_page,
@@ -137,16 +138,6 @@ def test_libvirts_screenshot_shows_the_scene(spicectl, scene, request):
     x, y, w, h = EYES
     same[y:y + h, x:x + w] = True
     assert same.all(), f"{(~same).sum()} pixels outside xeyes differ from the reference"
-
-
-def find(big: np.ndarray, patch: np.ndarray) -> tuple[int, int] | None:
-    """Where `patch` stands in `big` pixel for pixel (top-left), if it does."""
-    h, w = patch.shape[:2]
-    ys, xs = np.nonzero((big == patch[0, 0]).all(axis=2))
-    for y, x in zip(ys, xs, strict=True):
-        if y + h <= big.shape[0] and x + w <= big.shape[1] and (big[y:y + h, x:x + w] == patch).all():
-            return int(x), int(y)
-    return None
 
 
 def test_remote_viewer_shows_the_desktop(spicectl, scene, xdisplay):

@@ -376,3 +376,20 @@ def test_a_user_in_the_libvirt_group_runs_image_guests_on_the_system_libvirt(as_
         if libvirt is not None:
             libvirt.stop()
         files.restore()
+
+
+def test_a_regular_user_runs_an_xspice_display_as_itself(as_user, user):
+    require_binary("xterm")
+    number = next(n for n in range(70, 90) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    started = as_user("xspice", "start", f":{number}", "--run", "xterm", "--no-agent", "--json").json()
+    try:
+        xorg = next(p["pid"] for p in started["processes"] if p["what"] == "xorg")
+        assert os.stat(f"/proc/{xorg}").st_uid == user.pw_uid   # the X server runs as the user
+        shot = as_user("screenshot", f":{number}", "-o", "xspice.png", "--json").json()
+        assert (shot["width"], shot["height"]) == (1024, 768)
+        folder = Path(user.pw_dir) / ".local/share/spicectl/xspice" / str(number)
+        assert stat.S_IMODE((folder / "password").stat().st_mode) == 0o600
+    finally:
+        as_user("xspice", "stop", f":{number}", check=False)
+    assert not Path(f"/proc/{xorg}").exists() or Path(f"/proc/{xorg}/stat").read_text().split()[2] == "Z"
