@@ -78,6 +78,9 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
     s = app.settings
     target = resolve(s.connect, s.state_dir)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
+    if sasl is not None and (not target.embedded or target.root is None) and apply_:
+        _apply_remote(app, target.uri, passphrase, sasl=sasl)
+        return
     if sasl is not None and (not target.embedded or target.root is None):
         from spicectl.virt.sasl import manual_steps
 
@@ -88,6 +91,8 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
             click.echo(f"{target.uri} reads its own qemu.conf; for SASL logins there, by hand:")
             for i, step in enumerate(sasl_steps, 1):
                 click.echo(f"  {i}. {step}")
+            click.echo("or let spicectl do it (over the URI's SSH, or in place as root): "
+                       f"spicectl host setup --{'' if sasl else 'no-'}sasl --apply")
 
         app.emit({"uri": target.uri, "sasl": sasl, "manual_steps": sasl_steps}, said)
         return
@@ -153,22 +158,35 @@ def _setup_session(app: App, passphrase: bytes | None) -> None:
     app.emit(data, human)
 
 
-def _apply_remote(app: App, uri: str, passphrase: bytes | None) -> None:
-    from spicectl.virt.remote import setup_remote
+def _apply_remote(app: App, uri: str, passphrase: bytes | None, *, sasl: bool | None = None) -> None:
+    """--apply: SPICE TLS (made or checked), then SASL logins on or off when --sasl/--no-sasl asks."""
+    from spicectl.virt.remote import apply_sasl, host_of, setup_remote
 
     s = app.settings
     done = setup_remote(uri, ca_dir=s.ca_dir, certs_dir=s.certs_dir, pki_dir=s.pki_dir, passphrase=passphrase)
     report = done.report
+    changed, restart = list(report.changed), report.restart
+    if sasl is not None:
+        sasl_report = apply_sasl(host_of(uri), on=sasl)
+        changed += sasl_report.changed
+        restart = restart or sasl_report.restart
     data = {"uri": uri, "host": report.host, "cert_dir": report.cert_dir, "created_ca": done.created_ca,
-            "issued_server_cert": done.issued, "local_copy": str(done.local_copy), "changed": report.changed,
-            "restart": report.restart or None}
+            "issued_server_cert": done.issued, "local_copy": str(done.local_copy), "changed": changed,
+            "restart": restart or None}
+    if sasl is not None:
+        from spicectl.virt.sasl import SYSTEM_DIR
+
+        data.update({"sasl": sasl, "sasl_dir": SYSTEM_DIR if sasl else None})
 
     def human() -> None:
-        click.echo(f"{uri}: SPICE TLS with spicectl's CA{' (created)' if done.created_ca else ''} for {report.host}")
-        for line in report.changed or ["nothing to change: already set up"]:
+        click.echo(f"{uri}: SPICE TLS with spicectl's CA{' (created)' if done.created_ca else ''} for {report.host}"
+                   + ("" if sasl is None else f"; SASL logins {'on' if sasl else 'off'}"))
+        for line in changed or ["nothing to change: already set up"]:
             click.echo(f"  {line}")
-        if report.restart:
-            click.echo(f"next: {report.restart}")
+        if restart:
+            click.echo(f"next: {restart}")
+        if sasl:
+            click.echo(f"users: spicectl --connect {uri} sasl user add NAME")
 
     app.emit(data, human)
 

@@ -1,4 +1,5 @@
-"""`spicectl sasl`: the users who may log in with SASL to the private libvirt's SPICE servers."""
+"""`spicectl sasl`: the users who may log in with SASL to the SPICE servers of the private libvirt, or
+(with --connect) of a system or remote libvirt that `host setup --sasl --apply` set up."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from spicectl.cli.app import App, json_option, pass_app
 
 @click.group()
 def sasl() -> None:
-    """SASL logins (spicectl host setup --sasl turns them on for the private libvirt)."""
+    """SASL logins (spicectl host setup --sasl turns them on; --connect and --apply for another libvirt)."""
 
 
 @sasl.group()
@@ -17,15 +18,47 @@ def user() -> None:
     """The users in spicectl's sasldb."""
 
 
-def _state_dir(app: App):
-    from spicectl.errors import Conflict
-    from spicectl.virt.connection import resolve
+class _Where:
+    """Whose sasldb: the private libvirt's (in the state dir), or a system or remote libvirt's host (what
+    `host setup --sasl --apply` set up there, reached as --apply reaches it)."""
 
-    target = resolve(app.settings.connect, app.settings.state_dir)
-    if not target.embedded:
-        raise Conflict(f"spicectl manages SASL users for its private libvirt, not {target.uri}",
-                       hint="on that host: saslpasswd2 -a qemu -f <its sasldb> NAME")
-    return app.settings.state_dir
+    def __init__(self, app: App) -> None:
+        from spicectl.virt.connection import resolve
+        from spicectl.virt.remote import SshHost, host_of
+
+        target = resolve(app.settings.connect, app.settings.state_dir)
+        local = target.embedded and target.root is not None
+        self.state = app.settings.state_dir if local else None
+        self.host: SshHost | None = None if local else host_of(target.uri)
+        self.label = "" if self.host is None else f" on {self.host.host}"
+
+    def add(self, name: str, password: bytes, replace: bool) -> bool:
+        from spicectl.virt import remote as R
+        from spicectl.virt import sasl as S
+
+        if self.host is not None:
+            return R.remote_add_user(self.host, name, password, replace=replace)
+        assert self.state is not None
+        return S.add_user(self.state, name, password, replace=replace)
+
+    def users(self) -> list[str]:
+        from spicectl.virt import remote as R
+        from spicectl.virt import sasl as S
+
+        if self.host is not None:
+            return R.remote_users(self.host)
+        assert self.state is not None
+        return S.list_users(self.state)
+
+    def delete(self, name: str) -> None:
+        from spicectl.virt import remote as R
+        from spicectl.virt import sasl as S
+
+        if self.host is not None:
+            R.remote_delete_user(self.host, name)
+            return
+        assert self.state is not None
+        S.delete_user(self.state, name)
 
 
 @user.command("add")
@@ -43,14 +76,13 @@ def add(app: App, name: str, password_file: str | None, password_env: str | None
       printf %s "$PW" | spicectl sasl user add alice
     """
     from spicectl.secrets import read_secret
-    from spicectl.virt import sasl as S
 
-    state = _state_dir(app)
+    where = _Where(app)
     password = read_secret(file=None if password_env else (password_file or "-"), env=password_env,
                            what="SASL password")
-    existed = S.add_user(state, name, password or b"", replace=replace)
+    existed = where.add(name, password or b"", replace)
     app.emit({"user": name, "replaced": existed},
-             lambda: click.echo(f"SASL user {name} {'has a new password' if existed else 'added'}"))
+             lambda: click.echo(f"SASL user {name}{where.label} {'has a new password' if existed else 'added'}"))
 
 
 @user.command("list")
@@ -58,9 +90,7 @@ def add(app: App, name: str, password_file: str | None, password_env: str | None
 @pass_app
 def list_cmd(app: App) -> None:
     """The users who may log in."""
-    from spicectl.virt import sasl as S
-
-    users = S.list_users(_state_dir(app))
+    users = _Where(app).users()
     app.emit({"users": users}, lambda: click.echo("\n".join(users) if users else "no SASL users"))
 
 
@@ -70,7 +100,5 @@ def list_cmd(app: App) -> None:
 @pass_app
 def delete(app: App, name: str) -> None:
     """Remove user NAME: their next login is refused (sessions already open go on)."""
-    from spicectl.virt import sasl as S
-
-    S.delete_user(_state_dir(app), name)
+    _Where(app).delete(name)
     app.emit({"user": name, "deleted": True}, lambda: click.echo(f"SASL user {name} deleted"))

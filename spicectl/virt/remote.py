@@ -260,3 +260,91 @@ def kvm_facts(ssh: SshHost) -> tuple[str, str, str, list[str]] | None:
         return None
     mode, owner, group = out[0].split()
     return mode, owner, group, out[1].split()
+
+
+# --- SASL on such a host (host setup --sasl --apply, sasl user --connect) ---
+def _sasl_paths() -> tuple[str, str]:
+    from spicectl.virt import sasl as S
+
+    return f"{S.SYSTEM_DIR}/{S.CONFIG}", f"{S.SYSTEM_DIR}/{S.DATABASE}"
+
+
+# Debian keeps saslpasswd2 in /usr/sbin, which a non-login ssh shell may not have on its PATH
+_SASL_PATH = "PATH=$PATH:/usr/sbin:/sbin; "
+
+
+def apply_sasl(ssh: SshHost, *, on: bool) -> ApplyReport:
+    """Turn SPICE SASL logins on (spicectl's SASL configuration and sasldb in SYSTEM_DIR, QEMU's group
+    may read them) or off in the host's qemu.conf."""
+    from spicectl.virt import sasl as S
+
+    old = ssh.read(QEMU_CONF)
+    if old is None:
+        raise HypervisorError(f"{ssh.host} has no {QEMU_CONF}", hint="is libvirt's QEMU driver installed there?")
+    text = old.decode("utf-8", errors="surrogateescape")
+    report = ApplyReport(ssh.host, S.SYSTEM_DIR)
+    if on:
+        ssh.run(_SASL_PATH + "command -v saslpasswd2 >/dev/null", what="looking for saslpasswd2 (sasl2-bin)")
+        config, database = _sasl_paths()
+        wanted = S.config_text(Path(database)).encode()
+        if ssh.read(config) != wanted:
+            ssh.write(config, wanted, 0o640, group=QEMU_GROUP)
+            report.changed.append(f"wrote {config}")
+        new = set_qemu_conf(text, {"spice_sasl": "1", "spice_sasl_dir": f'"{S.SYSTEM_DIR}"'})
+        said = f'spice_sasl = 1 and spice_sasl_dir = "{S.SYSTEM_DIR}"'
+    else:
+        new = set_qemu_conf(text, {"spice_sasl": "0"})
+        said = "spice_sasl = 0"
+    if new != text:
+        ssh.write(QEMU_CONF, new.encode("utf-8", errors="surrogateescape"), 0o600)
+        report.changed.append(f"set {said} in {QEMU_CONF} (the original is {QEMU_CONF}{BACKUP_SUFFIX})")
+    if report.changed:
+        report.restart = (f"restart libvirt's QEMU driver on {ssh.host} (systemctl restart libvirtd, or "
+                          "virtqemud): guests started before keep their old setting until they are restarted")
+    return report
+
+
+def _require_sasl(ssh: SshHost) -> str:
+    config, database = _sasl_paths()
+    if ssh.read(config) is None:
+        raise HypervisorError(f"SASL is not set up on {ssh.host} by spicectl",
+                              hint=f"spicectl --connect {ssh.uri} host setup --sasl --apply")
+    return database
+
+
+def remote_users(ssh: SshHost) -> list[str]:
+    database = _require_sasl(ssh)
+    q = shlex.quote(database)
+    out = ssh.run(_SASL_PATH + f"if [ -e {q} ]; then sasldblistusers2 -f {q}; fi", what="listing SASL users")
+    # "alice@host: userPassword" (one line per secret the user has)
+    return sorted({line.split("@", 1)[0] for line in out.decode(errors="replace").splitlines() if "@" in line})
+
+
+def remote_add_user(ssh: SshHost, name: str, password: bytes, *, replace: bool = False) -> bool:
+    """Add (or with `replace`, re-password) a user in the host's sasldb, the password on stdin; the
+    database stays readable by QEMU's group only."""
+    from spicectl.errors import Conflict
+    from spicectl.virt import sasl as S
+
+    S.check_name(name)
+    S.check_password(password)
+    existed = name in remote_users(ssh)
+    if existed and not replace:
+        raise Conflict(f"SASL user {name!r} exists on {ssh.host}", hint="give --replace to set a new password")
+    q = shlex.quote(_require_sasl(ssh))
+    ssh.run(_SASL_PATH + f"set -e; umask 077; saslpasswd2 -p -a {S.APPLICATION} -f {q} -c {shlex.quote(name)}; "
+            f"if getent group {QEMU_GROUP} >/dev/null; then chgrp {QEMU_GROUP} {q}; chmod 640 {q}; fi",
+            stdin=password, what=f"adding SASL user {name}")
+    return existed
+
+
+def remote_delete_user(ssh: SshHost, name: str) -> None:
+    from spicectl.errors import NotFound
+    from spicectl.virt import sasl as S
+
+    S.check_name(name)
+    if name not in remote_users(ssh):
+        raise NotFound(f"no SASL user {name!r} on {ssh.host}", hint="see: spicectl sasl user list")
+    q = shlex.quote(_require_sasl(ssh))
+    ssh.run(_SASL_PATH + f"saslpasswd2 -a {S.APPLICATION} -f {q} -d {shlex.quote(name)}",
+            what=f"deleting SASL user {name}")

@@ -25,6 +25,9 @@ DATABASE = "passwd.db"
 APPLICATION = "qemu"
 MECHANISM = "scram-sha-256"
 MAX_NAME = 64
+# on the host of a system or remote libvirt (host setup --sasl --apply): spicectl's configuration and
+# sasldb, readable by QEMU's group
+SYSTEM_DIR = "/etc/spicectl/sasl"
 
 
 @dataclass
@@ -76,7 +79,7 @@ def disable(state_dir: Path) -> bool:
     return True
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-" for c in name) or name[0] in ".-":
         raise InvalidInput(f"SASL user name {name!r}: letters, digits, '.', '_' and '-', at most {MAX_NAME}")
 
@@ -87,11 +90,15 @@ def _database(state_dir: Path) -> Path:
     return sasl_dir(state_dir) / DATABASE
 
 
-def add_user(state_dir: Path, name: str, password: bytes, *, replace: bool = False) -> bool:
-    """Add user `name` (or set their password with `replace`); whether they existed."""
-    _check_name(name)
+def check_password(password: bytes) -> None:
     if not password or b"\n" in password or b"\0" in password:
         raise InvalidInput("a SASL password must be one line, not empty")
+
+
+def add_user(state_dir: Path, name: str, password: bytes, *, replace: bool = False) -> bool:
+    """Add user `name` (or set their password with `replace`); whether they existed."""
+    check_name(name)
+    check_password(password)
     existed = name in list_users(state_dir)
     if existed and not replace:
         raise Conflict(f"SASL user {name!r} exists", hint="give --replace to set a new password")
@@ -110,7 +117,7 @@ def add_user(state_dir: Path, name: str, password: bytes, *, replace: bool = Fal
 
 
 def delete_user(state_dir: Path, name: str) -> None:
-    _check_name(name)
+    check_name(name)
     if name not in list_users(state_dir):
         raise NotFound(f"no SASL user {name!r}", hint="see: spicectl sasl user list")
     run = subprocess.run([_tool("saslpasswd2"), "-a", APPLICATION, "-f", str(_database(state_dir)), "-d", name],

@@ -17,6 +17,7 @@ from tests.integration.conftest import kill
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 CERT_DIR = Path("/etc/pki/libvirt-spice")
+SASL_DIR = Path("/etc/spicectl/sasl")   # what host setup --sasl --apply writes
 LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 RUN_DIR = LIBVIRT_SOCK.parent
 STORAGE = Path("/etc/libvirt/storage")
@@ -91,6 +92,7 @@ class HostFiles:
     def __init__(self) -> None:
         self.qemu_conf = QEMU_CONF.read_bytes()
         self.had_pki = CERT_DIR.parent.exists()
+        self.had_spicectl_etc = SASL_DIR.parent.exists()
         self.pools = set(STORAGE.glob("*.xml"))
         self.volumes = set(POOL_DIR.iterdir()) if POOL_DIR.exists() else set()
         self.kvm = os.stat("/dev/kvm") if Path("/dev/kvm").exists() else None
@@ -105,6 +107,7 @@ class HostFiles:
         QEMU_CONF.write_bytes(self.qemu_conf)
         QEMU_CONF.with_name(QEMU_CONF.name + ".spicectl-bak").unlink(missing_ok=True)
         shutil.rmtree(CERT_DIR.parent if not self.had_pki else CERT_DIR, ignore_errors=True)
+        shutil.rmtree(SASL_DIR.parent if not self.had_spicectl_etc else SASL_DIR, ignore_errors=True)
         # the pool spicectl defined, and the volumes it made (libvirt is stopped by now)
         for path in set(STORAGE.glob("*.xml")) - self.pools:
             path.unlink()

@@ -32,7 +32,7 @@ from tests.integration.conftest import (
     locate,
     popen,
 )
-from tests.integration.system_libvirt import CERT_DIR, QEMU_CONF, HostFiles, SystemLibvirt, wait_for
+from tests.integration.system_libvirt import CERT_DIR, QEMU_CONF, SASL_DIR, HostFiles, SystemLibvirt, wait_for
 
 pytestmark = pytest.mark.integration
 ADDRESS = "127.0.0.2"   # the "remote" host: a second loopback address, nothing beyond loopback
@@ -275,3 +275,42 @@ def test_deleting_the_remote_guest_removes_it_on_that_host(remote, far_guest):
                             text=True, check=True).stdout.split()
     assert far_guest not in listed
     assert far_guest not in [r["name"] for r in remote.sc("--connect", "lab", "vm", "list", "--json").json()]
+
+
+def test_sasl_set_up_over_ssh_logs_a_user_in_to_a_new_guest_on_the_remote_host(remote, tmp_path):
+    """host setup --sasl --apply and sasl user add over the URI's SSH; a guest defined there with --sasl
+    takes the user's SCRAM login and refuses a wrong password; --no-sasl --apply turns it off again."""
+    require_binary("saslpasswd2")
+    sc = remote.sc
+    r = sc("--connect", "lab", "host", "setup", "--sasl", "--apply", "--json").json()
+    assert r["sasl"] is True and r["sasl_dir"] == str(SASL_DIR)
+    assert f"wrote {SASL_DIR / 'qemu.conf'}" in r["changed"] and r["restart"]
+    conf = QEMU_CONF.read_text()
+    assert 'spice_sasl = 1' in conf and f'spice_sasl_dir = "{SASL_DIR}"' in conf
+    pw = tmp_path / "pw"
+    pw.write_text("carol-secret-1")
+    sc("--connect", "lab", "sasl", "user", "add", "carol", "--password-file", str(pw))
+    assert sc("--connect", "lab", "sasl", "user", "list", "--json").json()["users"] == ["carol"]
+    db = (SASL_DIR / "passwd.db").stat()
+    assert db.st_mode & 0o777 == 0o640 and db.st_gid == grp.getgrnam("libvirt-qemu").gr_gid
+    remote.libvirt.restart()
+    sc("--connect", "lab", "vm", "create", "sasl-far", "-t", "headless-ci", "--virt-type", "qemu",
+       "--listen", ADDRESS, "--sasl", "--wait")
+    try:
+        shot = tmp_path / "far.png"
+        sc("--connect", "lab", "screenshot", "sasl-far", "--sasl-user", "carol", "--password-file", str(pw),
+           "-o", str(shot))
+        assert Image.open(shot).size == (720, 400)
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-carols")
+        refused = sc("--connect", "lab", "screenshot", "sasl-far", "--sasl-user", "carol", "--password-file",
+                     str(wrong), "-o", str(shot), check=False)
+        assert refused.exit_code == 5, refused.stderr
+        sc("--connect", "lab", "sasl", "user", "delete", "carol")
+        assert sc("--connect", "lab", "sasl", "user", "list", "--json").json()["users"] == []
+    finally:
+        sc("--connect", "lab", "vm", "delete", "sasl-far", check=False)
+    off = sc("--connect", "lab", "host", "setup", "--no-sasl", "--apply", "--json").json()
+    assert off["sasl"] is False and "spice_sasl = 0" in QEMU_CONF.read_text()
+    remote.libvirt.restart()
+
