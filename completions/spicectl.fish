@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --to --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -40,7 +40,7 @@ function __spicectl_path
             case 'usb'
                 contains -- $word attach list share status; and set path (string trim -- "$path $word")
             case 'vm'
-                contains -- $word create delete destroy list restart show start stop xml; and set path (string trim -- "$path $word")
+                contains -- $word create delete destroy list migrate restart show start stop xml; and set path (string trim -- "$path $word")
             case 'xspice'
                 contains -- $word connect list start stop; and set path (string trim -- "$path $word")
         end
@@ -65,7 +65,7 @@ complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'proxy' -d 'Run a long-
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-audio' -d 'Record what guest GUEST plays on its sound card for...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'record-video' -d 'Record guest NAME'\''s screen into a video file until...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'resize' -d 'Change guest GUEST'\''s screen to WIDTHxHEIGHT through its...'
-complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'sasl' -d 'SASL logins (spicectl host setup --sasl turns them on for...'
+complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'sasl' -d 'SASL logins (spicectl host setup --sasl turns them on;...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'screenshot' -d 'Save a PNG of guest NAME'\''s screen, taken through...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'send-keys' -d 'Press KEYS on guest NAME: names like esc, enter, f12, up,...'
 complete -c spicectl -n 'test (__spicectl_path) = ""' -a 'share' -d 'Share DIR with guest GUEST until Ctrl-C, as...'
@@ -537,6 +537,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'create' -d 'Create a
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'delete' -d 'Power off (if running) and remove a guest, with the disk...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'destroy' -d 'Power a guest off at once (it stays defined).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'list' -d 'List guests with their state and SPICE endpoint.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'migrate' -d 'Move guest NAME (from --connect'\''s libvirt, or the private...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'restart' -d 'Stop then start a guest: --timeout bounds the shutdown...'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'show' -d 'Show one guest: state, resources, SPICE endpoint, template.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm"' -a 'start' -d 'Start a defined guest.'
@@ -612,6 +613,14 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l all-hosts -d 'Li
 complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm list"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l copy-storage -d 'Copy the guest'\''s disks to the destination as it moves (for d'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l help -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l json -d 'Print a JSON object for scripts.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l offline -d 'Move a stopped guest'\''s definition (no live state).'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l listen -r -d 'The guest'\''s SPICE address on the destination (default: as it'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l timeout -r -d 'Abort the migration after this many seconds (the guest stays'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l to -r -d 'Where to: a [hosts] name from spicectl.toml ("default" is sp'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l force -d 'Power off if it has not shut down by then.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l help -d 'Show this message and exit.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm restart"' -l json -d 'Print a JSON object for scripts.'

@@ -255,6 +255,83 @@ def delete_cmd(app: App, name: str, keep_disks: bool) -> None:
              lambda: click.echo(f"{name}: deleted" + (f" (removed {', '.join(removed)})" if removed else "")))
 
 
+@vm.command("migrate")
+@_name_arg
+@click.option("--to", "to", required=True, metavar="HOST",
+              help="Where to: a [hosts] name from spicectl.toml (\"default\" is spicectl's private libvirt) or a "
+              "libvirt URI.")
+@click.option("--offline", is_flag=True, help="Move a stopped guest's definition (no live state).")
+@click.option("--copy-storage", is_flag=True, help="Copy the guest's disks to the destination as it moves (for disks "
+              "the destination cannot reach; shared ones need nothing).")
+@click.option("--listen", metavar="ADDR", help="The guest's SPICE address on the destination (default: as it is "
+              "now). Its certificate there must name it.")
+@click.option("--timeout", type=TIMEOUT, default=None, help="Abort the migration after this many seconds (the guest "
+              "stays on the source).")
+@json_option
+@pass_app
+def migrate_cmd(app: App, name: str, to: str, offline: bool, copy_storage: bool, listen: str | None,
+                timeout: float | None) -> None:
+    """Move guest NAME (from --connect's libvirt, or the private default) to HOST, live unless --offline.
+
+    libvirt's own migration carries it; the destination's SPICE address, ports and certificate go to
+    the guest's connected clients, which may follow. All or nothing: a failed, timed-out or interrupted
+    (Ctrl-C) migration leaves the guest running where it was, and says why.
+
+    \b
+      spicectl vm migrate web --to lab
+      spicectl --connect lab vm migrate web --to default --json
+    """
+    import signal
+    import threading
+
+    from spicectl.settings import DEFAULT_HOST
+    from spicectl.virt import migrate as MG
+
+    s = app.settings
+    dest_uri = s.hosts.get(to, to)
+    dest_private = dest_uri == DEFAULT_HOST
+    source_private = s.connect is None
+    if dest_private and source_private:
+        from spicectl.errors import InvalidInput
+
+        raise InvalidInput("the guest is on spicectl's private libvirt already", hint="--to another host")
+    cancelled = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: cancelled.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # the other libvirt first: once the embedded driver is loaded in a process, qemu:///system and
+        # remote URIs no longer open in it
+        first_cm = app.hypervisor(uri=dest_uri) if source_private else app.hypervisor()
+        with first_cm as first:
+            second_cm = app.hypervisor(private=True) if (source_private or dest_private) else \
+                app.hypervisor(uri=dest_uri)
+            with second_cm as second, app.progress() as progress:
+                src, dst = (second, first) if source_private else (first, second)
+
+                def said(p) -> None:
+                    done = p.memory_processed + p.disk_processed
+                    total = p.memory_total + p.disk_total
+                    progress(f"migrating {name}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB, "
+                             f"{p.rate / 2**20:.1f} MiB/s, {p.elapsed:.0f}s")
+
+                result = MG.migrate(src, dst, name, offline=offline, copy_storage=copy_storage, listen=listen,
+                                    timeout=timeout, on_progress=said, cancelled=cancelled)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    data = {"name": result.name, "from": result.source, "to": result.destination, "live": result.live,
+            "seconds": round(result.seconds, 2), "downtime_ms": result.downtime_ms,
+            "memory_bytes": result.memory_bytes, "disk_bytes": result.disk_bytes, "spice": result.spice or None}
+
+    def human() -> None:
+        how = "live" if result.live else "offline"
+        click.echo(f"{name}: moved to {result.destination} ({how}, {result.seconds:.1f}s"
+                   + (f", downtime {result.downtime_ms} ms" if result.downtime_ms is not None else "") + ")")
+        if result.spice:
+            click.echo(f"  SPICE on {result.spice.get('listen')}: tls-port {result.spice.get('tls_port') or '-'}")
+
+    app.emit(data, human)
+
+
 @vm.command("list")
 @click.option("--all-hosts", is_flag=True, help="List guests on every host named in spicectl.toml's [hosts] "
               "(a host = \"default\" is spicectl's private libvirt).")

@@ -28,6 +28,9 @@ unix_sock_ro_perms = "0777"
 unix_sock_rw_perms = "0770"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
+# a host UUID of its own: the private libvirt beside it reads this machine's, and libvirt refuses to
+# migrate between two libvirts it takes for one host
+host_uuid = "5b1c3a6e-0d1f-4c2a-9e1b-7a6f3c2d1e0f"
 """
 
 
