@@ -108,6 +108,13 @@ def test_text_typed_through_our_inputs_channel_reaches_the_xterm(spicectl, xspic
     spicectl("type", name, f"echo typed-over-spice-$((6*7)) > {target}\\n")
     wait_for(target.exists, 15, "the typed command never ran in the xterm")
     assert target.read_text().strip() == "typed-over-spice-42"
+    # a line typed without its Enter, then Enter pressed by send-keys
+    pressed = tmp_path / "pressed.txt"
+    spicectl("type", name, f"echo pressed > {pressed}")
+    time.sleep(1)
+    assert not pressed.exists()
+    spicectl("send-keys", name, "enter")
+    wait_for(pressed.exists, 15, "send-keys enter did not run the typed line")
 
 
 def test_resize_through_the_agent_changes_the_x_screen(spicectl, xspice):
