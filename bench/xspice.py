@@ -37,6 +37,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds of the processes in `roots` and all their descendants (a --run program runs under sh)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+    wanted, grew = set(roots) & parents.keys(), True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in wanted} - wanted
+        wanted |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in wanted:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
 def qemu_pid(name: str) -> int:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -102,9 +125,9 @@ def main() -> None:
                                     env={**env, "DISPLAY": ":92"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)
             time.sleep(3)   # connected and drawing
-            before = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in server)
+            before = cpu_seconds(proc.pid), tree_cpu(server)
             time.sleep(args.seconds)
-            after = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in server)
+            after = cpu_seconds(proc.pid), tree_cpu(server)
             out, err = proc.communicate(timeout=60)
             if proc.returncode:
                 raise SystemExit(f"spicectl view {target} failed: {err}")
