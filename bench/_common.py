@@ -81,3 +81,18 @@ def system_libvirt():
                 os.kill(int(Path(pidfile).read_text()), 15)
             except (OSError, ValueError):
                 pass
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user+system CPU seconds so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def boot_desktop(spicectl, name: str, *create_args: str) -> None:
+    """The desktop image built (or cached) and booted as guest `name` under TCG, its desktop drawn."""
+    spicectl("image", "build", "debian-desktop", timeout=1800)
+    spicectl("vm", "create", name, "--image", "debian-desktop", *create_args, "--virt-type", "qemu", "--wait",
+             timeout=300)
+    spicectl("console", name, "--send", "spicectl-report\\n", "--expect", "desktop=ready",
+             "--retry-every", "10", "--timeout", "300", timeout=400)

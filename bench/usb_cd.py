@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SPICECTL, ensure_apt  # noqa: E402
+from _common import SPICECTL, boot_desktop, cpu_seconds, ensure_apt  # noqa: E402
 
 GUEST = "bench-usb"
 
@@ -40,9 +40,6 @@ def guest_script(reads: int) -> str:
             "echo BENCH-$((6*7))-DONE")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -89,10 +86,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     display = {**env, "DISPLAY": ":94"}
     try:
-        spicectl("image", "build", "debian-desktop", timeout=1800)
-        spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--virt-type", "qemu", "--wait", timeout=300)
-        spicectl("console", GUEST, "--send", "spicectl-report\\n", "--expect", "desktop=ready",
-                 "--retry-every", "10", "--timeout", "300", timeout=400)
+        boot_desktop(spicectl, GUEST)
         ours: list[float] = []
         theirs: list[float] = []
         cpu_ours = cpu_theirs = 0.0

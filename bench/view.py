@@ -26,14 +26,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SPICECTL, ensure_apt  # noqa: E402
+from _common import SPICECTL, boot_desktop, cpu_seconds, ensure_apt  # noqa: E402
 
 GUEST = "bench-view"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -54,11 +51,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     display = {**env, "DISPLAY": ":93"}
     try:
-        spicectl("image", "build", "debian-desktop", timeout=1800)
-        spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=animated",
-                 "--streaming", "all", "--virt-type", "qemu", "--wait", timeout=300)
-        spicectl("console", GUEST, "--send", "spicectl-report\\n", "--expect", "desktop=ready",
-                 "--retry-every", "10", "--timeout", "300", timeout=400)
+        boot_desktop(spicectl, GUEST, "--kernel-arg", "spicectl.scene=animated", "--streaming", "all")
         ours, theirs = [], []
         cpu_ours = []
         for _ in range(args.runs):

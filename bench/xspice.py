@@ -26,15 +26,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SPICECTL, ensure_apt  # noqa: E402
+from _common import ROOT, SPICECTL, boot_desktop, cpu_seconds, ensure_apt  # noqa: E402
 
 GUEST = "bench-xspice"
 SCENE = ROOT / "images" / "files" / "desktop" / "usr" / "local" / "bin" / "spicectl-scene"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(roots: list[int]) -> float:
@@ -95,11 +92,7 @@ def main() -> None:
     xvfb = subprocess.Popen(["Xvfb", ":92", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        spicectl("image", "build", "debian-desktop", timeout=1800)
-        spicectl("vm", "create", GUEST, "--image", "debian-desktop", "--kernel-arg", "spicectl.scene=animated",
-                 "--streaming", "all", "--virt-type", "qemu", "--wait", timeout=300)
-        spicectl("console", GUEST, "--send", "spicectl-report\\n", "--expect", "desktop=ready",
-                 "--retry-every", "10", "--timeout", "300", timeout=400)
+        boot_desktop(spicectl, GUEST, "--kernel-arg", "spicectl.scene=animated", "--streaming", "all")
         started = json.loads(spicectl(
             "xspice", "start", display, "--streaming-video", "all", "--json",
             "--run", "xsetroot -solid '#30475e' -cursor_name left_ptr",
