@@ -80,7 +80,7 @@ _spicectl_opts() {
     'vm delete') echo '--help --json --keep-disks -h' ;;
     'vm destroy') echo '--help --json -h' ;;
     'vm list') echo '--all-hosts --help --json -h' ;;
-    'vm migrate') echo '--copy-storage --help --json --listen --offline --timeout --to -h' ;;
+    'vm migrate') echo '--bandwidth --copy-storage --help --json --listen --offline --timeout --to -h' ;;
     'vm restart') echo '--force --help --json --timeout --wait --wait-for -h' ;;
     'vm show') echo '--help --json -h' ;;
     'vm start') echo '--help --json --timeout --wait --wait-for -h' ;;
@@ -153,7 +153,7 @@ _spicectl_complete_kind() {
 }
 _spicectl() {
   local cur prev word cmdpath="" i skip=0
-  local valopts=" --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --to --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
+  local valopts=" --arch --attach-timeout --audio-device --bandwidth --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --to --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t "
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   for ((i = 1; i < COMP_CWORD; i++)); do

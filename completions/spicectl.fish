@@ -2,7 +2,7 @@
 function __spicectl_path
     set -l path
     set -l skip 0
-    set -l valopts --arch --attach-timeout --audio-device --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --to --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
+    set -l valopts --arch --attach-timeout --audio-device --bandwidth --boot-menu-timeout --ca-file --cd --cdrom --cert-dir --click --close-after --codec --connect --days --device --disk --dns --expect --fps --heads --hold --host --host-subject --html5-dir --image --image-compression --ip --jpeg --kernel-arg --key-type --last-frame --listen --machine --match --max-memory --max-upload --memory --monitor --mouse-mode --move --needle --needles --network --out --output --passphrase-env --passphrase-fd --passphrase-file --password-env --password-file --persist --playback-compression --port --proxy --proxy-url --qemu-arg --ram --region --rendernode --retry-every --run --sasl-user --screenshot --seconds --send --settle --share --sound --state-dir --streaming --streaming-video --subject --tag --template --text --threshold --timeout --tls-port --to --token-ttl --ttl --usb --usb-cd --usb-disk --usb-filter --usb-redir --vcpus --vgamem --video --video-codec --virt-type --vram --vram64 --vv --wait-for --warn-days --zlib -c -o -t
     for word in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -618,6 +618,7 @@ complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l help -d 'Show
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l json -d 'Print a JSON object for scripts.'
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l offline -d 'Move a stopped guest'\''s definition (no live state).'
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -s h -d 'Show this message and exit.'
+complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l bandwidth -r -d 'Cap the migration stream at MIB MiB/s (as virsh migrate --ba'
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l listen -r -d 'The guest'\''s SPICE address on the destination (default: as it'
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l timeout -r -d 'Abort the migration after this many seconds (the guest stays'
 complete -c spicectl -n 'test (__spicectl_path) = "vm migrate"' -l to -r -d 'Where to: a [hosts] name from spicectl.toml ("default" is sp'

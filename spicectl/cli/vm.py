@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spicectl.cli.app import App, json_option, pass_app
-from spicectl.cli.options import TIMEOUT
+from spicectl.cli.options import TIMEOUT, Integer
 from spicectl.cli.vm_options import collect, vm_options
 
 
@@ -265,12 +265,14 @@ def delete_cmd(app: App, name: str, keep_disks: bool) -> None:
               "the destination cannot reach; shared ones need nothing).")
 @click.option("--listen", metavar="ADDR", help="The guest's SPICE address on the destination (default: as it is "
               "now). Its certificate there must name it.")
+@click.option("--bandwidth", type=Integer(), metavar="MIB", help="Cap the migration stream at MIB MiB/s (as virsh "
+              "migrate --bandwidth).")
 @click.option("--timeout", type=TIMEOUT, default=None, help="Abort the migration after this many seconds (the guest "
               "stays on the source).")
 @json_option
 @pass_app
 def migrate_cmd(app: App, name: str, to: str, offline: bool, copy_storage: bool, listen: str | None,
-                timeout: float | None) -> None:
+                bandwidth: int | None, timeout: float | None) -> None:
     """Move guest NAME (from --connect's libvirt, or the private default) to HOST, live unless --offline.
 
     libvirt's own migration carries it; the destination's SPICE address, ports and certificate go to
@@ -314,7 +316,7 @@ def migrate_cmd(app: App, name: str, to: str, offline: bool, copy_storage: bool,
                              f"{p.rate / 2**20:.1f} MiB/s, {p.elapsed:.0f}s")
 
                 result = MG.migrate(src, dst, name, offline=offline, copy_storage=copy_storage, listen=listen,
-                                    timeout=timeout, on_progress=said, cancelled=cancelled)
+                                    bandwidth=bandwidth, timeout=timeout, on_progress=said, cancelled=cancelled)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -100,11 +100,13 @@ def destination_xml(xml: str, listen: str) -> str:
 
 
 def migrate(src: Hypervisor, dst: Hypervisor, name: str, *, offline: bool = False, live: bool = True,
-            copy_storage: bool = False, listen: str | None = None, timeout: float | None = None,
+            copy_storage: bool = False, listen: str | None = None, bandwidth: int | None = None,
+            timeout: float | None = None,
             on_progress: Callable[[Progress], None] = lambda _p: None,
             cancelled: threading.Event | None = None) -> Result:
     """Move guest `name` from `src` to `dst`: live (a running guest), or `offline` (a stopped one's
-    definition); `listen` is its SPICE server's address on the destination (None: as it is now). It
+    definition); `listen` is its SPICE server's address on the destination (None: as it is now),
+    `bandwidth` a cap on the stream in MiB/s. It
     is defined on the destination and undefined on the source only once it runs there; a failure,
     `timeout` or `cancelled` aborts the job and leaves it where it was."""
     import libvirt
@@ -132,7 +134,10 @@ def migrate(src: Hypervisor, dst: Hypervisor, name: str, *, offline: bool = Fals
                                    "it to a libvirtd")
     _check_host_uuids(src, dst)
 
-    params = {} if offline else {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{migration_address(dst.location.uri)}"}
+    params: dict[str, str | int] = {} if offline else {
+        libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{migration_address(dst.location.uri)}"}
+    if bandwidth is not None and not offline:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth   # MiB/s
     if listen is not None:
         secure = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml(dom.XMLDesc(secure), listen)

@@ -355,3 +355,28 @@ def test_a_running_guest_migrates_live_to_the_remote_host_and_comes_back_offline
     finally:
         sc("vm", "delete", "mover", check=False)
         sc("--connect", "lab", "vm", "delete", "mover", check=False)
+
+
+def test_a_killed_migration_leaves_the_guest_running_on_the_source_and_the_next_one_works(remote):
+    sc = remote.sc
+
+    def on_system() -> list[str]:
+        return subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    sc("vm", "create", "killed", "-t", "headless-ci", "--virt-type", "qemu", "--wait")
+    try:
+        # a capped stream keeps the transfer going long enough to be cut in the middle
+        proc = popen(sc, "vm", "migrate", "killed", "--to", "lab", "--listen", ADDRESS, "--bandwidth", "1")
+        wait_for(lambda: "killed" in on_system(), "the destination never took the incoming guest", timeout=60)
+        time.sleep(1)
+        assert proc.poll() is None, "the migration ended before it could be cut"
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_for(lambda: "killed" not in on_system(), "the destination kept the half-moved guest", timeout=60)
+        assert rows_now(sc)[("here", "killed")]["state"] == "running"
+        moved = sc("vm", "migrate", "killed", "--to", "lab", "--listen", ADDRESS, "--json", timeout=300).json()
+        assert moved["to"] == remote.uri and ("lab", "killed") in rows_now(sc)
+    finally:
+        sc("vm", "delete", "killed", check=False)
+        sc("--connect", "lab", "vm", "delete", "killed", check=False)
