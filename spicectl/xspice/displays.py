@@ -287,8 +287,11 @@ def _stop_procs(record: DisplayRecord) -> list[str]:
     live = [p for p in order if alive(p)]
     for p in live:
         try:
-            # the session's commands run in their own process groups: their children go too
-            os.killpg(p.pid, signal.SIGTERM) if p.what not in ("xorg",) else os.kill(p.pid, signal.SIGTERM)
+            if p.what == "xorg":
+                os.kill(p.pid, signal.SIGTERM)
+            else:
+                # each program leads a process group of its own (started under sh): its children go too
+                os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_SECONDS
