@@ -78,10 +78,11 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
     s = app.settings
     target = resolve(s.connect, s.state_dir)
     passphrase = read_passphrase(passphrase_file, passphrase_fd, passphrase_env)
-    if sasl is not None and (not target.embedded or target.root is None) and apply_:
+    foreign = not target.embedded or target.root is None   # a libvirt not spicectl's private one
+    if sasl is not None and foreign and apply_:
         _apply_remote(app, target.uri, passphrase, sasl=sasl)
         return
-    if sasl is not None and (not target.embedded or target.root is None):
+    if sasl is not None and foreign:
         from spicectl.virt.sasl import manual_steps
 
         sasl_steps = manual_steps() if sasl else [
@@ -99,10 +100,10 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
     if target.uri == H.SESSION_URI:
         _setup_session(app, passphrase)
         return
-    if (not target.embedded or target.root is None) and apply_:
+    if foreign and apply_:
         _apply_remote(app, target.uri, passphrase)
         return
-    if not target.embedded or target.root is None:
+    if foreign:
         steps = H.manual_setup_steps(s.certs_dir)
         def human() -> None:
             click.echo(f"{target.uri} is not spicectl's private libvirt; by hand:")
@@ -114,6 +115,7 @@ def setup_cmd(app: App, apply_: bool, sasl: bool | None, passphrase_file, passph
         return
     from spicectl.virt import sasl as S
 
+    assert target.root is not None   # not foreign: spicectl's private libvirt, which has a root
     if sasl:
         S.enable(s.state_dir)
     elif sasl is False:

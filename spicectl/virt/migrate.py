@@ -189,21 +189,24 @@ def migrate(src: Hypervisor, dst: Hypervisor, name: str, *, offline: bool = Fals
     return result
 
 
+SAME_HOST_HINT = "give the destination's libvirtd its own host_uuid (libvirtd.conf or virtqemud.conf)"
+
+
 def _check_host_uuids(src: Hypervisor, dst: Hypervisor) -> None:
     from lxml import etree
 
     def uuid(hv: Hypervisor) -> str:
         return etree.fromstring(hv.conn.getCapabilities().encode()).findtext("host/uuid") or ""
 
-    if uuid(src) and uuid(src) == uuid(dst):
-        raise Conflict(f"{src.location.uri} and {dst.location.uri} have the same host UUID ({uuid(src)}); "
-                       "libvirt takes them for one host and refuses to migrate",
-                       hint="give the destination's libvirtd its own host_uuid (libvirtd.conf or virtqemud.conf)")
+    ours = uuid(src)   # (a remote libvirt's capabilities are a round trip: asked for once)
+    if ours and ours == uuid(dst):
+        raise Conflict(f"{src.location.uri} and {dst.location.uri} have the same host UUID ({ours}); "
+                       "libvirt takes them for one host and refuses to migrate", hint=SAME_HOST_HINT)
 
 
 def _hint(message: str) -> str | None:
     if "same host" in message:
-        return "give the destination's libvirtd its own host_uuid (libvirtd.conf)"
+        return SAME_HOST_HINT
     if "storage" in message or "No such file" in message:
         return "a disk the destination cannot reach: --copy-storage copies it"
     return None

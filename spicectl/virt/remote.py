@@ -313,7 +313,10 @@ def _require_sasl(ssh: SshHost) -> str:
 
 
 def remote_users(ssh: SshHost) -> list[str]:
-    database = _require_sasl(ssh)
+    return _users(ssh, _require_sasl(ssh))
+
+
+def _users(ssh: SshHost, database: str) -> list[str]:
     q = shlex.quote(database)
     out = ssh.run(_SASL_PATH + f"if [ -e {q} ]; then sasldblistusers2 -f {q}; fi", what="listing SASL users")
     # "alice@host: userPassword" (one line per secret the user has)
@@ -328,10 +331,11 @@ def remote_add_user(ssh: SshHost, name: str, password: bytes, *, replace: bool =
 
     S.check_name(name)
     S.check_password(password)
-    existed = name in remote_users(ssh)
+    database = _require_sasl(ssh)
+    existed = name in _users(ssh, database)
     if existed and not replace:
         raise Conflict(f"SASL user {name!r} exists on {ssh.host}", hint="give --replace to set a new password")
-    q = shlex.quote(_require_sasl(ssh))
+    q = shlex.quote(database)
     ssh.run(_SASL_PATH + f"set -e; umask 077; saslpasswd2 -p -a {S.APPLICATION} -f {q} -c {shlex.quote(name)}; "
             f"if getent group {QEMU_GROUP} >/dev/null; then chgrp {QEMU_GROUP} {q}; chmod 640 {q}; fi",
             stdin=password, what=f"adding SASL user {name}")
@@ -343,8 +347,9 @@ def remote_delete_user(ssh: SshHost, name: str) -> None:
     from spicectl.virt import sasl as S
 
     S.check_name(name)
-    if name not in remote_users(ssh):
+    database = _require_sasl(ssh)
+    if name not in _users(ssh, database):
         raise NotFound(f"no SASL user {name!r} on {ssh.host}", hint="see: spicectl sasl user list")
-    q = shlex.quote(_require_sasl(ssh))
+    q = shlex.quote(database)
     ssh.run(_SASL_PATH + f"saslpasswd2 -a {S.APPLICATION} -f {q} -d {shlex.quote(name)}",
             what=f"deleting SASL user {name}")
